@@ -1,0 +1,166 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Matrix(_message.Message):
+    __slots__ = ("rows", "cols", "values")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    cols: int
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, rows: _Optional[int] = ..., cols: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class QSVRParams(_message.Message):
+    __slots__ = ("k", "base", "k0", "xi", "gamma", "epsilon", "c", "num_reads", "top_k", "ensemble", "num_sweeps")
+    K_FIELD_NUMBER: _ClassVar[int]
+    BASE_FIELD_NUMBER: _ClassVar[int]
+    K0_FIELD_NUMBER: _ClassVar[int]
+    XI_FIELD_NUMBER: _ClassVar[int]
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    C_FIELD_NUMBER: _ClassVar[int]
+    NUM_READS_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    ENSEMBLE_FIELD_NUMBER: _ClassVar[int]
+    NUM_SWEEPS_FIELD_NUMBER: _ClassVar[int]
+    k: int
+    base: float
+    k0: float
+    xi: float
+    gamma: float
+    epsilon: float
+    c: float
+    num_reads: int
+    top_k: int
+    ensemble: str
+    num_sweeps: int
+    def __init__(self, k: _Optional[int] = ..., base: _Optional[float] = ..., k0: _Optional[float] = ..., xi: _Optional[float] = ..., gamma: _Optional[float] = ..., epsilon: _Optional[float] = ..., c: _Optional[float] = ..., num_reads: _Optional[int] = ..., top_k: _Optional[int] = ..., ensemble: _Optional[str] = ..., num_sweeps: _Optional[int] = ...) -> None: ...
+
+class FitRequest(_message.Message):
+    __slots__ = ("model_id", "x", "y", "params", "backend", "seed")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    x: Matrix
+    y: _containers.RepeatedScalarFieldContainer[float]
+    params: QSVRParams
+    backend: str
+    seed: int
+    def __init__(self, model_id: _Optional[str] = ..., x: _Optional[_Union[Matrix, _Mapping]] = ..., y: _Optional[_Iterable[float]] = ..., params: _Optional[_Union[QSVRParams, _Mapping]] = ..., backend: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class FitReply(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: ModelInfo
+    def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("model_id", "version", "backend", "n_train", "n_features", "num_variables", "train_r2", "best_energy", "build_seconds", "sample_seconds", "members", "fallback", "fallback_reason", "created_at", "params", "member_energies", "seed", "num_reads", "distinct_solutions")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    N_TRAIN_FIELD_NUMBER: _ClassVar[int]
+    N_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    NUM_VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_R2_FIELD_NUMBER: _ClassVar[int]
+    BEST_ENERGY_FIELD_NUMBER: _ClassVar[int]
+    BUILD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_ENERGIES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    NUM_READS_FIELD_NUMBER: _ClassVar[int]
+    DISTINCT_SOLUTIONS_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    version: int
+    backend: str
+    n_train: int
+    n_features: int
+    num_variables: int
+    train_r2: float
+    best_energy: float
+    build_seconds: float
+    sample_seconds: float
+    members: int
+    fallback: bool
+    fallback_reason: str
+    created_at: _timestamp_pb2.Timestamp
+    params: QSVRParams
+    member_energies: _containers.RepeatedScalarFieldContainer[float]
+    seed: int
+    num_reads: int
+    distinct_solutions: int
+    def __init__(self, model_id: _Optional[str] = ..., version: _Optional[int] = ..., backend: _Optional[str] = ..., n_train: _Optional[int] = ..., n_features: _Optional[int] = ..., num_variables: _Optional[int] = ..., train_r2: _Optional[float] = ..., best_energy: _Optional[float] = ..., build_seconds: _Optional[float] = ..., sample_seconds: _Optional[float] = ..., members: _Optional[int] = ..., fallback: _Optional[bool] = ..., fallback_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., params: _Optional[_Union[QSVRParams, _Mapping]] = ..., member_energies: _Optional[_Iterable[float]] = ..., seed: _Optional[int] = ..., num_reads: _Optional[int] = ..., distinct_solutions: _Optional[int] = ...) -> None: ...
+
+class PredictRequest(_message.Message):
+    __slots__ = ("model_id", "x", "version")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    x: Matrix
+    version: int
+    def __init__(self, model_id: _Optional[str] = ..., x: _Optional[_Union[Matrix, _Mapping]] = ..., version: _Optional[int] = ...) -> None: ...
+
+class PredictReply(_message.Message):
+    __slots__ = ("mean", "std", "model_id", "version")
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    STD_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    mean: _containers.RepeatedScalarFieldContainer[float]
+    std: _containers.RepeatedScalarFieldContainer[float]
+    model_id: str
+    version: int
+    def __init__(self, mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., model_id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class GetModelRequest(_message.Message):
+    __slots__ = ("model_id", "version")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    version: int
+    def __init__(self, model_id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ("model_id",)
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    def __init__(self, model_id: _Optional[str] = ...) -> None: ...
+
+class ListModelsReply(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class DeleteModelRequest(_message.Message):
+    __slots__ = ("model_id",)
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    def __init__(self, model_id: _Optional[str] = ...) -> None: ...
+
+class DeleteModelReply(_message.Message):
+    __slots__ = ("model_id", "versions_deleted")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    versions_deleted: int
+    def __init__(self, model_id: _Optional[str] = ..., versions_deleted: _Optional[int] = ...) -> None: ...
