@@ -1,0 +1,223 @@
+"""``qpu-gateway``: serve the gateway, or use one from the shell with CSV files.
+
+    qpu-gateway serve [--address HOST:PORT] [--backend NAME] [--store PATH] [--config FILE]
+    qpu-gateway fit --gateway HOST:PORT --data train.csv --target final_loss [--model-id ID]
+                    [--backend NAME] [--seed S] [--param gamma=0.03 ...]
+    qpu-gateway predict --gateway HOST:PORT --model-id ID --data rows.csv [--out preds.csv]
+    qpu-gateway models [--model-id ID] | qpu-gateway delete --model-id ID
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["main"]
+
+log = logging.getLogger("qpu_gateway")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from qpu_gateway.backends import BackendRegistry
+    from qpu_gateway.config import load_config
+    from qpu_gateway.server import SERVICE_NAME, create_server
+    from qpu_gateway.service import GatewayService
+    from qpu_gateway.store import ModelStore
+
+    cfg = load_config(
+        args.config,
+        overrides={
+            "address": args.address,
+            "backend": args.backend,
+            "store": args.store,
+            "reflection": False if args.no_reflection else None,
+        },
+    )
+
+    async def run() -> None:
+        store = ModelStore(cfg.store)
+        registry = BackendRegistry(cfg.backends)
+        registry.sampler(cfg.backend)
+        service = GatewayService(
+            store, registry, default_backend=cfg.backend, allowed_backends=cfg.allowed_backends
+        )
+        server, port, health = await create_server(
+            service, cfg.address, reflection_enabled=cfg.reflection
+        )
+        await server.start()
+        host = cfg.address.rsplit(":", 1)[0]
+        log.info(
+            "qpu-gateway serving on %s:%d backend=%s store=%s reflection=%s",
+            host, port, cfg.backend, cfg.store, cfg.reflection,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down (grace %.1fs)", cfg.grace_seconds)
+        await health.enter_graceful_shutdown()
+        await server.stop(cfg.grace_seconds)
+        store.close()
+        log.info("stopped; store closed (%s)", SERVICE_NAME)
+
+    asyncio.run(run())
+    return 0
+
+
+def _read_csv(path: str) -> tuple[list[str], np.ndarray]:
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if len(rows) < 2:
+        raise SystemExit(f"{path}: needs a header row and at least one data row")
+    header, body = rows[0], rows[1:]
+    try:
+        data = np.asarray([[float(v) for v in r] for r in body], dtype=np.float64)
+    except ValueError as exc:
+        raise SystemExit(f"{path}: every value must be a number ({exc})") from exc
+    return header, data
+
+
+def _parse_param(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--param expects NAME=VALUE, got {text!r}")
+    if key == "ensemble":
+        return key, value
+    if key in {"k", "num_reads", "num_sweeps", "top_k"}:
+        return key, int(value)
+    return key, float(value)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from qpu_gateway.client import GatewayClient
+
+    return GatewayClient(args.gateway, timeout=args.timeout)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    header, data = _read_csv(args.data)
+    if args.target not in header:
+        raise SystemExit(f"{args.data}: no column {args.target!r} (columns: {', '.join(header)})")
+    t = header.index(args.target)
+    x = np.delete(data, t, axis=1)
+    with _client(args) as client:
+        info = client.fit(
+            x, data[:, t], model_id=args.model_id, backend=args.backend, seed=args.seed,
+            **dict(args.param),
+        )
+    from google.protobuf.json_format import MessageToDict
+
+    print(json.dumps(MessageToDict(info), indent=2))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    header, data = _read_csv(args.data)
+    if args.drop:
+        keep = [i for i, h in enumerate(header) if h not in set(args.drop.split(","))]
+        data = data[:, keep]
+    with _client(args) as client:
+        mean, std = client.predict(args.model_id, data, version=args.version)
+    out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
+    try:
+        w = csv.writer(out)
+        w.writerow(["mean", "std"])
+        w.writerows(zip(mean.tolist(), std.tolist(), strict=True))
+    finally:
+        if args.out:
+            out.close()
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from google.protobuf.json_format import MessageToDict
+
+    with _client(args) as client:
+        models = client.list_models(args.model_id)
+    print(json.dumps([MessageToDict(m) for m in models], indent=2))
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        n = client.delete_model(args.model_id)
+    print(f"deleted {n} version(s) of {args.model_id}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qpu-gateway", description=__doc__.split("\n\n")[0])
+    p.add_argument("--log-level", default="INFO")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the gRPC server until SIGINT/SIGTERM")
+    s.add_argument("--address", help="HOST:PORT to bind (port 0 picks a free one)")
+    s.add_argument("--backend", help="default sampler backend (neal, exact, ...)")
+    s.add_argument("--store", help="SQLite file of the model store")
+    s.add_argument("--config", help="TOML configuration file")
+    s.add_argument("--no-reflection", action="store_true", help="do not serve gRPC reflection")
+    s.set_defaults(func=_serve)
+
+    def client_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--gateway", default="127.0.0.1:50051", help="HOST:PORT of the gateway")
+        sp.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds")
+
+    f = sub.add_parser("fit", help="fit a model on a CSV (header row; one target column)")
+    client_args(f)
+    f.add_argument("--data", required=True)
+    f.add_argument("--target", required=True, help="name of the target column")
+    f.add_argument("--model-id", default="")
+    f.add_argument("--backend", default="")
+    f.add_argument("--seed", type=int)
+    f.add_argument("--param", type=_parse_param, action="append", default=[],
+                   help="QSVR parameter NAME=VALUE (repeatable), e.g. gamma=0.03")
+    f.set_defaults(func=_fit)
+
+    r = sub.add_parser("predict", help="predict rows of a CSV (header row; feature columns)")
+    client_args(r)
+    r.add_argument("--model-id", required=True)
+    r.add_argument("--data", required=True)
+    r.add_argument("--drop", default="", help="comma-separated columns to ignore (e.g. the target)")
+    r.add_argument("--version", type=int)
+    r.add_argument("--out", help="output CSV (default: stdout)")
+    r.set_defaults(func=_predict)
+
+    m = sub.add_parser("models", help="list stored models")
+    client_args(m)
+    m.add_argument("--model-id", default="", help="list every version of this model")
+    m.set_defaults(func=_models)
+
+    d = sub.add_parser("delete", help="delete every version of a model")
+    client_args(d)
+    d.add_argument("--model-id", required=True)
+    d.set_defaults(func=_delete)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    import grpc
+
+    try:
+        return int(args.func(args))
+    except grpc.RpcError as exc:
+        print(f"qpu-gateway: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as exc:
+        print(f"qpu-gateway: {exc}", file=sys.stderr)
+        return 2

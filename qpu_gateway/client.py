@@ -1,0 +1,177 @@
+"""Python client of the gateway: numpy in, numpy out, a deadline on every call.
+
+Predict, GetModel and ListModels are retried on ``UNAVAILABLE`` by the channel's service config
+(they are idempotent); Fit and DeleteModel never are.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from numpy.typing import ArrayLike, NDArray
+
+from qpu_gateway.convert import matrix_to_proto
+from qpu_gateway.service import FIT_PARAMS
+from qpu_gateway.v1 import gateway_pb2 as pb
+from qpu_gateway.v1 import gateway_pb2_grpc as pb_grpc
+
+__all__ = ["GatewayClient"]
+
+_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [
+                    {"service": "qpu_gateway.v1.Gateway", "method": m}
+                    for m in ("Predict", "GetModel", "ListModels")
+                ],
+                "retryPolicy": {
+                    "maxAttempts": 4,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+
+
+def _as_matrix(x: ArrayLike) -> NDArray[np.float64]:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2:
+        raise ValueError(f"x must be 1-D or 2-D, got shape {a.shape}")
+    return a
+
+
+class GatewayClient:
+    """Blocking client for ``qpu_gateway.v1.Gateway``.
+
+    Parameters
+    ----------
+    address : ``HOST:PORT`` of the gateway.
+    timeout : default deadline in seconds of every call (Fit can take seconds; see ``fit``).
+    credentials : channel credentials for TLS; ``None`` is a plaintext channel.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float = 30.0,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: list[tuple[str, Any]] | None = None,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        opts = [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1)]
+        opts += options or []
+        self.address = address
+        self.timeout = timeout
+        if credentials is None:
+            self._channel = grpc.insecure_channel(address, options=opts)
+        else:
+            self._channel = grpc.secure_channel(address, credentials, options=opts)
+        self._stub = pb_grpc.GatewayStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def fit(
+        self,
+        x: ArrayLike,
+        y: ArrayLike,
+        *,
+        model_id: str = "",
+        backend: str = "",
+        seed: int | None = None,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> pb.ModelInfo:
+        """Fit a model (or a new version of ``model_id``); x: (N, F), y: (N,). Returns its info."""
+        unknown = set(params) - set(FIT_PARAMS)
+        if unknown:
+            raise TypeError(f"unknown QSVR parameters {sorted(unknown)}; known: {list(FIT_PARAMS)}")
+        request = pb.FitRequest(
+            model_id=model_id,
+            x=matrix_to_proto(_as_matrix(x)),
+            y=np.asarray(y, dtype=np.float64).ravel().tolist(),
+            params=pb.QSVRParams(**{k: v for k, v in params.items() if v is not None}),
+            backend=backend,
+        )
+        if seed is not None:
+            request.seed = seed
+        return self._stub.Fit(request, timeout=timeout or self.timeout).model
+
+    def predict(
+        self,
+        model_id: str,
+        x: ArrayLike,
+        *,
+        version: int | None = None,
+        timeout: float | None = None,
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Mean and member spread for x: (rows, F) or (F,) -> two (rows,) arrays."""
+        request = pb.PredictRequest(model_id=model_id, x=matrix_to_proto(_as_matrix(x)))
+        if version is not None:
+            request.version = version
+        reply = self._stub.Predict(request, timeout=timeout or self.timeout)
+        return np.asarray(reply.mean), np.asarray(reply.std)
+
+    def get_model(
+        self, model_id: str, *, version: int | None = None, timeout: float | None = None
+    ) -> pb.ModelInfo:
+        """Info of one version (the latest when ``version`` is None)."""
+        request = pb.GetModelRequest(model_id=model_id)
+        if version is not None:
+            request.version = version
+        return self._stub.GetModel(request, timeout=timeout or self.timeout)
+
+    def list_models(self, model_id: str = "", *, timeout: float | None = None) -> list[pb.ModelInfo]:
+        """Latest version of every model, or every version of ``model_id``."""
+        reply = self._stub.ListModels(
+            pb.ListModelsRequest(model_id=model_id), timeout=timeout or self.timeout
+        )
+        return list(reply.models)
+
+    def delete_model(self, model_id: str, *, timeout: float | None = None) -> int:
+        """Delete every version of ``model_id``; returns how many were deleted."""
+        reply = self._stub.DeleteModel(
+            pb.DeleteModelRequest(model_id=model_id), timeout=timeout or self.timeout
+        )
+        return int(reply.versions_deleted)
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """Health status name (``SERVING``, ``NOT_SERVING``, ...) of ``service`` ("" = overall)."""
+        reply = self._health.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=timeout or self.timeout
+        )
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+    def wait_until_serving(self, timeout: float = 30.0) -> None:
+        """Block until the health check answers SERVING; ``TimeoutError`` after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                if self.health(timeout=min(2.0, max(deadline - time.monotonic(), 0.05))) == "SERVING":
+                    return
+            except grpc.RpcError as exc:
+                last = exc
+            time.sleep(0.05)
+        raise TimeoutError(f"gateway at {self.address} not SERVING after {timeout}s ({last})")
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> GatewayClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

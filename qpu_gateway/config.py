@@ -1,0 +1,87 @@
+"""Gateway configuration: defaults < TOML file < environment < command line.
+
+Example (``examples/gateway.toml``)::
+
+    [server]
+    address = "127.0.0.1:50051"
+    backend = "neal"                  # or QPU_GATEWAY_BACKEND, or --backend
+    store = "qpu_gateway_models.sqlite"
+    reflection = true
+    allowed_backends = ["neal", "exact"]   # a request may name these; absent: any backend
+    grace_seconds = 5.0
+
+    [backends.neal]                   # passed to the backend's factory
+    beta_range = [0.1, 10.0]
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from qpu_gateway.backends import available_backends
+
+__all__ = ["ENV_BACKEND", "ENV_STORE", "GatewayConfig", "load_config"]
+
+ENV_BACKEND = "QPU_GATEWAY_BACKEND"
+ENV_STORE = "QPU_GATEWAY_STORE"
+_SERVER_KEYS = {"address", "backend", "store", "reflection", "allowed_backends", "grace_seconds"}
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Resolved server configuration."""
+
+    address: str = "127.0.0.1:50051"
+    backend: str = "neal"
+    store: str = "qpu_gateway_models.sqlite"
+    reflection: bool = True
+    allowed_backends: list[str] | None = None
+    grace_seconds: float = 5.0
+    backends: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def validate(self) -> GatewayConfig:
+        """Raise ``ValueError`` naming the setting when one is invalid; return self."""
+        known = available_backends()
+        if self.backend not in known:
+            raise ValueError(f"backend must be one of {known}, got {self.backend!r}")
+        for name in self.allowed_backends or []:
+            if name not in known:
+                raise ValueError(f"allowed_backends: unknown backend {name!r}; known: {known}")
+        if self.grace_seconds < 0:
+            raise ValueError(f"grace_seconds must be >= 0, got {self.grace_seconds}")
+        if not self.address or ":" not in self.address:
+            raise ValueError(f"address must be HOST:PORT, got {self.address!r}")
+        return self
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> GatewayConfig:
+    """Build the configuration from a TOML file, the environment and explicit overrides."""
+    cfg = GatewayConfig()
+    if path is not None:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+        server = data.get("server", {})
+        unknown = set(server) - _SERVER_KEYS
+        if unknown:
+            raise ValueError(f"{path}: unknown [server] keys {sorted(unknown)}")
+        backends = data.get("backends", {})
+        if not isinstance(backends, dict) or not all(isinstance(v, dict) for v in backends.values()):
+            raise ValueError(f"{path}: [backends.NAME] sections must be tables")
+        cfg = replace(cfg, **server, backends=backends)
+    env = os.environ if env is None else env
+    if env.get(ENV_BACKEND):
+        cfg = replace(cfg, backend=env[ENV_BACKEND])
+    if env.get(ENV_STORE):
+        cfg = replace(cfg, store=env[ENV_STORE])
+    cfg = replace(cfg, **{k: v for k, v in (overrides or {}).items() if v is not None})
+    return cfg.validate()

@@ -1,0 +1,76 @@
+"""Conversions between protobuf messages and domain values (numpy arrays, dicts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+from numpy.typing import NDArray
+
+from qpu_gateway.errors import InvalidArgumentError
+from qpu_gateway.service import FIT_PARAMS, ModelRecord
+from qpu_gateway.v1 import gateway_pb2 as pb
+
+__all__ = ["matrix_from_proto", "matrix_to_proto", "params_from_proto", "record_to_proto"]
+
+_OPTIONAL = tuple(p for p in FIT_PARAMS if p != "ensemble")
+
+
+def matrix_from_proto(field: str, m: pb.Matrix) -> NDArray[np.float64]:
+    """A row-major ``Matrix`` -> (rows, cols) array; ``InvalidArgumentError`` names ``field``."""
+    n = len(m.values)
+    if m.rows * m.cols != n:
+        raise InvalidArgumentError(
+            field, f"rows*cols = {m.rows}*{m.cols} = {m.rows * m.cols} but {n} values were sent"
+        )
+    if n == 0:
+        raise InvalidArgumentError(field, f"must not be empty (rows={m.rows}, cols={m.cols})")
+    return np.asarray(m.values, dtype=np.float64).reshape(m.rows, m.cols)
+
+
+def matrix_to_proto(a: NDArray[np.float64]) -> pb.Matrix:
+    """A 2-D array -> row-major ``Matrix``."""
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"a must be 2-D, got shape {a.shape}")
+    return pb.Matrix(rows=a.shape[0], cols=a.shape[1], values=a.ravel().tolist())
+
+
+def params_from_proto(p: pb.QSVRParams) -> dict[str, Any]:
+    """Only the fields the caller set (unset optional = server default)."""
+    out: dict[str, Any] = {name: getattr(p, name) for name in _OPTIONAL if p.HasField(name)}
+    if p.ensemble:
+        out["ensemble"] = p.ensemble
+    return out
+
+
+def record_to_proto(r: ModelRecord) -> pb.ModelInfo:
+    """A stored model's metadata -> ``ModelInfo``."""
+    info = r.info
+    ts = Timestamp()
+    ts.FromNanoseconds(round(r.created_at * 1e9))
+    params = {k: v for k, v in info["params"].items() if v is not None}
+    msg = pb.ModelInfo(
+        model_id=r.model_id,
+        version=r.version,
+        backend=info["backend"],
+        n_train=info["n_train"],
+        n_features=info["n_features"],
+        num_variables=info["num_variables"],
+        train_r2=info["train_r2"],
+        best_energy=info["best_energy"],
+        build_seconds=info["build_seconds"],
+        sample_seconds=info["sample_seconds"],
+        members=info["members"],
+        fallback=info["fallback"],
+        fallback_reason=info["fallback_reason"],
+        created_at=ts,
+        params=pb.QSVRParams(**params),
+        member_energies=info["member_energies"],
+        num_reads=info["num_reads"],
+        distinct_solutions=info["distinct_solutions"],
+    )
+    if info.get("seed") is not None:
+        msg.seed = info["seed"]
+    return msg

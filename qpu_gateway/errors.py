@@ -1,0 +1,28 @@
+"""Domain errors of the gateway; the gRPC layer maps each to one status code."""
+
+from __future__ import annotations
+
+__all__ = ["GatewayError", "InvalidArgumentError", "ModelNotFoundError", "PermissionDeniedError"]
+
+
+class GatewayError(Exception):
+    """Base class of the errors the gateway reports to its callers."""
+
+
+class InvalidArgumentError(GatewayError, ValueError):
+    """A request field is invalid; ``field`` names it (e.g. ``x``, ``params.k``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ModelNotFoundError(GatewayError, KeyError):
+    """No stored model (or version) has the requested id."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "model not found"
+
+
+class PermissionDeniedError(GatewayError):
+    """The request asks for something the server's configuration does not allow."""

@@ -1,0 +1,331 @@
+"""QSVR: support-vector regression trained by sampling a QUBO (Pasetto et al. 2022).
+
+A scikit-learn regressor. ``fit`` min-max scales X and y on the training data, builds the QUBO of
+:mod:`qpu_gateway.qubo`, samples it with any ``dimod.Sampler`` (simulated annealing by default),
+keeps the ``top_k`` distinct lowest-energy solutions as ensemble members and combines them;
+``predict`` answers in the caller's units, optionally with the members' spread.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Final
+
+import dimod
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from qpu_gateway.ensemble import ENSEMBLE_METHODS, member_weights, select_members
+from qpu_gateway.qubo import build_svr_qubo, decode, precision_weights, rbf_kernel
+
+__all__ = [
+    "DEFAULT_ENSEMBLE",
+    "DEFAULT_NUM_SWEEPS",
+    "PARAM_NAMES",
+    "QSVR",
+    "STATE_FORMAT",
+    "STATE_VERSION",
+]
+
+DEFAULT_ENSEMBLE: Final = "mean"
+# Sweeps per simulated-annealing read; chosen in benchmarks/README.md (R² vs Fit time).
+DEFAULT_NUM_SWEEPS: Final = 200
+STATE_FORMAT: Final = "qhpo.qsvr"
+STATE_VERSION: Final = 1
+
+# Hyperparameters of the model itself (everything but the sampler and the seed).
+PARAM_NAMES: Final = (
+    "k", "base", "k0", "xi", "gamma", "epsilon", "c", "num_reads", "num_sweeps", "top_k", "ensemble",
+)
+
+
+def _default_sampler() -> dimod.Sampler:
+    from dwave.samplers import SimulatedAnnealingSampler
+
+    return SimulatedAnnealingSampler()
+
+
+def _minmax(a: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per-column min and range (range 1 where a column is constant), for axis-0 scaling."""
+    lo = a.min(axis=0)
+    span = a.max(axis=0) - lo
+    return lo, np.where(span > 0, span, 1.0)
+
+
+def _seed_from(random_state: int | np.random.Generator | None) -> int | None:
+    if random_state is None:
+        return None
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, 2**32 - 1))
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        if not 0 <= random_state < 2**64:
+            raise ValueError(f"random_state must be in [0, 2**64), got {random_state}")
+        return int(random_state) % (2**32 - 1)
+    raise TypeError(
+        f"random_state must be None, an int or a numpy.random.Generator, got {type(random_state)!r}"
+    )
+
+
+def _member_bias(
+    alpha: NDArray[np.float64],
+    alpha_hat: NDArray[np.float64],
+    f0: NDArray[np.float64],
+    y: NDArray[np.float64],
+    epsilon: float,
+    c: float,
+) -> NDArray[np.float64]:
+    """Bias of each member from its free support vectors; all arrays (M, N) except y (N,).
+
+    ``0 < alpha_n < C`` gives ``b = y_n - eps - f0_n`` and ``0 < alpha_hat_n < C`` gives
+    ``b = y_n + eps - f0_n`` (f0 = kernel expansion without bias); b is their mean. A member with
+    no free support vector falls back to the mean training residual ``mean(y - f0)``, the
+    least-squares bias for its coefficients.
+    """
+    tol = 1e-12
+    free_a = (alpha > tol) & (alpha < c - tol)
+    free_h = (alpha_hat > tol) & (alpha_hat < c - tol)
+    resid = y[None, :] - f0
+    total = ((resid - epsilon) * free_a).sum(axis=1) + ((resid + epsilon) * free_h).sum(axis=1)
+    count = free_a.sum(axis=1) + free_h.sum(axis=1)
+    fallback = resid.mean(axis=1)
+    return np.where(count > 0, total / np.maximum(count, 1), fallback)
+
+
+class QSVR(RegressorMixin, BaseEstimator):
+    """Quantum(-annealing) support-vector regression, an ensemble of QUBO solutions.
+
+    Parameters
+    ----------
+    k : binary variables per dual coefficient (K).
+    base, k0 : precision weights ``p_k = base**(k - k0)``.
+    xi : penalty weight of ``sum(alpha - alpha_hat) = 0``.
+    gamma : RBF kernel width on min-max scaled inputs.
+    epsilon : epsilon-insensitive tube on min-max scaled targets.
+    c : box bound C used to tell free support vectors (``0 < alpha < C``) for the bias; ``None``
+        means the largest coefficient the encoding represents, ``sum_k p_k``.
+    num_reads : samples requested from the sampler.
+    num_sweeps : sweeps per read, passed to samplers that take it (simulated annealing).
+    top_k : distinct lowest-energy solutions kept as ensemble members.
+    ensemble : ``mean``, ``best``, ``energy_softmax`` or ``inverse_error``
+        (see :func:`qpu_gateway.ensemble.member_weights`).
+    sampler : a ``dimod.Sampler``; ``None`` means dwave-samplers' simulated annealing.
+    random_state : seed (int) or ``numpy.random.Generator`` for the sampler; ``None``: fresh.
+
+    Attributes
+    ----------
+    x_train_ : (N, F) scaled training inputs.
+    dual_coef_ : (M, N) ``alpha - alpha_hat`` of each member.
+    intercept_ : (M,) bias of each member (scaled units).
+    member_energies_ : (M,) QUBO energies, ascending.
+    c_ : the box bound C in effect.
+    weights_ : (M,) combination weights.
+    x_min_, x_scale_ : (F,) input scaling; y_min_, y_scale_ : target scaling.
+    train_r2_ : R² of the ensemble on the training data.
+    fit_stats_ : dict with build_seconds, sample_seconds, num_variables, num_reads,
+        distinct_solutions, best_energy.
+    """
+
+    def __init__(
+        self,
+        k: int = 3,
+        base: float = 0.5,
+        k0: float = 0.005,
+        xi: float = 0.01,
+        gamma: float = 0.1,
+        epsilon: float = 0.02,
+        c: float | None = None,
+        num_reads: int = 1000,
+        num_sweeps: int | None = DEFAULT_NUM_SWEEPS,
+        top_k: int = 4,
+        ensemble: str = DEFAULT_ENSEMBLE,
+        sampler: dimod.Sampler | None = None,
+        random_state: int | np.random.Generator | None = None,
+    ) -> None:
+        self.k = k
+        self.base = base
+        self.k0 = k0
+        self.xi = xi
+        self.gamma = gamma
+        self.epsilon = epsilon
+        self.c = c
+        self.num_reads = num_reads
+        self.num_sweeps = num_sweeps
+        self.top_k = top_k
+        self.ensemble = ensemble
+        self.sampler = sampler
+        self.random_state = random_state
+
+    def _check_params(self) -> None:
+        """Validate hyperparameters; ``ValueError``/``TypeError`` names the parameter."""
+        precision_weights(self.k, self.base, self.k0)
+        for name in ("xi", "epsilon"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float, np.number)) or not np.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if not isinstance(self.gamma, (int, float, np.number)) or not (
+            np.isfinite(self.gamma) and self.gamma > 0
+        ):
+            raise ValueError(f"gamma must be a finite number > 0, got {self.gamma!r}")
+        if self.c is not None and not (np.isfinite(self.c) and self.c > 0):
+            raise ValueError(f"c must be a finite number > 0 or None, got {self.c!r}")
+        for name, lo in (("num_reads", 1), ("top_k", 1)):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        if self.num_sweeps is not None and (
+            not isinstance(self.num_sweeps, (int, np.integer)) or self.num_sweeps < 1
+        ):
+            raise ValueError(f"num_sweeps must be an integer >= 1 or None, got {self.num_sweeps!r}")
+        if self.ensemble not in ENSEMBLE_METHODS:
+            raise ValueError(
+                f"ensemble must be one of {', '.join(ENSEMBLE_METHODS)}; got {self.ensemble!r}"
+            )
+        if self.sampler is not None and not hasattr(self.sampler, "sample"):
+            raise TypeError(f"sampler must be a dimod.Sampler, got {type(self.sampler)!r}")
+
+    def _sample_kwargs(self, sampler: dimod.Sampler) -> dict[str, Any]:
+        accepted = getattr(sampler, "parameters", {})
+        kwargs: dict[str, Any] = {}
+        if "num_reads" in accepted:
+            kwargs["num_reads"] = int(self.num_reads)
+        if "num_sweeps" in accepted and self.num_sweeps is not None:
+            kwargs["num_sweeps"] = int(self.num_sweeps)
+        seed = _seed_from(self.random_state)
+        if "seed" in accepted and seed is not None:
+            kwargs["seed"] = seed
+        return kwargs
+
+    def fit(self, X: ArrayLike, y: ArrayLike) -> QSVR:
+        """Fit the ensemble. X: (N, F), y: (N,). Returns self."""
+        self._check_params()
+        X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
+        x_min, x_scale = _minmax(X)
+        y_min, y_scale = _minmax(y[:, None])
+        xs = (X - x_min) / x_scale
+        ys = (y - y_min[0]) / y_scale[0]
+        n = xs.shape[0]
+        k = int(self.k)
+
+        t0 = time.perf_counter()
+        kmat = rbf_kernel(xs, xs, float(self.gamma))
+        q = build_svr_qubo(
+            kmat, ys, k=k, base=self.base, k0=self.k0, xi=self.xi, epsilon=self.epsilon
+        )
+        bqm = dimod.BinaryQuadraticModel(q, "BINARY")
+        build_seconds = time.perf_counter() - t0
+
+        sampler = self.sampler if self.sampler is not None else _default_sampler()
+        t0 = time.perf_counter()
+        sampleset = sampler.sample(bqm, **self._sample_kwargs(sampler))
+        sampleset.resolve()
+        sample_seconds = time.perf_counter() - t0
+
+        members, energies, n_distinct = select_members(sampleset, int(self.top_k), range(2 * k * n))
+        alpha, alpha_hat = decode(members, n, k=k, base=self.base, k0=self.k0)
+        beta = alpha - alpha_hat
+        c = float(precision_weights(k, self.base, self.k0).sum()) if self.c is None else self.c
+        f0 = beta @ kmat
+        bias = _member_bias(alpha, alpha_hat, f0, ys, float(self.epsilon), c)
+        train_pred = f0 + bias[:, None]
+        train_mse = ((train_pred - ys[None, :]) ** 2).mean(axis=1)
+
+        self.c_ = c
+        self.x_train_ = xs
+        self.dual_coef_ = beta
+        self.intercept_ = bias
+        self.member_energies_ = energies
+        self.weights_ = member_weights(self.ensemble, energies, train_mse)
+        self.x_min_, self.x_scale_ = x_min, x_scale
+        self.y_min_, self.y_scale_ = float(y_min[0]), float(y_scale[0])
+        self.train_r2_ = _r2(y, self.predict(X))
+        self.fit_stats_ = {
+            "build_seconds": build_seconds,
+            "sample_seconds": sample_seconds,
+            "num_variables": 2 * k * n,
+            "num_reads": len(sampleset),
+            "distinct_solutions": n_distinct,
+            "best_energy": float(energies[0]),
+        }
+        return self
+
+    def _member_predictions(self, X: ArrayLike) -> NDArray[np.float64]:
+        """Predictions of every member in the caller's units, shape (M, rows)."""
+        check_is_fitted(self, "dual_coef_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        xs = (X - self.x_min_) / self.x_scale_
+        kx = rbf_kernel(self.x_train_, xs, float(self.gamma))
+        scaled = self.dual_coef_ @ kx + self.intercept_[:, None]
+        return scaled * self.y_scale_ + self.y_min_
+
+    def predict(
+        self, X: ArrayLike, return_std: bool = False
+    ) -> NDArray[np.float64] | tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Weighted ensemble prediction, shape (rows,).
+
+        With ``return_std`` also the members' spread: the unweighted standard deviation of the
+        member predictions, shape (rows,), so that it measures disagreement whatever the weights.
+        """
+        members = self._member_predictions(X)
+        mean = self.weights_ @ members
+        if not return_std:
+            return mean
+        return mean, members.std(axis=0)
+
+    def get_state(self) -> dict[str, Any]:
+        """Versioned, JSON-serialisable checkpoint of a fitted model (no sampler, no pickle)."""
+        check_is_fitted(self, "dual_coef_")
+        return {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "params": {name: getattr(self, name) for name in PARAM_NAMES},
+            "n_features_in": int(self.n_features_in_),
+            "c": self.c_,
+            "x_train": self.x_train_.tolist(),
+            "dual_coef": self.dual_coef_.tolist(),
+            "intercept": self.intercept_.tolist(),
+            "member_energies": self.member_energies_.tolist(),
+            "weights": self.weights_.tolist(),
+            "x_min": self.x_min_.tolist(),
+            "x_scale": self.x_scale_.tolist(),
+            "y_min": self.y_min_,
+            "y_scale": self.y_scale_,
+            "train_r2": self.train_r2_,
+            "fit_stats": dict(self.fit_stats_),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> QSVR:
+        """Rebuild a fitted model from :meth:`get_state`'s dict."""
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"state format must be {STATE_FORMAT!r}, got {state.get('format')!r}")
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"state version {state.get('version')!r} is not supported (expected {STATE_VERSION})"
+            )
+        model = cls(**state["params"])
+        model.n_features_in_ = int(state["n_features_in"])
+        model.c_ = float(state["c"])
+        model.x_train_ = np.asarray(state["x_train"], dtype=np.float64).reshape(
+            -1, model.n_features_in_
+        )
+        model.dual_coef_ = np.asarray(state["dual_coef"], dtype=np.float64).reshape(
+            -1, model.x_train_.shape[0]
+        )
+        model.intercept_ = np.asarray(state["intercept"], dtype=np.float64)
+        model.member_energies_ = np.asarray(state["member_energies"], dtype=np.float64)
+        model.weights_ = np.asarray(state["weights"], dtype=np.float64)
+        model.x_min_ = np.asarray(state["x_min"], dtype=np.float64)
+        model.x_scale_ = np.asarray(state["x_scale"], dtype=np.float64)
+        model.y_min_ = float(state["y_min"])
+        model.y_scale_ = float(state["y_scale"])
+        model.train_r2_ = float(state["train_r2"])
+        model.fit_stats_ = dict(state["fit_stats"])
+        return model
+
+
+def _r2(y: NDArray[np.float64], pred: NDArray[np.float64]) -> float:
+    ss_res = float(((y - pred) ** 2).sum())
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    return 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)
