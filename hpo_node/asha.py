@@ -1,0 +1,297 @@
+"""Asynchronous successive halving: ASHA (promotion and stopping variants) and Swift-ASHA.
+
+ASHA follows Algorithm 2 of Li et al. 2020 ("Massively Parallel Hyperparameter Tuning", MLSys):
+rungs ``r_k = R eta**(k + s - s_max)``, ``k = 0 .. s_max - s``; a free worker promotes the best
+not-yet-promoted trial among the top ``floor(|rung k| / eta)`` of the highest rung that has one,
+otherwise starts a new configuration at the bottom rung. One guard is added to Algorithm 2: at
+most ``floor(|rung k| / eta)`` trials are ever promoted out of rung ``k`` (without it, a trial
+promoted early that later drops out of the top set lets one more through). The stopping variant
+trains every trial towards R and stops it at a rung unless its loss is within the rung's ``1/eta``
+quantile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from hpo_node.core import (
+    Decision,
+    Job,
+    Scheduler,
+    TrialState,
+    check_choice,
+    check_float,
+    check_int,
+    decision_point,
+    rung_resource,
+    s_max_for,
+    top_k,
+)
+from hpo_node.hyperband import hparam_matrix
+from hpo_node.predictors import Predictor, PredictorSupport
+
+
+class ASHA(Scheduler):
+    """Asynchronous successive halving over ``n_trials`` configurations.
+
+    ``mode="promotion"`` (Algorithm 2): trials pause at each rung and are resumed when promoted.
+    ``mode="stopping"``: trials run towards R and are stopped at rung ``k`` when their loss is above
+    the ``1/eta`` quantile (linear interpolation) of the losses recorded at rung ``k`` so far.
+    """
+
+    name = "asha"
+
+    def __init__(
+        self,
+        max_resource: int,
+        eta: int = 3,
+        n_trials: int | None = None,
+        *,
+        min_resource: int = 1,
+        early_stopping_rate: int = 0,
+        mode: str = "promotion",
+    ) -> None:
+        super().__init__(max_resource)
+        self.eta = check_int("eta", eta, 2)
+        r_min = check_int("min_resource", min_resource, 1)
+        if r_min > self.max_resource:
+            raise ValueError(f"min_resource must be <= max_resource ({self.max_resource}), got {r_min}")
+        s_max = s_max_for(self.max_resource, r_min, self.eta)
+        s = check_int("early_stopping_rate", early_stopping_rate, 0)
+        if s > s_max:
+            raise ValueError(f"early_stopping_rate must be <= s_max = {s_max}, got {s}")
+        self.n_trials = None if n_trials is None else check_int("n_trials", n_trials, 1)
+        self.mode = check_choice("mode", mode, ("promotion", "stopping"))
+        self.rungs = [
+            rung_resource(self.max_resource, self.eta, s_max - s - k) for k in range(s_max - s + 1)
+        ]
+        self._members: list[list[str]] = [[] for _ in self.rungs]
+        self._losses: list[dict[str, float]] = [{} for _ in self.rungs]
+        self._promoted: list[list[str]] = [[] for _ in self.rungs]
+        self._started = 0
+
+    def trials_needed(self) -> int | None:
+        return self.n_trials
+
+    def rung_members(self, k: int) -> list[str]:
+        """Trials recorded at rung ``k`` in arrival order."""
+        return list(self._members[k])
+
+    def promoted(self, k: int) -> list[str]:
+        """Trials promoted out of rung ``k`` in promotion order."""
+        return list(self._promoted[k])
+
+    # -- driving -------------------------------------------------------------------------------
+
+    def _next_job(self) -> Job | None:
+        if self.mode == "promotion":
+            for k in range(len(self.rungs) - 2, -1, -1):
+                tid = self._promotable(k)
+                if tid is not None:
+                    self._promoted[k].append(tid)
+                    return Job(tid, self.rungs[k + 1], resume=True)
+        if self.n_trials is not None and self._started >= self.n_trials:
+            return None
+        tid = self._take_pending()
+        if tid is None:
+            return None
+        self._started += 1
+        target = self.rungs[0] if self.mode == "promotion" else self.max_resource
+        return Job(tid, target, resume=False)
+
+    def _promotable(self, k: int) -> str | None:
+        members = self._members[k]
+        quota = len(members) // self.eta
+        if len(self._promoted[k]) >= quota:
+            return None
+        candidates = top_k(members, self._losses[k], quota)
+        done = set(self._promoted[k])
+        for t in candidates:
+            if t not in done and self._state[t] == TrialState.PAUSED:
+                return t
+        return None
+
+    def _rung_index(self, resource: int) -> int | None:
+        try:
+            return self.rungs.index(resource)
+        except ValueError:
+            return None
+
+    def _record(self, k: int, trial_id: str, loss: float) -> None:
+        self._members[k].append(trial_id)
+        self._losses[k][trial_id] = loss
+
+    def _on_report(self, trial_id: str, resource: int, loss: float) -> Decision:
+        k = self._rung_index(resource)
+        if k is not None and trial_id not in self._losses[k]:
+            self._record(k, trial_id, loss)
+            if resource >= self.max_resource:
+                return Decision.STOP
+            if self.mode == "stopping":
+                cut = float(np.quantile(list(self._losses[k].values()), 1.0 / self.eta))
+                return Decision.STOP if loss > cut else Decision.CONTINUE
+        if resource < self._target[trial_id]:
+            return Decision.CONTINUE
+        return Decision.STOP if resource >= self.max_resource else Decision.PAUSE
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {
+            "members": [list(m) for m in self._members],
+            "losses": [dict(v) for v in self._losses],
+            "promoted": [list(p) for p in self._promoted],
+            "started": self._started,
+        }
+
+    def _load_extra_state(self, extra: Mapping[str, Any]) -> None:
+        self._members = [list(m) for m in extra["members"]]
+        self._losses = [{t: float(x) for t, x in v.items()} for v in extra["losses"]]
+        self._promoted = [list(p) for p in extra["promoted"]]
+        self._started = int(extra["started"])
+
+
+class SwiftASHA(ASHA):
+    """ASHA (promotion variant) with a predictor-based decision point inside each rung.
+
+    A job taking a trial from ``r_from`` (0 for a new trial) to rung resource ``r_to`` pauses its
+    judgement at ``dp = r_from + ceil((r_to - r_from) known_curve)``. If at least ``d`` trials have
+    reached ``r_to``, a predictor fitted on their curves cut at ``dp`` -> loss at ``r_to`` (refitted
+    when ``refit_every`` new curves arrived) predicts the trial's loss at ``r_to``; the trial stops
+    when ``mean + z * spread`` is above the rung's current promotion cutoff (the loss of the
+    ``floor(|rung| / eta)``-th best trial in rung ``r_to``; no cutoff while that is 0). A stopped
+    trial is recorded in the rung with its predicted loss and is never promoted, so the rung sizes,
+    hence the promotion rate, stay those of ASHA. New design (design.md §3), no reference code.
+    """
+
+    name = "swift-asha"
+
+    def __init__(
+        self,
+        max_resource: int,
+        eta: int = 3,
+        n_trials: int | None = None,
+        predictor: Callable[[], Predictor] | None = None,
+        *,
+        d: int = 15,
+        known_curve: float = 0.5,
+        z: float = 0.0,
+        refit_every: int = 1,
+        min_resource: int = 1,
+        early_stopping_rate: int = 0,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(
+            max_resource,
+            eta,
+            n_trials,
+            min_resource=min_resource,
+            early_stopping_rate=early_stopping_rate,
+            mode="promotion",
+        )
+        if predictor is None:
+            raise TypeError("predictor must be a callable returning a Predictor, got None")
+        self.d = check_int("d", d, 2)
+        self.known_curve = check_float("known_curve", known_curve, 0.0, 1.0, low_open=True)
+        self.z = check_float("z", z, 0.0, float("inf"), high_open=True)
+        self.refit_every = check_int("refit_every", refit_every, 1)
+        self._support = PredictorSupport(predictor, seed)
+        self._dp: dict[str, int] = {}
+        self._fit_log: dict[str, dict[str, Any]] = {}
+        self._models: dict[str, Predictor] = {}
+        self._phantom: list[str] = []
+
+    def predictor_calls(self) -> dict[str, int]:
+        return {"fit": self._support.fits, "predict": self._support.predicts}
+
+    def _next_job(self) -> Job | None:
+        job = super()._next_job()
+        if job is not None:
+            r_from = self._resource(job.trial_id)
+            dp = decision_point(r_from, job.resource, self.known_curve)
+            if dp < job.resource:
+                self._dp[job.trial_id] = dp
+            else:
+                self._dp.pop(job.trial_id, None)
+        return job
+
+    def _on_report(self, trial_id: str, resource: int, loss: float) -> Decision:
+        if self._dp.get(trial_id) == resource:
+            del self._dp[trial_id]
+            r_to = self._target[trial_id]
+            k = self.rungs.index(r_to)
+            cutoff = self._cutoff(k)
+            if cutoff is not None:
+                model = self._model_for(resource, r_to)
+                if model is not None:
+                    mean, spread = self._support.predict(
+                        model,
+                        np.array([self._curve[trial_id][:resource]]),
+                        hparam_matrix([self._hparams[trial_id]]),
+                    )
+                    if mean[0] + self.z * spread[0] > cutoff:
+                        self._record(k, trial_id, float(mean[0]))
+                        self._phantom.append(trial_id)
+                        return Decision.STOP
+        return super()._on_report(trial_id, resource, loss)
+
+    def close(self) -> None:
+        self._support.close()
+        self._models = {}
+
+    def _cutoff(self, k: int) -> float | None:
+        m = len(self._members[k]) // self.eta
+        if m == 0:
+            return None
+        return float(sorted(self._losses[k].values())[m - 1])
+
+    def _known(self, resource: int) -> list[str]:
+        return [t for t in self._order if self._resource(t) >= resource]
+
+    def _model_for(self, dp: int, r_to: int) -> Predictor | None:
+        key = f"{dp}:{r_to}"
+        known = self._known(r_to)
+        if len(known) < max(self.d, 2):
+            return None
+        log = self._fit_log.get(key)
+        if log is None or len(known) - len(log["ids"]) >= self.refit_every:
+            log = {"ids": known, "seed": self._support.next_seed()}
+            self._fit_log[key] = log
+            old = self._models.pop(key, None)
+            if old is not None:
+                self._support.release(old)
+            self._models[key] = self._fit(log, dp, r_to, counted=True)
+        elif key not in self._models:
+            self._models[key] = self._fit(log, dp, r_to, counted=False)
+        return self._models[key]
+
+    def _fit(self, log: Mapping[str, Any], dp: int, r_to: int, *, counted: bool) -> Predictor:
+        ids = log["ids"]
+        return self._support.fit(
+            np.array([self._curve[t][:dp] for t in ids]),
+            np.array([self._loss_at(t, r_to) for t in ids]),
+            hparam_matrix([self._hparams[t] for t in ids]),
+            int(log["seed"]),
+            counted=counted,
+        )
+
+    def _extra_state(self) -> dict[str, Any]:
+        extra = super()._extra_state()
+        extra.update(
+            dp=dict(self._dp),
+            fit_log={k: {"ids": list(v["ids"]), "seed": v["seed"]} for k, v in self._fit_log.items()},
+            phantom=list(self._phantom),
+            support=self._support.state(),
+        )
+        return extra
+
+    def _load_extra_state(self, extra: Mapping[str, Any]) -> None:
+        super()._load_extra_state(extra)
+        self._dp = {t: int(v) for t, v in extra["dp"].items()}
+        self._fit_log = {
+            k: {"ids": list(v["ids"]), "seed": int(v["seed"])} for k, v in extra["fit_log"].items()
+        }
+        self._models = {}
+        self._phantom = list(extra["phantom"])
+        self._support.load(extra["support"])

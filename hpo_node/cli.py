@@ -1,0 +1,210 @@
+"""``hpo-node`` command line: ``simulate`` and ``compare`` on a learning-curve table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpo_node.algorithms import ALGORITHMS, make_driver
+from hpo_node.predictors import PREDICTORS
+from hpo_node.replay import CurveTable, RunResult, simulate
+
+_FIGURES = ("epochs", "best_loss", "regret", "makespan")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, type=Path, help="learning-curve CSV")
+    p.add_argument("--metric", default="loss", help="per-epoch metric name (default: loss)")
+    p.add_argument("--mode", choices=("min", "max"), default="min", help="min: lower is better")
+    p.add_argument("--max-resource", type=int, default=None, help="R (default: all epochs)")
+    p.add_argument("--eta", type=int, default=2, help="reduction factor (default: 2)")
+    p.add_argument("--workers", type=int, default=1, help="simulated workers W (default: 1)")
+    p.add_argument("--trials", type=int, default=None, help="configurations (asha, random, optuna)")
+    p.add_argument("--predictor", choices=PREDICTORS, default="svr", help="Swift predictor")
+    p.add_argument("--gateway", default=None, help="HOST:PORT of qpu-gateway (--predictor gateway)")
+    p.add_argument("--num-reads", type=int, default=None, help="QSVR reads (qsvr, gateway)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hpo-node", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sim = sub.add_parser("simulate", help="replay one algorithm over seeds")
+    _add_common(sim)
+    sim.add_argument("--algorithm", required=True, choices=ALGORITHMS)
+    seeds = sim.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, default=None, help="run seeds 0 .. N-1")
+    seeds.add_argument("--seed", type=int, default=None, help="run this one seed")
+    sim.add_argument("--json", action="store_true", help="print one JSON object")
+    cmp_ = sub.add_parser("compare", help="several algorithms on the same seeds")
+    _add_common(cmp_)
+    cmp_.add_argument("--algorithms", required=True, help="comma-separated algorithm names")
+    cmp_.add_argument("--seeds", type=int, default=10, help="run seeds 0 .. N-1 (default: 10)")
+    cmp_.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    return parser
+
+
+def _runs(args: argparse.Namespace, table: CurveTable, name: str, seeds: list[int]) -> list[RunResult]:
+    r_max = args.max_resource or table.n_epochs
+    params: dict[str, Any] = {}
+    if args.num_reads is not None:
+        params["num_reads"] = args.num_reads
+    out = []
+    for seed in seeds:
+        driver = make_driver(
+            name,
+            max_resource=r_max,
+            eta=args.eta,
+            seed=seed,
+            n_trials=args.trials,
+            predictor=args.predictor,
+            gateway=args.gateway,
+            predictor_params=params,
+        )
+        try:
+            out.append(simulate(table, driver, seed=seed, max_resource=r_max, workers=args.workers))
+        finally:
+            driver.close()
+    return out
+
+
+def summary(name: str, runs: list[RunResult]) -> dict[str, Any]:
+    """The ``simulate --json`` object for one algorithm."""
+
+    def mean(key: str) -> float | None:
+        vals = [getattr(r, key) for r in runs]
+        if any(v is None for v in vals):
+            return None
+        return float(np.mean(vals))
+
+    return {
+        "algorithm": name,
+        "runs": [
+            {
+                "seed": r.seed,
+                "epochs": r.epochs,
+                "best_loss": r.best_loss,
+                "regret": r.regret,
+                "makespan": r.makespan,
+            }
+            for r in runs
+        ],
+        "summary": {f"{k}_mean": mean(k) for k in _FIGURES},
+    }
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    table = CurveTable.from_csv(args.data, args.metric, args.mode)
+    n_seeds = args.seeds if args.seeds is not None else 1
+    seeds = [args.seed] if args.seed is not None else list(range(n_seeds))
+    runs = _runs(args, table, args.algorithm, seeds)
+    obj = summary(args.algorithm, runs)
+    if args.json:
+        print(json.dumps(obj))
+        return 0
+    print(f"{args.algorithm} on {args.data} ({len(runs)} seeds)")
+    for r in runs:
+        print(
+            f"seed {r.seed}: epochs {r.epochs}  best {r.best_loss}  regret {r.regret}  "
+            f"makespan {r.makespan}  predictor fits {r.predictor_fits} "
+            f"predicts {r.predictor_predicts}"
+        )
+    for k, v in obj["summary"].items():
+        print(f"{k}: {v}")
+    return 0
+
+
+def _fmt(vals: list[float | None]) -> str:
+    if any(v is None for v in vals):
+        return "n/a"
+    a = np.asarray(vals, dtype=np.float64)
+    return f"{a.mean():.4g} ± {a.std():.3g}"
+
+
+def markdown_table(results: dict[str, list[RunResult]]) -> str:
+    """Mean ± std (population) of each figure per algorithm, as a markdown table."""
+    head = "| algorithm | epochs | best loss | regret | makespan | predictor fits |"
+    lines = [head, "|---|---|---|---|---|---|"]
+    for name, runs in results.items():
+        cells = [_fmt([getattr(r, k) for r in runs]) for k in _FIGURES]
+        cells.append(_fmt([r.predictor_fits for r in runs]))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, list[RunResult]], path: Path, title: str) -> None:
+    """Best final loss found vs epochs consumed, mean over seeds, one line per algorithm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, runs in results.items():
+        horizon = max(r.epochs for r in runs)
+        grid = np.linspace(0, horizon, 200)
+        curves = []
+        for r in runs:
+            if not r.trace:
+                continue
+            e = np.array([p[0] for p in r.trace], dtype=np.float64)
+            v = np.array([p[1] for p in r.trace], dtype=np.float64)
+            idx = np.searchsorted(e, grid, side="right") - 1
+            curves.append(np.where(idx >= 0, v[np.clip(idx, 0, None)], np.nan))
+        if curves:
+            ax.plot(grid, np.array(curves).mean(axis=0), label=name)
+    ax.set_xlabel("epochs consumed")
+    ax.set_ylabel("best final loss found (mean over seeds)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    table = CurveTable.from_csv(args.data, args.metric, args.mode)
+    names = [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    bad = [a for a in names if a not in ALGORITHMS]
+    if bad:
+        raise ValueError(f"algorithms must be among {', '.join(ALGORITHMS)}, got {bad}")
+    seeds = list(range(args.seeds))
+    results = {name: _runs(args, table, name, seeds) for name in names}
+    args.out.mkdir(parents=True, exist_ok=True)
+    raw = {
+        "data": str(args.data),
+        "metric": args.metric,
+        "mode": args.mode,
+        "max_resource": args.max_resource or table.n_epochs,
+        "eta": args.eta,
+        "workers": args.workers,
+        "predictor": args.predictor,
+        "results": {n: [r.to_dict() for r in runs] for n, runs in results.items()},
+        "summaries": {n: summary(n, runs)["summary"] for n, runs in results.items()},
+    }
+    (args.out / "compare.json").write_text(json.dumps(raw, indent=1))
+    plot(results, args.out / "compare.png", f"{args.data.name}, W={args.workers}, eta={args.eta}")
+    print(markdown_table(results))
+    print(f"\nwrote {args.out / 'compare.json'} and {args.out / 'compare.png'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hpo-node`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "simulate":
+            return _cmd_simulate(args)
+        return _cmd_compare(args)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"hpo-node: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""Synchronous schedulers: random search, SHA, Hyperband and Swift-Hyperband.
+
+SHA and Hyperband follow Li et al. 2018 ("Hyperband", JMLR 18, Algorithm 1) and the SHA of Li et
+al. 2020 ("Massively Parallel Hyperparameter Tuning", MLSys, Algorithm 1): every configuration of a
+round trains to the round's resource ``r_i`` (resuming from ``r_{i-1}``), the best
+``floor(n_i / eta)`` go on, the others stop. Rounds are barriers: nothing of round ``i + 1`` starts
+before every trial of round ``i`` reported. Brackets run one after the other.
+
+Swift-Hyperband (García Amboage et al. 2023, arXiv:2311.17508) adds a decision point inside each
+round, see :class:`SwiftHyperband`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from hpo_node.core import (
+    Decision,
+    Job,
+    Scheduler,
+    TrialState,
+    check_float,
+    check_int,
+    decision_point,
+    hyperband_brackets,
+    rung_resource,
+    s_max_for,
+    top_k,
+)
+from hpo_node.predictors import Predictor, PredictorSupport
+
+
+class _Synchronous(Scheduler):
+    """Brackets of synchronous successive-halving rounds, run one bracket at a time.
+
+    ``brackets[b] = [(n_0, r_0), ..., (n_s, r_s)]``; round ``i`` keeps ``n_{i+1}`` survivors.
+    """
+
+    def __init__(self, max_resource: int, brackets: Sequence[Sequence[tuple[int, int]]]) -> None:
+        super().__init__(max_resource)
+        self._brackets = [[(int(n), int(r)) for n, r in b] for b in brackets]
+        self._b = 0
+        self._i = 0
+        self._members: list[str] = []
+        self._queue: list[tuple[str, int]] = []
+        self._r_prev = 0
+        self._finished = False
+
+    @property
+    def brackets(self) -> list[list[tuple[int, int]]]:
+        """The planned brackets ``[[(n_i, r_i), ...], ...]``."""
+        return [list(b) for b in self._brackets]
+
+    @property
+    def finished(self) -> bool:
+        """``True`` once every bracket completed."""
+        return self._finished
+
+    def trials_needed(self) -> int:
+        return sum(b[0][0] for b in self._brackets)
+
+    # -- driving -------------------------------------------------------------------------------
+
+    def _next_job(self) -> Job | None:
+        while True:
+            if self._queue:
+                tid, target = self._queue.pop(0)
+                return Job(tid, target, resume=self._resource(tid) > 0)
+            if self._finished or any(self._state[t] == TrialState.RUNNING for t in self._members):
+                return None
+            if not self._step():
+                return None
+
+    def _step(self) -> bool:
+        """Advance at a barrier; ``False`` when nothing more can be queued now."""
+        if not self._members:
+            return self._start_bracket()
+        if self._barrier():
+            return True
+        rounds = self._brackets[self._b]
+        r_i = rounds[self._i][1]
+        reached = [t for t in self._members if self._resource(t) >= r_i]
+        if self._i + 1 < len(rounds):
+            n_next = rounds[self._i + 1][0]
+            losses = {t: self._loss_at(t, r_i) for t in reached}
+            survivors = top_k(reached, losses, n_next)
+            for t in self._members:
+                if t not in survivors:
+                    self._stop_paused(t)
+            self._members = survivors
+            self._i += 1
+            self._r_prev = r_i
+            self._start_round()
+            return True
+        for t in self._members:
+            self._stop_paused(t)
+        self._members = []
+        self._b += 1
+        if self._b >= len(self._brackets):
+            self._finished = True
+            return False
+        return self._start_bracket()
+
+    def _start_bracket(self) -> bool:
+        n = self._brackets[self._b][0][0]
+        if len(self._pending) < n:
+            return False
+        self._members = self._pending[:n]
+        del self._pending[:n]
+        self._i = 0
+        self._r_prev = 0
+        self._start_round()
+        return True
+
+    def _round_target(self) -> int:
+        return self._brackets[self._b][self._i][1]
+
+    def _n_next(self) -> int:
+        rounds = self._brackets[self._b]
+        return rounds[self._i + 1][0] if self._i + 1 < len(rounds) else 0
+
+    # -- hooks (plain successive halving) ------------------------------------------------------
+
+    def _start_round(self) -> None:
+        r_i = self._round_target()
+        self._queue = [(t, r_i) for t in self._members]
+
+    def _barrier(self) -> bool:
+        """Called when the round's queue is empty and nothing runs; ``True`` if it queued work."""
+        return False
+
+    def _on_report(self, trial_id: str, resource: int, loss: float) -> Decision:
+        if resource < self._target[trial_id]:
+            return Decision.CONTINUE
+        return Decision.STOP if resource >= self.max_resource else Decision.PAUSE
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {
+            "b": self._b,
+            "i": self._i,
+            "members": list(self._members),
+            "queue": [[t, r] for t, r in self._queue],
+            "r_prev": self._r_prev,
+            "finished": self._finished,
+        }
+
+    def _load_extra_state(self, extra: Mapping[str, Any]) -> None:
+        self._b = int(extra["b"])
+        self._i = int(extra["i"])
+        self._members = list(extra["members"])
+        self._queue = [(str(t), int(r)) for t, r in extra["queue"]]
+        self._r_prev = int(extra["r_prev"])
+        self._finished = bool(extra["finished"])
+
+
+def _check_eta(eta: int) -> int:
+    return check_int("eta", eta, 2)
+
+
+class RandomSearch(_Synchronous):
+    """Baseline: ``n_trials`` configurations, each trained to ``max_resource``."""
+
+    name = "random"
+
+    def __init__(self, max_resource: int, n_trials: int) -> None:
+        check_int("max_resource", max_resource, 1)
+        n = check_int("n_trials", n_trials, 1)
+        super().__init__(max_resource, [[(n, max_resource)]])
+
+
+class SuccessiveHalving(_Synchronous):
+    """Synchronous SHA: ``n`` configurations, rungs ``r_i = R eta**(i + s - s_max)``.
+
+    ``s_max = floor(log_eta(R / min_resource))``; rounds ``i = 0 .. s_max - s`` with
+    ``n_i = floor(n eta**-i)``; requires ``n >= eta**(s_max - s)`` so that one configuration
+    reaches R (Li et al. 2020, Algorithm 1; the top rung is R itself).
+    """
+
+    name = "sha"
+
+    def __init__(
+        self,
+        max_resource: int,
+        eta: int = 3,
+        n_trials: int | None = None,
+        min_resource: int = 1,
+        early_stopping_rate: int = 0,
+    ) -> None:
+        r_max = check_int("max_resource", max_resource, 1)
+        eta = _check_eta(eta)
+        r_min = check_int("min_resource", min_resource, 1)
+        if r_min > r_max:
+            raise ValueError(f"min_resource must be <= max_resource ({r_max}), got {r_min}")
+        s_max = s_max_for(r_max, r_min, eta)
+        s = check_int("early_stopping_rate", early_stopping_rate, 0)
+        if s > s_max:
+            raise ValueError(f"early_stopping_rate must be <= s_max = {s_max}, got {s}")
+        need = eta ** (s_max - s)
+        n = need if n_trials is None else check_int("n_trials", n_trials, 1)
+        if n < need:
+            raise ValueError(f"n_trials must be >= eta**(s_max - s) = {need}, got {n}")
+        rounds = [
+            (n // eta**i, rung_resource(r_max, eta, s_max - s - i)) for i in range(s_max - s + 1)
+        ]
+        super().__init__(r_max, [rounds])
+        self.eta = eta
+
+
+class Hyperband(_Synchronous):
+    """Synchronous Hyperband (Li et al. 2018): SHA brackets ``s = s_max, ..., 0``.
+
+    ``n = ceil((s_max + 1) eta**s / (s + 1))`` configurations start bracket ``s`` at
+    ``r = R eta**-s``; resources are rounded half-to-even (see
+    :func:`hpo_node.core.rung_resource`). With R = 100, eta = 2 a run costs 3213 epochs.
+    """
+
+    name = "hyperband"
+
+    def __init__(self, max_resource: int, eta: int = 3, min_resource: int = 1) -> None:
+        r_max = check_int("max_resource", max_resource, 1)
+        eta = _check_eta(eta)
+        r_min = check_int("min_resource", min_resource, 1)
+        if r_min > r_max:
+            raise ValueError(f"min_resource must be <= max_resource ({r_max}), got {r_min}")
+        super().__init__(r_max, [b for _, b in hyperband_brackets(r_max, eta, r_min)])
+        self.eta = eta
+
+
+def hparam_matrix(rows: Sequence[Mapping[str, float]]) -> np.ndarray:
+    """Hyperparameter dicts -> matrix ``(n, h)``, columns in sorted key order (missing: 0)."""
+    keys = sorted({k for r in rows for k in r})
+    return np.array([[r.get(k, 0.0) for k in keys] for r in rows], dtype=np.float64).reshape(
+        len(rows), len(keys)
+    )
+
+
+class SwiftHyperband(Hyperband):
+    """Swift-Hyperband (García Amboage et al. 2023, arXiv:2311.17508).
+
+    Inside each round (``n_i`` configs from ``r_prev`` to ``r_i``, ``n_next`` survivors; 1 in a
+    bracket's last round) every config first trains to the decision point
+    ``r_prev + ceil((r_i - r_prev) known_curve)``. Configs reaching it go straight on to ``r_i``
+    while fewer than ``k n_next`` were sent on, or while the curves known at ``r_i`` plus those
+    in flight are fewer than ``d``; the others pause. Once all reported, a predictor (fitted on the
+    known curves cut at the decision point -> loss at ``r_i``; one fit per decision point) scores the
+    paused ones: those predicted below the ``threshold_quantile`` quantile of the losses at ``r_i``
+    of the configs sent on continue to ``r_i``, the rest stop; if fewer than ``n_next`` would reach
+    ``r_i`` the best predicted fill up. Survivors are the best ``n_next`` at ``r_i``. Rounds whose
+    decision point equals ``r_i`` are plain SHA rounds.
+
+    ``pool_curves=True`` (default) counts as "known at ``r_i``" every trial that has reached
+    ``r_i`` in any round or bracket (its loss at ``r_i`` is known); ``False`` counts only trials
+    that completed a round whose target was ``r_i``, as the reference code does.
+    """
+
+    name = "swift-hyperband"
+
+    def __init__(
+        self,
+        max_resource: int,
+        eta: int = 3,
+        predictor: Callable[[], Predictor] | None = None,
+        *,
+        d: int = 15,
+        k: float = 0.5,
+        known_curve: float = 0.5,
+        threshold_quantile: float = 0.25,
+        pool_curves: bool = True,
+        min_resource: int = 1,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(max_resource, eta, min_resource)
+        if predictor is None:
+            raise TypeError("predictor must be a callable returning a Predictor, got None")
+        self.d = check_int("d", d, 2)
+        self.k = check_float("k", k, 0.0, 1.0, low_open=True)
+        self.known_curve = check_float("known_curve", known_curve, 0.0, 1.0, low_open=True)
+        self.threshold_quantile = check_float("threshold_quantile", threshold_quantile, 0.0, 1.0)
+        if not isinstance(pool_curves, bool):
+            raise TypeError(f"pool_curves must be a bool, got {pool_curves!r}")
+        self.pool_curves = pool_curves
+        self._support = PredictorSupport(predictor, seed)
+        self._phase = "full"
+        self._dp = 0
+        self._sent: list[str] = []
+        self._partials: list[str] = []
+        self._round_done: dict[int, list[str]] = {}
+
+    def predictor_calls(self) -> dict[str, int]:
+        return {"fit": self._support.fits, "predict": self._support.predicts}
+
+    def close(self) -> None:
+        self._support.close()
+
+    def _known(self, resource: int) -> list[str]:
+        if self.pool_curves:
+            return [t for t in self._order if self._resource(t) >= resource]
+        return list(self._round_done.get(resource, []))
+
+    def _start_round(self) -> None:
+        r_i = self._round_target()
+        dp = decision_point(self._r_prev, r_i, self.known_curve)
+        self._sent, self._partials = [], []
+        if dp >= r_i:
+            self._phase = "full"
+            self._queue = [(t, r_i) for t in self._members]
+        else:
+            self._phase = "partial"
+            self._dp = dp
+            self._queue = [(t, dp) for t in self._members]
+
+    def _on_report(self, trial_id: str, resource: int, loss: float) -> Decision:
+        r_i = self._round_target()
+        if self._phase == "partial" and resource == self._dp and self._target[trial_id] == self._dp:
+            n_next = max(self._n_next(), 1)
+            in_flight = sum(1 for t in self._sent if self._resource(t) < r_i)
+            if len(self._sent) < self.k * n_next or in_flight < self.d - len(self._known(r_i)):
+                self._sent.append(trial_id)
+                self._target[trial_id] = r_i
+                return Decision.CONTINUE
+            self._partials.append(trial_id)
+            return Decision.PAUSE
+        if resource < self._target[trial_id]:
+            return Decision.CONTINUE
+        if resource == r_i:
+            self._round_done.setdefault(r_i, []).append(trial_id)
+        return Decision.STOP if resource >= self.max_resource else Decision.PAUSE
+
+    def _barrier(self) -> bool:
+        if self._phase != "partial":
+            return False
+        self._phase = "full"
+        if not self._partials:
+            return False
+        r_i = self._round_target()
+        selected = self._select(r_i)
+        for t in self._partials:
+            if t not in selected:
+                self._stop_paused(t)
+        self._queue = [(t, r_i) for t in self._partials if t in selected]
+        return bool(self._queue)
+
+    def _select(self, r_i: int) -> set[str]:
+        """Partials that continue to ``r_i``: one fit, one batched predict."""
+        dp = self._dp
+        known = self._known(r_i)
+        if len(known) < max(self.d, 2):
+            return set(self._partials)
+        model = self._support.fit(
+            np.array([self._curve[t][:dp] for t in known]),
+            np.array([self._loss_at(t, r_i) for t in known]),
+            hparam_matrix([self._hparams[t] for t in known]),
+            self._support.next_seed(),
+        )
+        mean, _ = self._support.predict(
+            model,
+            np.array([self._curve[t][:dp] for t in self._partials]),
+            hparam_matrix([self._hparams[t] for t in self._partials]),
+        )
+        self._support.release(model)
+        full_losses = np.array([self._loss_at(t, r_i) for t in self._sent])
+        threshold = float(np.quantile(full_losses, self.threshold_quantile))
+        selected = [t for t, m in zip(self._partials, mean, strict=True) if m < threshold]
+        n_next = max(self._n_next(), 1)
+        if len(selected) + len(self._sent) < n_next:
+            order = np.argsort(mean, kind="stable")
+            selected = [self._partials[j] for j in order[: n_next - len(self._sent)]]
+        return set(selected)
+
+    def _extra_state(self) -> dict[str, Any]:
+        extra = super()._extra_state()
+        extra.update(
+            phase=self._phase,
+            dp=self._dp,
+            sent=list(self._sent),
+            partials=list(self._partials),
+            round_done={str(r): list(v) for r, v in self._round_done.items()},
+            support=self._support.state(),
+        )
+        return extra
+
+    def _load_extra_state(self, extra: Mapping[str, Any]) -> None:
+        super()._load_extra_state(extra)
+        self._phase = str(extra["phase"])
+        self._dp = int(extra["dp"])
+        self._sent = list(extra["sent"])
+        self._partials = list(extra["partials"])
+        self._round_done = {int(r): list(v) for r, v in extra["round_done"].items()}
+        self._support.load(extra["support"])
+

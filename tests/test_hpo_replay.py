@@ -1,0 +1,170 @@
+"""Replay simulator, table loading, Optuna peers and the ``hpo-node`` command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hpo_node.algorithms import make_driver
+from hpo_node.cli import main
+from hpo_node.hyperband import Hyperband
+from hpo_node.replay import CurveTable, simulate
+from hpo_node.synthetic import synthetic_table
+
+MLPF = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mlpf_delphes_curves.csv"
+
+
+def _mlpf() -> Path:
+    if not MLPF.exists():
+        pytest.skip(f"MLPF learning-curve table not found at {MLPF} (../shared/data is absent)")
+    return MLPF
+
+
+def _write_csv(path: Path, rows: int = 200, epochs: int = 27, seed: int = 0) -> Path:
+    table = synthetic_table(rows, epochs, seed=seed)
+    df = pd.DataFrame(table.hparams, columns=list(table.hparam_names))
+    df["optimizer"] = np.where(table.hparams[:, 0] > 0.5, "adam", "sgd")
+    for e in range(epochs):
+        df[f"loss_{e}"] = table.curves[:, e]
+    for e in range(epochs):
+        df[f"acc_{e}"] = 1.0 - table.curves[:, e]
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_table_reads_metric_columns_and_ignores_other_metrics(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "t.csv")
+    table = CurveTable.from_csv(path)
+    assert table.curves.shape == (200, 27)
+    assert table.hparam_names == ("lr", "width", "optimizer")
+    acc = CurveTable.from_csv(path, metric="acc", mode="max")
+    assert acc.hparam_names == table.hparam_names
+    np.testing.assert_allclose(acc.to_metric(acc.best_final_loss()), 1 - table.best_final_loss())
+    with pytest.raises(ValueError, match="metric must name per-epoch columns"):
+        CurveTable.from_csv(path, metric="f1")
+
+
+def test_mode_max_regret_is_in_metric_units(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "t.csv")
+    loss = CurveTable.from_csv(path)
+    acc = CurveTable.from_csv(path, metric="acc", mode="max")
+    a = simulate(loss, Hyperband(27, 3), seed=4, max_resource=27)
+    b = simulate(acc, Hyperband(27, 3), seed=4, max_resource=27)
+    assert a.epochs == b.epochs
+    assert b.best_loss == pytest.approx(1 - a.best_loss)
+    assert b.regret == pytest.approx(a.regret) and b.regret >= 0
+
+
+def test_simulate_rejects_too_small_table_and_too_large_resource() -> None:
+    table = synthetic_table(50, 100, seed=0)
+    with pytest.raises(ValueError, match="needs 163 configurations"):
+        simulate(table, Hyperband(100, 2), seed=0, max_resource=100)
+    with pytest.raises(ValueError, match="max_resource must be <= the table's 100 epochs"):
+        simulate(table, Hyperband(200, 2), seed=0, max_resource=200)
+
+
+def test_more_workers_shorten_asha_makespan() -> None:
+    table = synthetic_table(200, 27, seed=1)
+    one = simulate(table, make_driver("asha", max_resource=27, eta=3), seed=0, max_resource=27)
+    eight = simulate(
+        table, make_driver("asha", max_resource=27, eta=3), seed=0, max_resource=27, workers=8
+    )
+    assert one.makespan == one.epochs
+    assert eight.makespan < one.makespan / 3
+
+
+@pytest.mark.parametrize("name", ["optuna-sha", "optuna-hyperband"])
+def test_optuna_peers_replay_deterministically(name: str) -> None:
+    table = synthetic_table(200, 27, seed=2)
+    runs = [
+        simulate(
+            table,
+            make_driver(name, max_resource=27, eta=3, seed=5),
+            seed=5,
+            max_resource=27,
+            workers=2,
+        )
+        for _ in range(2)
+    ]
+    assert runs[0].epochs == runs[1].epochs and runs[0].trace == runs[1].trace
+    assert runs[0].epochs < runs[0].trials_started * 27
+    assert runs[0].best_loss is not None
+
+
+def test_cli_simulate_json_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write_csv(tmp_path / "t.csv")
+    rc = main(
+        ["simulate", "--data", str(path), "--algorithm", "hyperband", "--max-resource", "27",
+         "--eta", "3", "--seeds", "3", "--json"]
+    )
+    assert rc == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert set(obj) == {"algorithm", "runs", "summary"}
+    assert obj["algorithm"] == "hyperband"
+    assert [r["seed"] for r in obj["runs"]] == [0, 1, 2]
+    assert all(set(r) == {"seed", "epochs", "best_loss", "regret", "makespan"} for r in obj["runs"])
+    assert set(obj["summary"]) == {"epochs_mean", "best_loss_mean", "regret_mean", "makespan_mean"}
+    assert obj["summary"]["epochs_mean"] == sum(r["epochs"] for r in obj["runs"]) / 3
+
+
+def test_cli_simulate_mode_max_and_single_seed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write_csv(tmp_path / "t.csv")
+    rc = main(
+        ["simulate", "--data", str(path), "--metric", "acc", "--mode", "max", "--algorithm",
+         "swift-asha", "--eta", "3", "--workers", "4", "--seed", "9", "--json"]
+    )
+    assert rc == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert [r["seed"] for r in obj["runs"]] == [9]
+    assert obj["runs"][0]["best_loss"] > 0.5 and obj["runs"][0]["regret"] >= 0
+
+
+def test_cli_reports_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write_csv(tmp_path / "t.csv")
+    rc = main(["simulate", "--data", str(path), "--algorithm", "hyperband", "--eta", "1"])
+    assert rc == 2
+    assert "eta must be >= 2, got 1" in capsys.readouterr().err
+
+
+def test_cli_compare_writes_table_png_and_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write_csv(tmp_path / "t.csv")
+    out = tmp_path / "out"
+    rc = main(
+        ["compare", "--data", str(path), "--algorithms", "hyperband,asha,optuna-sha",
+         "--eta", "3", "--seeds", "2", "--workers", "2", "--out", str(out)]
+    )
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert text.startswith("| algorithm | epochs |")
+    assert "| hyperband |" in text and "| optuna-sha |" in text and " ± " in text
+    assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    raw = json.loads((out / "compare.json").read_text())
+    assert set(raw["results"]) == {"hyperband", "asha", "optuna-sha"}
+    assert len(raw["results"]["asha"]) == 2
+
+
+def test_mlpf_table_and_hyperband_3213_on_it() -> None:
+    table = CurveTable.from_csv(_mlpf())
+    assert table.curves.shape == (296, 100)
+    assert len(table.hparam_names) == 7
+    assert table.best_final_loss() == pytest.approx(442.2677, abs=1e-3)
+    for seed in range(3):
+        run = simulate(table, Hyperband(100, 2), seed=seed, max_resource=100, workers=4)
+        assert run.epochs == 3213
+        assert 442.26 <= run.best_loss <= 443.5
+
+
+def test_subsampled_table_keeps_every_step_th_epoch() -> None:
+    table = synthetic_table(10, 100, seed=0)
+    sub = table.subsample_epochs(4)
+    assert sub.n_epochs == 25
+    np.testing.assert_array_equal(sub.curves[:, -1], table.curves[:, -1])
+    np.testing.assert_array_equal(sub.curves[:, 0], table.curves[:, 3])

@@ -1,0 +1,372 @@
+"""Scheduler core: resource accounting, promotions, determinism, checkpoints, validation."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hpo_node.algorithms import make_driver
+from hpo_node.asha import ASHA, SwiftASHA
+from hpo_node.core import Decision, Job, Scheduler, bracket_cost, hyperband_brackets
+from hpo_node.hyperband import Hyperband, RandomSearch, SuccessiveHalving, SwiftHyperband
+from hpo_node.predictors import SVRPredictor
+from hpo_node.replay import CurveTable, simulate
+from hpo_node.synthetic import synthetic_table
+
+FAST = settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+class Recorder:
+    """Wraps a driver; logs every job and decision, optionally swaps in a restored copy."""
+
+    def __init__(self, driver: Any, restore_after: int | None = None, rebuild: Any = None) -> None:
+        self.driver = driver
+        self.log: list[tuple[Any, ...]] = []
+        self.reached: dict[str, int] = {}
+        self.restore_after = restore_after
+        self.rebuild = rebuild
+        self.checks: list[Any] = []
+
+    def add_trial(self, trial_id: str, hparams: dict[str, float] | None = None) -> None:
+        self.driver.add_trial(trial_id, hparams)
+
+    def trials_needed(self) -> int | None:
+        return self.driver.trials_needed()
+
+    def predictor_calls(self) -> dict[str, int]:
+        return self.driver.predictor_calls()
+
+    def close(self) -> None:
+        self.driver.close()
+
+    def next_job(self) -> Job | None:
+        job = self.driver.next_job()
+        self.log.append(("job", job))
+        for check in self.checks:
+            check(self.driver, job)
+        return job
+
+    def report(self, trial_id: str, resource: int, loss: float) -> Decision:
+        decision = self.driver.report(trial_id, resource, loss)
+        self.reached[trial_id] = resource
+        self.log.append(("report", trial_id, resource, decision))
+        reports = sum(1 for e in self.log if e[0] == "report")
+        if self.restore_after is not None and reports == self.restore_after:
+            state = json.loads(json.dumps(self.driver.state_dict()))
+            fresh = self.rebuild()
+            fresh.load_state_dict(state)
+            self.driver = fresh
+        return decision
+
+
+def _svr() -> SVRPredictor:
+    return SVRPredictor()
+
+
+def _build(name: str, r: int, eta: int, seed: int, n: int | None = None) -> Scheduler:
+    if name == "swift-hyperband":
+        return SwiftHyperband(r, eta, _svr, d=5, seed=seed)
+    if name == "swift-asha":
+        return SwiftASHA(r, eta, n, _svr, d=5, seed=seed)
+    driver = make_driver(name, max_resource=r, eta=eta, seed=seed, n_trials=n)
+    assert isinstance(driver, Scheduler)
+    return driver
+
+
+def test_hyperband_brackets_match_li_et_al() -> None:
+    brackets = hyperband_brackets(100, 2)
+    assert [s for s, _ in brackets] == [6, 5, 4, 3, 2, 1, 0]
+    assert [b[0][0] for _, b in brackets] == [64, 38, 23, 14, 10, 7, 7]
+    assert all(b[-1][1] == 100 for _, b in brackets)
+    assert sum(bracket_cost(b) for _, b in brackets) == 3213
+
+
+def test_hyperband_r100_eta2_costs_3213_epochs_in_replay() -> None:
+    table = synthetic_table(200, 100, seed=3)
+    for seed, workers in [(0, 1), (1, 8), (2, 3)]:
+        run = simulate(table, Hyperband(100, 2), seed=seed, max_resource=100, workers=workers)
+        assert run.epochs == 3213
+        assert run.best_loss is not None
+
+
+def test_hyperband_makespan_single_worker_equals_epochs() -> None:
+    table = synthetic_table(200, 100, seed=3)
+    run = simulate(table, Hyperband(100, 2), seed=0, max_resource=100, workers=1)
+    assert run.makespan == run.epochs
+    run8 = simulate(table, Hyperband(100, 2), seed=0, max_resource=100, workers=8)
+    assert run.epochs / 8 <= run8.makespan < run.makespan
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: Hyperband(100, eta=1), "eta must be >= 2, got 1"),
+        (lambda: Hyperband(0, eta=2), "max_resource must be >= 1, got 0"),
+        (lambda: Hyperband(10, eta=2, min_resource=20), "min_resource must be <= max_resource"),
+        (lambda: SuccessiveHalving(100, 2, n_trials=3), "n_trials must be >= eta**(s_max - s)"),
+        (lambda: SuccessiveHalving(100, 2, early_stopping_rate=9), "early_stopping_rate must be"),
+        (lambda: ASHA(100, 2, 10, mode="fast"), "mode must be one of"),
+        (lambda: RandomSearch(100, 0), "n_trials must be >= 1, got 0"),
+        (lambda: SwiftHyperband(100, 2, _svr, k=0.0), "k must be in (0.0, 1.0], got 0.0"),
+        (lambda: SwiftHyperband(100, 2, _svr, d=1), "d must be >= 2, got 1"),
+        (lambda: SwiftHyperband(100, 2, _svr, known_curve=1.5), "known_curve must be in"),
+        (lambda: SwiftHyperband(100, 2, _svr, threshold_quantile=-0.1), "threshold_quantile"),
+        (lambda: SwiftASHA(100, 2, 10, _svr, z=-1.0), "z must be in [0.0, inf), got -1.0"),
+        (lambda: SwiftASHA(100, 2, 10, _svr, refit_every=0), "refit_every must be >= 1, got 0"),
+    ],
+)
+def test_constructors_reject_bad_arguments(build: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")
+                       .replace("[", r"\[").replace("*", r"\*")):
+        build()
+
+
+def test_constructors_reject_wrong_types() -> None:
+    with pytest.raises(TypeError, match="eta must be an integer"):
+        Hyperband(100, eta=2.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="predictor must be a callable"):
+        SwiftHyperband(100, 2, None)
+
+
+def test_report_rejects_unknown_trial_and_skipped_resource() -> None:
+    sched = Hyperband(8, 2)
+    with pytest.raises(ValueError, match="must name a running trial"):
+        sched.report("nope", 1, 0.5)
+    for j in range(sched.trials_needed()):
+        sched.add_trial(f"t{j}")
+    job = sched.next_job()
+    assert job is not None and not job.resume
+    with pytest.raises(ValueError, match="resource must be the next unit 1"):
+        sched.report(job.trial_id, 2, 0.5)
+    with pytest.raises(ValueError, match="loss must be finite"):
+        sched.report(job.trial_id, 1, float("nan"))
+    with pytest.raises(ValueError, match="trial_id must be new"):
+        sched.add_trial("t0")
+
+
+def test_sha_pauses_at_round_end_and_stops_at_max_resource() -> None:
+    sched = SuccessiveHalving(4, 2, n_trials=4)
+    for j in range(4):
+        sched.add_trial(f"t{j}")
+    jobs = [sched.next_job() for _ in range(4)]
+    assert sched.next_job() is None
+    assert [j.resource for j in jobs if j] == [1, 1, 1, 1]
+    decisions = [sched.report(f"t{j}", 1, float(j)) for j in range(4)]
+    assert decisions == [Decision.PAUSE] * 4
+    nxt = [sched.next_job(), sched.next_job()]
+    assert [(j.trial_id, j.resource, j.resume) for j in nxt if j] == [
+        ("t0", 2, True),
+        ("t1", 2, True),
+    ]
+    assert sorted(sched.drain_stopped()) == ["t2", "t3"]
+    assert sched.report("t0", 2, 0.0) == Decision.PAUSE
+    assert sched.report("t1", 2, 1.0) == Decision.PAUSE
+    last = sched.next_job()
+    assert last is not None and last.trial_id == "t0" and last.resource == 4
+    assert sched.report("t0", 3, 0.0) == Decision.CONTINUE
+    assert sched.report("t0", 4, 0.0) == Decision.STOP
+    assert sched.next_job() is None and sched.finished
+
+
+def _small_table(seed: int, rows: int = 120, epochs: int = 27) -> CurveTable:
+    return synthetic_table(rows, epochs, seed=seed, noise=0.01)
+
+
+@FAST
+@given(
+    seed=st.integers(0, 10_000),
+    eta=st.sampled_from([2, 3]),
+    workers=st.integers(1, 5),
+)
+def test_sha_survivors_are_floor_n_over_eta_and_were_in_top(
+    seed: int, eta: int, workers: int
+) -> None:
+    table = _small_table(seed)
+    sched = SuccessiveHalving(27, eta, n_trials=eta**4 if eta == 2 else 27)
+    rec = Recorder(sched)
+    simulate(table, rec, seed=seed, max_resource=27, workers=workers)
+    rounds = sched.brackets[0]
+    members = [str(j.trial_id) for kind, j, *_ in [(e[0], e[1]) for e in rec.log if e[0] == "job"]
+               if j is not None and not j.resume]
+    rows = {t: int(t.split("-")[1]) for t in members}
+    for (n_i, r_i), (n_next, _) in itertools.pairwise(rounds):
+        assert len(members) == n_i
+        survivors = [t for t in members if rec.reached[t] > r_i]
+        assert len(survivors) == n_i // eta
+        losses = {t: table.curves[rows[t], r_i - 1] for t in members}
+        cut = sorted(losses.values())[n_i // eta - 1]
+        assert all(losses[t] <= cut for t in survivors)
+        assert len(survivors) == n_next
+        members = survivors
+
+
+@FAST
+@given(
+    seed=st.integers(0, 10_000),
+    eta=st.sampled_from([2, 3, 4]),
+    workers=st.integers(1, 6),
+    swift=st.booleans(),
+)
+def test_asha_promotes_at_most_floor_n_over_eta_from_the_top(
+    seed: int, eta: int, workers: int, swift: bool
+) -> None:
+    table = _small_table(seed)
+    sched = SwiftASHA(27, eta, 60, _svr, d=4, seed=seed) if swift else ASHA(27, eta, 60)
+    rec = Recorder(sched)
+    seen: list[int] = []
+
+    def check(driver: ASHA, job: Job | None) -> None:
+        if job is None or not job.resume:
+            return
+        k = driver.rungs.index(job.resource) - 1
+        members = driver.rung_members(k)
+        promoted = driver.promoted(k)
+        assert promoted[-1] == job.trial_id
+        assert len(promoted) <= len(members) // eta
+        loss = driver._losses[k]
+        ranked = sorted(members, key=lambda t: loss[t])
+        assert job.trial_id in ranked[: len(members) // eta]
+        seen.append(k)
+
+    rec.checks.append(check)
+    simulate(table, rec, seed=seed, max_resource=27, workers=workers)
+    assert seen, "no promotion happened"
+
+
+ALGOS = ["random", "sha", "hyperband", "asha", "asha-stopping", "swift-hyperband", "swift-asha"]
+
+
+@FAST
+@given(
+    seed=st.integers(0, 10_000),
+    name=st.sampled_from(ALGOS),
+    workers=st.integers(1, 6),
+)
+def test_epochs_consumed_equal_sum_of_increments(seed: int, name: str, workers: int) -> None:
+    table = _small_table(seed, rows=80)
+    sched = _build(name, 27, 3, seed, n=40 if name in ("random", "sha") else 30)
+    rec = Recorder(sched)
+    run = simulate(table, rec, seed=seed, max_resource=27, workers=workers)
+    assert run.epochs == sum(rec.reached.values())
+    starts = [e[1] for e in rec.log if e[0] == "job" and e[1] is not None and not e[1].resume]
+    assert run.trials_started == len(starts)
+    if name in ("hyperband", "sha", "random"):
+        assert run.epochs == sum(bracket_cost(b) for b in sched.brackets)  # type: ignore[attr-defined]
+
+
+def _trace(name: str, seed: int, workers: int) -> list[tuple[Any, ...]]:
+    table = _small_table(7, rows=80)
+    rec = Recorder(_build(name, 27, 3, seed, n=30))
+    simulate(table, rec, seed=seed, max_resource=27, workers=workers)
+    return rec.log
+
+
+@pytest.mark.parametrize("name", ALGOS)
+def test_same_seed_identical_different_seed_different(name: str) -> None:
+    a = _trace(name, 11, 3)
+    assert a == _trace(name, 11, 3)
+    assert a != _trace(name, 12, 3)
+
+
+@FAST
+@given(
+    name=st.sampled_from(ALGOS),
+    seed=st.integers(0, 1000),
+    workers=st.integers(1, 4),
+    frac=st.floats(0.05, 0.95),
+)
+def test_state_dict_round_trip_mid_run_resumes_identically(
+    name: str, seed: int, workers: int, frac: float
+) -> None:
+    table = _small_table(seed, rows=80)
+    full = Recorder(_build(name, 27, 3, seed, n=30))
+    base = simulate(table, full, seed=seed, max_resource=27, workers=workers)
+    cut = max(1, int(base.reports * frac))
+    rec = Recorder(
+        _build(name, 27, 3, seed, n=30),
+        restore_after=cut,
+        rebuild=lambda: _build(name, 27, 3, seed, n=30),
+    )
+    again = simulate(table, rec, seed=seed, max_resource=27, workers=workers)
+    assert rec.log == full.log
+    assert (again.epochs, again.best_loss, again.makespan) == (
+        base.epochs,
+        base.best_loss,
+        base.makespan,
+    )
+
+
+def test_load_state_dict_rejects_other_algorithm_and_version() -> None:
+    state = Hyperband(27, 3).state_dict()
+    with pytest.raises(ValueError, match="state algorithm must be 'asha'"):
+        ASHA(27, 3, 10).load_state_dict(state)
+    with pytest.raises(ValueError, match="state version must be 1, got 99"):
+        Hyperband(27, 3).load_state_dict({**state, "version": 99})
+
+
+def test_asha_stopping_variant_stops_below_quantile() -> None:
+    sched = ASHA(4, 2, 3, mode="stopping")
+    for j in range(3):
+        sched.add_trial(f"t{j}")
+    job = sched.next_job()
+    assert job is not None and job.resource == 4
+    assert sched.report("t0", 1, 0.5) == Decision.CONTINUE
+    sched.next_job()
+    assert sched.report("t1", 1, 0.9) == Decision.STOP
+    sched.next_job()
+    assert sched.report("t2", 1, 0.1) == Decision.CONTINUE
+
+
+class OraclePredictor:
+    """A perfect predictor: looks the true loss at the target resource up in the table."""
+
+    def __init__(self, table: CurveTable) -> None:
+        self.table = table
+        self.resource = 0
+
+    def _row(self, curve: np.ndarray) -> int:
+        p = curve.shape[0]
+        hits = np.flatnonzero(np.all(self.table.curves[:, :p] == curve, axis=1))
+        return int(hits[0])
+
+    def fit(self, curves: Any, targets: Any, hparams: Any = None, seed: int = 0) -> None:
+        row = self._row(np.asarray(curves)[0])
+        self.resource = int(np.flatnonzero(self.table.curves[row] == targets[0])[0]) + 1
+
+    def predict(self, curves: Any, hparams: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        rows = [self._row(c) for c in np.asarray(curves)]
+        mean = self.table.curves[rows, self.resource - 1]
+        return mean, np.zeros_like(mean)
+
+
+@FAST
+@given(seed=st.integers(0, 10_000), workers=st.integers(1, 6), d=st.integers(2, 8))
+def test_swift_hyperband_with_perfect_predictor_keeps_each_rounds_best(
+    seed: int, workers: int, d: int
+) -> None:
+    table = _small_table(seed, rows=80, epochs=27)
+    sched = SwiftHyperband(27, 3, lambda: OraclePredictor(table), d=d, seed=seed)
+    rec = Recorder(sched)
+    simulate(table, rec, seed=seed, max_resource=27, workers=workers)
+    starts = [e[1].trial_id for e in rec.log if e[0] == "job" and e[1] and not e[1].resume]
+    pos = 0
+    stopped_early = 0
+    for rounds in sched.brackets:
+        members = starts[pos : pos + rounds[0][0]]
+        pos += rounds[0][0]
+        for n_i, r_i in rounds:
+            assert len(members) == n_i
+            rows = {t: int(t.split("-")[1]) for t in members}
+            best = min(members, key=lambda t: table.curves[rows[t], r_i - 1])
+            assert rec.reached[best] >= r_i
+            stopped_early += sum(1 for t in members if rec.reached[t] < r_i)
+            members = [t for t in members if rec.reached[t] > r_i]
+    assert sched.predictor_calls()["predict"] == 0 or stopped_early > 0
