@@ -1,0 +1,184 @@
+"""End to end through a real ``qpu-gateway serve`` process on a free port."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from qpu_gateway.client import GatewayClient
+from qpu_gateway.v1 import gateway_pb2 as pb
+from qpu_gateway.v1 import gateway_pb2_grpc as pb_grpc
+from tests.conftest import GatewayProcess
+
+FAST = {"num_reads": 100, "num_sweeps": 50}
+
+
+def _curves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    a, b, c = rng.uniform(0.5, 2, n), rng.uniform(0.3, 1.0, n), rng.uniform(0.1, 0.5, n)
+    t = np.arange(1, 41)
+    curves = c[:, None] + a[:, None] * t[None, :] ** -b[:, None]
+    return curves[:, :10], curves[:, -1]
+
+
+def _code(call) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code(), info.value.details()
+
+
+def test_gateway_health_is_serving_overall_and_for_the_service(gateway_address: str) -> None:
+    with GatewayClient(gateway_address) as client:
+        assert client.health() == "SERVING"
+        assert client.health("qpu_gateway.v1.Gateway") == "SERVING"
+
+
+def test_gateway_serves_reflection(gateway_address: str) -> None:
+    with grpc.insecure_channel(gateway_address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = {s.name for r in replies for s in r.list_services_response.service}
+    assert "qpu_gateway.v1.Gateway" in names
+
+
+def test_gateway_fit_then_predict_in_caller_units(gateway_address: str) -> None:
+    x, y = _curves(60)
+    y_units = 400 + 100 * y
+    with GatewayClient(gateway_address) as client:
+        info = client.fit(x[:20], y_units[:20], seed=7, **FAST)
+        assert info.model_id and info.version == 1 and info.backend == "neal"
+        assert (info.n_train, info.n_features, info.num_variables) == (20, 10, 120)
+        assert info.members == 4 and not info.fallback and info.created_at.seconds > 0
+        assert info.params.gamma == pytest.approx(0.1) and info.params.num_reads == 100
+        mean, std = client.predict(info.model_id, x[20:])
+        assert mean.shape == std.shape == (40,) and np.all(std >= 0)
+        r2 = 1 - ((mean - y_units[20:]) ** 2).sum() / ((y_units[20:] - y_units[20:].mean()) ** 2).sum()
+        assert r2 > 0.7
+        again = client.fit(x[:20], y_units[:20], model_id=info.model_id, seed=8, **FAST)
+        assert again.version == 2
+        assert [m.version for m in client.list_models(info.model_id)] == [1, 2]
+        assert client.get_model(info.model_id, version=1).seed == 7
+
+
+def test_gateway_unknown_model_is_not_found(gateway_address: str) -> None:
+    with GatewayClient(gateway_address) as client:
+        x = np.ones((1, 3))
+        assert _code(lambda: client.predict("no-such-model", x))[0] == grpc.StatusCode.NOT_FOUND
+        assert _code(lambda: client.get_model("no-such-model"))[0] == grpc.StatusCode.NOT_FOUND
+        assert _code(lambda: client.delete_model("no-such-model"))[0] == grpc.StatusCode.NOT_FOUND
+
+
+def _fit_request(**over) -> pb.FitRequest:
+    req = pb.FitRequest(
+        x=pb.Matrix(rows=3, cols=2, values=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]),
+        y=[1.0, 2.0, 3.0],
+        params=pb.QSVRParams(num_reads=10, num_sweeps=10),
+    )
+    for k, v in over.items():
+        if k == "params":
+            req.params.MergeFrom(v)
+        else:
+            getattr(req, k).CopyFrom(v) if hasattr(v, "DESCRIPTOR") else setattr(req, k, v)
+    return req
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (_fit_request(x=pb.Matrix(rows=3, cols=2, values=[0.1] * 5)), "x"),
+        (_fit_request(x=pb.Matrix(rows=0, cols=0, values=[])), "x"),
+        (_fit_request(x=pb.Matrix(rows=3, cols=2, values=[0.1, math.nan, 0, 0, 0, 0])), "x"),
+        (_fit_request(x=pb.Matrix(rows=3, cols=2, values=[0.1, math.inf, 0, 0, 0, 0])), "x"),
+        (pb.FitRequest(x=pb.Matrix(rows=3, cols=2, values=[0.1] * 6), y=[1.0, 2.0]), "y"),
+        (pb.FitRequest(x=pb.Matrix(rows=1, cols=1, values=[0.1]), y=[math.nan]), "y"),
+        (_fit_request(params=pb.QSVRParams(k=0)), "params.k"),
+        (_fit_request(params=pb.QSVRParams(base=0.0)), "params.base"),
+        (_fit_request(params=pb.QSVRParams(gamma=-1.0)), "params.gamma"),
+        (_fit_request(params=pb.QSVRParams(top_k=0)), "params.top_k"),
+        (_fit_request(params=pb.QSVRParams(num_reads=0)), "params.num_reads"),
+        (_fit_request(params=pb.QSVRParams(ensemble="vote")), "params.ensemble"),
+        (_fit_request(model_id="bad id/with slash"), "model_id"),
+        (_fit_request(backend="no-such-backend"), "backend"),
+    ],
+)
+def test_gateway_fit_bad_input_is_invalid_argument_naming_the_field(
+    gateway_address: str, request_: pb.FitRequest, field: str
+) -> None:
+    with grpc.insecure_channel(gateway_address) as channel:
+        stub = pb_grpc.GatewayStub(channel)
+        code, details = _code(lambda: stub.Fit(request_, timeout=30))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details.startswith(field + ":"), details
+    with GatewayClient(gateway_address) as client:
+        assert client.health() == "SERVING"
+
+
+def test_gateway_predict_bad_input_is_invalid_argument(gateway_address: str) -> None:
+    x, y = _curves(20, 1)
+    with GatewayClient(gateway_address) as client:
+        info = client.fit(x, y, **FAST)
+        with grpc.insecure_channel(gateway_address) as channel:
+            stub = pb_grpc.GatewayStub(channel)
+            for matrix, message in [
+                (pb.Matrix(rows=2, cols=10, values=[0.0] * 19), "x: rows*cols"),
+                (pb.Matrix(rows=1, cols=3, values=[0.0] * 3), "x: has 3 columns but model"),
+                (pb.Matrix(rows=1, cols=10, values=[math.nan] + [0.0] * 9), "x: values must be finite"),
+            ]:
+                req = pb.PredictRequest(model_id=info.model_id, x=matrix)
+                code, details = _code(lambda req=req: stub.Predict(req, timeout=10))
+                assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(message), details
+        assert client.predict(info.model_id, x[:1])[0].shape == (1,)
+
+
+def test_gateway_models_survive_a_restart(tmp_path: Path) -> None:
+    store = tmp_path / "models.sqlite"
+    x, y = _curves(20, 2)
+    first = GatewayProcess(store).start()
+    try:
+        with GatewayClient(first.address) as client:
+            info = client.fit(x, y, model_id="persisted", seed=3, **FAST)
+            client.fit(x, y, model_id="persisted", seed=4, **FAST)
+            before = client.predict("persisted", x, version=1)
+    finally:
+        assert first.stop() == 0
+    assert "store closed" in first.log()
+    second = GatewayProcess(store).start()
+    try:
+        with GatewayClient(second.address) as client:
+            assert [m.version for m in client.list_models("persisted")] == [1, 2]
+            after = client.predict("persisted", x, version=1)
+            np.testing.assert_array_equal(after[0], before[0])
+            np.testing.assert_array_equal(after[1], before[1])
+            assert client.get_model("persisted", version=1).created_at == info.created_at
+            assert client.delete_model("persisted") == 2
+    finally:
+        second.stop()
+
+
+def test_gateway_reflection_can_be_switched_off(tmp_path: Path) -> None:
+    proc = GatewayProcess(tmp_path / "m.sqlite", "--no-reflection").start()
+    try:
+        with grpc.insecure_channel(proc.address) as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            req = iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+            code, _ = _code(lambda: list(stub.ServerReflectionInfo(req, timeout=5)))
+            assert code == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        proc.stop()
+
+
+def test_gateway_backend_comes_from_the_environment(tmp_path: Path) -> None:
+    proc = GatewayProcess(tmp_path / "m.sqlite", env={"QPU_GATEWAY_BACKEND": "exact"}).start()
+    try:
+        assert "backend=exact" in proc.log()
+        x, y = _curves(3, 3)
+        with GatewayClient(proc.address) as client:
+            info = client.fit(x, y, k=1, top_k=2)
+            assert info.backend == "exact" and info.num_reads == 2**6
+    finally:
+        proc.stop()

@@ -1,0 +1,87 @@
+"""GatewayService: validation naming the field, versions, cache invalidation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qpu_gateway.backends import BackendRegistry
+from qpu_gateway.errors import InvalidArgumentError, ModelNotFoundError, PermissionDeniedError
+from qpu_gateway.service import GatewayService
+from qpu_gateway.store import ModelStore
+
+FAST = {"num_reads": 20, "num_sweeps": 20}
+
+
+@pytest.fixture
+def service() -> GatewayService:
+    return GatewayService(ModelStore(":memory:"), BackendRegistry(), allowed_backends=["neal"])
+
+
+def _data(n: int = 12, f: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.random((n, f))
+    return x, x.sum(axis=1)
+
+
+def test_service_fit_then_predict_and_versions(service: GatewayService) -> None:
+    x, y = _data()
+    first = service.fit(x, y, model_id="curve-model", params=FAST, seed=1)
+    second = service.fit(x, y, model_id="curve-model", params=FAST, seed=2)
+    assert (first.version, second.version) == (1, 2)
+    mean, std, version = service.predict("curve-model", x[:4])
+    assert mean.shape == std.shape == (4,) and version == 2
+    assert service.predict("curve-model", x[:4], version=1)[2] == 1
+    assert service.get("curve-model").info["params"]["num_reads"] == 20
+    assert service.delete("curve-model") == 2
+    with pytest.raises(ModelNotFoundError):
+        service.predict("curve-model", x[:4])
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "kwargs", "field"),
+    [
+        (np.zeros((0, 3)), np.zeros(0), {}, "x"),
+        (np.array([[1.0, np.nan]]), np.zeros(1), {}, "x"),
+        (np.ones((3, 2)), np.ones(2), {}, "y"),
+        (np.ones((2, 2)), np.array([1.0, np.inf]), {}, "y"),
+        (np.ones((2, 2)), np.ones(2), {"params": {"k": 0}}, "params.k"),
+        (np.ones((2, 2)), np.ones(2), {"params": {"base": -1.0}}, "params.base"),
+        (np.ones((2, 2)), np.ones(2), {"params": {"ensemble": "vote"}}, "params.ensemble"),
+        (np.ones((2, 2)), np.ones(2), {"params": {"bogus": 1}}, "params"),
+        (np.ones((2, 2)), np.ones(2), {"model_id": "has space"}, "model_id"),
+        (np.ones((2, 2)), np.ones(2), {"backend": "no-such"}, "backend"),
+    ],
+)
+def test_service_fit_rejects_bad_input_naming_the_field(
+    service: GatewayService, x: np.ndarray, y: np.ndarray, kwargs: dict, field: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        service.fit(x, y, **kwargs)
+    assert info.value.field == field
+    assert str(info.value).startswith(field + ":")
+    assert service.list() == []
+
+
+def test_service_refuses_backends_outside_the_allowed_list(service: GatewayService) -> None:
+    x, y = _data(3, 1)
+    with pytest.raises(PermissionDeniedError, match="'exact' is not allowed"):
+        service.fit(x, y, backend="exact", params={"k": 1})
+
+
+def test_service_predict_rejects_wrong_feature_count(service: GatewayService) -> None:
+    x, y = _data()
+    rec = service.fit(x, y, params=FAST)
+    with pytest.raises(InvalidArgumentError, match="x: has 2 columns but model"):
+        service.predict(rec.model_id, x[:, :2])
+
+
+def test_service_serves_models_from_the_store_after_restart(tmp_path) -> None:
+    path = tmp_path / "m.sqlite"
+    x, y = _data()
+    first = GatewayService(ModelStore(path), BackendRegistry())
+    rec = first.fit(x, y, params=FAST, seed=4)
+    expected = first.predict(rec.model_id, x)[0]
+    first.store.close()
+    second = GatewayService(ModelStore(path), BackendRegistry())
+    np.testing.assert_array_equal(second.predict(rec.model_id, x)[0], expected)
