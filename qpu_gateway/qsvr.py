@@ -120,6 +120,7 @@ class QSVR(RegressorMixin, BaseEstimator):
     intercept_ : (M,) bias of each member (scaled units).
     member_energies_ : (M,) QUBO energies, ascending.
     c_ : the box bound C in effect.
+    member_train_mse_ : (M,) mean squared error of each member on the scaled training targets.
     weights_ : (M,) combination weights.
     x_min_, x_scale_ : (F,) input scaling; y_min_, y_scale_ : target scaling.
     train_r2_ : R² of the ensemble on the training data.
@@ -236,6 +237,7 @@ class QSVR(RegressorMixin, BaseEstimator):
         self.dual_coef_ = beta
         self.intercept_ = bias
         self.member_energies_ = energies
+        self.member_train_mse_ = train_mse
         self.weights_ = member_weights(self.ensemble, energies, train_mse)
         self.x_min_, self.x_scale_ = x_min, x_scale
         self.y_min_, self.y_scale_ = float(y_min[0]), float(y_scale[0])
@@ -250,7 +252,7 @@ class QSVR(RegressorMixin, BaseEstimator):
         }
         return self
 
-    def _member_predictions(self, X: ArrayLike) -> NDArray[np.float64]:
+    def predict_members(self, X: ArrayLike) -> NDArray[np.float64]:
         """Predictions of every member in the caller's units, shape (M, rows)."""
         check_is_fitted(self, "dual_coef_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
@@ -267,7 +269,7 @@ class QSVR(RegressorMixin, BaseEstimator):
         With ``return_std`` also the members' spread: the unweighted standard deviation of the
         member predictions, shape (rows,), so that it measures disagreement whatever the weights.
         """
-        members = self._member_predictions(X)
+        members = self.predict_members(X)
         mean = self.weights_ @ members
         if not return_std:
             return mean
@@ -286,6 +288,7 @@ class QSVR(RegressorMixin, BaseEstimator):
             "dual_coef": self.dual_coef_.tolist(),
             "intercept": self.intercept_.tolist(),
             "member_energies": self.member_energies_.tolist(),
+            "member_train_mse": self.member_train_mse_.tolist(),
             "weights": self.weights_.tolist(),
             "x_min": self.x_min_.tolist(),
             "x_scale": self.x_scale_.tolist(),
@@ -315,6 +318,7 @@ class QSVR(RegressorMixin, BaseEstimator):
         )
         model.intercept_ = np.asarray(state["intercept"], dtype=np.float64)
         model.member_energies_ = np.asarray(state["member_energies"], dtype=np.float64)
+        model.member_train_mse_ = np.asarray(state["member_train_mse"], dtype=np.float64)
         model.weights_ = np.asarray(state["weights"], dtype=np.float64)
         model.x_min_ = np.asarray(state["x_min"], dtype=np.float64)
         model.x_scale_ = np.asarray(state["x_scale"], dtype=np.float64)

@@ -13,9 +13,9 @@ fi
 stamp=.venv/.qhpo-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "[bootstrap] installing qhpo and its dependencies into .venv (first time: a few minutes)" >&2
-    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install -qq --upgrade pip
     # torch first, exactly pinned: the CPU build on CPU machines, the CUDA build where CUDA exists.
-    .venv/bin/python -m pip install --quiet "torch==2.13.0"
-    .venv/bin/python -m pip install --quiet -e ".[dev]"
+    .venv/bin/python -m pip install -qq "torch==2.13.0"
+    .venv/bin/python -m pip install -qq -e ".[dev]"
     touch "$stamp"
 fi

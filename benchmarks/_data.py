@@ -1,0 +1,38 @@
+"""Shared helpers of the gateway benchmarks: the MLPF table and the R² protocol's splits."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+MLPF = REPO.parent / "shared" / "data" / "mlpf_delphes_curves.csv"
+
+
+def load_mlpf(known_fraction: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """Features = the first ``known_fraction`` of each loss curve, target = final loss.
+
+    Returns x: (296, 25) and y: (296,) for the default fraction. Exits with a clear message when
+    ``../shared/data`` is absent.
+    """
+    if not MLPF.exists():
+        sys.exit(f"skipped: the shared learning-curve table is not at {MLPF}")
+    import pandas as pd
+
+    df = pd.read_csv(MLPF)
+    cols = sorted((c for c in df.columns if c.startswith("loss_")), key=lambda c: int(c[5:]))
+    curves = df[cols].to_numpy(dtype=np.float64)
+    known = round(curves.shape[1] * known_fraction)
+    return curves[:, :known], curves[:, -1]
+
+
+def split(n: int, seed: int, n_train: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Random split of the R² protocol (design brief §4): n_train curves to fit, the rest to test."""
+    idx = np.random.default_rng(seed).permutation(n)
+    return idx[:n_train], idx[n_train:]
+
+
+def r2(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum())
