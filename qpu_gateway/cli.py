@@ -30,7 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
     from qpu_gateway.backends import BackendRegistry
     from qpu_gateway.config import load_config
     from qpu_gateway.server import SERVICE_NAME, create_server
-    from qpu_gateway.service import GatewayService
+    from qpu_gateway.service import FitLimits, GatewayService
     from qpu_gateway.store import ModelStore
 
     cfg = load_config(
@@ -48,7 +48,11 @@ def _serve(args: argparse.Namespace) -> int:
         registry = BackendRegistry(cfg.backends)
         registry.sampler(cfg.backend)
         service = GatewayService(
-            store, registry, default_backend=cfg.backend, allowed_backends=cfg.allowed_backends
+            store,
+            registry,
+            default_backend=cfg.backend,
+            allowed_backends=cfg.allowed_backends,
+            limits=FitLimits(cfg.max_qubo_variables, cfg.max_num_reads, cfg.max_num_sweeps),
         )
         server, port, health = await create_server(
             service, cfg.address, reflection_enabled=cfg.reflection

@@ -9,6 +9,9 @@ Example (``examples/gateway.toml``)::
     reflection = true
     allowed_backends = ["neal", "exact"]   # a request may name these; absent: any backend
     grace_seconds = 5.0
+    max_qubo_variables = 2048         # 2*k*rows; the dense QUBO takes 8*n^2 bytes
+    max_num_reads = 100000
+    max_num_sweeps = 100000
 
     [backends.neal]                   # passed to the backend's factory
     beta_range = [0.1, 10.0]
@@ -29,7 +32,10 @@ __all__ = ["ENV_BACKEND", "ENV_STORE", "GatewayConfig", "load_config"]
 
 ENV_BACKEND = "QPU_GATEWAY_BACKEND"
 ENV_STORE = "QPU_GATEWAY_STORE"
-_SERVER_KEYS = {"address", "backend", "store", "reflection", "allowed_backends", "grace_seconds"}
+_SERVER_KEYS = {
+    "address", "backend", "store", "reflection", "allowed_backends", "grace_seconds",
+    "max_qubo_variables", "max_num_reads", "max_num_sweeps",
+}
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,9 @@ class GatewayConfig:
     reflection: bool = True
     allowed_backends: list[str] | None = None
     grace_seconds: float = 5.0
+    max_qubo_variables: int = 2048
+    max_num_reads: int = 100_000
+    max_num_sweeps: int = 100_000
     backends: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def validate(self) -> GatewayConfig:
@@ -54,6 +63,9 @@ class GatewayConfig:
                 raise ValueError(f"allowed_backends: unknown backend {name!r}; known: {known}")
         if self.grace_seconds < 0:
             raise ValueError(f"grace_seconds must be >= 0, got {self.grace_seconds}")
+        for name in ("max_qubo_variables", "max_num_reads", "max_num_sweeps"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if not self.address or ":" not in self.address:
             raise ValueError(f"address must be HOST:PORT, got {self.address!r}")
         return self

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["GatewayError", "InvalidArgumentError", "ModelNotFoundError", "PermissionDeniedError"]
+__all__ = [
+    "GatewayError",
+    "InvalidArgumentError",
+    "ModelNotFoundError",
+    "PermissionDeniedError",
+    "ProblemTooLargeError",
+]
 
 
 class GatewayError(Exception):
@@ -26,3 +32,7 @@ class ModelNotFoundError(GatewayError, KeyError):
 
 class PermissionDeniedError(GatewayError):
     """The request asks for something the server's configuration does not allow."""
+
+
+class ProblemTooLargeError(GatewayError, ValueError):
+    """A backend cannot take a problem of this size (variables, qubits, memory)."""

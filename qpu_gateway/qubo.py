@@ -38,7 +38,14 @@ def precision_weights(k: int, base: float, k0: float) -> NDArray[np.float64]:
         raise ValueError(f"base must be a finite number > 0, got {base!r}")
     if not np.isfinite(k0):
         raise ValueError(f"k0 must be finite, got {k0!r}")
-    return np.power(float(base), np.arange(int(k), dtype=np.float64) - float(k0))
+    with np.errstate(over="ignore", under="ignore"):
+        p = np.power(float(base), np.arange(int(k), dtype=np.float64) - float(k0))
+    if not (np.isfinite(p).all() and (p > 0).all()):
+        raise ValueError(
+            f"base and k0 must give finite, positive weights base**(k - k0) for k < {k}; "
+            f"got base={base!r}, k0={k0!r}"
+        )
+    return p
 
 
 def rbf_kernel(

@@ -20,14 +20,31 @@ import numpy as np
 from numpy.typing import NDArray
 
 from qpu_gateway.backends import BackendRegistry, available_backends
-from qpu_gateway.errors import InvalidArgumentError, PermissionDeniedError
+from qpu_gateway.errors import InvalidArgumentError, PermissionDeniedError, ProblemTooLargeError
 from qpu_gateway.qsvr import PARAM_NAMES, QSVR
 from qpu_gateway.store import ModelStore, StoredModel
 
-__all__ = ["FIT_PARAMS", "GatewayService", "ModelRecord"]
+__all__ = ["FIT_PARAMS", "FitLimits", "GatewayService", "ModelRecord"]
 
 FIT_PARAMS: Final = PARAM_NAMES
 _MODEL_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class FitLimits:
+    """Upper bounds that keep one request from exhausting the server (memory, time).
+
+    The dense QUBO of ``n`` variables takes ``8 n^2`` bytes (2048 variables: 32 MiB).
+    """
+
+    max_qubo_variables: int = 2048
+    max_num_reads: int = 100_000
+    max_num_sweeps: int = 100_000
+
+    def __post_init__(self) -> None:
+        for name in ("max_qubo_variables", "max_num_reads", "max_num_sweeps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,7 @@ class GatewayService:
     registry : creates each backend's ``dimod.Sampler``.
     default_backend : backend used when a request names none.
     allowed_backends : backends a request may name; ``None`` means every registered backend.
+    limits : per-request bounds (QUBO size, reads, sweeps).
     cache_size : fitted models kept in memory for Predict.
     clock : wall-clock source for ``created_at`` (seconds since the epoch).
     """
@@ -82,6 +100,7 @@ class GatewayService:
         *,
         default_backend: str = "neal",
         allowed_backends: list[str] | None = None,
+        limits: FitLimits | None = None,
         cache_size: int = 64,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -95,6 +114,7 @@ class GatewayService:
         self.registry = registry
         self.default_backend = default_backend
         self.allowed_backends = allowed_backends
+        self.limits = limits or FitLimits()
         self.cache_size = cache_size
         self._clock = clock
         self._cache: OrderedDict[tuple[str, int], QSVR] = OrderedDict()
@@ -141,10 +161,15 @@ class GatewayService:
             model._check_params()
         except (ValueError, TypeError) as exc:
             field = next((p for p in FIT_PARAMS if str(exc).startswith(p + " ")), "")
+            field = field or ("base" if str(exc).startswith("base and k0") else "")
             raise InvalidArgumentError(f"params.{field}" if field else "params", str(exc)) from exc
+        self._check_limits(model, x.shape[0])
         name = self._resolve_backend(backend)
         model.sampler = self.registry.sampler(name)
-        model.fit(x, y)
+        try:
+            model.fit(x, y)
+        except ProblemTooLargeError as exc:
+            raise InvalidArgumentError("x", f"too many rows for backend {name!r}: {exc}") from exc
 
         stats = model.fit_stats_
         info = {
@@ -172,6 +197,26 @@ class GatewayService:
         version = self.store.put(mid, info, model.get_state(), created)
         self._remember((mid, version), model)
         return ModelRecord(mid, version, created, info)
+
+    def _check_limits(self, model: QSVR, n_rows: int) -> None:
+        lim = self.limits
+        n_vars = 2 * int(model.k) * n_rows
+        if n_vars > lim.max_qubo_variables:
+            raise InvalidArgumentError(
+                "x",
+                f"{n_rows} rows at k={model.k} make a QUBO of 2*k*rows = {n_vars} variables, above "
+                f"this server's max_qubo_variables = {lim.max_qubo_variables}",
+            )
+        if model.num_reads > lim.max_num_reads:
+            raise InvalidArgumentError(
+                "params.num_reads",
+                f"{model.num_reads} is above this server's max_num_reads = {lim.max_num_reads}",
+            )
+        if model.num_sweeps is not None and model.num_sweeps > lim.max_num_sweeps:
+            raise InvalidArgumentError(
+                "params.num_sweeps",
+                f"{model.num_sweeps} is above this server's max_num_sweeps = {lim.max_num_sweeps}",
+            )
 
     def predict(
         self, model_id: str, x: NDArray[np.float64], version: int | None = None

@@ -66,3 +66,8 @@ def test_cli_fit_and_predict_csv_files(gateway_address: str, tmp_path: Path) -> 
     assert len(rows) == 15 and {"mean", "std"} <= set(rows[0])
     missing = _run("predict", "--gateway", gateway_address, "--model-id", "nope", "--data", str(train))
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+
+
+def test_example_gateway_config_loads() -> None:
+    cfg = load_config(Path(__file__).resolve().parents[1] / "examples" / "gateway.toml", env={})
+    assert cfg.backend == "neal" and cfg.allowed_backends == ["neal", "exact"]

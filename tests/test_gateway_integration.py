@@ -103,6 +103,8 @@ def _fit_request(**over) -> pb.FitRequest:
         (_fit_request(params=pb.QSVRParams(num_reads=0)), "params.num_reads"),
         (_fit_request(params=pb.QSVRParams(ensemble="vote")), "params.ensemble"),
         (_fit_request(model_id="bad id/with slash"), "model_id"),
+        (_fit_request(params=pb.QSVRParams(num_reads=10**9)), "params.num_reads"),
+        (pb.FitRequest(x=pb.Matrix(rows=400, cols=1, values=[0.5] * 400), y=[1.0] * 400), "x"),
         (_fit_request(backend="no-such-backend"), "backend"),
     ],
 )

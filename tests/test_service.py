@@ -7,7 +7,7 @@ import pytest
 
 from qpu_gateway.backends import BackendRegistry
 from qpu_gateway.errors import InvalidArgumentError, ModelNotFoundError, PermissionDeniedError
-from qpu_gateway.service import GatewayService
+from qpu_gateway.service import FitLimits, GatewayService
 from qpu_gateway.store import ModelStore
 
 FAST = {"num_reads": 20, "num_sweeps": 20}
@@ -85,3 +85,30 @@ def test_service_serves_models_from_the_store_after_restart(tmp_path) -> None:
     first.store.close()
     second = GatewayService(ModelStore(path), BackendRegistry())
     np.testing.assert_array_equal(second.predict(rec.model_id, x)[0], expected)
+
+
+@pytest.mark.parametrize(
+    ("rows", "params", "field", "message"),
+    [
+        (40, {}, "x", "max_qubo_variables = 200"),
+        (5, {"num_reads": 1001}, "params.num_reads", "max_num_reads = 1000"),
+        (5, {"num_sweeps": 501}, "params.num_sweeps", "max_num_sweeps = 500"),
+        (5, {"base": 1e-300, "k": 3, "k0": -5.0}, "params.base", "finite, positive weights"),
+    ],
+)
+def test_service_enforces_limits_naming_field_and_limit(
+    rows: int, params: dict, field: str, message: str
+) -> None:
+    limits = FitLimits(max_qubo_variables=200, max_num_reads=1000, max_num_sweeps=500)
+    service = GatewayService(ModelStore(":memory:"), BackendRegistry(), limits=limits)
+    x, y = _data(rows, 2)
+    with pytest.raises(InvalidArgumentError, match=message) as info:
+        service.fit(x, y, params=params)
+    assert info.value.field == field
+
+
+def test_service_exact_backend_refuses_large_problems_as_invalid_argument(service) -> None:
+    big = GatewayService(ModelStore(":memory:"), BackendRegistry(), allowed_backends=["exact"])
+    x, y = _data(5, 2)
+    with pytest.raises(InvalidArgumentError, match="x: too many rows for backend 'exact'"):
+        big.fit(x, y, backend="exact")

@@ -7,6 +7,8 @@ from typing import Any
 
 import dimod
 
+from qpu_gateway.errors import ProblemTooLargeError
+
 __all__ = ["MAX_VARIABLES", "create"]
 
 MAX_VARIABLES = 20
@@ -27,7 +29,7 @@ class _BoundedExactSolver(dimod.ExactSolver):
 
     def sample(self, bqm: dimod.BinaryQuadraticModel, **kwargs: Any) -> dimod.SampleSet:
         if bqm.num_variables > self.max_variables:
-            raise ValueError(
+            raise ProblemTooLargeError(
                 f"the exact backend enumerates 2^n states and accepts at most "
                 f"{self.max_variables} variables; this problem has {bqm.num_variables}"
             )
