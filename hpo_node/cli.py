@@ -29,6 +29,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--predictor", choices=PREDICTORS, default="svr", help="Swift predictor")
     p.add_argument("--gateway", default=None, help="HOST:PORT of qpu-gateway (--predictor gateway)")
     p.add_argument("--num-reads", type=int, default=None, help="QSVR reads (qsvr, gateway)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="scheduler constructor argument, e.g. --set known_curve=0.25 --set d=10 (repeatable)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +61,7 @@ def _runs(args: argparse.Namespace, table: CurveTable, name: str, seeds: list[in
     params: dict[str, Any] = {}
     if args.num_reads is not None:
         params["num_reads"] = args.num_reads
+    options = _options(args.set)
     out = []
     for seed in seeds:
         driver = make_driver(
@@ -65,11 +73,25 @@ def _runs(args: argparse.Namespace, table: CurveTable, name: str, seeds: list[in
             predictor=args.predictor,
             gateway=args.gateway,
             predictor_params=params,
+            options=options,
         )
         try:
             out.append(simulate(table, driver, seed=seed, max_resource=r_max, workers=args.workers))
         finally:
             driver.close()
+    return out
+
+
+def _options(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set must be KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
     return out
 
 

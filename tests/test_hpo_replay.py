@@ -168,3 +168,18 @@ def test_subsampled_table_keeps_every_step_th_epoch() -> None:
     assert sub.n_epochs == 25
     np.testing.assert_array_equal(sub.curves[:, -1], table.curves[:, -1])
     np.testing.assert_array_equal(sub.curves[:, 0], table.curves[:, 3])
+
+
+def test_cli_set_passes_scheduler_arguments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write_csv(tmp_path / "t.csv")
+    base = ["simulate", "--data", str(path), "--algorithm", "swift-hyperband", "--eta", "3",
+            "--seed", "1", "--json"]
+    assert main(base) == 0
+    default = json.loads(capsys.readouterr().out)["runs"][0]["epochs"]
+    assert main([*base, "--set", "known_curve=0.25", "--set", "d=5"]) == 0
+    tuned = json.loads(capsys.readouterr().out)["runs"][0]["epochs"]
+    assert tuned != default
+    assert main([*base, "--set", "bogus"]) == 2
+    assert "--set must be KEY=VALUE" in capsys.readouterr().err
