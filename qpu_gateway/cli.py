@@ -46,13 +46,16 @@ def _serve(args: argparse.Namespace) -> int:
     async def run() -> None:
         store = ModelStore(cfg.store)
         registry = BackendRegistry(cfg.backends)
-        registry.sampler(cfg.backend)
+        for name in cfg.chain:
+            registry.sampler(name)
         service = GatewayService(
             store,
             registry,
-            default_backend=cfg.backend,
+            chain=cfg.chain,
             allowed_backends=cfg.allowed_backends,
             limits=FitLimits(cfg.max_qubo_variables, cfg.max_num_reads, cfg.max_num_sweeps),
+            breaker_failures=cfg.breaker_failures,
+            breaker_cooldown_seconds=cfg.breaker_cooldown_seconds,
         )
         server, port, health = await create_server(
             service, cfg.address, reflection_enabled=cfg.reflection
@@ -61,7 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
         host = cfg.address.rsplit(":", 1)[0]
         log.info(
             "qpu-gateway serving on %s:%d backend=%s store=%s reflection=%s",
-            host, port, cfg.backend, cfg.store, cfg.reflection,
+            host, port, ",".join(cfg.chain), cfg.store, cfg.reflection,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -166,7 +169,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run the gRPC server until SIGINT/SIGTERM")
     s.add_argument("--address", help="HOST:PORT to bind (port 0 picks a free one)")
-    s.add_argument("--backend", help="default sampler backend (neal, exact, ...)")
+    s.add_argument("--backend", help="sampler backend (neal, exact, mock-qpu, qpu, hybrid, classical)")
     s.add_argument("--store", help="SQLite file of the model store")
     s.add_argument("--config", help="TOML configuration file")
     s.add_argument("--no-reflection", action="store_true", help="do not serve gRPC reflection")

@@ -5,6 +5,7 @@ Example (``examples/gateway.toml``)::
     [server]
     address = "127.0.0.1:50051"
     backend = "neal"                  # or QPU_GATEWAY_BACKEND, or --backend
+    # backends = ["qpu", "neal"]      # instead of `backend`: an ordered fallback chain
     store = "qpu_gateway_models.sqlite"
     reflection = true
     allowed_backends = ["neal", "exact"]   # a request may name these; absent: any backend
@@ -12,6 +13,8 @@ Example (``examples/gateway.toml``)::
     max_qubo_variables = 2048         # 2*k*rows; the dense QUBO takes 8*n^2 bytes
     max_num_reads = 100000
     max_num_sweeps = 100000
+    breaker_failures = 3              # consecutive failures that open a backend's breaker
+    breaker_cooldown_seconds = 60.0   # how long an open breaker skips the backend
 
     [backends.neal]                   # passed to the backend's factory
     beta_range = [0.1, 10.0]
@@ -33,8 +36,9 @@ __all__ = ["ENV_BACKEND", "ENV_STORE", "GatewayConfig", "load_config"]
 ENV_BACKEND = "QPU_GATEWAY_BACKEND"
 ENV_STORE = "QPU_GATEWAY_STORE"
 _SERVER_KEYS = {
-    "address", "backend", "store", "reflection", "allowed_backends", "grace_seconds",
-    "max_qubo_variables", "max_num_reads", "max_num_sweeps",
+    "address", "backend", "backends", "store", "reflection", "allowed_backends", "grace_seconds",
+    "max_qubo_variables", "max_num_reads", "max_num_sweeps", "breaker_failures",
+    "breaker_cooldown_seconds",
 }
 
 
@@ -43,7 +47,7 @@ class GatewayConfig:
     """Resolved server configuration."""
 
     address: str = "127.0.0.1:50051"
-    backend: str = "neal"
+    chain: list[str] = field(default_factory=lambda: ["neal"])
     store: str = "qpu_gateway_models.sqlite"
     reflection: bool = True
     allowed_backends: list[str] | None = None
@@ -51,13 +55,31 @@ class GatewayConfig:
     max_qubo_variables: int = 2048
     max_num_reads: int = 100_000
     max_num_sweeps: int = 100_000
+    breaker_failures: int = 3
+    breaker_cooldown_seconds: float = 60.0
     backends: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def backend(self) -> str:
+        """The first backend of the chain."""
+        return self.chain[0]
 
     def validate(self) -> GatewayConfig:
         """Raise ``ValueError`` naming the setting when one is invalid; return self."""
         known = available_backends()
-        if self.backend not in known:
-            raise ValueError(f"backend must be one of {known}, got {self.backend!r}")
+        if not self.chain:
+            raise ValueError("backends must name at least one backend")
+        for name in self.chain:
+            if name not in known:
+                raise ValueError(f"backend must be one of {known}, got {name!r}")
+        if len(set(self.chain)) != len(self.chain):
+            raise ValueError(f"backends must not repeat a backend, got {self.chain}")
+        if not isinstance(self.breaker_failures, int) or self.breaker_failures < 1:
+            raise ValueError(f"breaker_failures must be an integer >= 1, got {self.breaker_failures!r}")
+        if not self.breaker_cooldown_seconds >= 0:
+            raise ValueError(
+                f"breaker_cooldown_seconds must be >= 0, got {self.breaker_cooldown_seconds!r}"
+            )
         for name in self.allowed_backends or []:
             if name not in known:
                 raise ValueError(f"allowed_backends: unknown backend {name!r}; known: {known}")
@@ -89,11 +111,21 @@ def load_config(
         backends = data.get("backends", {})
         if not isinstance(backends, dict) or not all(isinstance(v, dict) for v in backends.values()):
             raise ValueError(f"{path}: [backends.NAME] sections must be tables")
+        server = dict(server)
+        if "backend" in server and "backends" in server:
+            raise ValueError(f"{path}: set either [server] backend or backends, not both")
+        if "backend" in server:
+            server["chain"] = [server.pop("backend")]
+        if "backends" in server:
+            server["chain"] = list(server.pop("backends"))
         cfg = replace(cfg, **server, backends=backends)
     env = os.environ if env is None else env
     if env.get(ENV_BACKEND):
-        cfg = replace(cfg, backend=env[ENV_BACKEND])
+        cfg = replace(cfg, chain=[env[ENV_BACKEND]])
     if env.get(ENV_STORE):
         cfg = replace(cfg, store=env[ENV_STORE])
-    cfg = replace(cfg, **{k: v for k, v in (overrides or {}).items() if v is not None})
+    over = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if "backend" in over:
+        over["chain"] = [over.pop("backend")]
+    cfg = replace(cfg, **over)
     return cfg.validate()

@@ -70,6 +70,12 @@ def record_to_proto(r: ModelRecord) -> pb.ModelInfo:
         member_energies=info["member_energies"],
         num_reads=info["num_reads"],
         distinct_solutions=info["distinct_solutions"],
+        qpu_access_time_us=info.get("qpu_access_time_us", 0.0),
+        chain_break_fraction=info.get("chain_break_fraction", 0.0),
+        max_chain_length=info.get("max_chain_length", 0),
+        qubits_used=info.get("qubits_used", 0),
+        embedding_cache_hit=info.get("embedding_cache_hit", False),
+        attempted_backends=info.get("attempted_backends", [info["backend"]]),
     )
     if info.get("seed") is not None:
         msg.seed = info["seed"]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 __all__ = [
+    "AllBackendsFailedError",
+    "BackendFailure",
+    "DeadlineExceededError",
     "GatewayError",
     "InvalidArgumentError",
     "ModelNotFoundError",
@@ -36,3 +39,19 @@ class PermissionDeniedError(GatewayError):
 
 class ProblemTooLargeError(GatewayError, ValueError):
     """A backend cannot take a problem of this size (variables, qubits, memory)."""
+
+
+class BackendFailure(GatewayError):
+    """A backend could not produce samples (solver offline, timeout, upload error, ...).
+
+    The message is safe to show: backends build it without credentials. The gateway falls back
+    to the next backend of its chain.
+    """
+
+
+class AllBackendsFailedError(GatewayError):
+    """Every backend of the chain failed or was skipped by its circuit breaker."""
+
+
+class DeadlineExceededError(GatewayError):
+    """The caller's deadline passed before the work finished; the work was stopped."""

@@ -9,7 +9,7 @@ keeps the ``top_k`` distinct lowest-energy solutions as ensemble members and com
 from __future__ import annotations
 
 import time
-from typing import Any, Final
+from typing import Any, Final, Protocol, runtime_checkable
 
 import dimod
 import numpy as np
@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from qpu_gateway.ensemble import ENSEMBLE_METHODS, member_weights, select_members
-from qpu_gateway.qubo import build_svr_qubo, decode, precision_weights, rbf_kernel
+from qpu_gateway.qubo import build_svr_qubo, decode, dual_objective, precision_weights, rbf_kernel
 
 __all__ = [
     "DEFAULT_ENSEMBLE",
@@ -27,11 +27,12 @@ __all__ = [
     "QSVR",
     "STATE_FORMAT",
     "STATE_VERSION",
+    "DualSolver",
 ]
 
 DEFAULT_ENSEMBLE: Final = "mean"
 # Sweeps per simulated-annealing read; chosen in benchmarks/README.md (R² vs Fit time).
-DEFAULT_NUM_SWEEPS: Final = 200
+DEFAULT_NUM_SWEEPS: Final = 100
 STATE_FORMAT: Final = "qhpo.qsvr"
 STATE_VERSION: Final = 1
 
@@ -39,6 +40,17 @@ STATE_VERSION: Final = 1
 PARAM_NAMES: Final = (
     "k", "base", "k0", "xi", "gamma", "epsilon", "c", "num_reads", "num_sweeps", "top_k", "ensemble",
 )
+
+
+@runtime_checkable
+class DualSolver(Protocol):
+    """A classical solver of the (continuous) SVR dual, usable in place of a sampler."""
+
+    def solve_dual(
+        self, kernel: NDArray[np.float64], y: NDArray[np.float64], *, c: float, epsilon: float
+    ) -> tuple[NDArray[np.float64], float]:
+        """kernel: (N, N), y: (N,) -> (alpha - alpha_hat, shape (N,), bias)."""
+        ...
 
 
 def _default_sampler() -> dimod.Sampler:
@@ -110,7 +122,9 @@ class QSVR(RegressorMixin, BaseEstimator):
     top_k : distinct lowest-energy solutions kept as ensemble members.
     ensemble : ``mean``, ``best``, ``energy_softmax`` or ``inverse_error``
         (see :func:`qpu_gateway.ensemble.member_weights`).
-    sampler : a ``dimod.Sampler``; ``None`` means dwave-samplers' simulated annealing.
+    sampler : a ``dimod.Sampler``; ``None`` means dwave-samplers' simulated annealing. A
+        :class:`DualSolver` (e.g. the ``classical`` backend) instead yields one member with the
+        exact continuous solution.
     random_state : seed (int) or ``numpy.random.Generator`` for the sampler; ``None``: fresh.
 
     Attributes
@@ -125,7 +139,7 @@ class QSVR(RegressorMixin, BaseEstimator):
     x_min_, x_scale_ : (F,) input scaling; y_min_, y_scale_ : target scaling.
     train_r2_ : R² of the ensemble on the training data.
     fit_stats_ : dict with build_seconds, sample_seconds, num_variables, num_reads,
-        distinct_solutions, best_energy.
+        distinct_solutions, best_energy, and ``sampler_stats`` (scalars a backend reports).
     """
 
     def __init__(
@@ -183,10 +197,14 @@ class QSVR(RegressorMixin, BaseEstimator):
             raise ValueError(
                 f"ensemble must be one of {', '.join(ENSEMBLE_METHODS)}; got {self.ensemble!r}"
             )
-        if self.sampler is not None and not hasattr(self.sampler, "sample"):
-            raise TypeError(f"sampler must be a dimod.Sampler, got {type(self.sampler)!r}")
+        if self.sampler is not None and not (
+            hasattr(self.sampler, "sample") or isinstance(self.sampler, DualSolver)
+        ):
+            raise TypeError(
+                f"sampler must be a dimod.Sampler or a DualSolver, got {type(self.sampler)!r}"
+            )
 
-    def _sample_kwargs(self, sampler: dimod.Sampler) -> dict[str, Any]:
+    def _sample_kwargs(self, sampler: dimod.Sampler, **extra: Any) -> dict[str, Any]:
         accepted = getattr(sampler, "parameters", {})
         kwargs: dict[str, Any] = {}
         if "num_reads" in accepted:
@@ -196,10 +214,15 @@ class QSVR(RegressorMixin, BaseEstimator):
         seed = _seed_from(self.random_state)
         if "seed" in accepted and seed is not None:
             kwargs["seed"] = seed
+        kwargs.update({k: v for k, v in extra.items() if k in accepted and v is not None})
         return kwargs
 
-    def fit(self, X: ArrayLike, y: ArrayLike) -> QSVR:
-        """Fit the ensemble. X: (N, F), y: (N,). Returns self."""
+    def fit(self, X: ArrayLike, y: ArrayLike, **sample_kwargs: Any) -> QSVR:
+        """Fit the ensemble. X: (N, F), y: (N,). Returns self.
+
+        ``sample_kwargs`` go to the sampler when it declares them in ``sampler.parameters``
+        (e.g. ``timeout`` or ``interrupt_function``); others are ignored.
+        """
         self._check_params()
         X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
         x_min, x_scale = _minmax(X)
@@ -218,17 +241,30 @@ class QSVR(RegressorMixin, BaseEstimator):
         build_seconds = time.perf_counter() - t0
 
         sampler = self.sampler if self.sampler is not None else _default_sampler()
-        t0 = time.perf_counter()
-        sampleset = sampler.sample(bqm, **self._sample_kwargs(sampler))
-        sampleset.resolve()
-        sample_seconds = time.perf_counter() - t0
-
-        members, energies, n_distinct = select_members(sampleset, int(self.top_k), range(2 * k * n))
-        alpha, alpha_hat = decode(members, n, k=k, base=self.base, k0=self.k0)
-        beta = alpha - alpha_hat
         c = float(precision_weights(k, self.base, self.k0).sum()) if self.c is None else self.c
+        t0 = time.perf_counter()
+        if isinstance(sampler, DualSolver):
+            beta_1, bias_1 = sampler.solve_dual(kmat, ys, c=c, epsilon=float(self.epsilon))
+            sample_seconds = time.perf_counter() - t0
+            beta = np.asarray(beta_1, dtype=np.float64)[None, :]
+            energies = np.atleast_1d(dual_objective(
+                np.maximum(beta, 0), np.maximum(-beta, 0), kmat, ys, epsilon=self.epsilon, xi=self.xi
+            ))
+            bias = np.array([bias_1])
+            n_reads, n_distinct, sampler_stats = 1, 1, {}
+        else:
+            sampleset = sampler.sample(bqm, **self._sample_kwargs(sampler, **sample_kwargs))
+            sampleset.resolve()
+            sample_seconds = time.perf_counter() - t0
+            members, energies, n_distinct = select_members(
+                sampleset, int(self.top_k), range(2 * k * n)
+            )
+            alpha, alpha_hat = decode(members, n, k=k, base=self.base, k0=self.k0)
+            beta = alpha - alpha_hat
+            bias = _member_bias(alpha, alpha_hat, beta @ kmat, ys, float(self.epsilon), c)
+            n_reads = len(sampleset)
+            sampler_stats = dict(sampleset.info.get("qhpo_stats", {}))
         f0 = beta @ kmat
-        bias = _member_bias(alpha, alpha_hat, f0, ys, float(self.epsilon), c)
         train_pred = f0 + bias[:, None]
         train_mse = ((train_pred - ys[None, :]) ** 2).mean(axis=1)
 
@@ -246,9 +282,10 @@ class QSVR(RegressorMixin, BaseEstimator):
             "build_seconds": build_seconds,
             "sample_seconds": sample_seconds,
             "num_variables": 2 * k * n,
-            "num_reads": len(sampleset),
+            "num_reads": n_reads,
             "distinct_solutions": n_distinct,
             "best_energy": float(energies[0]),
+            "sampler_stats": sampler_stats,
         }
         return self
 

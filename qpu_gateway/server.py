@@ -20,7 +20,13 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from qpu_gateway.convert import matrix_from_proto, params_from_proto, record_to_proto
-from qpu_gateway.errors import InvalidArgumentError, ModelNotFoundError, PermissionDeniedError
+from qpu_gateway.errors import (
+    AllBackendsFailedError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    ModelNotFoundError,
+    PermissionDeniedError,
+)
 from qpu_gateway.service import GatewayService
 from qpu_gateway.v1 import gateway_pb2 as pb
 from qpu_gateway.v1 import gateway_pb2_grpc as pb_grpc
@@ -42,6 +48,10 @@ async def _guard(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable
         await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
     except PermissionDeniedError as exc:
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+    except AllBackendsFailedError as exc:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+    except DeadlineExceededError as exc:
+        await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -62,6 +72,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             x = matrix_from_proto("x", request.x)
             y = np.asarray(request.y, dtype=np.float64)
             seed = request.seed if request.HasField("seed") else None
+            remaining = context.time_remaining()
             record = await asyncio.to_thread(
                 self.service.fit,
                 x,
@@ -70,10 +81,11 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                 params=params_from_proto(request.params),
                 backend=request.backend,
                 seed=seed,
+                timeout=remaining,
             )
             log.info(
-                "fit model_id=%s version=%d backend=%s n_train=%d sample_seconds=%.3f",
-                record.model_id, record.version, record.info["backend"],
+                "fit model_id=%s version=%d backend=%s fallback=%s n_train=%d sample_seconds=%.3f",
+                record.model_id, record.version, record.info["backend"], record.info["fallback"],
                 record.info["n_train"], record.info["sample_seconds"],
             )
             return pb.FitReply(model=record_to_proto(record))

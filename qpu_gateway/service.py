@@ -7,6 +7,7 @@ loaded estimators serves repeated Predicts without touching SQLite's state colum
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -20,13 +21,22 @@ import numpy as np
 from numpy.typing import NDArray
 
 from qpu_gateway.backends import BackendRegistry, available_backends
-from qpu_gateway.errors import InvalidArgumentError, PermissionDeniedError, ProblemTooLargeError
+from qpu_gateway.breaker import CircuitBreaker
+from qpu_gateway.errors import (
+    AllBackendsFailedError,
+    BackendFailure,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    PermissionDeniedError,
+    ProblemTooLargeError,
+)
 from qpu_gateway.qsvr import PARAM_NAMES, QSVR
 from qpu_gateway.store import ModelStore, StoredModel
 
 __all__ = ["FIT_PARAMS", "FitLimits", "GatewayService", "ModelRecord"]
 
 FIT_PARAMS: Final = PARAM_NAMES
+log = logging.getLogger("qpu_gateway.service")
 _MODEL_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
@@ -86,11 +96,14 @@ class GatewayService:
     ----------
     store : where models live.
     registry : creates each backend's ``dimod.Sampler``.
-    default_backend : backend used when a request names none.
-    allowed_backends : backends a request may name; ``None`` means every registered backend.
+    chain : backends tried in order when a request names none (default ``["neal"]``).
+    allowed_backends : backends a request may name besides the chain's.
     limits : per-request bounds (QUBO size, reads, sweeps).
+    breaker_failures, breaker_cooldown_seconds : a backend failing this many times in a row is
+        skipped for the cool-down.
     cache_size : fitted models kept in memory for Predict.
     clock : wall-clock source for ``created_at`` (seconds since the epoch).
+    monotonic : monotonic clock for deadlines and breakers.
     """
 
     def __init__(
@@ -98,41 +111,63 @@ class GatewayService:
         store: ModelStore,
         registry: BackendRegistry,
         *,
-        default_backend: str = "neal",
+        chain: list[str] | None = None,
         allowed_backends: list[str] | None = None,
         limits: FitLimits | None = None,
+        breaker_failures: int = 3,
+        breaker_cooldown_seconds: float = 60.0,
         cache_size: int = 64,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        if default_backend not in available_backends():
-            raise ValueError(
-                f"default_backend must be one of {available_backends()}, got {default_backend!r}"
-            )
+        chain = list(chain or ["neal"])
+        for name in [*chain, *(allowed_backends or [])]:
+            if name not in available_backends():
+                raise ValueError(f"backend must be one of {available_backends()}, got {name!r}")
+        if len(set(chain)) != len(chain):
+            raise ValueError(f"chain must not repeat a backend, got {chain}")
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         self.store = store
         self.registry = registry
-        self.default_backend = default_backend
+        self.chain = chain
         self.allowed_backends = allowed_backends
         self.limits = limits or FitLimits()
         self.cache_size = cache_size
         self._clock = clock
+        self._monotonic = monotonic
+        self._breakers = {
+            name: CircuitBreaker(breaker_failures, breaker_cooldown_seconds, monotonic)
+            for name in {*chain, *(allowed_backends or [])}
+        }
         self._cache: OrderedDict[tuple[str, int], QSVR] = OrderedDict()
         self._cache_lock = threading.Lock()
 
-    def _resolve_backend(self, backend: str) -> str:
-        name = backend or self.default_backend
-        if name not in available_backends():
+    @property
+    def default_backend(self) -> str:
+        """The first backend of the chain."""
+        return self.chain[0]
+
+    def breaker(self, name: str) -> CircuitBreaker:
+        """The circuit breaker of backend ``name``."""
+        return self._breakers[name]
+
+    def _chain_for(self, backend: str) -> list[str]:
+        """The backends to try, in order: the configured chain, or the requested backend (and
+        the rest of the chain after it, when it is part of the chain)."""
+        if not backend:
+            return list(self.chain)
+        if backend not in available_backends():
             raise InvalidArgumentError(
-                "backend", f"unknown backend {name!r}; known: {', '.join(available_backends())}"
+                "backend", f"unknown backend {backend!r}; known: {', '.join(available_backends())}"
             )
-        allowed = self.allowed_backends
-        if allowed is not None and name not in allowed and name != self.default_backend:
+        allowed = set(self.chain) | set(self.allowed_backends or [])
+        if backend not in allowed:
             raise PermissionDeniedError(
-                f"backend {name!r} is not allowed by this server's configuration "
-                f"(allowed: {', '.join(allowed)})"
+                f"backend {backend!r} is not allowed by this server's configuration "
+                f"(allowed: {', '.join(sorted(allowed))})"
             )
-        return name
+        return self.chain[self.chain.index(backend):] if backend in self.chain else [backend]
 
     def fit(
         self,
@@ -143,8 +178,14 @@ class GatewayService:
         params: Mapping[str, Any] | None = None,
         backend: str = "",
         seed: int | None = None,
+        timeout: float | None = None,
     ) -> ModelRecord:
-        """Fit and store a new model version. x: (N, F), y: (N,)."""
+        """Fit and store a new model version. x: (N, F), y: (N,).
+
+        Tries the backends of the chain in order; a backend failure (cloud errors, a problem it
+        cannot embed) moves on to the next one, and a backend whose circuit breaker is open is
+        skipped. ``timeout`` (seconds) bounds the sampling; past it, ``DeadlineExceededError``.
+        """
         _check_model_id(model_id, allow_empty=True)
         _check_matrix("x", x)
         if y.ndim != 1 or y.shape[0] != x.shape[0]:
@@ -164,14 +205,11 @@ class GatewayService:
             field = field or ("base" if str(exc).startswith("base and k0") else "")
             raise InvalidArgumentError(f"params.{field}" if field else "params", str(exc)) from exc
         self._check_limits(model, x.shape[0])
-        name = self._resolve_backend(backend)
-        model.sampler = self.registry.sampler(name)
-        try:
-            model.fit(x, y)
-        except ProblemTooLargeError as exc:
-            raise InvalidArgumentError("x", f"too many rows for backend {name!r}: {exc}") from exc
+        chain = self._chain_for(backend)
+        name, attempted, reasons = self._fit_on_chain(model, x, y, chain, timeout)
 
         stats = model.fit_stats_
+        qpu = stats["sampler_stats"]
         info = {
             "backend": name,
             "n_train": int(x.shape[0]),
@@ -182,13 +220,19 @@ class GatewayService:
             "build_seconds": float(stats["build_seconds"]),
             "sample_seconds": float(stats["sample_seconds"]),
             "members": len(model.intercept_),
-            "fallback": False,
-            "fallback_reason": "",
+            "fallback": name != chain[0],
+            "fallback_reason": "; ".join(reasons),
             "params": {p: getattr(model, p) for p in FIT_PARAMS},
             "member_energies": model.member_energies_.tolist(),
             "seed": seed,
             "num_reads": int(stats["num_reads"]),
             "distinct_solutions": int(stats["distinct_solutions"]),
+            "qpu_access_time_us": float(qpu.get("qpu_access_time_us", 0.0)),
+            "chain_break_fraction": float(qpu.get("chain_break_fraction", 0.0)),
+            "max_chain_length": int(qpu.get("max_chain_length", 0)),
+            "qubits_used": int(qpu.get("qubits_used", 0)),
+            "embedding_cache_hit": bool(qpu.get("embedding_cache_hit", False)),
+            "attempted_backends": attempted,
         }
         if info["params"]["c"] is None:
             info["params"]["c"] = float(model.c_)
@@ -197,6 +241,58 @@ class GatewayService:
         version = self.store.put(mid, info, model.get_state(), created)
         self._remember((mid, version), model)
         return ModelRecord(mid, version, created, info)
+
+    def _fit_on_chain(
+        self,
+        model: QSVR,
+        x: NDArray[np.float64],
+        y: NDArray[np.float64],
+        chain: list[str],
+        timeout: float | None,
+    ) -> tuple[str, list[str], list[str]]:
+        """Fit ``model`` on the first backend of ``chain`` that works.
+
+        Returns (backend used, backends attempted, reasons for each one passed over).
+        """
+        deadline = None if timeout is None else self._monotonic() + timeout
+        attempted: list[str] = []
+        reasons: list[str] = []
+        too_large = 0
+        for name in chain:
+            breaker = self._breakers.setdefault(name, CircuitBreaker())
+            if not breaker.allow():
+                reasons.append(f"{name}: skipped (circuit open after repeated failures)")
+                continue
+            remaining = None if deadline is None else deadline - self._monotonic()
+            if remaining is not None and remaining <= 0:
+                raise DeadlineExceededError("the deadline passed before sampling could start")
+            attempted.append(name)
+            model.sampler = self.registry.sampler(name)
+            try:
+                model.fit(
+                    x,
+                    y,
+                    timeout=remaining,
+                    interrupt_function=None
+                    if deadline is None
+                    else (lambda: self._monotonic() > deadline),
+                )
+            except BackendFailure as exc:
+                breaker.record_failure()
+                reasons.append(f"{name}: {exc}")
+                log.warning("backend %s failed, falling back: %s", name, exc)
+                continue
+            except ProblemTooLargeError as exc:
+                too_large += 1
+                reasons.append(f"{name}: {exc}")
+                continue
+            if deadline is not None and self._monotonic() > deadline:
+                raise DeadlineExceededError("the deadline passed while sampling; the Fit was stopped")
+            breaker.record_success()
+            return name, attempted, reasons
+        if too_large and too_large == len(attempted):
+            raise InvalidArgumentError("x", f"too many rows for backend(s): {'; '.join(reasons)}")
+        raise AllBackendsFailedError(f"every backend failed: {'; '.join(reasons)}")
 
     def _check_limits(self, model: QSVR, n_rows: int) -> None:
         lim = self.limits

@@ -15,13 +15,17 @@ from typing import Any
 
 import dimod
 
-__all__ = ["BackendRegistry", "available_backends", "register"]
+__all__ = ["BackendRegistry", "available_backends", "register", "unregister"]
 
-SamplerFactory = Callable[[Mapping[str, Any]], dimod.Sampler]
+SamplerFactory = Callable[[Mapping[str, Any]], Any]  # -> dimod.Sampler or qsvr.DualSolver
 
 _BUILTIN: dict[str, str] = {
     "neal": "qpu_gateway.backends.neal",
     "exact": "qpu_gateway.backends.exact",
+    "qpu": "qpu_gateway.backends.qpu",
+    "mock-qpu": "qpu_gateway.backends.mock_qpu",
+    "hybrid": "qpu_gateway.backends.hybrid",
+    "classical": "qpu_gateway.backends.classical",
 }
 _EXTRA: dict[str, SamplerFactory] = {}
 
@@ -31,6 +35,11 @@ def register(name: str, factory: SamplerFactory) -> None:
     if not name or not name.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"backend name must be non-empty alphanumeric/-/_, got {name!r}")
     _EXTRA[name] = factory
+
+
+def unregister(name: str) -> None:
+    """Remove a backend added with :func:`register` (built-in backends stay)."""
+    _EXTRA.pop(name, None)
 
 
 def available_backends() -> list[str]:

@@ -68,7 +68,7 @@ class FitReply(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_id", "version", "backend", "n_train", "n_features", "num_variables", "train_r2", "best_energy", "build_seconds", "sample_seconds", "members", "fallback", "fallback_reason", "created_at", "params", "member_energies", "seed", "num_reads", "distinct_solutions")
+    __slots__ = ("model_id", "version", "backend", "n_train", "n_features", "num_variables", "train_r2", "best_energy", "build_seconds", "sample_seconds", "members", "fallback", "fallback_reason", "created_at", "params", "member_energies", "seed", "num_reads", "distinct_solutions", "qpu_access_time_us", "chain_break_fraction", "max_chain_length", "qubits_used", "embedding_cache_hit", "attempted_backends")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,12 @@ class ModelInfo(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     NUM_READS_FIELD_NUMBER: _ClassVar[int]
     DISTINCT_SOLUTIONS_FIELD_NUMBER: _ClassVar[int]
+    QPU_ACCESS_TIME_US_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_BREAK_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHAIN_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    QUBITS_USED_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTED_BACKENDS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     version: int
     backend: str
@@ -107,7 +113,13 @@ class ModelInfo(_message.Message):
     seed: int
     num_reads: int
     distinct_solutions: int
-    def __init__(self, model_id: _Optional[str] = ..., version: _Optional[int] = ..., backend: _Optional[str] = ..., n_train: _Optional[int] = ..., n_features: _Optional[int] = ..., num_variables: _Optional[int] = ..., train_r2: _Optional[float] = ..., best_energy: _Optional[float] = ..., build_seconds: _Optional[float] = ..., sample_seconds: _Optional[float] = ..., members: _Optional[int] = ..., fallback: _Optional[bool] = ..., fallback_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., params: _Optional[_Union[QSVRParams, _Mapping]] = ..., member_energies: _Optional[_Iterable[float]] = ..., seed: _Optional[int] = ..., num_reads: _Optional[int] = ..., distinct_solutions: _Optional[int] = ...) -> None: ...
+    qpu_access_time_us: float
+    chain_break_fraction: float
+    max_chain_length: int
+    qubits_used: int
+    embedding_cache_hit: bool
+    attempted_backends: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_id: _Optional[str] = ..., version: _Optional[int] = ..., backend: _Optional[str] = ..., n_train: _Optional[int] = ..., n_features: _Optional[int] = ..., num_variables: _Optional[int] = ..., train_r2: _Optional[float] = ..., best_energy: _Optional[float] = ..., build_seconds: _Optional[float] = ..., sample_seconds: _Optional[float] = ..., members: _Optional[int] = ..., fallback: _Optional[bool] = ..., fallback_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., params: _Optional[_Union[QSVRParams, _Mapping]] = ..., member_energies: _Optional[_Iterable[float]] = ..., seed: _Optional[int] = ..., num_reads: _Optional[int] = ..., distinct_solutions: _Optional[int] = ..., qpu_access_time_us: _Optional[float] = ..., chain_break_fraction: _Optional[float] = ..., max_chain_length: _Optional[int] = ..., qubits_used: _Optional[int] = ..., embedding_cache_hit: _Optional[bool] = ..., attempted_backends: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
     __slots__ = ("model_id", "x", "version")
