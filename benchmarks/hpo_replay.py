@@ -119,6 +119,7 @@ def suite(
     """All configurations on one table; keys are row labels."""
     res: dict[str, dict[str, Any]] = {}
     n = default_n_trials("asha", r_max, eta)
+    svr = make_predictor_factory("svr")
     res["hyperband W=1"] = stats(runs(table, lambda s: Hyperband(r_max, eta), seeds, r_max, 1))
     for pred in predictors:
         factory = make_predictor_factory(pred)
@@ -132,6 +133,15 @@ def suite(
                     1,
                 )
             )
+    res["swift-hyperband svr fallback=last-value W=1"] = stats(
+        runs(
+            table,
+            lambda s: SwiftHyperband(r_max, eta, svr, fallback="last-value", seed=s),
+            seeds,
+            r_max,
+            1,
+        )
+    )
     oracle = lambda: OraclePredictor(table)  # noqa: E731
     for kc in (0.5, 0.25):
         res[f"swift-hyperband oracle known_curve={kc} W=1"] = stats(
@@ -145,7 +155,6 @@ def suite(
         )
     res["hyperband W=8"] = stats(runs(table, lambda s: Hyperband(r_max, eta), seeds, r_max, 8))
     res["asha W=8"] = stats(runs(table, lambda s: ASHA(r_max, eta, n), seeds, r_max, 8))
-    svr = make_predictor_factory("svr")
     for kc in (0.5, 0.25):
         res[f"swift-asha svr known_curve={kc} W=8"] = stats(
             runs(
@@ -156,6 +165,15 @@ def suite(
                 8,
             )
         )
+    res["swift-asha svr fallback=last-value W=8"] = stats(
+        runs(
+            table,
+            lambda s: SwiftASHA(r_max, eta, n, svr, fallback="last-value", seed=s),
+            seeds,
+            r_max,
+            8,
+        )
+    )
     res["swift-asha oracle known_curve=0.5 W=8"] = stats(
         runs(table, lambda s: SwiftASHA(r_max, eta, n, oracle, seed=s), seeds, r_max, 8)
     )

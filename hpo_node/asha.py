@@ -163,16 +163,19 @@ class ASHA(Scheduler):
 class SwiftASHA(ASHA):
     """ASHA (promotion variant) with a predictor-based decision point inside each rung.
 
-    A job taking a trial from ``r_from`` (0 for a new trial) to rung resource ``r_to`` pauses its
-    judgement at ``dp = r_from + ceil((r_to - r_from) known_curve)``. If at least ``d`` trials have
-    reached ``r_to``, a predictor fitted on their curves cut at ``dp`` -> loss at ``r_to`` (refitted
-    when ``refit_every`` new curves arrived) predicts the trial's loss at ``r_to``; the trial stops
-    when ``mean - z * spread`` is above the rung's current promotion cutoff (``z >= 0``: stop only
-    when confidently bad, design.md §2; design.md §3 writes "plus z·spread", which for a loss would
-    make stopping more aggressive, not safer) (the loss of the
-    ``floor(|rung| / eta)``-th best trial in rung ``r_to``; no cutoff while that is 0). A stopped
-    trial is recorded in the rung with its predicted loss and is never promoted, so the rung sizes,
-    hence the promotion rate, stay those of ASHA. New design (design.md §3), no reference code.
+    A job taking a trial from ``r_from`` (0 for a new trial) to rung resource ``r_to`` judges it at
+    ``dp = r_from + ceil((r_to - r_from) known_curve)``. The rung's promotion cutoff is the loss of
+    the ``floor(size / eta)``-th best trial recorded at ``r_to`` (none while that is 0). If at least
+    ``d`` trials have reached ``r_to``, a predictor fitted on their curves cut at ``dp`` -> loss at
+    ``r_to`` (refitted when ``refit_every`` new curves arrived) predicts the trial's loss at
+    ``r_to``; the trial stops when ``mean - z * spread`` is above the cutoff. ``z >= 0`` stops only
+    confidently bad trials (design.md §2; design.md §3 writes "plus z·spread", which for a loss
+    would make stopping more aggressive, not safer). A stopped trial still counts in the size of
+    rung ``r_to`` (as a trial worse than the cutoff, never promoted), so the promotion quota
+    ``floor(size / eta)`` stays that of ASHA and real trials fill it. ``fallback="last-value"``:
+    while no predictor can be fitted for a rung, the trial stops when its loss at ``dp`` is above
+    the cutoff computed from the rung members' losses at ``dp``. New design (design.md §3), no
+    reference code.
     """
 
     name = "swift-asha"
@@ -188,6 +191,7 @@ class SwiftASHA(ASHA):
         known_curve: float = 0.5,
         z: float = 0.0,
         refit_every: int = 1,
+        fallback: str = "none",
         min_resource: int = 1,
         early_stopping_rate: int = 0,
         seed: int | None = None,
@@ -206,6 +210,7 @@ class SwiftASHA(ASHA):
         self.known_curve = check_float("known_curve", known_curve, 0.0, 1.0, low_open=True)
         self.z = check_float("z", z, 0.0, float("inf"), high_open=True)
         self.refit_every = check_int("refit_every", refit_every, 1)
+        self.fallback = check_choice("fallback", fallback, ("none", "last-value"))
         self._support = PredictorSupport(predictor, seed)
         self._dp: dict[str, int] = {}
         self._fit_log: dict[str, dict[str, Any]] = {}
@@ -240,9 +245,13 @@ class SwiftASHA(ASHA):
                         np.array([self._curve[trial_id][:resource]]),
                         hparam_matrix([self._hparams[trial_id]]),
                     )
-                    if mean[0] - self.z * spread[0] > cutoff:
-                        self._phantom[k].append(trial_id)
-                        return Decision.STOP
+                    stop = bool(mean[0] - self.z * spread[0] > cutoff)
+                else:
+                    at_dp = self._cutoff(k, at=resource)
+                    stop = self.fallback == "last-value" and at_dp is not None and loss > at_dp
+                if stop:
+                    self._phantom[k].append(trial_id)
+                    return Decision.STOP
         return super()._on_report(trial_id, resource, loss)
 
     def close(self) -> None:
@@ -256,11 +265,16 @@ class SwiftASHA(ASHA):
         """Trials stopped at the decision point on their way to rung ``k``."""
         return list(self._phantom[k])
 
-    def _cutoff(self, k: int) -> float | None:
+    def _cutoff(self, k: int, at: int | None = None) -> float | None:
+        """Loss of the ``floor(size / eta)``-th best member of rung ``k`` (at resource ``at``)."""
         m = self.rung_size(k) // self.eta
         if m == 0 or m > len(self._members[k]):
             return None
-        return float(sorted(self._losses[k].values())[m - 1])
+        if at is None:
+            losses = list(self._losses[k].values())
+        else:
+            losses = [self._loss_at(t, at) for t in self._members[k]]
+        return float(sorted(losses)[m - 1])
 
     def _known(self, resource: int) -> list[str]:
         return [t for t in self._order if self._resource(t) >= resource]

@@ -22,6 +22,7 @@ from hpo_node.core import (
     Job,
     Scheduler,
     TrialState,
+    check_choice,
     check_float,
     check_int,
     decision_point,
@@ -254,6 +255,11 @@ class SwiftHyperband(Hyperband):
     ``pool_curves=True`` (default) counts as "known at ``r_i``" every trial that has reached
     ``r_i`` in any round or bracket (its loss at ``r_i`` is known); ``False`` counts only trials
     that completed a round whose target was ``r_i``, as the reference code does.
+
+    ``fallback="last-value"`` (not in the paper) drops the rule that trains extra configs fully
+    until ``d`` curves are known; a round whose predictor cannot be fitted yet ranks the paused
+    configs by their loss at the decision point against the ``threshold_quantile`` quantile of the
+    sent-on configs' losses at the decision point (the identity predictor, SHA's own criterion).
     """
 
     name = "swift-hyperband"
@@ -269,6 +275,7 @@ class SwiftHyperband(Hyperband):
         known_curve: float = 0.5,
         threshold_quantile: float = 0.25,
         pool_curves: bool = True,
+        fallback: str = "none",
         min_resource: int = 1,
         seed: int | None = None,
     ) -> None:
@@ -282,6 +289,7 @@ class SwiftHyperband(Hyperband):
         if not isinstance(pool_curves, bool):
             raise TypeError(f"pool_curves must be a bool, got {pool_curves!r}")
         self.pool_curves = pool_curves
+        self.fallback = check_choice("fallback", fallback, ("none", "last-value"))
         self._support = PredictorSupport(predictor, seed)
         self._phase = "full"
         self._dp = 0
@@ -317,7 +325,8 @@ class SwiftHyperband(Hyperband):
         if self._phase == "partial" and resource == self._dp and self._target[trial_id] == self._dp:
             n_next = max(self._n_next(), 1)
             in_flight = sum(1 for t in self._sent if self._resource(t) < r_i)
-            if len(self._sent) < self.k * n_next or in_flight < self.d - len(self._known(r_i)):
+            collect = self.fallback == "none" and in_flight < self.d - len(self._known(r_i))
+            if len(self._sent) < self.k * n_next or collect:
                 self._sent.append(trial_id)
                 self._target[trial_id] = r_i
                 return Decision.CONTINUE
@@ -348,7 +357,11 @@ class SwiftHyperband(Hyperband):
         dp = self._dp
         known = self._known(r_i)
         if len(known) < max(self.d, 2):
-            return set(self._partials)
+            if self.fallback == "none":
+                return set(self._partials)
+            mean = np.array([self._loss_at(t, dp) for t in self._partials])
+            ref = np.array([self._loss_at(t, dp) for t in self._sent])
+            return self._threshold_select(mean, ref)
         model = self._support.fit(
             np.array([self._curve[t][:dp] for t in known]),
             np.array([self._loss_at(t, r_i) for t in known]),
@@ -361,8 +374,11 @@ class SwiftHyperband(Hyperband):
             hparam_matrix([self._hparams[t] for t in self._partials]),
         )
         self._support.release(model)
-        full_losses = np.array([self._loss_at(t, r_i) for t in self._sent])
-        threshold = float(np.quantile(full_losses, self.threshold_quantile))
+        return self._threshold_select(mean, np.array([self._loss_at(t, r_i) for t in self._sent]))
+
+    def _threshold_select(self, mean: np.ndarray, reference: np.ndarray) -> set[str]:
+        """Partials scored ``mean`` below the quantile of ``reference``, filled up to n_next."""
+        threshold = float(np.quantile(reference, self.threshold_quantile))
         selected = [t for t, m in zip(self._partials, mean, strict=True) if m < threshold]
         n_next = max(self._n_next(), 1)
         if len(selected) + len(self._sent) < n_next:

@@ -370,3 +370,35 @@ def test_swift_hyperband_with_perfect_predictor_keeps_each_rounds_best(
             stopped_early += sum(1 for t in members if rec.reached[t] < r_i)
             members = [t for t in members if rec.reached[t] > r_i]
     assert sched.predictor_calls()["predict"] == 0 or stopped_early > 0
+
+
+def test_swift_without_a_fitted_predictor_reduces_to_its_base_algorithm() -> None:
+    table = _small_table(5, rows=120)
+    hb = simulate(table, Hyperband(27, 3), seed=1, max_resource=27, workers=3)
+    swift = simulate(
+        table, SwiftHyperband(27, 3, _svr, d=1000, seed=1), seed=1, max_resource=27, workers=3
+    )
+    assert swift.epochs == hb.epochs and swift.best_loss == hb.best_loss
+    assert swift.predictor_fits == 0
+    asha = simulate(table, ASHA(27, 3, 60), seed=1, max_resource=27, workers=3)
+    sa = simulate(table, SwiftASHA(27, 3, 60, _svr, d=1000), seed=1, max_resource=27, workers=3)
+    assert (sa.epochs, sa.best_loss, sa.makespan) == (asha.epochs, asha.best_loss, asha.makespan)
+
+
+def test_last_value_fallback_stops_trials_without_a_predictor() -> None:
+    table = _small_table(5, rows=120)
+    hb = simulate(table, Hyperband(27, 3), seed=1, max_resource=27)
+    swift = simulate(
+        table,
+        SwiftHyperband(27, 3, _svr, d=1000, fallback="last-value", seed=1),
+        seed=1,
+        max_resource=27,
+    )
+    assert swift.predictor_fits == 0 and swift.epochs < hb.epochs
+    asha = simulate(table, ASHA(27, 3, 60), seed=1, max_resource=27)
+    sa = simulate(
+        table, SwiftASHA(27, 3, 60, _svr, d=1000, fallback="last-value"), seed=1, max_resource=27
+    )
+    assert sa.predictor_fits == 0 and sa.epochs < asha.epochs
+    with pytest.raises(ValueError, match="fallback must be one of 'none', 'last-value', got 'x'"):
+        SwiftASHA(27, 3, 60, _svr, fallback="x")
