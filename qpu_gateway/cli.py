@@ -27,9 +27,11 @@ log = logging.getLogger("qpu_gateway")
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from qpu_gateway.auth import load_tokens
     from qpu_gateway.backends import BackendRegistry
     from qpu_gateway.config import load_config
-    from qpu_gateway.server import SERVICE_NAME, create_server
+    from qpu_gateway.observability import Metrics
+    from qpu_gateway.server import ServerOptions, TLSFiles, create_server
     from qpu_gateway.service import FitLimits, GatewayService
     from qpu_gateway.store import ModelStore
 
@@ -40,8 +42,14 @@ def _serve(args: argparse.Namespace) -> int:
             "backend": args.backend,
             "store": args.store,
             "reflection": False if args.no_reflection else None,
+            "tls_cert": args.tls_cert,
+            "tls_key": args.tls_key,
+            "tls_client_ca": args.tls_client_ca,
+            "tokens_file": args.tokens_file,
+            "metrics_port": args.metrics_port,
         },
     )
+    tokens = load_tokens(cfg.tokens_file)
 
     async def run() -> None:
         store = ModelStore(cfg.store)
@@ -53,18 +61,41 @@ def _serve(args: argparse.Namespace) -> int:
             registry,
             chain=cfg.chain,
             allowed_backends=cfg.allowed_backends,
-            limits=FitLimits(cfg.max_qubo_variables, cfg.max_num_reads, cfg.max_num_sweeps),
+            limits=FitLimits(
+                max_qubo_variables=cfg.max_qubo_variables,
+                max_num_reads=cfg.max_num_reads,
+                max_num_sweeps=cfg.max_num_sweeps,
+                max_train_rows=cfg.max_train_rows,
+                max_features=cfg.max_features,
+                max_predict_rows=cfg.max_predict_rows,
+            ),
             breaker_failures=cfg.breaker_failures,
             breaker_cooldown_seconds=cfg.breaker_cooldown_seconds,
         )
-        server, port, health = await create_server(
-            service, cfg.address, reflection_enabled=cfg.reflection
+        metrics = Metrics() if cfg.metrics_port is not None else None
+        tls = TLSFiles(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca) if cfg.tls_cert else None
+        gateway = await create_server(
+            service,
+            cfg.address,
+            ServerOptions(
+                reflection=cfg.reflection,
+                tls=tls,
+                tokens=tokens,
+                metrics=metrics,
+                max_message_bytes=cfg.max_message_bytes,
+                max_concurrent_fits=cfg.max_concurrent_fits,
+                max_queued_fits=cfg.max_queued_fits,
+            ),
         )
-        await server.start()
+        await gateway.start()
+        if metrics is not None and cfg.metrics_port is not None:
+            log.info("metrics on http://127.0.0.1:%d/metrics", metrics.serve(cfg.metrics_port))
         host = cfg.address.rsplit(":", 1)[0]
         log.info(
-            "qpu-gateway serving on %s:%d backend=%s store=%s reflection=%s",
-            host, port, ",".join(cfg.chain), cfg.store, cfg.reflection,
+            "qpu-gateway serving on %s:%d backend=%s store=%s reflection=%s tls=%s auth=%s",
+            host, gateway.port, ",".join(cfg.chain), cfg.store, cfg.reflection,
+            "mtls" if cfg.tls_client_ca else ("tls" if tls else "off"),
+            f"{len(tokens)} tokens" if tokens else "off",
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -72,10 +103,9 @@ def _serve(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("shutting down (grace %.1fs)", cfg.grace_seconds)
-        await health.enter_graceful_shutdown()
-        await server.stop(cfg.grace_seconds)
+        await gateway.stop(cfg.grace_seconds)
         store.close()
-        log.info("stopped; store closed (%s)", SERVICE_NAME)
+        log.info("stopped; store closed")
 
     asyncio.run(run())
     return 0
@@ -165,6 +195,8 @@ def _delete(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qpu-gateway", description=__doc__.split("\n\n")[0])
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="json: one object per line, with request ids")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the gRPC server until SIGINT/SIGTERM")
@@ -173,6 +205,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--store", help="SQLite file of the model store")
     s.add_argument("--config", help="TOML configuration file")
     s.add_argument("--no-reflection", action="store_true", help="do not serve gRPC reflection")
+    s.add_argument("--tls-cert", help="PEM certificate: serve TLS")
+    s.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    s.add_argument("--tls-client-ca", help="PEM CA of client certificates: mutual TLS")
+    s.add_argument("--tokens-file", help="SCOPE:TOKEN per line (chmod 600); or $QPU_GATEWAY_TOKENS")
+    s.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     s.set_defaults(func=_serve)
 
     def client_args(sp: argparse.ArgumentParser) -> None:
@@ -213,11 +250,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    from qpu_gateway.observability import JsonFormatter, RequestIdFilter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(
+        JsonFormatter()
+        if args.log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
     )
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     import grpc
 
     try:

@@ -1,13 +1,16 @@
 """Python client of the gateway: numpy in, numpy out, a deadline on every call.
 
-Predict, GetModel and ListModels are retried on ``UNAVAILABLE`` by the channel's service config
-(they are idempotent); Fit and DeleteModel never are.
+Predict, GetModel and ListModels are idempotent: the channel's service config waits for the
+server to be ready and retries them on ``UNAVAILABLE`` within the call's deadline. Fit and
+DeleteModel are never retried and fail fast when the server is down. TLS (``tls_ca``), mutual
+TLS (``tls_cert`` + ``tls_key``) and bearer tokens (``token``) are supported.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -30,8 +33,9 @@ _SERVICE_CONFIG = json.dumps(
                     {"service": "qpu_gateway.v1.Gateway", "method": m}
                     for m in ("Predict", "GetModel", "ListModels")
                 ],
+                "waitForReady": True,
                 "retryPolicy": {
-                    "maxAttempts": 4,
+                    "maxAttempts": 5,
                     "initialBackoff": "0.1s",
                     "maxBackoff": "1s",
                     "backoffMultiplier": 2,
@@ -41,6 +45,10 @@ _SERVICE_CONFIG = json.dumps(
         ]
     }
 )
+
+
+def _read(path: str | None) -> bytes | None:
+    return None if path is None else Path(path).read_bytes()
 
 
 def _as_matrix(x: ArrayLike) -> NDArray[np.float64]:
@@ -59,7 +67,10 @@ class GatewayClient:
     ----------
     address : ``HOST:PORT`` of the gateway.
     timeout : default deadline in seconds of every call (Fit can take seconds; see ``fit``).
-    credentials : channel credentials for TLS; ``None`` is a plaintext channel.
+    token : bearer token sent with every call (``authorization`` metadata).
+    tls_ca : PEM file of the CA that signed the server's certificate: use TLS.
+    tls_cert, tls_key : PEM client certificate and key: mutual TLS.
+    credentials : ready-made channel credentials (instead of the ``tls_*`` files).
     """
 
     def __init__(
@@ -67,15 +78,28 @@ class GatewayClient:
         address: str,
         *,
         timeout: float = 30.0,
+        token: str | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         options: list[tuple[str, Any]] | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
         opts = [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1)]
         opts += options or []
         self.address = address
         self.timeout = timeout
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        if credentials is None and (tls_ca or tls_cert):
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_read(tls_ca),
+                private_key=_read(tls_key),
+                certificate_chain=_read(tls_cert),
+            )
         if credentials is None:
             self._channel = grpc.insecure_channel(address, options=opts)
         else:
@@ -107,7 +131,7 @@ class GatewayClient:
         )
         if seed is not None:
             request.seed = seed
-        return self._stub.Fit(request, timeout=timeout or self.timeout).model
+        return self._stub.Fit(request, timeout=timeout or self.timeout, metadata=self._metadata).model
 
     def predict(
         self,
@@ -121,7 +145,7 @@ class GatewayClient:
         request = pb.PredictRequest(model_id=model_id, x=matrix_to_proto(_as_matrix(x)))
         if version is not None:
             request.version = version
-        reply = self._stub.Predict(request, timeout=timeout or self.timeout)
+        reply = self._stub.Predict(request, timeout=timeout or self.timeout, metadata=self._metadata)
         return np.asarray(reply.mean), np.asarray(reply.std)
 
     def get_model(
@@ -131,19 +155,21 @@ class GatewayClient:
         request = pb.GetModelRequest(model_id=model_id)
         if version is not None:
             request.version = version
-        return self._stub.GetModel(request, timeout=timeout or self.timeout)
+        return self._stub.GetModel(request, timeout=timeout or self.timeout, metadata=self._metadata)
 
     def list_models(self, model_id: str = "", *, timeout: float | None = None) -> list[pb.ModelInfo]:
         """Latest version of every model, or every version of ``model_id``."""
         reply = self._stub.ListModels(
-            pb.ListModelsRequest(model_id=model_id), timeout=timeout or self.timeout
+            pb.ListModelsRequest(model_id=model_id), timeout=timeout or self.timeout,
+            metadata=self._metadata,
         )
         return list(reply.models)
 
     def delete_model(self, model_id: str, *, timeout: float | None = None) -> int:
         """Delete every version of ``model_id``; returns how many were deleted."""
         reply = self._stub.DeleteModel(
-            pb.DeleteModelRequest(model_id=model_id), timeout=timeout or self.timeout
+            pb.DeleteModelRequest(model_id=model_id), timeout=timeout or self.timeout,
+            metadata=self._metadata,
         )
         return int(reply.versions_deleted)
 

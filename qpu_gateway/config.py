@@ -15,6 +15,14 @@ Example (``examples/gateway.toml``)::
     max_num_sweeps = 100000
     breaker_failures = 3              # consecutive failures that open a backend's breaker
     breaker_cooldown_seconds = 60.0   # how long an open breaker skips the backend
+    max_train_rows = 1000             # per Fit; also max_features, max_predict_rows
+    max_message_bytes = 16777216      # larger requests: RESOURCE_EXHAUSTED
+    max_concurrent_fits = 2           # Fit worker threads; more wait within their deadline
+    max_queued_fits = 8               # ... up to this many; beyond: RESOURCE_EXHAUSTED
+    tls_cert = "server.pem"           # TLS; with tls_client_ca: mutual TLS
+    tls_key = "server.key"
+    tokens_file = "tokens.txt"        # SCOPE:TOKEN lines (chmod 600); or QPU_GATEWAY_TOKENS
+    metrics_port = 9464               # Prometheus /metrics
 
     [backends.neal]                   # passed to the backend's factory
     beta_range = [0.1, 10.0]
@@ -38,8 +46,12 @@ ENV_STORE = "QPU_GATEWAY_STORE"
 _SERVER_KEYS = {
     "address", "backend", "backends", "store", "reflection", "allowed_backends", "grace_seconds",
     "max_qubo_variables", "max_num_reads", "max_num_sweeps", "breaker_failures",
-    "breaker_cooldown_seconds",
+    "breaker_cooldown_seconds", "max_train_rows", "max_features", "max_predict_rows",
+    "max_message_bytes", "max_concurrent_fits", "max_queued_fits", "tls_cert", "tls_key",
+    "tls_client_ca", "tokens_file", "metrics_port",
 }
+_POSITIVE_INTS = ("max_qubo_variables", "max_num_reads", "max_num_sweeps", "max_train_rows",
+                  "max_features", "max_predict_rows", "max_message_bytes", "max_concurrent_fits")
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,17 @@ class GatewayConfig:
     max_num_sweeps: int = 100_000
     breaker_failures: int = 3
     breaker_cooldown_seconds: float = 60.0
+    max_train_rows: int = 1000
+    max_features: int = 10_000
+    max_predict_rows: int = 100_000
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_concurrent_fits: int = 2
+    max_queued_fits: int = 8
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    tokens_file: str | None = None
+    metrics_port: int | None = None
     backends: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -85,9 +108,17 @@ class GatewayConfig:
                 raise ValueError(f"allowed_backends: unknown backend {name!r}; known: {known}")
         if self.grace_seconds < 0:
             raise ValueError(f"grace_seconds must be >= 0, got {self.grace_seconds}")
-        for name in ("max_qubo_variables", "max_num_reads", "max_num_sweeps"):
+        for name in _POSITIVE_INTS:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not isinstance(self.max_queued_fits, int) or self.max_queued_fits < 0:
+            raise ValueError(f"max_queued_fits must be an integer >= 0, got {self.max_queued_fits!r}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+        if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
+            raise ValueError(f"metrics_port must be in [0, 65535], got {self.metrics_port}")
         if not self.address or ":" not in self.address:
             raise ValueError(f"address must be HOST:PORT, got {self.address!r}")
         return self

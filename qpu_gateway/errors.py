@@ -11,6 +11,7 @@ __all__ = [
     "ModelNotFoundError",
     "PermissionDeniedError",
     "ProblemTooLargeError",
+    "ShuttingDownError",
 ]
 
 
@@ -55,3 +56,7 @@ class AllBackendsFailedError(GatewayError):
 
 class DeadlineExceededError(GatewayError):
     """The caller's deadline passed before the work finished; the work was stopped."""
+
+
+class ShuttingDownError(GatewayError):
+    """The server is shutting down; the call was stopped and stored nothing."""

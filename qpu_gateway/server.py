@@ -1,17 +1,24 @@
 """The gRPC server: a thin servicer over :class:`qpu_gateway.service.GatewayService`.
 
 ``create_server`` builds a ``grpc.aio`` server with the Gateway, the standard health service
-(overall and ``qpu_gateway.v1.Gateway``) and, unless switched off, server reflection. Model
-fitting runs in worker threads so the event loop keeps answering Predicts and health checks.
+(overall and ``qpu_gateway.v1.Gateway``) and, unless switched off, server reflection; optionally
+TLS or mutual TLS, token authentication and Prometheus metrics. Fits run in a bounded pool of
+worker threads (``max_concurrent_fits``), so the event loop keeps answering Predicts and health
+checks; a Fit arriving when every slot is busy waits within its deadline (at most
+``max_queued_fits`` wait), or is refused with ``RESOURCE_EXHAUSTED``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -19,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from qpu_gateway.auth import TokenAuthInterceptor, TokenTable
 from qpu_gateway.convert import matrix_from_proto, params_from_proto, record_to_proto
 from qpu_gateway.errors import (
     AllBackendsFailedError,
@@ -26,12 +34,14 @@ from qpu_gateway.errors import (
     InvalidArgumentError,
     ModelNotFoundError,
     PermissionDeniedError,
+    ShuttingDownError,
 )
+from qpu_gateway.observability import Metrics, ObservabilityInterceptor
 from qpu_gateway.service import GatewayService
 from qpu_gateway.v1 import gateway_pb2 as pb
 from qpu_gateway.v1 import gateway_pb2_grpc as pb_grpc
 
-__all__ = ["SERVICE_NAME", "GatewayServicer", "create_server"]
+__all__ = ["SERVICE_NAME", "GatewayServer", "GatewayServicer", "ServerOptions", "TLSFiles", "create_server"]
 
 log = logging.getLogger("qpu_gateway.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Gateway"].full_name
@@ -52,8 +62,10 @@ async def _guard(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable
         await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
     except DeadlineExceededError as exc:
         await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, grpc.aio.AbortError):
         raise
+    except ShuttingDownError as exc:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
     except Exception:
         cid = uuid.uuid4().hex[:12]
         log.exception("internal error (correlation id %s)", cid)
@@ -61,19 +73,69 @@ async def _guard(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable
     raise AssertionError("unreachable")  # pragma: no cover - context.abort always raises
 
 
+class _FitPool:
+    """At most ``size`` Fits at once in worker threads; at most ``queue`` more waiting."""
+
+    def __init__(self, size: int, queue: int) -> None:
+        if size < 1:
+            raise ValueError(f"max_concurrent_fits must be >= 1, got {size}")
+        if queue < 0:
+            raise ValueError(f"max_queued_fits must be >= 0, got {queue}")
+        self.size = size
+        self.queue = queue
+        self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="fit")
+        self._slots = asyncio.Semaphore(size)
+        self._waiting = 0
+
+    async def run(self, context: grpc.aio.ServicerContext, fn: Callable[[], T]) -> T:
+        remaining = context.time_remaining()
+        if self._slots.locked():
+            if remaining is None or self._waiting >= self.queue:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"all {self.size} Fit slots are busy (max_concurrent_fits) and "
+                    + ("the wait queue is full" if remaining is not None else
+                       "the call has no deadline to wait within"),
+                )
+            self._waiting += 1
+            try:
+                await asyncio.wait_for(self._slots.acquire(), timeout=remaining)
+            except TimeoutError:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"no Fit slot (max_concurrent_fits = {self.size}) freed within the deadline",
+                )
+            finally:
+                self._waiting -= 1
+        else:
+            await self._slots.acquire()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+        finally:
+            self._slots.release()
+
+
 class GatewayServicer(pb_grpc.GatewayServicer):
     """Converts messages to domain calls and back; holds no logic of its own."""
 
-    def __init__(self, service: GatewayService) -> None:
+    def __init__(
+        self,
+        service: GatewayService,
+        *,
+        max_concurrent_fits: int = 2,
+        max_queued_fits: int = 8,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.service = service
+        self.pool = _FitPool(max_concurrent_fits, max_queued_fits)
+        self.metrics = metrics
 
     async def Fit(self, request: pb.FitRequest, context: grpc.aio.ServicerContext) -> pb.FitReply:
         async def call() -> pb.FitReply:
             x = matrix_from_proto("x", request.x)
             y = np.asarray(request.y, dtype=np.float64)
             seed = request.seed if request.HasField("seed") else None
-            remaining = context.time_remaining()
-            record = await asyncio.to_thread(
+            fit = functools.partial(
                 self.service.fit,
                 x,
                 y,
@@ -81,8 +143,18 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                 params=params_from_proto(request.params),
                 backend=request.backend,
                 seed=seed,
-                timeout=remaining,
+                timeout=context.time_remaining(),
             )
+            try:
+                record = await self.pool.run(context, fit)
+            except Exception:
+                if self.metrics is not None:
+                    self.metrics.fits.labels("none", "failed").inc()
+                raise
+            if self.metrics is not None:
+                self.metrics.fits.labels(record.info["backend"], "ok").inc()
+                if record.info["fallback"]:
+                    self.metrics.fallbacks.labels(record.info["backend"]).inc()
             log.info(
                 "fit model_id=%s version=%d backend=%s fallback=%s n_train=%d sample_seconds=%.3f",
                 record.model_id, record.version, record.info["backend"], record.info["fallback"],
@@ -134,25 +206,98 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         return await _guard(context, call)
 
 
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files: the server's certificate and key, and the CA that signs client certificates
+    (mutual TLS) when ``client_ca`` is set."""
+
+    cert: str
+    key: str
+    client_ca: str | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        client_ca = Path(self.client_ca).read_bytes() if self.client_ca else None
+        return grpc.ssl_server_credentials(
+            [(Path(self.key).read_bytes(), Path(self.cert).read_bytes())],
+            root_certificates=client_ca,
+            require_client_auth=client_ca is not None,
+        )
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Transport-level settings of :func:`create_server`."""
+
+    reflection: bool = True
+    tls: TLSFiles | None = None
+    tokens: TokenTable | None = None
+    metrics: Metrics | None = None
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_concurrent_fits: int = 2
+    max_queued_fits: int = 8
+
+
+@dataclass
+class GatewayServer:
+    """A built server: the grpc server, its bound port, health servicer and fit pool."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health_aio.HealthServicer
+    servicer: GatewayServicer
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    async def stop(self, grace: float) -> None:
+        """Graceful stop: NOT_SERVING, refuse new calls, let in-flight calls finish within
+        ``grace`` seconds, interrupt leftover sampling, wait for the fit threads."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        self.servicer.service.begin_shutdown()
+        await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(self.servicer.pool.executor.shutdown, wait=True)
+        )
+
+
 async def create_server(
-    service: GatewayService,
-    address: str,
-    *,
-    reflection_enabled: bool = True,
-    options: list[tuple[str, Any]] | None = None,
-) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer]:
-    """Build (not start) the server; returns it, the bound port, and its health servicer."""
-    server = grpc.aio.server(options=options)
-    pb_grpc.add_GatewayServicer_to_server(GatewayServicer(service), server)
+    service: GatewayService, address: str, options: ServerOptions | None = None
+) -> GatewayServer:
+    """Build (not start) the server on ``address`` (port 0 picks a free one)."""
+    opts = options or ServerOptions()
+    if opts.max_message_bytes < 1024:
+        raise ValueError(f"max_message_bytes must be >= 1024, got {opts.max_message_bytes}")
+    interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(opts.metrics)]
+    if opts.tokens is not None:
+        interceptors.append(TokenAuthInterceptor(opts.tokens))
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=[
+            ("grpc.max_receive_message_length", opts.max_message_bytes),
+            ("grpc.max_send_message_length", opts.max_message_bytes),
+        ],
+    )
+    servicer = GatewayServicer(
+        service,
+        max_concurrent_fits=opts.max_concurrent_fits,
+        max_queued_fits=opts.max_queued_fits,
+        metrics=opts.metrics,
+    )
+    pb_grpc.add_GatewayServicer_to_server(servicer, server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    if reflection_enabled:
+    if opts.reflection:
         names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                  reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(address)
+    if opts.metrics is not None:
+        opts.metrics.track_store(service.store.count)
+    if opts.tls is not None:
+        port = server.add_secure_port(address, opts.tls.credentials())
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {address}")
-    return server, port, health
+    return GatewayServer(server, port, health, servicer)

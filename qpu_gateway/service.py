@@ -29,6 +29,7 @@ from qpu_gateway.errors import (
     InvalidArgumentError,
     PermissionDeniedError,
     ProblemTooLargeError,
+    ShuttingDownError,
 )
 from qpu_gateway.qsvr import PARAM_NAMES, QSVR
 from qpu_gateway.store import ModelStore, StoredModel
@@ -50,9 +51,13 @@ class FitLimits:
     max_qubo_variables: int = 2048
     max_num_reads: int = 100_000
     max_num_sweeps: int = 100_000
+    max_train_rows: int = 1000
+    max_features: int = 10_000
+    max_predict_rows: int = 100_000
 
     def __post_init__(self) -> None:
-        for name in ("max_qubo_variables", "max_num_reads", "max_num_sweeps"):
+        for name in ("max_qubo_variables", "max_num_reads", "max_num_sweeps", "max_train_rows",
+                     "max_features", "max_predict_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -142,6 +147,11 @@ class GatewayService:
         }
         self._cache: OrderedDict[tuple[str, int], QSVR] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    def begin_shutdown(self) -> None:
+        """Interrupt running Fits (they store nothing) and refuse new ones."""
+        self._stopping.set()
 
     @property
     def default_backend(self) -> str:
@@ -204,8 +214,10 @@ class GatewayService:
             field = next((p for p in FIT_PARAMS if str(exc).startswith(p + " ")), "")
             field = field or ("base" if str(exc).startswith("base and k0") else "")
             raise InvalidArgumentError(f"params.{field}" if field else "params", str(exc)) from exc
-        self._check_limits(model, x.shape[0])
+        self._check_limits(model, x.shape[0], x.shape[1])
         chain = self._chain_for(backend)
+        if self._stopping.is_set():
+            raise ShuttingDownError("the gateway is shutting down")
         name, attempted, reasons = self._fit_on_chain(model, x, y, chain, timeout)
 
         stats = model.fit_stats_
@@ -273,9 +285,8 @@ class GatewayService:
                     x,
                     y,
                     timeout=remaining,
-                    interrupt_function=None
-                    if deadline is None
-                    else (lambda: self._monotonic() > deadline),
+                    interrupt_function=lambda: self._stopping.is_set()
+                    or (deadline is not None and self._monotonic() > deadline),
                 )
             except BackendFailure as exc:
                 breaker.record_failure()
@@ -286,6 +297,8 @@ class GatewayService:
                 too_large += 1
                 reasons.append(f"{name}: {exc}")
                 continue
+            if self._stopping.is_set():
+                raise ShuttingDownError("the gateway shut down during the Fit; nothing was stored")
             if deadline is not None and self._monotonic() > deadline:
                 raise DeadlineExceededError("the deadline passed while sampling; the Fit was stopped")
             breaker.record_success()
@@ -294,8 +307,16 @@ class GatewayService:
             raise InvalidArgumentError("x", f"too many rows for backend(s): {'; '.join(reasons)}")
         raise AllBackendsFailedError(f"every backend failed: {'; '.join(reasons)}")
 
-    def _check_limits(self, model: QSVR, n_rows: int) -> None:
+    def _check_limits(self, model: QSVR, n_rows: int, n_features: int) -> None:
         lim = self.limits
+        if n_rows > lim.max_train_rows:
+            raise InvalidArgumentError(
+                "x", f"{n_rows} training rows are above this server's max_train_rows = {lim.max_train_rows}"
+            )
+        if n_features > lim.max_features:
+            raise InvalidArgumentError(
+                "x", f"{n_features} features are above this server's max_features = {lim.max_features}"
+            )
         n_vars = 2 * int(model.k) * n_rows
         if n_vars > lim.max_qubo_variables:
             raise InvalidArgumentError(
@@ -320,6 +341,12 @@ class GatewayService:
         """Mean and member spread for x: (rows, F) -> (rows,), (rows,), and the version used."""
         _check_model_id(model_id)
         _check_matrix("x", x)
+        if x.shape[0] > self.limits.max_predict_rows:
+            raise InvalidArgumentError(
+                "x",
+                f"{x.shape[0]} rows are above this server's max_predict_rows = "
+                f"{self.limits.max_predict_rows}",
+            )
         if version is None:
             version = self.store.latest_version(model_id)
         model = self._load(model_id, version)

@@ -1,0 +1,143 @@
+"""Prometheus metrics and request-scoped structured logging for the gateway.
+
+Metrics (own ``CollectorRegistry``, served by ``prometheus_client`` on ``--metrics-port``):
+
+- ``qpu_gateway_requests_total{method, code}``: finished RPCs by status code;
+- ``qpu_gateway_request_seconds{method}``: latency histogram;
+- ``qpu_gateway_in_flight{method}``: RPCs being served;
+- ``qpu_gateway_fits_total{backend, outcome}``: Fits by the backend that answered and outcome;
+- ``qpu_gateway_fallbacks_total{backend}``: Fits answered by a backend other than the first choice;
+- ``qpu_gateway_stored_versions``: model versions in the store.
+
+Every RPC gets a request id (the caller's ``x-request-id`` metadata, or a fresh one). It is
+returned in the trailing metadata and attached to every log record of the call.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = ["JsonFormatter", "Metrics", "ObservabilityInterceptor", "RequestIdFilter", "request_id"]
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """The gateway's Prometheus metrics, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("qpu_gateway_requests_total", "Finished RPCs by method and status code",
+                                ["method", "code"], registry=self.registry)
+        self.latency = Histogram("qpu_gateway_request_seconds", "RPC latency in seconds", ["method"],
+                                 buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.in_flight = Gauge("qpu_gateway_in_flight", "RPCs being served", ["method"],
+                               registry=self.registry)
+        self.fits = Counter("qpu_gateway_fits_total", "Fits by answering backend and outcome",
+                            ["backend", "outcome"], registry=self.registry)
+        self.fallbacks = Counter("qpu_gateway_fallbacks_total",
+                                 "Fits answered by a fallback backend", ["backend"],
+                                 registry=self.registry)
+        self.stored_versions = Gauge("qpu_gateway_stored_versions", "Model versions in the store",
+                                     registry=self.registry)
+
+    def track_store(self, count: Callable[[], int]) -> None:
+        """Report the store size by calling ``count`` at each scrape."""
+        self.stored_versions.set_function(count)
+
+    def serve(self, port: int, address: str = "127.0.0.1") -> int:
+        """Serve ``/metrics`` over HTTP; returns the bound port (``port=0`` picks one)."""
+        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        return int(server.server_port)
+
+
+class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+    """Request ids, in-flight gauge, latency and status-code counters for unary-unary RPCs."""
+
+    def __init__(self, metrics: Metrics | None) -> None:
+        self.metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = details.method.rsplit("/", 1)[-1]
+        incoming = dict(details.invocation_metadata or ())
+        behaviour = handler.unary_unary
+        metrics = self.metrics
+
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            rid = str(incoming.get("x-request-id") or uuid.uuid4().hex[:16])[:64]
+            token = request_id.set(rid)
+            context.set_trailing_metadata((("x-request-id", rid),))
+            start = time.perf_counter()
+            if metrics is not None:
+                metrics.in_flight.labels(method).inc()
+            failed = False
+            try:
+                return await behaviour(request, context)
+            except BaseException:
+                failed = True
+                raise
+            finally:
+                if metrics is not None:
+                    code = _status(context.code(), failed)
+                    metrics.in_flight.labels(method).dec()
+                    metrics.latency.labels(method).observe(time.perf_counter() - start)
+                    metrics.requests.labels(method, code.name).inc()
+                request_id.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _status(code: Any, failed: bool) -> grpc.StatusCode:
+    """The call's status as a ``grpc.StatusCode`` (aio contexts may report an int or None)."""
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if isinstance(code, int):
+        for status in grpc.StatusCode:
+            if status.value[0] == code:
+                return status
+    return grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``record.request_id`` (the current RPC's id, or ``-``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, request_id, message (and exc_info)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(entry)

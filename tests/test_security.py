@@ -1,0 +1,131 @@
+"""TLS, mutual TLS and token scopes through real server processes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from qpu_gateway.auth import TokenTable, load_tokens
+from qpu_gateway.client import GatewayClient
+from tests._certs import make_pki
+from tests.conftest import GatewayProcess
+
+ADMIN = "admin-token-0123456789abcdef"
+PREDICT = "predict-token-0123456789abcdef"
+BAD = "not-a-known-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory, pki: dict[str, str]):
+    """A TLS gateway with an admin and a predict token (from a chmod-600 file)."""
+    d = tmp_path_factory.mktemp("tls-gw")
+    tokens = d / "tokens.txt"
+    tokens.write_text(f"# scope:token\nadmin:{ADMIN}\npredict:{PREDICT}\n")
+    os.chmod(tokens, 0o600)
+    proc = GatewayProcess(d / "m.sqlite", "--tls-cert", pki["server"], "--tls-key", pki["server_key"],
+                          "--tokens-file", str(tokens)).start()
+    yield proc
+    proc.stop()
+
+
+def _client(proc: GatewayProcess, pki: dict[str, str], token: str | None) -> GatewayClient:
+    return GatewayClient(proc.address, token=token, tls_ca=pki["ca"], timeout=30)
+
+
+def _x() -> tuple[np.ndarray, np.ndarray]:
+    x = np.random.default_rng(0).random((6, 2))
+    return x, x.sum(axis=1)
+
+
+def _code(fn) -> grpc.StatusCode:
+    try:
+        fn()
+    except grpc.RpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+OK, UNAUTH, DENIED = grpc.StatusCode.OK, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED
+MATRIX = {
+    None: {"Predict": UNAUTH, "Fit": UNAUTH, "DeleteModel": UNAUTH},
+    BAD: {"Predict": UNAUTH, "Fit": UNAUTH, "DeleteModel": UNAUTH},
+    PREDICT: {"Predict": OK, "Fit": DENIED, "DeleteModel": DENIED},
+    ADMIN: {"Predict": OK, "Fit": OK, "DeleteModel": OK},
+}
+
+
+@pytest.mark.parametrize("token", list(MATRIX), ids=["no-token", "bad-token", "predict", "admin"])
+@pytest.mark.parametrize("method", ["Predict", "Fit", "DeleteModel"])
+def test_auth_matrix_over_tls(tls_server, pki, token: str | None, method: str) -> None:
+    x, y = _x()
+    with _client(tls_server, pki, ADMIN) as admin:
+        model_id = admin.fit(x, y, num_reads=10, num_sweeps=10).model_id
+    with _client(tls_server, pki, token) as client:
+        call = {
+            "Predict": lambda: client.predict(model_id, x),
+            "Fit": lambda: client.fit(x, y, num_reads=10, num_sweeps=10),
+            "DeleteModel": lambda: client.delete_model(model_id),
+        }[method]
+        assert _code(call) == MATRIX[token][method]
+        assert client.health() == "SERVING"
+
+
+def test_plaintext_client_is_refused_by_a_tls_server(tls_server) -> None:
+    refused = 0
+    for _ in range(10):
+        with GatewayClient(tls_server.address, token=ADMIN, timeout=0.5) as plain:
+            try:
+                plain.list_models(timeout=0.5)
+            except grpc.RpcError as exc:
+                refused += exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert refused == 10
+
+
+def test_mutual_tls_requires_a_client_certificate(tmp_path: Path, pki: dict[str, str]) -> None:
+    proc = GatewayProcess(tmp_path / "m.sqlite", "--tls-cert", pki["server"], "--tls-key",
+                          pki["server_key"], "--tls-client-ca", pki["ca"]).start()
+    try:
+        with GatewayClient(proc.address, tls_ca=pki["ca"], timeout=3) as no_cert:
+            assert _code(lambda: no_cert.list_models(timeout=3)) in (
+                grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        with GatewayClient(proc.address, tls_ca=pki["ca"], tls_cert=pki["client"],
+                           tls_key=pki["client_key"], timeout=10) as with_cert:
+            assert with_cert.list_models() == []
+    finally:
+        proc.stop()
+    assert "tls=mtls" in proc.log()
+
+
+def test_tokens_never_appear_in_the_server_log(tls_server, pki) -> None:
+    with _client(tls_server, pki, BAD) as client:
+        _code(lambda: client.list_models())
+    log = tls_server.log()
+    assert "auth=2 tokens" in log
+    for token in (ADMIN, PREDICT, BAD):
+        assert token not in log
+
+
+def test_token_table_scopes_and_validation(tmp_path: Path) -> None:
+    table = TokenTable([("admin", ADMIN), ("predict", PREDICT)])
+    assert (table.scope_of(ADMIN), table.scope_of(PREDICT), table.scope_of(BAD)) == ("admin", "predict", None)
+    with pytest.raises(ValueError, match="token scope must be one of"):
+        TokenTable([("root", ADMIN)])
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        TokenTable([("admin", "short")])
+    loose = tmp_path / "tokens.txt"
+    loose.write_text(f"admin:{ADMIN}\n")
+    os.chmod(loose, 0o644)
+    with pytest.raises(ValueError, match="chmod 600"):
+        load_tokens(loose, env={})
+    env_table = load_tokens(None, env={"QPU_GATEWAY_TOKENS": f"predict:{PREDICT}, admin:{ADMIN}"})
+    assert env_table is not None and len(env_table) == 2
+    assert load_tokens(None, env={}) is None
