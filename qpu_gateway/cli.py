@@ -193,13 +193,19 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="qpu-gateway", description=__doc__.split("\n\n")[0])
-    p.add_argument("--log-level", default="INFO")
-    p.add_argument("--log-format", choices=("text", "json"), default="text",
-                   help="json: one object per line, with request ids")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default=argparse.SUPPRESS, help="default INFO")
+    common.add_argument("--log-format", choices=("text", "json"), default=argparse.SUPPRESS,
+                        help="json: one object per line, with request ids (default text)")
+    p = argparse.ArgumentParser(prog="qpu-gateway", description=__doc__.split("\n\n")[0],
+                                parents=[common])
+    p.set_defaults(log_level="INFO", log_format="text")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="run the gRPC server until SIGINT/SIGTERM")
+    def add(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
+    s = add("serve", help="run the gRPC server until SIGINT/SIGTERM")
     s.add_argument("--address", help="HOST:PORT to bind (port 0 picks a free one)")
     s.add_argument("--backend", help="sampler backend (neal, exact, mock-qpu, qpu, hybrid, classical)")
     s.add_argument("--store", help="SQLite file of the model store")
@@ -216,7 +222,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--gateway", default="127.0.0.1:50051", help="HOST:PORT of the gateway")
         sp.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds")
 
-    f = sub.add_parser("fit", help="fit a model on a CSV (header row; one target column)")
+    f = add("fit", help="fit a model on a CSV (header row; one target column)")
     client_args(f)
     f.add_argument("--data", required=True)
     f.add_argument("--target", required=True, help="name of the target column")
@@ -227,7 +233,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="QSVR parameter NAME=VALUE (repeatable), e.g. gamma=0.03")
     f.set_defaults(func=_fit)
 
-    r = sub.add_parser("predict", help="predict rows of a CSV (header row; feature columns)")
+    r = add("predict", help="predict rows of a CSV (header row; feature columns)")
     client_args(r)
     r.add_argument("--model-id", required=True)
     r.add_argument("--data", required=True)
@@ -236,12 +242,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output CSV (default: stdout)")
     r.set_defaults(func=_predict)
 
-    m = sub.add_parser("models", help="list stored models")
+    m = add("models", help="list stored models")
     client_args(m)
     m.add_argument("--model-id", default="", help="list every version of this model")
     m.set_defaults(func=_models)
 
-    d = sub.add_parser("delete", help="delete every version of a model")
+    d = add("delete", help="delete every version of a model")
     client_args(d)
     d.add_argument("--model-id", required=True)
     d.set_defaults(func=_delete)

@@ -22,16 +22,19 @@ _SERVING = re.compile(r"serving on (\S+:\d+)")
 class GatewayProcess:
     """A real ``qpu-gateway serve`` child process on a free port (``python -m qpu_gateway``)."""
 
-    def __init__(self, store: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, store: Path, *extra: str, env: dict[str, str] | None = None, bind: str = "127.0.0.1:0"
+    ) -> None:
         self.store = store
         self.extra = extra
         self.env = env
+        self.bind = bind
         self.log_path = store.with_suffix(f".{time.monotonic_ns()}.log")
         self.proc: subprocess.Popen[bytes] | None = None
         self.address = ""
 
     def start(self, timeout: float = 60.0) -> GatewayProcess:
-        cmd = [sys.executable, "-m", "qpu_gateway", "serve", "--address", "127.0.0.1:0",
+        cmd = [sys.executable, "-m", "qpu_gateway", "serve", "--address", self.bind,
                "--store", str(self.store), *self.extra]
         env = {**os.environ, **(self.env or {})}
         with open(self.log_path, "wb") as log:
@@ -62,6 +65,15 @@ class GatewayProcess:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
