@@ -1,0 +1,579 @@
+"""Ray Tune schedulers over the engine-agnostic core: ``asha``, ``hyperband``, ``swift-asha``,
+``swift-hyperband``.
+
+:class:`CoreTrialScheduler` is a ``ray.tune.schedulers.TrialScheduler`` that drives one
+:class:`hpo_node.core.Scheduler` exactly as the replay simulator does:
+
+* ``on_trial_add`` registers the Ray trial with the core (``add_trial``) and holds it ``PAUSED``:
+  Ray starts every ``PENDING`` trial by itself, so only the trials the core hands out may run;
+* ``choose_trial_to_run`` asks the core for the next job (``next_job``): a new trial or a promotion
+  to resume from its checkpoint; at most ``max_concurrent`` trials are handed out at once;
+* ``on_trial_result`` passes each epoch's loss to ``report`` and maps its decision to Ray's
+  ``CONTINUE`` / ``PAUSE`` (Ray checkpoints the trial) / ``STOP``; paused trials the core gives up
+  on (``drain_stopped``) are stopped in Ray;
+* once the core has nothing to run and nothing running, the remaining paused trials are stopped and
+  the experiment ends.
+
+Results must carry the resource (``resource_attr``, default ``epoch``: 1, 2, ... one report per
+epoch) and the metric. A non-finite metric (a diverged model) is fed to the core as the worst
+finite loss seen so far in the study (``nonfinite_loss`` overrides) and the trial is marked.
+
+Checkpointing: :meth:`CoreTrialScheduler.get_state` holds the core's ``state_dict`` plus the
+adapter's per-trial records; ``save``/``restore`` write/read it as JSON. Ray Tune does not
+checkpoint schedulers (the one in ``tuner.pkl`` is the one from the start, which is how Ray's own
+ASHA loses its rungs on ``Tuner.restore``, ray-project/ray#30838), so :class:`SchedulerStateCallback`
+stores the state with every experiment snapshot and puts it back on ``Tuner.restore``: trials the
+core had running are resumed first, paused ones wait for their promotion, and the rungs/brackets
+continue where they were.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ray.tune.callback import Callback
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
+
+from hpo_node.asha import ASHA, SwiftASHA
+from hpo_node.core import Decision, Scheduler, check_choice, check_int
+from hpo_node.hyperband import Hyperband, SwiftHyperband
+from hpo_node.predictors import Predictor
+from hpo_node.resilient import PredictionLog
+
+if TYPE_CHECKING:
+    from ray.tune.execution.tune_controller import TuneController
+
+logger = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+RAY_ALGORITHMS = ("asha", "hyperband", "swift-asha", "swift-hyperband")
+STATE_FILE = "hpo_node_scheduler.json"
+
+_TO_RAY = {
+    Decision.CONTINUE: TrialScheduler.CONTINUE,
+    Decision.PAUSE: TrialScheduler.PAUSE,
+    Decision.STOP: TrialScheduler.STOP,
+}
+
+
+@dataclass
+class TrialRecord:
+    """What the adapter knows of one trial (JSON-serialisable, part of the scheduler state).
+
+    ``status``: ``pending`` (never started), ``running``, ``paused``, ``finished`` (reached
+    max_resource), ``stopped`` (by the algorithm at a rung or barrier), ``stopped-by-prediction``,
+    ``stopped-early`` (at a decision point without a prediction: the last-value fallback),
+    ``error``. ``curve``: the metric per epoch in its own units (``None`` where non-finite);
+    ``losses``: what the core was given (lower is better, non-finite values replaced).
+    """
+
+    config: dict[str, Any]
+    status: str = "pending"
+    curve: list[float | None] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    target: int = 0
+    jobs: int = 0
+    predicted: float | None = None
+    predicted_spread: float | None = None
+    diverged: bool = False
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def numeric_hparams(config: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric (non-bool) entries of a flat trial config, as floats."""
+    out: dict[str, float] = {}
+    for k, v in config.items():
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            out[str(k)] = float(v)
+    return out
+
+
+class CoreTrialScheduler(TrialScheduler):
+    """A Ray Tune scheduler driving a :class:`hpo_node.core.Scheduler` (see the module doc).
+
+    ``metric``/``mode`` may also come from ``TuneConfig``; ``max_concurrent`` bounds the trials
+    handed to Ray at once (``None``: as many as Ray has resources for); ``hparams`` maps a trial
+    config to the numeric hyperparameters the core sees (default :func:`numeric_hparams`);
+    ``log`` is the :class:`hpo_node.resilient.PredictionLog` of the core's predictors, used to
+    attribute stops to predictions and saved with the state.
+    """
+
+    _supports_buffered_results = False
+
+    def __init__(
+        self,
+        core: Scheduler,
+        *,
+        metric: str | None = None,
+        mode: str | None = None,
+        resource_attr: str = "epoch",
+        max_concurrent: int | None = None,
+        hparams: Callable[[Mapping[str, Any]], Mapping[str, float]] | None = None,
+        log: PredictionLog | None = None,
+        nonfinite_loss: float | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(core, Scheduler):
+            raise TypeError(f"core must be an hpo_node.core.Scheduler, got {type(core).__name__}")
+        if mode is not None:
+            check_choice("mode", mode, ("min", "max"))
+        if max_concurrent is not None:
+            check_int("max_concurrent", max_concurrent, 1)
+        if nonfinite_loss is not None and not math.isfinite(nonfinite_loss):
+            raise ValueError(f"nonfinite_loss must be finite, got {nonfinite_loss}")
+        self.core = core
+        self._metric = metric
+        self._mode = mode
+        self.resource_attr = resource_attr
+        self.max_concurrent = max_concurrent
+        self.hparams = hparams if hparams is not None else numeric_hparams
+        self.log = log
+        self.nonfinite_loss = nonfinite_loss
+        self.records: dict[str, TrialRecord] = {}
+        self._active: list[str] = []
+        self._worst: float | None = None
+        self._finished = False
+        self._trials: dict[str, Trial] = {}
+
+    # -- Ray Tune interface ------------------------------------------------------------------
+
+    @property
+    def mode(self) -> str | None:
+        return self._mode
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        if (self._metric and metric and metric != self._metric) or (
+            self._mode and mode and mode != self._mode
+        ):
+            return False
+        self._metric = self._metric or metric
+        self._mode = self._mode or mode
+        if self._mode is not None:
+            check_choice("mode", self._mode, ("min", "max"))
+        return True
+
+    def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
+        tid = trial.trial_id
+        self._trials[tid] = trial
+        if tid not in self.records:
+            self.records[tid] = TrialRecord(config=_jsonable(dict(trial.config)))
+            self.core.add_trial(tid, self.hparams(trial.config))
+        if trial.status in (Trial.PENDING, Trial.RUNNING):
+            # Called before Tune files the trial by status: this keeps Tune from starting it.
+            trial.set_status(Trial.PAUSED)
+
+    def on_trial_error(self, tune_controller: TuneController, trial: Trial) -> None:
+        rec = self.records.get(trial.trial_id)
+        if rec is not None:
+            rec.status = "error"
+        logger.error("trial %s failed; the algorithm cannot use it any more", trial.trial_id)
+
+    def on_trial_result(
+        self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
+    ) -> str:
+        tid = trial.trial_id
+        rec = self.records[tid]
+        if tid not in self._active:
+            return TrialScheduler.PAUSE if rec.status == "paused" else TrialScheduler.STOP
+        resource, value = self._resource_and_value(result)
+        known = len(rec.curve)
+        if resource <= known:
+            return TrialScheduler.CONTINUE
+        if resource != known + 1:
+            raise RuntimeError(
+                f"trial {tid} reported {self.resource_attr}={resource} after {known}: "
+                "results must come one unit of resource at a time"
+            )
+        loss = self._loss(rec, value)
+        serial = self.log.serial if self.log is not None else 0
+        decision = self.core.report(tid, resource, loss)
+        rec.curve.append(value if math.isfinite(value) else None)
+        rec.losses.append(loss)
+        if rec.status == "error":
+            rec.status = "running"
+        if decision == Decision.PAUSE:
+            rec.status = "paused"
+            self._active.remove(tid)
+        elif decision == Decision.STOP:
+            self._active.remove(tid)
+            if resource >= self.core.max_resource:
+                rec.status = "finished"
+            elif resource < rec.target:
+                self._mark_early_stop(rec, serial)
+            else:
+                rec.status = "stopped"
+        self._stop_drained(tune_controller, serial)
+        return _TO_RAY[decision]
+
+    def on_trial_complete(
+        self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
+    ) -> None:
+        tid = trial.trial_id
+        rec = self.records.get(tid)
+        if rec is not None and tid in self._active:
+            logger.warning("trial %s ended before the scheduler stopped it", tid)
+            rec.status = "error"
+
+    def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
+        logger.debug("trial %s removed", trial.trial_id)
+
+    def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
+        for tid in self._active:
+            trial = self._trials.get(tid)
+            if trial is not None and trial.status == Trial.PAUSED:
+                return trial
+        if self.max_concurrent is not None and len(self._live_active()) >= self.max_concurrent:
+            return None
+        serial = self.log.serial if self.log is not None else 0
+        job = self.core.next_job()
+        self._stop_drained(tune_controller, serial)
+        if job is None:
+            self._finish_if_idle(tune_controller)
+            return None
+        rec = self.records[job.trial_id]
+        rec.target = job.resource
+        rec.jobs += 1
+        rec.status = "running"
+        self._active.append(job.trial_id)
+        trial = self._trials[job.trial_id]
+        return trial if trial.status == Trial.PAUSED else None
+
+    def debug_string(self) -> str:
+        counts = self.status_counts()
+        return f"{self.core.name} on Ray Tune: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+
+    def save(self, checkpoint_path: str) -> None:
+        """Write :meth:`get_state` as JSON to ``checkpoint_path`` (atomically)."""
+        path = Path(checkpoint_path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.get_state()))
+        os.replace(tmp, path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Load a state written by :meth:`save`."""
+        self.set_state(json.loads(Path(checkpoint_path).read_text()))
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def get_state(self) -> dict[str, Any]:
+        """Versioned JSON-serialisable state: the core's ``state_dict`` and the trial records."""
+        return {
+            "version": STATE_VERSION,
+            "algorithm": self.core.name,
+            "core": self.core.state_dict(),
+            "records": {t: asdict(r) for t, r in self.records.items()},
+            "active": list(self._active),
+            "worst": self._worst,
+            "finished": self._finished,
+            "log": None if self.log is None else self.log.state(),
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`get_state`; trials the core had running are resumed first."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a mapping, got {type(state).__name__}")
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"state version must be {STATE_VERSION}, got {state.get('version')!r}")
+        if state.get("algorithm") != self.core.name:
+            raise ValueError(
+                f"state algorithm must be {self.core.name!r}, got {state.get('algorithm')!r}"
+            )
+        self.core.load_state_dict(state["core"])
+        self.records = {t: TrialRecord(**r) for t, r in state["records"].items()}
+        self._active = list(state["active"])
+        self._worst = state["worst"]
+        self._finished = bool(state["finished"])
+        if self.log is not None and state.get("log") is not None:
+            self.log.load(state["log"])
+
+    # -- summaries -----------------------------------------------------------------------------
+
+    def status_counts(self) -> dict[str, int]:
+        """Number of trials per record status."""
+        out: dict[str, int] = {}
+        for rec in self.records.values():
+            out[rec.status] = out.get(rec.status, 0) + 1
+        return out
+
+    def epochs_used(self) -> int:
+        """Epochs reported so far over all trials."""
+        return sum(len(r.curve) for r in self.records.values())
+
+    def best(self) -> tuple[str, float] | None:
+        """``(trial_id, metric)`` of the best value reported at ``max_resource``, if any."""
+        best: tuple[str, float] | None = None
+        r_max = self.core.max_resource
+        for tid, rec in self.records.items():
+            if len(rec.curve) >= r_max and rec.curve[r_max - 1] is not None:
+                v = float(rec.curve[r_max - 1])  # type: ignore[arg-type]
+                if best is None or self._better(v, best[1]):
+                    best = (tid, v)
+        return best
+
+    def best_so_far(self) -> float | None:
+        """Best metric value reported at any resource (progress display)."""
+        vals = [v for r in self.records.values() for v in r.curve if v is not None]
+        if not vals:
+            return None
+        return max(vals) if self._mode == "max" else min(vals)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _better(self, a: float, b: float) -> bool:
+        return a > b if self._mode == "max" else a < b
+
+    def _live_active(self) -> list[str]:
+        """Trials the core runs that Ray has not finished (waiting, starting or training)."""
+        return [
+            t
+            for t in self._active
+            if t in self._trials and self._trials[t].status not in (Trial.ERROR, Trial.TERMINATED)
+        ]
+
+    def _resource_and_value(self, result: Mapping[str, Any]) -> tuple[int, float]:
+        if self._metric is None:
+            raise ValueError("metric must be set (CoreTrialScheduler(metric=...) or TuneConfig)")
+        for key in (self.resource_attr, self._metric):
+            if key not in result:
+                raise ValueError(f"result must contain {key!r}, got keys {sorted(result)}")
+        resource = result[self.resource_attr]
+        if isinstance(resource, bool) or not float(resource).is_integer():
+            raise ValueError(f"{self.resource_attr} must be an integer, got {resource!r}")
+        return int(resource), float(result[self._metric])
+
+    def _loss(self, rec: TrialRecord, value: float) -> float:
+        loss = -value if self._mode == "max" else value
+        if math.isfinite(loss):
+            self._worst = loss if self._worst is None else max(self._worst, loss)
+            return loss
+        rec.diverged = True
+        if self.nonfinite_loss is not None:
+            return self.nonfinite_loss
+        return self._worst if self._worst is not None else 0.0
+
+    def _mark_early_stop(self, rec: TrialRecord, serial: int) -> None:
+        hit = None if self.log is None else self.log.lookup(rec.losses, serial)
+        if hit is None:
+            rec.status = "stopped-early"
+            return
+        rec.status = "stopped-by-prediction"
+        mean, spread = hit
+        rec.predicted = -mean if self._mode == "max" else mean
+        rec.predicted_spread = spread
+
+    def _stop_drained(self, tune_controller: TuneController, serial: int) -> None:
+        for tid in self.core.drain_stopped():
+            rec = self.records[tid]
+            if rec.status == "paused":
+                self._mark_early_stop(rec, serial)
+                if rec.status == "stopped-early":
+                    rec.status = "stopped"
+            trial = self._trials.get(tid)
+            if trial is not None and trial.status in (Trial.PAUSED, Trial.PENDING):
+                tune_controller.stop_trial(trial)
+
+    def _finish_if_idle(self, tune_controller: TuneController) -> None:
+        if self._live_active():
+            return
+        if self._active:
+            logger.error(
+                "%d trial(s) failed while the algorithm waited for them; ending the study",
+                len(self._active),
+            )
+        self._finished = True
+        for tid, trial in self._trials.items():
+            if trial.status in (Trial.PAUSED, Trial.PENDING):
+                rec = self.records[tid]
+                if rec.status == "paused":
+                    rec.status = "stopped"
+                tune_controller.stop_trial(trial)
+
+
+class SchedulerStateCallback(Callback):
+    """Saves a :class:`CoreTrialScheduler`'s state with each Tune experiment snapshot.
+
+    Tune calls ``get_state`` when it writes the experiment state and ``set_state`` on
+    ``Tuner.restore`` (before the restored trials are re-added), so the restored scheduler resumes
+    from the snapshot rather than from its state at the start.
+    """
+
+    def __init__(self, scheduler: CoreTrialScheduler) -> None:
+        if not isinstance(scheduler, CoreTrialScheduler):
+            raise TypeError(
+                f"scheduler must be a CoreTrialScheduler, got {type(scheduler).__name__}"
+            )
+        self.scheduler = scheduler
+
+    def get_state(self) -> dict[str, Any] | None:
+        return {"scheduler": json.dumps(self.scheduler.get_state())}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.scheduler.set_state(json.loads(state["scheduler"]))
+
+
+class ProgressCallback(Callback):
+    """Prints a progress line (:func:`progress_line`) every ``every_s`` seconds and at the end.
+
+    ``stream`` names ``sys.stdout`` or ``sys.stderr`` (looked up at each print: Tune pickles its
+    callbacks).
+    """
+
+    def __init__(self, scheduler: CoreTrialScheduler, every_s: float = 5.0,
+                 stream: str = "stdout") -> None:
+        self.scheduler = scheduler
+        self.every_s = every_s
+        self.stream = check_choice("stream", stream, ("stdout", "stderr"))
+        self._t0: float | None = None
+        self._last = 0.0
+
+    def _print(self) -> None:
+        import sys
+        import time
+
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now
+        print(progress_line(self.scheduler, now - self._t0), file=getattr(sys, self.stream),
+              flush=True)
+        self._last = now
+
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        import time
+
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = self._last = now
+        if now - self._last >= self.every_s:
+            self._print()
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        self._print()
+
+
+def progress_line(scheduler: CoreTrialScheduler, elapsed: float) -> str:
+    """``[   12.3s] running 2  paused 5  pending 12 | stopped 7 (by prediction 3) ...``."""
+    c = scheduler.status_counts()
+    best = scheduler.best_so_far()
+    best_s = "n/a" if best is None else f"{best:.4f}"
+    stopped = c.get("stopped", 0) + c.get("stopped-early", 0) + c.get("stopped-by-prediction", 0)
+    return (
+        f"[{elapsed:7.1f}s] running {c.get('running', 0)}  paused {c.get('paused', 0)}  "
+        f"pending {c.get('pending', 0)} | stopped {stopped} "
+        f"(by prediction {c.get('stopped-by-prediction', 0)})  finished {c.get('finished', 0)}  "
+        f"errors {c.get('error', 0)} | best {scheduler.metric} so far {best_s} | "
+        f"epochs {scheduler.epochs_used()}"
+    )
+
+
+def make_core(
+    name: str,
+    *,
+    max_resource: int,
+    eta: int = 3,
+    n_trials: int | None = None,
+    predictor: Callable[[], Predictor] | None = None,
+    seed: int | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Scheduler:
+    """The core scheduler behind a Ray algorithm name; ``options`` go to its constructor."""
+    check_choice("algorithm", name, RAY_ALGORITHMS)
+    opts = dict(options or {})
+    if name == "asha":
+        return ASHA(max_resource, eta, n_trials, **opts)
+    if name == "hyperband":
+        return Hyperband(max_resource, eta, **opts)
+    if predictor is None:
+        raise TypeError(f"predictor must be a predictor factory for {name!r}, got None")
+    if name == "swift-asha":
+        return SwiftASHA(max_resource, eta, n_trials, predictor, seed=seed, **opts)
+    return SwiftHyperband(max_resource, eta, predictor, seed=seed, **opts)
+
+
+class ASHAScheduler(CoreTrialScheduler):
+    """Ray Tune scheduler: :class:`hpo_node.asha.ASHA` (promotion variant, ``n_trials`` configs)."""
+
+    def __init__(
+        self, max_resource: int, eta: int = 3, n_trials: int | None = None, **kwargs: Any
+    ) -> None:
+        options = kwargs.pop("options", None)
+        super().__init__(make_core("asha", max_resource=max_resource, eta=eta,
+                                   n_trials=n_trials, options=options), **kwargs)
+
+
+class HyperbandScheduler(CoreTrialScheduler):
+    """Ray Tune scheduler: synchronous :class:`hpo_node.hyperband.Hyperband`."""
+
+    def __init__(self, max_resource: int, eta: int = 3, **kwargs: Any) -> None:
+        options = kwargs.pop("options", None)
+        super().__init__(
+            make_core("hyperband", max_resource=max_resource, eta=eta, options=options), **kwargs
+        )
+
+
+class SwiftASHAScheduler(CoreTrialScheduler):
+    """Ray Tune scheduler: :class:`hpo_node.asha.SwiftASHA` with ``predictor`` (a factory)."""
+
+    def __init__(
+        self,
+        max_resource: int,
+        eta: int = 3,
+        n_trials: int | None = None,
+        predictor: Callable[[], Predictor] | None = None,
+        *,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        options = kwargs.pop("options", None)
+        core = make_core("swift-asha", max_resource=max_resource, eta=eta, n_trials=n_trials,
+                         predictor=predictor, seed=seed, options=options)
+        super().__init__(core, **kwargs)
+        self.predictor = predictor
+
+
+class SwiftHyperbandScheduler(CoreTrialScheduler):
+    """Ray Tune scheduler: :class:`hpo_node.hyperband.SwiftHyperband` with ``predictor``."""
+
+    def __init__(
+        self,
+        max_resource: int,
+        eta: int = 3,
+        predictor: Callable[[], Predictor] | None = None,
+        *,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        options = kwargs.pop("options", None)
+        core = make_core("swift-hyperband", max_resource=max_resource, eta=eta,
+                         predictor=predictor, seed=seed, options=options)
+        super().__init__(core, **kwargs)
+        self.predictor = predictor
+
+
+def trials_needed(name: str, max_resource: int, eta: int, n_trials: int | None) -> int:
+    """Configurations a Ray study must generate for ``name`` (Hyperband fixes its own number)."""
+    if name in ("hyperband", "swift-hyperband"):
+        return Hyperband(max_resource, eta).trials_needed()
+    if n_trials is None:
+        from hpo_node.algorithms import default_n_trials
+
+        return default_n_trials(name, max_resource, eta)
+    return check_int("n_trials", n_trials, 1)

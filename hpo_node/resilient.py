@@ -1,0 +1,265 @@
+"""Predictors that never stop a study: a gateway outage turns Swift back into its plain algorithm.
+
+:class:`GuardedPredictor` wraps any :class:`hpo_node.predictors.Predictor` (in practice the gRPC
+:class:`hpo_node.predictors.GatewayPredictor`). A ``grpc.RpcError`` from ``fit``, ``predict`` or
+``close`` (``UNAVAILABLE`` when the gateway is down, ``DEADLINE_EXCEEDED`` past the deadline) is
+caught, counted and logged once per outage in the shared :class:`PredictionLog`; the answer is
+then *optimistic*: mean ``-inf``, spread ``0`` for every row.
+
+Why that is exactly the plain algorithm (checked against ``hpo_node/asha.py`` and
+``hpo_node/hyperband.py``):
+
+* Swift-ASHA stops a trial at its decision point only when ``mean - z * spread > cutoff``;
+  ``-inf - z * 0 > cutoff`` is false, so the trial goes on to the rung like in ASHA, and nothing is
+  added to the rung as "stopped early": promotions, quotas and epochs are those of ASHA.
+* Swift-Hyperband lets a paused partial continue when its ``mean`` is below the round's threshold;
+  every ``-inf`` is, so every configuration trains to ``r_i`` and the survivors are the best
+  ``n_next`` at ``r_i``: the Hyperband round, with the same epochs (only the order differs).
+
+While the gateway is down, calls are skipped for ``retry_after`` seconds after each failure, so a
+dead gateway costs at most one deadline per ``retry_after`` seconds of Tune's event loop; the first
+call after that tries again (a failed ``fit`` is retried at the next ``predict``), and predictions
+resume as soon as the gateway answers. The log also keeps the last batch predicted, so that an engine
+can attribute a stop to the prediction behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hpo_node.core import check_float
+from hpo_node.predictors import CurveFeatures, GatewayPredictor, Predictor
+
+FloatArray = NDArray[np.float64]
+logger = logging.getLogger(__name__)
+
+LOG_VERSION = 1
+_COUNTERS = (
+    "fits_ok",
+    "fits_failed",
+    "predicts_ok",
+    "predicts_failed",
+    "decisions_with_prediction",
+    "decisions_without_prediction",
+    "outages",
+    "recoveries",
+)
+
+
+def _rpc_error_types() -> tuple[type[BaseException], ...]:
+    import grpc
+
+    return (grpc.RpcError,)
+
+
+class PredictionLog:
+    """State shared by the predictors of one study: outage state, counters, last prediction.
+
+    Counters (``counters()``): ``fits_ok``/``fits_failed``, ``predicts_ok``/``predicts_failed``,
+    ``decisions_with_prediction``/``decisions_without_prediction`` (rows scored by the predictor, or
+    answered optimistically because it was unreachable), ``outages`` (transitions up -> down) and
+    ``recoveries`` (down -> up). ``serial`` increases with every successful batch, whose inputs
+    and outputs are ``last_batch``.
+    """
+
+    def __init__(self, retry_after: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.retry_after = check_float(
+            "retry_after", retry_after, 0.0, float("inf"), high_open=True
+        )
+        self.clock = clock
+        self.counts = dict.fromkeys(_COUNTERS, 0)
+        self.down = False
+        self.last_error = ""
+        self.serial = 0
+        self.last_batch: tuple[FloatArray, FloatArray, FloatArray] | None = None
+        self._next_try: float | None = None
+
+    def counters(self) -> dict[str, int]:
+        """A copy of the counters."""
+        return dict(self.counts)
+
+    def available(self) -> bool:
+        """``False`` while a recent failure says not to try before ``retry_after`` elapsed."""
+        return self._next_try is None or self.clock() >= self._next_try
+
+    def failure(self, operation: str, exc: BaseException) -> None:
+        """Count a failed call; the first failure of an outage is logged as a warning."""
+        self.counts[f"{operation}s_failed"] += 1
+        code = getattr(exc, "code", None)
+        detail = f"{code() if callable(code) else type(exc).__name__}"
+        self.last_error = f"{operation}: {detail}"
+        if not self.down:
+            self.down = True
+            self.counts["outages"] += 1
+            logger.warning(
+                "predictor unreachable (%s); deciding without predictions (the plain algorithm) "
+                "until it answers again",
+                self.last_error,
+            )
+        self._next_try = self.clock() + self.retry_after
+
+    def success(self, operation: str) -> None:
+        """Count a successful call; ends an outage (logged once)."""
+        self.counts[f"{operation}s_ok"] += 1
+        self._next_try = None
+        if self.down:
+            self.down = False
+            self.counts["recoveries"] += 1
+            logger.warning("predictor reachable again; predictions resume")
+
+    def without_prediction(self, rows: int) -> tuple[FloatArray, FloatArray]:
+        """The optimistic answer for ``rows`` rows: mean ``-inf``, spread 0 (counted)."""
+        self.counts["decisions_without_prediction"] += rows
+        return np.full(rows, -math.inf), np.zeros(rows)
+
+    def predicted(self, curves: FloatArray, mean: FloatArray, spread: FloatArray) -> None:
+        """Record a successful batch."""
+        self.counts["decisions_with_prediction"] += len(mean)
+        self.serial += 1
+        self.last_batch = (np.array(curves, dtype=np.float64), np.array(mean), np.array(spread))
+
+    def lookup(self, curve: FloatArray, since_serial: int) -> tuple[float, float] | None:
+        """``(mean, spread)`` predicted for ``curve`` in the last batch if newer than ``since``."""
+        if self.last_batch is None or self.serial <= since_serial:
+            return None
+        curves, mean, spread = self.last_batch
+        c = np.asarray(curve, dtype=np.float64)
+        if curves.ndim != 2 or curves.shape[1] != c.shape[0]:
+            return None
+        hits = np.flatnonzero(np.all(curves == c[None, :], axis=1))
+        if hits.size == 0:
+            return None
+        return float(mean[hits[0]]), float(spread[hits[0]])
+
+    def state(self) -> dict[str, Any]:
+        """JSON-serialisable counters (the outage state is not kept: a restart tries again)."""
+        return {"version": LOG_VERSION, "counts": dict(self.counts)}
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`."""
+        if state.get("version") != LOG_VERSION:
+            raise ValueError(f"log version must be {LOG_VERSION}, got {state.get('version')!r}")
+        self.counts = {k: int(state["counts"].get(k, 0)) for k in _COUNTERS}
+
+
+class GuardedPredictor:
+    """A :class:`Predictor` that turns ``grpc.RpcError`` into optimistic answers (see module)."""
+
+    def __init__(self, inner: Predictor, log: PredictionLog) -> None:
+        if not isinstance(log, PredictionLog):
+            raise TypeError(f"log must be a PredictionLog, got {type(log).__name__}")
+        self.inner = inner
+        self.log = log
+        self._fit_args: tuple[Any, ...] | None = None
+        self._fitted = False
+
+    def fit(
+        self,
+        curves: FloatArray,
+        targets: FloatArray,
+        hparams: FloatArray | None = None,
+        seed: int = 0,
+    ) -> None:
+        """Fit now if the predictor is reachable; otherwise keep the data for a later retry."""
+        self._fit_args = (
+            np.array(curves, dtype=np.float64),
+            np.array(targets, dtype=np.float64),
+            None if hparams is None else np.array(hparams, dtype=np.float64),
+            int(seed),
+        )
+        self._fitted = False
+        self._try_fit()
+
+    def _try_fit(self) -> bool:
+        if self._fit_args is None or not self.log.available():
+            return False
+        curves, targets, hparams, seed = self._fit_args
+        try:
+            self.inner.fit(curves, targets, hparams, seed=seed)
+        except _rpc_error_types() as exc:
+            self.log.failure("fit", exc)
+            return False
+        self.log.success("fit")
+        self._fitted = True
+        return True
+
+    def predict(
+        self, curves: FloatArray, hparams: FloatArray | None = None
+    ) -> tuple[FloatArray, FloatArray]:
+        """The inner prediction, or the optimistic answer when the predictor is unreachable."""
+        rows = int(np.asarray(curves).shape[0])
+        if not self._fitted and not self._try_fit():
+            return self.log.without_prediction(rows)
+        if not self.log.available():
+            return self.log.without_prediction(rows)
+        try:
+            mean, spread = self.inner.predict(curves, hparams)
+        except _rpc_error_types() as exc:
+            self.log.failure("predict", exc)
+            return self.log.without_prediction(rows)
+        self.log.success("predict")
+        mean = np.asarray(mean, dtype=np.float64)
+        spread = np.asarray(spread, dtype=np.float64)
+        self.log.predicted(np.asarray(curves, dtype=np.float64), mean, spread)
+        return mean, spread
+
+    def close(self) -> None:
+        """Close the inner predictor; an unreachable gateway keeps its model (logged at debug)."""
+        close = getattr(self.inner, "close", None)
+        if not callable(close):
+            return
+        try:
+            close()
+        except _rpc_error_types() as exc:
+            logger.debug("could not release a predictor model: %s", exc)
+
+
+def guarded_factory(factory: Callable[[], Predictor], log: PredictionLog) -> Callable[[], Predictor]:
+    """Wrap a predictor factory so that every predictor it makes is a :class:`GuardedPredictor`."""
+    if not callable(factory):
+        raise TypeError(f"factory must be callable, got {factory!r}")
+    return _GuardedFactory(factory, log)
+
+
+class GatewayFactory:
+    """Picklable factory of :class:`hpo_node.predictors.GatewayPredictor` for one study.
+
+    ``address`` may be changed between calls (a restored study points its scheduler at the gateway
+    of the new run); ``params`` are QSVR parameters (e.g. ``num_reads``).
+    """
+
+    def __init__(
+        self,
+        address: str,
+        features: CurveFeatures | None = None,
+        *,
+        timeout: float = 10.0,
+        **params: Any,
+    ) -> None:
+        if not isinstance(address, str) or ":" not in address:
+            raise ValueError(f"address must be HOST:PORT, got {address!r}")
+        self.address = address
+        self.features = features
+        self.timeout = check_float("timeout", timeout, 0.0, float("inf"), low_open=True)
+        self.params = dict(params)
+
+    def __call__(self) -> Predictor:
+        return GatewayPredictor(self.address, self.features, timeout=self.timeout, **self.params)
+
+
+class _GuardedFactory:
+    """Picklable factory (Ray pickles schedulers with their predictor factories)."""
+
+    def __init__(self, factory: Callable[[], Predictor], log: PredictionLog) -> None:
+        self.factory = factory
+        self.log = log
+
+    def __call__(self) -> Predictor:
+        return GuardedPredictor(self.factory(), self.log)

@@ -1,0 +1,782 @@
+"""The main job: an HPO study from a TOML file, on Ray Tune, with the gateway as predictor.
+
+``hpo-node run CONFIG`` (:func:`run_main`):
+
+1. reads the study (:func:`load_study`, format below);
+2. starts ``qpu-gateway serve`` as a child process on a free port (backend from the config, SQLite
+   store in the output directory) and waits for its health check, unless ``--gateway HOST:PORT``
+   names a running one or the study needs no gateway;
+3. starts a local Ray (``num_cpus`` from the config, no dashboard) unless ``--ray-address`` names a
+   cluster;
+4. runs the study with the scheduler adapter of :mod:`hpo_node.ray_tune`, printing progress;
+5. writes ``<output_dir>/<name>/``: ``trials.csv``, ``best.json``, ``curves.png``, ``summary.json``
+   (epochs used, trials per outcome, predictor counters), ``scheduler_state.json``, and Ray's own
+   experiment directory ``ray/<name>`` (``--resume`` continues an interrupted study from it with
+   ``Tuner.restore``, the scheduler's state included); stops the gateway it started.
+
+Study TOML::
+
+    [study]
+    name = "digits"              # results/<name>/
+    output_dir = "results"       # relative to the current directory, or absolute
+    seed = 0                     # sampling of configurations, predictor seeds
+    trials = 27                  # configurations (asha, swift-asha); hyperband fixes its own
+    time_budget_s = 240          # optional wall-clock budget
+    metric = "val_loss"
+    mode = "min"
+    num_cpus = 2                 # local Ray only
+
+    [algorithm]                  # asha | hyperband | swift-asha | swift-hyperband
+    name = "swift-asha"
+    max_resource = 27            # epochs (R)
+    eta = 3
+    params = { d = 6 }           # constructor options of the core scheduler
+
+    [predictor]                  # Swift variants only
+    kind = "gateway"             # gateway | svr | qsvr (the last two in-process)
+    timeout_s = 10.0             # deadline of each gateway call
+    retry_after_s = 5.0          # after a failure, skip the gateway this long
+    params = { num_reads = 200 } # QSVR parameters (gateway, qsvr) or SVR ones (svr)
+
+    [gateway]
+    address = "auto"             # auto: start a child; none: no gateway; or HOST:PORT
+    backend = "neal"
+
+    [resources]                  # per trial; fractional GPUs allowed
+    cpu = 1
+    gpu = 0
+
+    [trainable]                  # fixed entries of every trial's config (hpo_node.trainables)
+    model = "mlp"
+
+    [space]                      # sampled entries
+    lr = { type = "loguniform", low = 1e-4, high = 0.3 }
+    dropout = { type = "uniform", low = 0.0, high = 0.5 }
+    batch_size = { type = "quniform", low = 16, high = 128, q = 16 }
+    hidden = { type = "choice", values = [32, 64, 128] }
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpo_node.core import check_choice, check_float, check_int
+from hpo_node.trainables import DEFAULTS as TRAINABLE_DEFAULTS
+
+logger = logging.getLogger(__name__)
+
+SPACE_TYPES = ("loguniform", "uniform", "quniform", "choice")
+PREDICTOR_KINDS = ("gateway", "svr", "qsvr")
+SWIFT = ("swift-asha", "swift-hyperband")
+_SECTIONS = ("study", "algorithm", "predictor", "gateway", "resources", "trainable", "space")
+_SERVING = re.compile(r"serving on (\S+:\d+)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A validated study (see the module docstring for the TOML keys)."""
+
+    name: str
+    output_dir: Path
+    algorithm: str
+    max_resource: int
+    eta: int
+    space: dict[str, dict[str, Any]]
+    seed: int = 0
+    trials: int | None = None
+    time_budget_s: float | None = None
+    metric: str = "val_loss"
+    mode: str = "min"
+    num_cpus: int | None = None
+    algorithm_params: dict[str, Any] = field(default_factory=dict)
+    predictor: str = "gateway"
+    predictor_timeout_s: float = 10.0
+    retry_after_s: float = 5.0
+    predictor_params: dict[str, Any] = field(default_factory=dict)
+    gateway: str = "auto"
+    gateway_backend: str = "neal"
+    cpu: float = 1.0
+    gpu: float = 0.0
+    trainable: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def study_dir(self) -> Path:
+        """``output_dir / name``."""
+        return self.output_dir / self.name
+
+    @property
+    def uses_predictor(self) -> bool:
+        return self.algorithm in SWIFT
+
+    @property
+    def needs_gateway(self) -> bool:
+        """A Swift algorithm with the gateway predictor."""
+        return self.uses_predictor and self.predictor == "gateway"
+
+
+def _section(doc: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = doc.get(name, {})
+    if not isinstance(value, Mapping):
+        raise TypeError(f"[{name}] must be a table, got {type(value).__name__}")
+    return dict(value)
+
+
+def _no_extra(section: str, table: Mapping[str, Any], known: Sequence[str]) -> None:
+    extra = sorted(set(table) - set(known))
+    if extra:
+        raise ValueError(f"[{section}] has unknown keys {extra}; known: {sorted(known)}")
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def check_space(space: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Validate ``[space]``: every entry a table with a ``type`` among :data:`SPACE_TYPES`."""
+    if not space:
+        raise ValueError("[space] must define at least one hyperparameter, got none")
+    out: dict[str, dict[str, Any]] = {}
+    for key, spec in space.items():
+        where = f"space.{key}"
+        if not isinstance(spec, Mapping):
+            raise TypeError(f"{where} must be a table like {{ type = \"uniform\", ... }}, got {spec!r}")
+        kind = check_choice(f"{where}.type", spec.get("type"), SPACE_TYPES)
+        if kind == "choice":
+            _no_extra(where, spec, ("type", "values"))
+            values = spec.get("values")
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"{where}.values must be a non-empty list, got {values!r}")
+            out[key] = {"type": kind, "values": list(values)}
+            continue
+        known = ("type", "low", "high", "q") if kind == "quniform" else ("type", "low", "high")
+        _no_extra(where, spec, known)
+        low = _number(f"{where}.low", spec.get("low"))
+        high = _number(f"{where}.high", spec.get("high"))
+        if not low < high:
+            raise ValueError(f"{where}: low must be < high, got low={low}, high={high}")
+        if kind == "loguniform" and low <= 0:
+            raise ValueError(f"{where}.low must be > 0 for loguniform, got {low}")
+        entry: dict[str, Any] = {"type": kind, "low": low, "high": high}
+        if kind == "quniform":
+            q = _number(f"{where}.q", spec.get("q"))
+            if q <= 0:
+                raise ValueError(f"{where}.q must be > 0, got {q}")
+            entry["q"] = q
+        out[key] = entry
+    return out
+
+
+def study_from_dict(doc: Mapping[str, Any], base: Path | None = None) -> StudyConfig:
+    """Build and validate a :class:`StudyConfig` from a parsed TOML document."""
+    _no_extra("top level", doc, _SECTIONS)
+    st = _section(doc, "study")
+    _no_extra(
+        "study",
+        st,
+        ("name", "output_dir", "seed", "trials", "time_budget_s", "metric", "mode", "num_cpus"),
+    )
+    al = _section(doc, "algorithm")
+    _no_extra("algorithm", al, ("name", "max_resource", "eta", "params"))
+    pr = _section(doc, "predictor")
+    _no_extra("predictor", pr, ("kind", "timeout_s", "retry_after_s", "params"))
+    gw = _section(doc, "gateway")
+    _no_extra("gateway", gw, ("address", "backend"))
+    rs = _section(doc, "resources")
+    _no_extra("resources", rs, ("cpu", "gpu"))
+    tr = _section(doc, "trainable")
+    _no_extra("trainable", tr, tuple(TRAINABLE_DEFAULTS))
+    space = check_space(_section(doc, "space"))
+    clash = sorted(set(space) & set(tr))
+    if clash:
+        raise ValueError(f"keys {clash} are both in [trainable] and [space]; keep one")
+    _no_extra("space", space, tuple(TRAINABLE_DEFAULTS))
+    if "max_epochs" in space or "max_epochs" in tr:
+        raise ValueError("max_epochs is set from [algorithm].max_resource; remove it")
+
+    from hpo_node.ray_tune import RAY_ALGORITHMS
+
+    name = st.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ValueError(f"study.name must be letters, digits, '_', '.', '-', got {name!r}")
+    out_dir = Path(str(st.get("output_dir", "results")))
+    if not out_dir.is_absolute() and base is not None:
+        out_dir = base / out_dir
+    algorithm = check_choice("algorithm.name", al.get("name"), RAY_ALGORITHMS)
+    trials = st.get("trials")
+    if trials is not None:
+        trials = check_int("study.trials", trials, 1)
+        if algorithm in ("hyperband", "swift-hyperband"):
+            raise ValueError(
+                f"study.trials must be omitted for {algorithm} (its brackets fix the number), "
+                f"got {trials}"
+            )
+    budget = st.get("time_budget_s")
+    if budget is not None:
+        budget = check_float("study.time_budget_s", budget, 0.0, math.inf, low_open=True)
+    num_cpus = st.get("num_cpus")
+    if num_cpus is not None:
+        num_cpus = check_int("study.num_cpus", num_cpus, 1)
+    params = al.get("params", {})
+    if not isinstance(params, Mapping):
+        raise TypeError(f"algorithm.params must be a table, got {params!r}")
+    pparams = pr.get("params", {})
+    if not isinstance(pparams, Mapping):
+        raise TypeError(f"predictor.params must be a table, got {pparams!r}")
+    gateway = gw.get("address", "auto")
+    if not isinstance(gateway, str) or (gateway not in ("auto", "none") and ":" not in gateway):
+        raise ValueError(f"gateway.address must be 'auto', 'none' or HOST:PORT, got {gateway!r}")
+    predictor = check_choice("predictor.kind", pr.get("kind", "gateway"), PREDICTOR_KINDS)
+    if algorithm in SWIFT and predictor == "gateway" and gateway == "none":
+        raise ValueError(
+            "gateway.address must not be 'none' with predictor.kind = 'gateway'; "
+            "use predictor.kind = 'svr' to predict in-process"
+        )
+    cfg = StudyConfig(
+        name=name,
+        output_dir=out_dir,
+        algorithm=algorithm,
+        max_resource=check_int("algorithm.max_resource", al.get("max_resource"), 1),
+        eta=check_int("algorithm.eta", al.get("eta", 3), 2),
+        space=space,
+        seed=check_int("study.seed", st.get("seed", 0), 0),
+        trials=trials,
+        time_budget_s=budget,
+        metric=str(st.get("metric", "val_loss")),
+        mode=check_choice("study.mode", st.get("mode", "min"), ("min", "max")),
+        num_cpus=num_cpus,
+        algorithm_params=dict(params),
+        predictor=predictor,
+        predictor_timeout_s=check_float(
+            "predictor.timeout_s", pr.get("timeout_s", 10.0), 0.0, math.inf, low_open=True
+        ),
+        retry_after_s=check_float(
+            "predictor.retry_after_s", pr.get("retry_after_s", 5.0), 0.0, math.inf
+        ),
+        predictor_params=dict(pparams),
+        gateway=gateway,
+        gateway_backend=str(gw.get("backend", "neal")),
+        cpu=check_float("resources.cpu", rs.get("cpu", 1), 0.0, math.inf, low_open=True),
+        gpu=check_float("resources.gpu", rs.get("gpu", 0), 0.0, math.inf),
+        trainable=dict(tr),
+    )
+    # Build the scheduler once now so that bad algorithm params fail before anything starts.
+    build_scheduler(cfg, gateway_address="127.0.0.1:1" if cfg.needs_gateway else None)
+    return cfg
+
+
+def load_study(path: str | Path, overrides: Mapping[str, Any] | None = None) -> StudyConfig:
+    """Read a study TOML file; ``overrides`` (``"section.key": value``) replace entries."""
+    p = Path(path)
+    with open(p, "rb") as fh:
+        doc = tomllib.load(fh)
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if not key:
+            raise ValueError(f"override must be SECTION.KEY=VALUE, got {dotted!r}")
+        doc.setdefault(section, {})
+        if not isinstance(doc[section], dict):
+            raise TypeError(f"[{section}] must be a table to override {dotted!r}")
+        doc[section][key] = value
+    return study_from_dict(doc)
+
+
+def param_space(cfg: StudyConfig) -> dict[str, Any]:
+    """Ray Tune's ``param_space``: sampled domains, fixed trainable entries, ``max_epochs = R``."""
+    from ray import tune
+
+    out: dict[str, Any] = dict(cfg.trainable)
+    for key, spec in cfg.space.items():
+        kind = spec["type"]
+        if kind == "loguniform":
+            out[key] = tune.loguniform(spec["low"], spec["high"])
+        elif kind == "uniform":
+            out[key] = tune.uniform(spec["low"], spec["high"])
+        elif kind == "quniform":
+            q = spec["q"]
+            out[key] = tune.qrandint(int(spec["low"]), int(spec["high"]), int(q)) if all(
+                float(spec[k]).is_integer() for k in ("low", "high", "q")
+            ) else tune.quniform(spec["low"], spec["high"], q)
+        else:
+            out[key] = tune.choice(spec["values"])
+    out["max_epochs"] = cfg.max_resource
+    return out
+
+
+def hparam_encoder(cfg: StudyConfig) -> _HparamEncoder:
+    """Trial config -> numeric hyperparameters for the core (choices as their index)."""
+    return _HparamEncoder({k: s["values"] for k, s in cfg.space.items() if s["type"] == "choice"},
+                          [k for k, s in cfg.space.items() if s["type"] == "loguniform"],
+                          list(cfg.space))
+
+
+class _HparamEncoder:
+    """Picklable: choices -> index, loguniform -> log10, other sampled entries as floats."""
+
+    def __init__(self, choices: dict[str, list[Any]], logs: list[str], keys: list[str]) -> None:
+        self.choices = choices
+        self.logs = logs
+        self.keys = keys
+
+    def __call__(self, config: Mapping[str, Any]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for k in self.keys:
+            v = config.get(k)
+            if k in self.choices:
+                out[k] = float(self.choices[k].index(v)) if v in self.choices[k] else -1.0
+            elif k in self.logs:
+                out[k] = math.log10(float(v))
+            elif isinstance(v, int | float) and not isinstance(v, bool):
+                out[k] = float(v)
+        return out
+
+
+def n_trials(cfg: StudyConfig) -> int:
+    """Configurations the study generates."""
+    from hpo_node.ray_tune import trials_needed
+
+    return trials_needed(cfg.algorithm, cfg.max_resource, cfg.eta, cfg.trials)
+
+
+def build_scheduler(cfg: StudyConfig, gateway_address: str | None) -> Any:
+    """The :class:`hpo_node.ray_tune.CoreTrialScheduler` of the study (with its prediction log)."""
+    from hpo_node.predictors import make_predictor_factory
+    from hpo_node.ray_tune import (
+        ASHAScheduler,
+        HyperbandScheduler,
+        SwiftASHAScheduler,
+        SwiftHyperbandScheduler,
+    )
+    from hpo_node.resilient import GatewayFactory, PredictionLog, guarded_factory
+
+    common: dict[str, Any] = {
+        "metric": cfg.metric,
+        "mode": cfg.mode,
+        "hparams": hparam_encoder(cfg),
+        "options": dict(cfg.algorithm_params),
+    }
+    n = n_trials(cfg)
+    if cfg.algorithm == "asha":
+        return ASHAScheduler(cfg.max_resource, cfg.eta, n, **common)
+    if cfg.algorithm == "hyperband":
+        return HyperbandScheduler(cfg.max_resource, cfg.eta, **common)
+    log = PredictionLog(retry_after=cfg.retry_after_s)
+    if cfg.predictor == "gateway":
+        if gateway_address is None:
+            raise ValueError(f"a gateway address is needed for {cfg.algorithm} with the gateway")
+        inner: Any = GatewayFactory(
+            gateway_address, timeout=cfg.predictor_timeout_s, **cfg.predictor_params
+        )
+    else:
+        inner = make_predictor_factory(cfg.predictor, **cfg.predictor_params)
+    factory = guarded_factory(inner, log)
+    if cfg.algorithm == "swift-asha":
+        return SwiftASHAScheduler(cfg.max_resource, cfg.eta, n, factory, seed=cfg.seed, log=log,
+                                  **common)
+    return SwiftHyperbandScheduler(cfg.max_resource, cfg.eta, factory, seed=cfg.seed, log=log,
+                                   **common)
+
+
+# ---------------------------------------------------------------------------------------------
+# The gateway child process
+
+
+class GatewayChild:
+    """``python -m qpu_gateway serve`` on a free port, its store and log in ``directory``."""
+
+    def __init__(self, directory: Path, backend: str = "neal") -> None:
+        self.directory = directory
+        self.backend = backend
+        self.log_path = directory / "gateway.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.address = ""
+
+    def start(self, timeout: float = 60.0) -> str:
+        """Start, parse ``serving on HOST:PORT``, wait for SERVING; returns the address."""
+        from qpu_gateway.client import GatewayClient
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "qpu_gateway", "serve", "--address", "127.0.0.1:0",
+               "--backend", self.backend, "--store", str(self.directory / "gateway.sqlite")]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = _SERVING.search(self.log_path.read_text(errors="replace"))
+            if m:
+                self.address = m.group(1)
+                break
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        if not self.address:
+            self.stop()
+            raise RuntimeError(
+                f"the gateway did not start; see {self.log_path}:\n"
+                f"{self.log_path.read_text(errors='replace')}"
+            )
+        with GatewayClient(self.address, timeout=10) as client:
+            client.wait_until_serving(timeout=max(deadline - time.monotonic(), 1.0))
+        return self.address
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM (graceful), SIGKILL after ``timeout``; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress and outputs
+
+
+def write_trials_csv(scheduler: Any, cfg: StudyConfig, path: Path) -> None:
+    """One row per trial: config, epochs, last/final loss, outcome, prediction when stopped by it."""
+    keys = sorted({k for r in scheduler.records.values() for k in r.config})
+    r_max = cfg.max_resource
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(
+            ["trial_id", "decision", "epochs", f"last_{cfg.metric}", f"final_{cfg.metric}",
+             f"best_{cfg.metric}", f"predicted_{cfg.metric}", "predicted_spread", "diverged",
+             "jobs", *(f"config.{k}" for k in keys)]
+        )
+        for tid, rec in scheduler.records.items():
+            finite = [v for v in rec.curve if v is not None]
+            last = rec.curve[-1] if rec.curve else None
+            final = rec.curve[r_max - 1] if len(rec.curve) >= r_max else None
+            best = (max(finite) if cfg.mode == "max" else min(finite)) if finite else None
+            w.writerow(
+                [tid, rec.status, len(rec.curve), _cell(last), _cell(final), _cell(best),
+                 _cell(rec.predicted), _cell(rec.predicted_spread), int(rec.diverged), rec.jobs,
+                 *(_cell(rec.config.get(k)) for k in keys)]
+            )
+
+
+def _cell(v: Any) -> Any:
+    return "" if v is None else v
+
+
+def plot_curves(scheduler: Any, cfg: StudyConfig, path: Path) -> None:
+    """Every learning curve; trials stopped by prediction dashed with an ``x`` at their end."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    styles = {
+        "finished": {"color": "tab:green", "lw": 1.6, "alpha": 0.9},
+        "stopped-by-prediction": {"color": "tab:red", "lw": 1.0, "ls": "--", "alpha": 0.8},
+    }
+    labelled: set[str] = set()
+    for rec in scheduler.records.values():
+        if not rec.curve:
+            continue
+        ys = [math.nan if v is None else v for v in rec.curve]
+        xs = list(range(1, len(ys) + 1))
+        kind = rec.status if rec.status in styles else "other"
+        style = styles.get(kind, {"color": "tab:gray", "lw": 0.8, "alpha": 0.5})
+        label = {"finished": f"reached R = {cfg.max_resource}",
+                 "stopped-by-prediction": "stopped by prediction",
+                 "other": "stopped by the algorithm / other"}[kind]
+        ax.plot(xs, ys, label=None if kind in labelled else label, **style)
+        labelled.add(kind)
+        if kind == "stopped-by-prediction":
+            ax.plot(xs[-1], ys[-1], "x", color="tab:red", ms=7)
+            if rec.predicted is not None:
+                ax.plot(rec.target, rec.predicted, "o", mfc="none", color="tab:red", ms=5)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(cfg.metric)
+    ax.set_yscale("log" if cfg.mode == "min" else "linear")
+    ax.set_title(f"{cfg.name}: {cfg.algorithm}, R = {cfg.max_resource}, eta = {cfg.eta} "
+                 "(o: predicted loss at the rung)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+@dataclass
+class StudyResult:
+    """What :func:`run_study` returns: the outputs' paths and the summary dict."""
+
+    study_dir: Path
+    summary: dict[str, Any]
+    scheduler: Any
+
+
+def _summary(cfg: StudyConfig, scheduler: Any, wall_s: float, gateway: str | None,
+             experiment_dir: Path) -> dict[str, Any]:
+    counts = scheduler.status_counts()
+    epochs_by = {}
+    for rec in scheduler.records.values():
+        epochs_by[rec.status] = epochs_by.get(rec.status, 0) + len(rec.curve)
+    n = len(scheduler.records)
+    best = scheduler.best()
+    return {
+        "study": cfg.name,
+        "algorithm": cfg.algorithm,
+        "max_resource": cfg.max_resource,
+        "eta": cfg.eta,
+        "seed": cfg.seed,
+        "trials": n,
+        "trials_by_decision": counts,
+        "epochs_used": scheduler.epochs_used(),
+        "epochs_by_decision": epochs_by,
+        "epochs_if_every_trial_ran_to_R": n * cfg.max_resource,
+        "best": None if best is None else {"trial_id": best[0], cfg.metric: best[1]},
+        "predictor": scheduler.log.counters() if scheduler.log is not None else None,
+        "predictor_calls": scheduler.core.predictor_calls(),
+        "gateway": gateway,
+        "wall_seconds": wall_s,
+        "ray_experiment_dir": str(experiment_dir),
+    }
+
+
+def write_outputs(cfg: StudyConfig, scheduler: Any, summary: dict[str, Any]) -> None:
+    """``trials.csv``, ``best.json``, ``curves.png``, ``summary.json``, ``scheduler_state.json``."""
+    d = cfg.study_dir
+    write_trials_csv(scheduler, cfg, d / "trials.csv")
+    best = scheduler.best()
+    best_obj: dict[str, Any] = {"metric": cfg.metric, "mode": cfg.mode, "found": best is not None}
+    if best is not None:
+        rec = scheduler.records[best[0]]
+        best_obj.update(trial_id=best[0], value=best[1], epochs=len(rec.curve), config=rec.config)
+    (d / "best.json").write_text(json.dumps(best_obj, indent=2))
+    plot_curves(scheduler, cfg, d / "curves.png")
+    (d / "summary.json").write_text(json.dumps(summary, indent=2))
+    scheduler.save(str(d / "scheduler_state.json"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def _restored_scheduler(tuner: Any) -> Any:
+    """The scheduler object a restored ``Tuner`` runs (unpickled from its ``tuner.pkl``)."""
+    from hpo_node.ray_tune import CoreTrialScheduler
+
+    sched = getattr(getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None),
+                    "scheduler", None)
+    if not isinstance(sched, CoreTrialScheduler):
+        raise RuntimeError("could not find the restored study's scheduler in the Ray Tuner")
+    return sched
+
+
+def run_study(
+    cfg: StudyConfig,
+    *,
+    gateway: str | None = None,
+    ray_address: str | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Any] = (),
+    progress_every_s: float = 5.0,
+    stream: str = "stdout",
+) -> StudyResult:
+    """Run (or with ``resume`` continue) the study; see the module docstring."""
+    import ray
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from hpo_node.ray_tune import ProgressCallback, SchedulerStateCallback
+    from hpo_node.trainables import train_digits
+
+    out = getattr(sys, stream)
+    study_dir = cfg.study_dir
+    study_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    t0 = time.monotonic()
+    child: GatewayChild | None = None
+    started_ray = False
+    address = None
+    try:
+        if cfg.needs_gateway:
+            if gateway is not None:
+                address = gateway
+            elif cfg.gateway != "auto":
+                address = cfg.gateway
+            else:
+                child = GatewayChild(study_dir, cfg.gateway_backend)
+                address = child.start()
+                print(f"qpu-gateway started on {address} (backend {cfg.gateway_backend}, "
+                      f"log {child.log_path})", file=out, flush=True)
+            if child is None:
+                from qpu_gateway.client import GatewayClient
+
+                with GatewayClient(address, timeout=10) as client:
+                    client.wait_until_serving(timeout=30)
+                print(f"using qpu-gateway at {address}", file=out, flush=True)
+        if not ray.is_initialized():
+            if ray_address is not None:
+                ray.init(address=ray_address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=cfg.num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                         log_to_driver=False, configure_logging=False)
+            started_ray = True
+        resources = ray.cluster_resources()
+        slots = int(resources.get("CPU", 1) // cfg.cpu) if cfg.cpu > 0 else 1
+        if cfg.gpu > 0:
+            slots = min(slots, int(resources.get("GPU", 0) // cfg.gpu))
+        if slots < 1:
+            raise ValueError(
+                f"resources per trial (cpu {cfg.cpu}, gpu {cfg.gpu}) exceed the cluster's "
+                f"(cpu {resources.get('CPU', 0)}, gpu {resources.get('GPU', 0)})"
+            )
+        storage = (study_dir / "ray").resolve()
+        experiment = storage / cfg.name
+        trainable = tune.with_resources(train_digits, {"cpu": cfg.cpu, "gpu": cfg.gpu})
+        if resume and tune.Tuner.can_restore(str(experiment)):
+            tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True)
+            scheduler = _restored_scheduler(tuner)
+            predictor = getattr(scheduler, "predictor", None)
+            if address is not None and predictor is not None:
+                inner = getattr(predictor, "factory", None)
+                if hasattr(inner, "address"):
+                    inner.address = address
+            print(f"resuming {experiment} ({len(scheduler.records)} trials known)", file=out,
+                  flush=True)
+        else:
+            if resume:
+                print(f"nothing to resume at {experiment}; starting the study", file=out, flush=True)
+            scheduler = build_scheduler(cfg, address)
+            scheduler.max_concurrent = slots
+            n = n_trials(cfg)
+            print(f"study {cfg.name}: {cfg.algorithm}, {n} configurations, R = {cfg.max_resource} "
+                  f"epochs, eta = {cfg.eta}, {slots} trial(s) at a time", file=out, flush=True)
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space(cfg),
+                tune_config=tune.TuneConfig(
+                    scheduler=scheduler,
+                    search_alg=BasicVariantGenerator(random_state=cfg.seed),
+                    num_samples=n,
+                    time_budget_s=cfg.time_budget_s,
+                    reuse_actors=True,
+                ),
+                run_config=tune.RunConfig(
+                    name=cfg.name,
+                    storage_path=str(storage),
+                    verbose=0,
+                    callbacks=[
+                        SchedulerStateCallback(scheduler),
+                        ProgressCallback(scheduler, progress_every_s, stream),
+                        *callbacks,
+                    ],
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                ),
+            )
+        tuner.fit()
+        summary = _summary(cfg, scheduler, time.monotonic() - t0, address, experiment)
+        write_outputs(cfg, scheduler, summary)
+    finally:
+        if started_ray:
+            ray.shutdown()
+        if child is not None:
+            code = child.stop()
+            print(f"qpu-gateway stopped (exit {code})", file=out, flush=True)
+    _print_summary(summary, study_dir, out)
+    return StudyResult(study_dir, summary, scheduler)
+
+
+def _print_summary(summary: dict[str, Any], study_dir: Path, out: Any) -> None:
+    by = summary["trials_by_decision"]
+    print(f"\nepochs used: {summary['epochs_used']} "
+          f"(every trial to R would be {summary['epochs_if_every_trial_ran_to_R']}); "
+          f"trials: " + ", ".join(f"{k} {v}" for k, v in sorted(by.items())), file=out)
+    if summary["best"] is not None:
+        print(f"best: {summary['best']}", file=out)
+    if summary["predictor"] is not None:
+        p = summary["predictor"]
+        print(f"predictor: {p['decisions_with_prediction']} decisions with a prediction, "
+              f"{p['decisions_without_prediction']} without (outages {p['outages']})", file=out)
+    print(f"wrote {study_dir}/trials.csv, best.json, curves.png, summary.json "
+          f"in {summary['wall_seconds']:.1f} s", file=out, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def _parse_set(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise ValueError(f"--set must be SECTION.KEY=VALUE, got {item!r}")
+        try:
+            out[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = value
+    return out
+
+
+def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``run`` to an ``argparse`` subparsers object (``hpo-node run CONFIG ...``)."""
+    p = subparsers.add_parser("run", help="run an HPO study (TOML) on Ray Tune",
+                              description="Run an HPO study on Ray Tune with the gateway.")
+    _fill_run_parser(p)
+    return p
+
+
+def _fill_run_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", type=Path, help="study TOML file (e.g. examples/digits.toml)")
+    p.add_argument("--gateway", default=None, metavar="HOST:PORT",
+                   help="use this running gateway instead of starting one")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="connect to this Ray cluster instead of starting a local Ray")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted study from its Ray experiment directory")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config entry, e.g. --set study.seed=1 (repeatable)")
+    p.add_argument("--progress-every", type=float, default=5.0, metavar="SECONDS",
+                   help="seconds between progress lines (default 5)")
+
+
+def run_main(argv: Sequence[str] | None = None) -> int:
+    """``hpo-node run``: parse ``argv`` (without the ``run`` word), run, return an exit code."""
+    parser = argparse.ArgumentParser(prog="hpo-node run",
+                                     description="Run an HPO study on Ray Tune with the gateway.")
+    _fill_run_parser(parser)
+    args = parser.parse_args(argv)
+    return run_args(args)
+
+
+def run_args(args: argparse.Namespace) -> int:
+    """Run from parsed ``hpo-node run`` arguments (what ``cli.py`` calls)."""
+    try:
+        cfg = load_study(args.config, _parse_set(args.set))
+        run_study(cfg, gateway=args.gateway, ray_address=args.ray_address, resume=args.resume,
+                  progress_every_s=args.progress_every)
+    except (ValueError, TypeError, FileNotFoundError, tomllib.TOMLDecodeError) as exc:
+        print(f"hpo-node run: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
