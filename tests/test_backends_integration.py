@@ -120,6 +120,14 @@ def test_qpu_token_never_appears_in_logs_errors_or_replies(tmp_path: Path) -> No
         assert TOKEN[4:] not in text
 
 
+def test_example_production_config_switches_reflection_off() -> None:
+    from qpu_gateway.config import load_config
+
+    cfg = load_config(REPO / "examples" / "gateway-production.toml", env={})
+    assert cfg.reflection is False and cfg.tls_client_ca and cfg.tokens_file
+    assert cfg.chain == ["qpu", "neal"]
+
+
 def test_example_backend_configs_load() -> None:
     from qpu_gateway.config import load_config
 
