@@ -319,3 +319,27 @@ def test_client_retries_predict_across_a_server_restart_but_not_fit(tmp_path: Pa
     finally:
         client.close()
         proc.stop()
+
+
+def test_unexpected_error_is_internal_with_a_correlation_id_and_serving_goes_on(tmp_path: Path) -> None:
+    import sqlite3
+
+    store = tmp_path / "m.sqlite"
+    proc = GatewayProcess(store).start()
+    try:
+        x, y = _data()
+        with GatewayClient(proc.address) as client:
+            good = client.fit(x, y, num_reads=20, num_sweeps=10).model_id
+            with sqlite3.connect(store) as conn:
+                info = conn.execute("SELECT info FROM models WHERE model_id = ?", (good,)).fetchone()[0]
+                conn.execute("INSERT INTO models VALUES ('tampered', 1, 0.0, ?, ?)",
+                             (info, json.dumps({"format": "qhpo.qsvr", "version": 1})))
+            with pytest.raises(grpc.RpcError) as broken:
+                client.predict("tampered", x)
+            assert broken.value.code() == grpc.StatusCode.INTERNAL
+            cid = re.search(r"correlation id (\w+)", broken.value.details()).group(1)
+            assert client.predict(good, x)[0].shape == (12,)
+            assert client.health() == "SERVING"
+    finally:
+        proc.stop()
+    assert f"correlation id {cid}" in proc.log() and "Traceback" in proc.log()
