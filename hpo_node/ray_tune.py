@@ -179,6 +179,9 @@ class CoreTrialScheduler(TrialScheduler):
             self.core.add_trial(tid, self.hparams(trial.config))
         if trial.status in (Trial.PENDING, Trial.RUNNING):
             # Called before Tune files the trial by status: this keeps Tune from starting it.
+            # Tune makes a trial's directory when it starts the trial; a trial held back and
+            # never started (end of the time budget, interruption) needs one for the results.
+            trial.init_local_path()
             trial.set_status(Trial.PAUSED)
 
     def on_trial_error(self, tune_controller: TuneController, trial: Trial) -> None:

@@ -601,9 +601,14 @@ def run_study(
     progress_every_s: float = 5.0,
     stream: str = "stdout",
 ) -> StudyResult:
-    """Run (or with ``resume`` continue) the study; see the module docstring."""
+    """Run (or with ``resume`` continue) the study; see the module docstring.
+
+    ``callbacks``: extra Tune callbacks, or callables that take the study's scheduler and return
+    one (ignored on ``resume``: a restored study runs the callbacks it was started with).
+    """
     import ray
     from ray import tune
+    from ray.tune.callback import Callback
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from hpo_node.ray_tune import ProgressCallback, SchedulerStateCallback
@@ -614,6 +619,8 @@ def run_study(
     study_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune warns for every resumed trial whose result.json is not in its storage yet; harmless.
+    logging.getLogger("ray.tune.logger.logger").setLevel(logging.ERROR)
     t0 = time.monotonic()
     child: GatewayChild | None = None
     started_ray = False
@@ -689,7 +696,7 @@ def run_study(
                     callbacks=[
                         SchedulerStateCallback(scheduler),
                         ProgressCallback(scheduler, progress_every_s, stream),
-                        *callbacks,
+                        *(c if isinstance(c, Callback) else c(scheduler) for c in callbacks),
                     ],
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 ),
