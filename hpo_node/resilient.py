@@ -150,13 +150,22 @@ class PredictionLog:
 
 
 class GuardedPredictor:
-    """A :class:`Predictor` that turns ``grpc.RpcError`` into optimistic answers (see module)."""
+    """A :class:`Predictor` that turns ``grpc.RpcError`` into optimistic answers (see module).
 
-    def __init__(self, inner: Predictor, log: PredictionLog) -> None:
+    ``factory`` makes the inner predictor. After a failure the inner predictor is dropped (its
+    channel with it: a gRPC channel that lost its server waits out a reconnection back-off) and
+    the next attempt fits a fresh one on the kept training data, so a restarted gateway, even one
+    with an empty store, serves again at once.
+    """
+
+    def __init__(self, factory: Callable[[], Predictor], log: PredictionLog) -> None:
+        if not callable(factory):
+            raise TypeError(f"factory must be callable, got {factory!r}")
         if not isinstance(log, PredictionLog):
             raise TypeError(f"log must be a PredictionLog, got {type(log).__name__}")
-        self.inner = inner
+        self.factory = factory
         self.log = log
+        self.inner: Predictor | None = None
         self._fit_args: tuple[Any, ...] | None = None
         self._fitted = False
 
@@ -174,17 +183,19 @@ class GuardedPredictor:
             None if hparams is None else np.array(hparams, dtype=np.float64),
             int(seed),
         )
-        self._fitted = False
+        self._drop()
         self._try_fit()
 
     def _try_fit(self) -> bool:
         if self._fit_args is None or not self.log.available():
             return False
         curves, targets, hparams, seed = self._fit_args
+        self.inner = self.factory()
         try:
             self.inner.fit(curves, targets, hparams, seed=seed)
         except _rpc_error_types() as exc:
             self.log.failure("fit", exc)
+            self._drop()
             return False
         self.log.success("fit")
         self._fitted = True
@@ -195,14 +206,18 @@ class GuardedPredictor:
     ) -> tuple[FloatArray, FloatArray]:
         """The inner prediction, or the optimistic answer when the predictor is unreachable."""
         rows = int(np.asarray(curves).shape[0])
-        if not self._fitted and not self._try_fit():
-            return self.log.without_prediction(rows)
         if not self.log.available():
             return self.log.without_prediction(rows)
+        if not self._fitted and not self._try_fit():
+            return self.log.without_prediction(rows)
+        inner = self.inner
+        if inner is None:
+            return self.log.without_prediction(rows)
         try:
-            mean, spread = self.inner.predict(curves, hparams)
+            mean, spread = inner.predict(curves, hparams)
         except _rpc_error_types() as exc:
             self.log.failure("predict", exc)
+            self._drop()
             return self.log.without_prediction(rows)
         self.log.success("predict")
         mean = np.asarray(mean, dtype=np.float64)
@@ -210,15 +225,20 @@ class GuardedPredictor:
         self.log.predicted(np.asarray(curves, dtype=np.float64), mean, spread)
         return mean, spread
 
-    def close(self) -> None:
-        """Close the inner predictor; an unreachable gateway keeps its model (logged at debug)."""
-        close = getattr(self.inner, "close", None)
+    def _drop(self) -> None:
+        """Forget the inner predictor (closing it; an unreachable gateway keeps its model)."""
+        inner, self.inner, self._fitted = self.inner, None, False
+        close = getattr(inner, "close", None)
         if not callable(close):
             return
         try:
             close()
         except _rpc_error_types() as exc:
             logger.debug("could not release a predictor model: %s", exc)
+
+    def close(self) -> None:
+        """Release the inner predictor (a gateway model is deleted when the gateway answers)."""
+        self._drop()
 
 
 def guarded_factory(factory: Callable[[], Predictor], log: PredictionLog) -> Callable[[], Predictor]:
@@ -262,4 +282,4 @@ class _GuardedFactory:
         self.log = log
 
     def __call__(self) -> Predictor:
-        return GuardedPredictor(self.factory(), self.log)
+        return GuardedPredictor(self.factory, self.log)

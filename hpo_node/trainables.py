@@ -263,7 +263,8 @@ class DigitsTrainer:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """Versioned checkpoint: epoch, config, model, optimiser and shuffling generator."""
+        """Versioned checkpoint: epoch, config, model, optimiser, shuffling generator and the
+        process's torch generator (dropout draws from it; one trial runs per process at a time)."""
         return {
             "version": CHECKPOINT_VERSION,
             "epoch": self.epoch,
@@ -271,6 +272,8 @@ class DigitsTrainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "shuffle": self.shuffle.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -285,7 +288,10 @@ class DigitsTrainer:
             raise ValueError("checkpoint config must equal the trainer's config, got a different one")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.shuffle.set_state(state["shuffle"])
+        self.shuffle.set_state(state["shuffle"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
         self.epoch = int(state["epoch"])
 
     def save(self, directory: str | Path) -> Path:

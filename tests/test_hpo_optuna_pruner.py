@@ -1,0 +1,117 @@
+"""SwiftPruner on real Optuna studies: torch digits trainers, predictions from the real gateway."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+
+from hpo_node.optuna_pruner import SwiftPruner
+from hpo_node.predictors import SVRPredictor
+from hpo_node.trainables import DigitsTrainer, load_digits_split
+
+R, ETA = 9, 3
+
+
+@pytest.fixture(scope="module")
+def digits() -> Any:
+    return load_digits_split(0.25, seed=0)
+
+
+def _objective(data: Any, epochs_log: list[int]) -> Any:
+    def objective(trial: optuna.Trial) -> float:
+        cfg = {
+            "model": "mlp",
+            "hidden": 32,
+            "lr": trial.suggest_float("lr", 1e-4, 3e-2, log=True),
+            "batch_size": trial.suggest_int("batch_size", 32, 128, step=32),
+            "seed": trial.number,
+        }
+        trainer = DigitsTrainer(cfg, device="cpu", data=data)
+        loss = float("inf")
+        for epoch in range(1, R + 1):
+            loss = trainer.step()["val_loss"]
+            epochs_log.append(trial.number)
+            trial.report(loss, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return loss
+
+    return objective
+
+
+def _study(pruner: SwiftPruner, seed: int = 0) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        direction="minimize", pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=seed)
+    )
+
+
+def test_hpo_optuna_pruner_swift_prunes_with_gateway(gateway_address: str, digits: Any) -> None:
+    pruner = SwiftPruner.with_gateway(
+        gateway_address, R, ETA, d=3, seed=0, predictor_params={"num_reads": 100}
+    )
+    assert pruner.rungs == [1, 3, 9]
+    assert pruner.decision_points() == {2: 3, 6: 9}
+    epochs: list[int] = []
+    study = _study(pruner)
+    study.optimize(_objective(digits, epochs), n_trials=30)
+    pruner.close()
+    reasons = pruner.pruned_reasons()
+    states = {t.number: t.state for t in study.trials}
+    assert pruner.log is not None
+    counts = pruner.log.counters()
+    assert counts["fits_ok"] >= 1 and counts["decisions_with_prediction"] >= 1
+    assert counts["decisions_without_prediction"] == 0
+    by_prediction = [k for k, v in reasons.items() if v == "prediction"]
+    assert by_prediction, "no trial was pruned by a prediction"
+    for key in by_prediction:
+        number = int(key.rsplit(":", 1)[1])
+        assert states[number] == optuna.trial.TrialState.PRUNED
+        r_to, mean, _ = pruner.predictions[key]
+        trial = study.trials[number]
+        # pruned at the decision point, before the rung it was predicted for
+        assert max(trial.intermediate_values) < r_to
+        assert np.isfinite(mean)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert complete and all(len(t.intermediate_values) == R for t in complete)
+    assert len(epochs) == sum(len(t.intermediate_values) for t in study.trials)
+
+
+def test_hpo_optuna_pruner_rung_rule_is_asha_stopping(digits: Any) -> None:
+    """With a predictor that never has enough curves (d too large) the pruner is ASHA-stopping."""
+    pruner = SwiftPruner(R, ETA, lambda: SVRPredictor(), d=1000)
+    study = _study(pruner, seed=1)
+    study.optimize(_objective(digits, []), n_trials=12)
+    losses_at: dict[int, list[float]] = {r: [] for r in pruner.rungs}
+    for t in sorted(study.trials, key=lambda t: t.number):
+        for r in pruner.rungs:
+            if r in t.intermediate_values:
+                loss = t.intermediate_values[r]
+                losses_at[r].append(loss)
+                cut = float(np.quantile(losses_at[r], 1 / ETA))
+                pruned_here = (
+                    t.state == optuna.trial.TrialState.PRUNED and max(t.intermediate_values) == r
+                )
+                assert pruned_here == (loss > cut and r < R), (t.number, r)
+    assert set(pruner.pruned_reasons().values()) <= {"rung"}
+    assert pruner.predictor_calls() == {"fit": 0, "predict": 0}
+
+
+def test_hpo_optuna_pruner_rejects_skipped_steps(digits: Any) -> None:
+    pruner = SwiftPruner(R, ETA, lambda: SVRPredictor(), d=3)
+    study = _study(pruner)
+    trial = study.ask()
+    trial.report(1.0, 1)
+    trial.report(0.9, 3)
+    with pytest.raises(ValueError, match="steps must be reported as 1, 2, 3"):
+        trial.should_prune()
+
+
+def test_hpo_optuna_pruner_requires_a_predictor() -> None:
+    with pytest.raises(TypeError, match="predictor"):
+        SwiftPruner(R, ETA, None)
+    with pytest.raises(ValueError, match="known_curve"):
+        SwiftPruner(R, ETA, lambda: SVRPredictor(), known_curve=0.0)

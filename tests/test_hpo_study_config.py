@@ -1,0 +1,157 @@
+"""Study TOML validation, the search space, the run command's errors, and the digits trainer."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from hpo_node.study import (
+    hparam_encoder,
+    load_study,
+    n_trials,
+    param_space,
+    run_main,
+    study_from_dict,
+)
+from hpo_node.trainables import DigitsTrainer, load_digits_split, resolve_config
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits.toml"
+
+BASE: dict[str, Any] = {
+    "study": {"name": "s", "trials": 9},
+    "algorithm": {"name": "asha", "max_resource": 9, "eta": 3},
+    "space": {"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1}},
+}
+
+
+def _doc(**over: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(BASE)
+    for dotted, value in over.items():
+        section, key = dotted.split("__")
+        doc.setdefault(section, {})[key] = value
+    return doc
+
+
+def test_hpo_study_config_example_parses() -> None:
+    cfg = load_study(EXAMPLE)
+    assert cfg.name == "digits" and cfg.algorithm == "swift-asha"
+    assert cfg.max_resource == 27 and cfg.eta == 3 and cfg.trials == 243
+    assert set(cfg.space) == {"model", "lr", "weight_decay", "batch_size", "hidden", "dropout"}
+    assert cfg.needs_gateway and cfg.gateway == "auto"
+
+
+@pytest.mark.parametrize(
+    ("over", "exc", "match"),
+    [
+        ({"algorithm__name": "bohb"}, ValueError, "algorithm.name must be one of"),
+        ({"study__trials": 0}, ValueError, "study.trials must be >= 1"),
+        ({"study__bogus": 1}, ValueError, r"\[study\] has unknown keys \['bogus'\]"),
+        ({"space__lr": {"type": "loguniform", "low": 0.0, "high": 1.0}}, ValueError,
+         "space.lr.low must be > 0 for loguniform"),
+        ({"space__lr": {"type": "uniform", "low": 1.0, "high": 1.0}}, ValueError,
+         "low must be < high"),
+        ({"space__lr": {"type": "normal", "low": 0.0, "high": 1.0}}, ValueError,
+         "space.lr.type must be one of"),
+        ({"space__hidden": {"type": "choice", "values": []}}, ValueError,
+         "space.hidden.values must be a non-empty list"),
+        ({"space__batch_size": {"type": "quniform", "low": 16, "high": 64}}, TypeError,
+         "space.batch_size.q must be a number"),
+        ({"space__colour": {"type": "choice", "values": [1]}}, ValueError,
+         r"\[space\] has unknown keys \['colour'\]"),
+        ({"trainable__lr": 0.1}, ValueError, r"keys \['lr'\] are both in"),
+        ({"trainable__max_epochs": 3}, ValueError, "max_epochs is set from"),
+        ({"algorithm__name": "hyperband"}, ValueError, "study.trials must be omitted"),
+        ({"algorithm__name": "swift-asha", "gateway__address": "none"}, ValueError,
+         "gateway.address must not be 'none'"),
+        ({"gateway__address": "localhost"}, ValueError, "gateway.address must be"),
+        ({"algorithm__params": {"eta_typo": 2}}, TypeError, "eta_typo"),
+        ({"resources__cpu": 0}, ValueError, r"resources.cpu must be in \(0.0"),
+    ],
+)
+def test_hpo_study_config_rejects_bad_entries(over: dict[str, Any], exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
+        study_from_dict(_doc(**over))
+
+
+def test_hpo_study_config_trials_per_algorithm() -> None:
+    assert n_trials(study_from_dict(_doc())) == 9
+    hb = _doc(algorithm__name="hyperband")
+    del hb["study"]["trials"]
+    assert n_trials(study_from_dict(hb)) == 17  # R = 9, eta = 3: 9 + 5 + 3
+    asha = _doc()
+    del asha["study"]["trials"]
+    assert n_trials(study_from_dict(asha)) == 17  # as many as Hyperband samples
+
+
+def test_hpo_study_config_param_space_samples_the_declared_domains() -> None:
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    cfg = load_study(EXAMPLE)
+    space = param_space(cfg)
+    assert space["max_epochs"] == 27 and space["optimizer"] == "adam"
+    assert isinstance(space["lr"], Float) and isinstance(space["model"], Categorical)
+    assert isinstance(space["batch_size"], Integer)
+    rng = np.random.default_rng(0)
+    draws = [space["batch_size"].sample(random_state=rng) for _ in range(200)]
+    assert set(draws) <= set(range(16, 129, 16))
+    lrs = np.array([space["lr"].sample(random_state=rng) for _ in range(500)])
+    assert lrs.min() >= 1e-4 and lrs.max() <= 3e-2
+    assert np.mean(lrs < 1e-3) > 0.3  # log-uniform: a third of the draws in the first decade
+    enc = hparam_encoder(cfg)
+    h = enc({"model": "cnn", "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 32, "hidden": 64,
+             "dropout": 0.1, "optimizer": "adam", "max_epochs": 27})
+    assert h == {"model": 1.0, "lr": -3.0, "weight_decay": -4.0, "batch_size": 32.0,
+                 "hidden": 2.0, "dropout": 0.1}
+
+
+def test_hpo_study_config_run_main_reports_config_errors(tmp_path: Path, capsys: Any) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[study]\nname = "x"\n[algorithm]\nname = "asha"\nmax_resource = 0\n'
+                   '[space]\nlr = { type = "uniform", low = 0.1, high = 0.2 }\n')
+    assert run_main([str(bad)]) == 2
+    assert "algorithm.max_resource must be >= 1" in capsys.readouterr().err
+    assert run_main([str(tmp_path / "missing.toml")]) == 2
+    assert run_main([str(EXAMPLE), "--set", "study.trials=0"]) == 2
+    assert "study.trials must be >= 1" in capsys.readouterr().err
+
+
+def test_hpo_study_trainer_checkpoint_resumes_identically(tmp_path: Path) -> None:
+    data = load_digits_split(0.25, seed=0)
+    for model in ("mlp", "cnn"):
+        cfg = {"model": model, "lr": 3e-3, "seed": 1, "batch_size": 64, "dropout": 0.1}
+        straight = DigitsTrainer(cfg, device="cpu", data=data)
+        ref = [straight.step() for _ in range(4)]
+        first = DigitsTrainer(cfg, device="cpu", data=data)
+        first.step(), first.step()
+        first.save(tmp_path)
+        resumed = DigitsTrainer(cfg, device="cpu", data=data)
+        resumed.load(tmp_path)
+        assert resumed.epoch == 2
+        got = [resumed.step() for _ in range(2)]
+        assert [g["epoch"] for g in got] == [3, 4]
+        for g, r in zip(got, ref[2:], strict=True):
+            assert g["val_loss"] == pytest.approx(r["val_loss"], rel=1e-5)
+        assert ref[-1]["val_loss"] < ref[0]["val_loss"]
+
+
+def test_hpo_study_trainer_split_and_validation() -> None:
+    d = load_digits_split(0.25, seed=0)
+    assert d.x_train.shape[1] == 64 and d.x_val.shape[0] == 450
+    assert torch.allclose(d.x_train.mean(dim=0), torch.zeros(64), atol=1e-5)
+    assert set(d.y_val.tolist()) == set(range(10))
+    with pytest.raises(ValueError, match="model must be one of"):
+        resolve_config({"model": "rnn"})
+    with pytest.raises(ValueError, match="unknown keys"):
+        resolve_config({"learning_rate": 0.1})
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        resolve_config({"batch_size": 0})
+    trainer = DigitsTrainer({"seed": 0}, device="cpu", data=d)
+    state = trainer.state_dict()
+    state["version"] = 99
+    with pytest.raises(ValueError, match="checkpoint version must be 1"):
+        trainer.load_state_dict(state)
