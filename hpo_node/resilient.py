@@ -16,11 +16,12 @@ Why that is exactly the plain algorithm (checked against ``hpo_node/asha.py`` an
   every ``-inf`` is, so every configuration trains to ``r_i`` and the survivors are the best
   ``n_next`` at ``r_i``: the Hyperband round, with the same epochs (only the order differs).
 
-While the gateway is down, calls are skipped for ``retry_after`` seconds after each failure, so a
-dead gateway costs at most one deadline per ``retry_after`` seconds of Tune's event loop; the first
-call after that tries again (a failed ``fit`` is retried at the next ``predict``), and predictions
-resume as soon as the gateway answers. The log also keeps the last batch predicted, so that an engine
-can attribute a stop to the prediction behind it.
+Every gateway call carries the predictor's deadline; a decision makes at most one ``fit`` and one
+``predict``. After a failure no call is made for ``retry_after`` seconds, so a dead or slow gateway
+costs Tune's event loop at most one deadline per ``retry_after`` seconds; the first call after
+that tries again (a failed ``fit`` is retried at the next ``predict``, on a fresh predictor and
+channel), and predictions resume as soon as the gateway answers. The log also keeps the last
+batch predicted, so that an engine can attribute a stop to the prediction behind it.
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ class GuardedPredictor:
             self.inner.fit(curves, targets, hparams, seed=seed)
         except _rpc_error_types() as exc:
             self.log.failure("fit", exc)
-            self._drop()
+            self._drop(release=False)
             return False
         self.log.success("fit")
         self._fitted = True
@@ -217,7 +218,7 @@ class GuardedPredictor:
             mean, spread = inner.predict(curves, hparams)
         except _rpc_error_types() as exc:
             self.log.failure("predict", exc)
-            self._drop()
+            self._drop(release=False)
             return self.log.without_prediction(rows)
         self.log.success("predict")
         mean = np.asarray(mean, dtype=np.float64)
@@ -225,11 +226,16 @@ class GuardedPredictor:
         self.log.predicted(np.asarray(curves, dtype=np.float64), mean, spread)
         return mean, spread
 
-    def _drop(self) -> None:
-        """Forget the inner predictor (closing it; an unreachable gateway keeps its model)."""
+    def _drop(self, *, release: bool = True) -> None:
+        """Forget the inner predictor; ``release`` closes it (deleting its gateway model).
+
+        After a failed call nothing more is sent (the gateway may be slow rather than down, and a
+        delete would cost another deadline): the model stays in the gateway's store and the
+        channel is closed when the predictor is garbage-collected.
+        """
         inner, self.inner, self._fitted = self.inner, None, False
         close = getattr(inner, "close", None)
-        if not callable(close):
+        if not release or not callable(close):
             return
         try:
             close()
