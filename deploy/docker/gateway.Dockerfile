@@ -1,0 +1,35 @@
+# qpu-gateway image. Build from the repository root:
+#     docker build -f deploy/docker/gateway.Dockerfile -t qhpo-gateway:0.1.0 .
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY qpu_gateway ./qpu_gateway
+COPY hpo_node ./hpo_node
+
+# torch is a dependency of the distribution (hpo_node); the CPU wheel keeps this image small.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0" \
+    && pip install . \
+    && useradd --create-home --uid 10001 gateway \
+    && mkdir -p /data \
+    && chown gateway /data
+
+USER 10001
+VOLUME ["/data"]
+EXPOSE 50051
+ENV QPU_GATEWAY_STORE=/data/models.sqlite \
+    QPU_GATEWAY_BACKEND=neal
+
+# grpc.health.v1 through the project's client: SERVING -> healthy.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import sys; from qpu_gateway.client import GatewayClient; sys.exit(0 if GatewayClient('127.0.0.1:50051', timeout=3).health() == 'SERVING' else 1)"]
+
+# SIGTERM: health turns NOT_SERVING, in-flight calls get grace_seconds, the store closes cleanly.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["qpu-gateway"]
+CMD ["serve", "--address", "0.0.0.0:50051"]
