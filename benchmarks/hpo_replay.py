@@ -133,6 +133,15 @@ def suite(
                     1,
                 )
             )
+    res["swift-hyperband svr known_curve=0.25 d=10 W=1"] = stats(
+        runs(
+            table,
+            lambda s: SwiftHyperband(r_max, eta, svr, known_curve=0.25, d=10, seed=s),
+            seeds,
+            r_max,
+            1,
+        )
+    )
     res["swift-hyperband svr fallback=last-value W=1"] = stats(
         runs(
             table,
@@ -165,6 +174,9 @@ def suite(
                 8,
             )
         )
+    res["swift-asha svr d=5 W=8"] = stats(
+        runs(table, lambda s: SwiftASHA(r_max, eta, n, svr, d=5, seed=s), seeds, r_max, 8)
+    )
     res["swift-asha svr fallback=last-value W=8"] = stats(
         runs(
             table,

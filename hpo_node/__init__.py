@@ -1,0 +1,40 @@
+"""hpo_node: engine-agnostic HPO schedulers (SHA, Hyperband, ASHA, Swift-Hyperband, Swift-ASHA),
+final-loss predictors (SVR, QSVR in-process, QSVR over the gateway) and a learning-curve replay
+simulator. See :mod:`hpo_node.core` for the scheduler interface."""
+
+from __future__ import annotations
+
+from hpo_node.asha import ASHA, SwiftASHA
+from hpo_node.core import Decision, Job, Scheduler, TrialState
+from hpo_node.hyperband import Hyperband, RandomSearch, SuccessiveHalving, SwiftHyperband
+from hpo_node.predictors import (
+    CurveFeatures,
+    GatewayPredictor,
+    Predictor,
+    QSVRPredictor,
+    SVRPredictor,
+    make_predictor_factory,
+)
+from hpo_node.replay import CurveTable, RunResult, simulate
+
+__all__ = [
+    "ASHA",
+    "CurveFeatures",
+    "CurveTable",
+    "Decision",
+    "GatewayPredictor",
+    "Hyperband",
+    "Job",
+    "Predictor",
+    "QSVRPredictor",
+    "RandomSearch",
+    "RunResult",
+    "SVRPredictor",
+    "Scheduler",
+    "SuccessiveHalving",
+    "SwiftASHA",
+    "SwiftHyperband",
+    "TrialState",
+    "make_predictor_factory",
+    "simulate",
+]

@@ -145,7 +145,7 @@ def _fmt(vals: list[float | None]) -> str:
     if any(v is None for v in vals):
         return "n/a"
     a = np.asarray(vals, dtype=np.float64)
-    return f"{a.mean():.4g} ± {a.std():.3g}"
+    return f"{a.mean():.6g} ± {a.std():.3g}"
 
 
 def markdown_table(results: dict[str, list[RunResult]]) -> str:
