@@ -76,7 +76,6 @@ from pathlib import Path
 from typing import Any
 
 from hpo_node.core import check_choice, check_float, check_int
-from hpo_node.trainables import DEFAULTS as TRAINABLE_DEFAULTS
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +188,8 @@ def check_space(space: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 def study_from_dict(doc: Mapping[str, Any], base: Path | None = None) -> StudyConfig:
     """Build and validate a :class:`StudyConfig` from a parsed TOML document."""
+    from hpo_node.trainables import DEFAULTS as TRAINABLE_DEFAULTS
+
     _no_extra("top level", doc, _SECTIONS)
     st = _section(doc, "study")
     _no_extra(
@@ -699,6 +700,8 @@ def run_study(
                         *(c if isinstance(c, Callback) else c(scheduler) for c in callbacks),
                     ],
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    # a failed trial is restarted from its last checkpoint (twice at most)
+                    failure_config=tune.FailureConfig(max_failures=2),
                 ),
             )
         tuner.fit()

@@ -155,3 +155,20 @@ def test_hpo_study_trainer_split_and_validation() -> None:
     state["version"] = 99
     with pytest.raises(ValueError, match="checkpoint version must be 1"):
         trainer.load_state_dict(state)
+
+
+def test_hpo_study_config_add_run_parser_wires_into_a_cli(tmp_path: Path, capsys: Any) -> None:
+    import argparse
+
+    from hpo_node.study import add_run_parser, run_args
+
+    parser = argparse.ArgumentParser(prog="hpo-node")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_run_parser(sub)
+    args = parser.parse_args(["run", str(EXAMPLE), "--gateway", "10.0.0.1:50051",
+                              "--ray-address", "auto", "--set", "study.seed=2", "--resume"])
+    assert args.command == "run" and args.config == EXAMPLE
+    assert args.gateway == "10.0.0.1:50051" and args.ray_address == "auto" and args.resume
+    bad = parser.parse_args(["run", str(EXAMPLE), "--set", "algorithm.name=bohb"])
+    assert run_args(bad) == 2
+    assert "algorithm.name must be one of" in capsys.readouterr().err
