@@ -28,6 +28,7 @@ __all__ = [
     "STATE_FORMAT",
     "STATE_VERSION",
     "DualSolver",
+    "NonFiniteProblemError",
 ]
 
 DEFAULT_ENSEMBLE: Final = "mean"
@@ -40,6 +41,10 @@ STATE_VERSION: Final = 1
 PARAM_NAMES: Final = (
     "k", "base", "k0", "xi", "gamma", "epsilon", "c", "num_reads", "num_sweeps", "top_k", "ensemble",
 )
+
+
+class NonFiniteProblemError(ValueError):
+    """The parameters or data give a QUBO with non-finite entries (overflow)."""
 
 
 @runtime_checkable
@@ -237,6 +242,10 @@ class QSVR(RegressorMixin, BaseEstimator):
         q = build_svr_qubo(
             kmat, ys, k=k, base=self.base, k0=self.k0, xi=self.xi, epsilon=self.epsilon
         )
+        if not np.isfinite(q).all():
+            raise NonFiniteProblemError(
+                "the QUBO has non-finite entries: xi, epsilon or the precision weights are too large"
+            )
         bqm = dimod.BinaryQuadraticModel(q, "BINARY")
         build_seconds = time.perf_counter() - t0
 
@@ -264,6 +273,10 @@ class QSVR(RegressorMixin, BaseEstimator):
             bias = _member_bias(alpha, alpha_hat, beta @ kmat, ys, float(self.epsilon), c)
             n_reads = len(sampleset)
             sampler_stats = dict(sampleset.info.get("qhpo_stats", {}))
+        if not (np.isfinite(energies).all() and np.isfinite(bias).all()):
+            raise NonFiniteProblemError(
+                "sample energies or biases overflow: xi, epsilon or the precision weights are too large"
+            )
         f0 = beta @ kmat
         train_pred = f0 + bias[:, None]
         train_mse = ((train_pred - ys[None, :]) ** 2).mean(axis=1)

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "MAX_K",
     "build_svr_qubo",
     "decode",
     "dual_objective",
@@ -30,10 +31,14 @@ __all__ = [
 ]
 
 
+MAX_K = 64
+"""Bits per coefficient above which the weights ``base**k`` under/overflow for any useful base."""
+
+
 def precision_weights(k: int, base: float, k0: float) -> NDArray[np.float64]:
     """Return the encoding weights ``p_k = base**(k - k0)`` for ``k = 0..K-1``, shape (K,)."""
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= MAX_K:
+        raise ValueError(f"k must be an integer in [1, {MAX_K}], got {k!r}")
     if not np.isfinite(base) or base <= 0:
         raise ValueError(f"base must be a finite number > 0, got {base!r}")
     if not np.isfinite(k0):

@@ -31,7 +31,7 @@ from qpu_gateway.errors import (
     ProblemTooLargeError,
     ShuttingDownError,
 )
-from qpu_gateway.qsvr import PARAM_NAMES, QSVR
+from qpu_gateway.qsvr import PARAM_NAMES, QSVR, NonFiniteProblemError
 from qpu_gateway.store import ModelStore, StoredModel
 
 __all__ = ["FIT_PARAMS", "FitLimits", "GatewayService", "ModelRecord"]
@@ -207,14 +207,20 @@ class GatewayService:
         unknown = set(params) - set(FIT_PARAMS)
         if unknown:
             raise InvalidArgumentError("params", f"unknown parameters {sorted(unknown)}")
+        for name in ("k", "num_reads", "num_sweeps"):
+            if not isinstance(params.get(name, 1), (int, np.integer)):
+                raise InvalidArgumentError(f"params.{name}", f"must be an integer, got {params[name]!r}")
         model = QSVR(**params, random_state=seed)
+        self._check_limits(model, x.shape[0], x.shape[1])
+        for field, values in (("x", x), ("y", y)):
+            if not np.isfinite(np.ptp(values, axis=0)).all():
+                raise InvalidArgumentError(field, "the range of the values overflows float64 when scaled")
         try:
             model._check_params()
         except (ValueError, TypeError) as exc:
             field = next((p for p in FIT_PARAMS if str(exc).startswith(p + " ")), "")
             field = field or ("base" if str(exc).startswith("base and k0") else "")
             raise InvalidArgumentError(f"params.{field}" if field else "params", str(exc)) from exc
-        self._check_limits(model, x.shape[0], x.shape[1])
         chain = self._chain_for(backend)
         if self._stopping.is_set():
             raise ShuttingDownError("the gateway is shutting down")
@@ -297,6 +303,8 @@ class GatewayService:
                 too_large += 1
                 reasons.append(f"{name}: {exc}")
                 continue
+            except NonFiniteProblemError as exc:
+                raise InvalidArgumentError("params", str(exc)) from exc
             if self._stopping.is_set():
                 raise ShuttingDownError("the gateway shut down during the Fit; nothing was stored")
             if deadline is not None and self._monotonic() > deadline:

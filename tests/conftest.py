@@ -13,6 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Locally, hypothesis explores new examples on every run (that is how fuzzing found the k = 2^32
+# allocation). CI sets HYPOTHESIS_PROFILE=ci: the same examples every run, so a red CI is
+# reproducible.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "mlpf_delphes_curves.csv"

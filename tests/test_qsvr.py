@@ -96,7 +96,7 @@ def test_qsvr_from_state_rejects_other_formats_and_versions() -> None:
 @pytest.mark.parametrize(
     ("param", "value", "message"),
     [
-        ("k", 0, "k must be an integer >= 1"),
+        ("k", 0, r"k must be an integer in \[1, 64\]"),
         ("base", -1.0, "base must be a finite number > 0"),
         ("gamma", 0.0, "gamma must be a finite number > 0"),
         ("epsilon", -0.1, "epsilon must be a finite number >= 0"),

@@ -88,7 +88,7 @@ def test_precision_weights_follow_the_reference_encoding() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"k": 0}, "k must be an integer >= 1"),
+        ({"k": 0}, r"k must be an integer in \[1, 64\]"),
         ({"base": 0.0}, "base must be a finite number > 0"),
         ({"base": float("nan")}, "base must be a finite number > 0"),
         ({"xi": -1.0}, "xi must be a finite number >= 0"),

@@ -113,3 +113,21 @@ def test_service_exact_backend_refuses_large_problems_as_invalid_argument(servic
     message = r"x: too many rows for backend\(s\): exact: the exact backend"
     with pytest.raises(InvalidArgumentError, match=message):
         big.fit(x, y, backend="exact")
+
+
+@pytest.mark.parametrize(
+    ("params", "y", "field"),
+    [
+        ({"k": 2**32 - 1}, None, "x"),  # found by fuzzing: once allocated arange(k) before limits
+        ({"xi": 1e308}, None, "params"),
+        ({"epsilon": 1e308}, None, "params"),
+        ({}, np.array([-1.7e308, 1.7e308, 0.0]), "y"),
+    ],
+)
+def test_service_rejects_overflowing_requests_before_allocating(
+    service: GatewayService, params: dict, y: np.ndarray | None, field: str
+) -> None:
+    x = np.random.default_rng(0).random((3, 2))
+    with pytest.raises(InvalidArgumentError) as info:
+        service.fit(x, x.sum(axis=1) if y is None else y, params={"num_reads": 10, **params})
+    assert info.value.field == field
