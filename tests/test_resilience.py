@@ -88,6 +88,46 @@ def test_busy_fit_pool_refuses_excess_fits_while_predicts_keep_working(tmp_path:
         proc.stop()
 
 
+def test_excess_fit_waits_for_a_slot_within_its_deadline(tmp_path: Path) -> None:
+    cfg = _config(tmp_path / "g.toml", "[server]\nmax_concurrent_fits = 1\nmax_queued_fits = 1\n")
+    proc = GatewayProcess(tmp_path / "m.sqlite", "--config", cfg).start()
+    try:
+        x, y = _data(20)
+        with GatewayClient(proc.address, timeout=120) as client:
+            first = threading.Thread(target=client.fit, args=(x, y), kwargs={"num_reads": 3000})
+            first.start()
+            time.sleep(0.3)
+            queued = client.fit(x, y, num_reads=10, num_sweeps=10, timeout=120)
+            first.join()
+            assert queued.version == 1 and len(client.list_models()) == 2
+    finally:
+        proc.stop()
+
+
+def test_many_concurrent_predict_clients_get_no_errors(gateway_address: str) -> None:
+    x, y = _data(20)
+    with GatewayClient(gateway_address) as admin:
+        model = admin.fit(x, y, num_reads=50, num_sweeps=20).model_id
+    errors: list[BaseException] = []
+    answers: list[np.ndarray] = []
+
+    def client_loop() -> None:
+        with GatewayClient(gateway_address, timeout=60) as client:
+            for _ in range(20):
+                try:
+                    answers.append(client.predict(model, x[:1])[0])
+                except grpc.RpcError as exc:
+                    errors.append(exc)
+
+    threads = [threading.Thread(target=client_loop) for _ in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(answers) == 64 * 20
+    assert all(np.array_equal(a, answers[0]) for a in answers)
+
+
 def test_fit_past_its_deadline_is_stopped_and_frees_its_slot(tmp_path: Path) -> None:
     cfg = _config(tmp_path / "g.toml", "[server]\nmax_concurrent_fits = 1\nmax_queued_fits = 0\n")
     proc = GatewayProcess(tmp_path / "m.sqlite", "--config", cfg).start()

@@ -94,12 +94,14 @@ def test_service_serves_models_from_the_store_after_restart(tmp_path) -> None:
         (5, {"num_reads": 1001}, "params.num_reads", "max_num_reads = 1000"),
         (5, {"num_sweeps": 501}, "params.num_sweeps", "max_num_sweeps = 500"),
         (5, {"base": 1e-300, "k": 3, "k0": -5.0}, "params.base", "finite, positive weights"),
+        (60, {"k": 1}, "x", "max_train_rows = 50"),
     ],
 )
 def test_service_enforces_limits_naming_field_and_limit(
     rows: int, params: dict, field: str, message: str
 ) -> None:
-    limits = FitLimits(max_qubo_variables=200, max_num_reads=1000, max_num_sweeps=500)
+    limits = FitLimits(max_qubo_variables=200, max_num_reads=1000, max_num_sweeps=500,
+                       max_train_rows=50)
     service = GatewayService(ModelStore(":memory:"), BackendRegistry(), limits=limits)
     x, y = _data(rows, 2)
     with pytest.raises(InvalidArgumentError, match=message) as info:
@@ -131,3 +133,15 @@ def test_service_rejects_overflowing_requests_before_allocating(
     with pytest.raises(InvalidArgumentError) as info:
         service.fit(x, x.sum(axis=1) if y is None else y, params={"num_reads": 10, **params})
     assert info.value.field == field
+
+
+def test_service_enforces_feature_and_predict_row_limits() -> None:
+    limits = FitLimits(max_features=3, max_predict_rows=5)
+    service = GatewayService(ModelStore(":memory:"), BackendRegistry(), limits=limits)
+    x, y = _data(8, 4)
+    with pytest.raises(InvalidArgumentError, match="max_features = 3"):
+        service.fit(x, y, params=FAST)
+    rec = service.fit(x[:, :3], y, params=FAST)
+    with pytest.raises(InvalidArgumentError, match="max_predict_rows = 5"):
+        service.predict(rec.model_id, x[:, :3])
+    assert service.predict(rec.model_id, x[:5, :3])[0].shape == (5,)
