@@ -26,6 +26,7 @@ _BUILTIN: dict[str, str] = {
     "mock-qpu": "qpu_gateway.backends.mock_qpu",
     "hybrid": "qpu_gateway.backends.hybrid",
     "classical": "qpu_gateway.backends.classical",
+    "gpu-sa": "qpu_gateway.backends.gpu_sa",
 }
 _EXTRA: dict[str, SamplerFactory] = {}
 
