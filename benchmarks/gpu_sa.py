@@ -1,0 +1,74 @@
+"""gpu-sa vs dwave-samplers' simulated annealing on QSVR QUBOs, measured in one run.
+
+For each size (n = 2KN binary variables of a QSVR QUBO with K = 3): the time of gpu-sa on its
+device, of dwave-samplers on one CPU core, and of dwave-samplers on every core (reads split over
+processes); mean energies of both, and their ratio.
+
+    .venv/bin/python benchmarks/gpu_sa.py --sizes 20,80 --reads 1000 --sweeps 1000   # on a GPU
+    .venv/bin/python benchmarks/gpu_sa.py --sizes 20 --reads 100 --sweeps 100 --device cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import dimod
+import numpy as np
+
+from qpu_gateway.backends.gpu_sa import TorchAnnealer
+from qpu_gateway.qubo import build_svr_qubo, rbf_kernel
+
+
+def qsvr_bqm(n_points: int, seed: int = 0) -> dimod.BinaryQuadraticModel:
+    rng = np.random.default_rng(seed)
+    x, y = rng.random((n_points, 25)), rng.random(n_points)
+    return dimod.BinaryQuadraticModel(build_svr_qubo(rbf_kernel(x, x, 0.1), y), "BINARY")
+
+
+def _dwave(args: tuple[dimod.BinaryQuadraticModel, int, int, int]) -> np.ndarray:
+    from dwave.samplers import SimulatedAnnealingSampler
+
+    bqm, reads, sweeps, seed = args
+    return SimulatedAnnealingSampler().sample(bqm, num_reads=reads, num_sweeps=sweeps,
+                                              seed=seed).record.energy
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="20,80", help="training points N (n = 6N variables)")
+    p.add_argument("--reads", type=int, default=1000)
+    p.add_argument("--sweeps", type=int, default=1000)
+    p.add_argument("--device", default="auto")
+    args = p.parse_args()
+    sampler = TorchAnnealer(device=args.device)
+    cores = os.cpu_count() or 1
+    print(f"device: {sampler.properties['device']}; CPU cores: {cores}; {args.reads} reads x "
+          f"{args.sweeps} sweeps\n")
+    print("| n | gpu-sa s | dwave 1 core s | dwave all cores s | ratio vs 1 core | ratio vs all cores "
+          "| mean E gpu-sa | mean E dwave |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n_points in (int(s) for s in args.sizes.split(",")):
+        bqm = qsvr_bqm(n_points)
+        sampler.sample(bqm, num_reads=8, num_sweeps=2, seed=0)
+        t0 = time.perf_counter()
+        ours = sampler.sample(bqm, num_reads=args.reads, num_sweeps=args.sweeps, seed=1).record.energy
+        t_ours = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        theirs = _dwave((bqm, args.reads, args.sweeps, 1))
+        t_one = time.perf_counter() - t0
+        chunks = [(bqm, len(c), args.sweeps, i) for i, c in
+                  enumerate(np.array_split(np.arange(args.reads), cores)) if len(c)]
+        with ProcessPoolExecutor(cores) as pool:
+            list(pool.map(_dwave, chunks[:1]))
+            t0 = time.perf_counter()
+            list(pool.map(_dwave, chunks))
+            t_all = time.perf_counter() - t0
+        print(f"| {bqm.num_variables} | {t_ours:.4f} | {t_one:.3f} | {t_all:.3f} | {t_one / t_ours:.1f}x "
+              f"| {t_all / t_ours:.1f}x | {ours.mean():.4f} | {theirs.mean():.4f} |")
+
+
+if __name__ == "__main__":
+    main()
