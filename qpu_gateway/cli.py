@@ -32,7 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
     from qpu_gateway.config import load_config
     from qpu_gateway.observability import Metrics
     from qpu_gateway.server import ServerOptions, TLSFiles, create_server
-    from qpu_gateway.service import FitLimits, GatewayService
+    from qpu_gateway.service import GatewayService
     from qpu_gateway.store import ModelStore
 
     cfg = load_config(
@@ -61,14 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
             registry,
             chain=cfg.chain,
             allowed_backends=cfg.allowed_backends,
-            limits=FitLimits(
-                max_qubo_variables=cfg.max_qubo_variables,
-                max_num_reads=cfg.max_num_reads,
-                max_num_sweeps=cfg.max_num_sweeps,
-                max_train_rows=cfg.max_train_rows,
-                max_features=cfg.max_features,
-                max_predict_rows=cfg.max_predict_rows,
-            ),
+            limits=cfg.fit_limits(),
             breaker_failures=cfg.breaker_failures,
             breaker_cooldown_seconds=cfg.breaker_cooldown_seconds,
         )

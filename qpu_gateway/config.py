@@ -33,11 +33,12 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from qpu_gateway.backends import available_backends
+from qpu_gateway.service import FitLimits
 
 __all__ = ["ENV_BACKEND", "ENV_STORE", "GatewayConfig", "load_config"]
 
@@ -50,8 +51,7 @@ _SERVER_KEYS = {
     "max_message_bytes", "max_concurrent_fits", "max_queued_fits", "tls_cert", "tls_key",
     "tls_client_ca", "tokens_file", "metrics_port",
 }
-_POSITIVE_INTS = ("max_qubo_variables", "max_num_reads", "max_num_sweeps", "max_train_rows",
-                  "max_features", "max_predict_rows", "max_message_bytes", "max_concurrent_fits")
+_POSITIVE_INTS = ("max_message_bytes", "max_concurrent_fits")
 
 
 @dataclass(frozen=True)
@@ -64,14 +64,14 @@ class GatewayConfig:
     reflection: bool = True
     allowed_backends: list[str] | None = None
     grace_seconds: float = 5.0
-    max_qubo_variables: int = 2048
-    max_num_reads: int = 100_000
-    max_num_sweeps: int = 100_000
+    max_qubo_variables: int = FitLimits.max_qubo_variables
+    max_num_reads: int = FitLimits.max_num_reads
+    max_num_sweeps: int = FitLimits.max_num_sweeps
     breaker_failures: int = 3
     breaker_cooldown_seconds: float = 60.0
-    max_train_rows: int = 1000
-    max_features: int = 10_000
-    max_predict_rows: int = 100_000
+    max_train_rows: int = FitLimits.max_train_rows
+    max_features: int = FitLimits.max_features
+    max_predict_rows: int = FitLimits.max_predict_rows
     max_message_bytes: int = 16 * 1024 * 1024
     max_concurrent_fits: int = 2
     max_queued_fits: int = 8
@@ -86,6 +86,10 @@ class GatewayConfig:
     def backend(self) -> str:
         """The first backend of the chain."""
         return self.chain[0]
+
+    def fit_limits(self) -> FitLimits:
+        """The per-request limits of this configuration (validated by ``FitLimits``)."""
+        return FitLimits(**{f.name: getattr(self, f.name) for f in fields(FitLimits)})
 
     def validate(self) -> GatewayConfig:
         """Raise ``ValueError`` naming the setting when one is invalid; return self."""
@@ -108,6 +112,7 @@ class GatewayConfig:
                 raise ValueError(f"allowed_backends: unknown backend {name!r}; known: {known}")
         if self.grace_seconds < 0:
             raise ValueError(f"grace_seconds must be >= 0, got {self.grace_seconds}")
+        self.fit_limits()
         for name in _POSITIVE_INTS:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Final
 
 import numpy as np
@@ -56,10 +56,10 @@ class FitLimits:
     max_predict_rows: int = 100_000
 
     def __post_init__(self) -> None:
-        for name in ("max_qubo_variables", "max_num_reads", "max_num_sweeps", "max_train_rows",
-                     "max_features", "max_predict_rows"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{f.name} must be an integer >= 1, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,9 @@ class GatewayService:
         model = QSVR(**params, random_state=seed)
         self._check_limits(model, x.shape[0], x.shape[1])
         for field, values in (("x", x), ("y", y)):
-            if not np.isfinite(np.ptp(values, axis=0)).all():
+            with np.errstate(over="ignore", invalid="ignore"):
+                span = np.ptp(values, axis=0)
+            if not np.isfinite(span).all():
                 raise InvalidArgumentError(field, "the range of the values overflows float64 when scaled")
         try:
             model._check_params()
