@@ -239,9 +239,10 @@ class QSVR(RegressorMixin, BaseEstimator):
 
         t0 = time.perf_counter()
         kmat = rbf_kernel(xs, xs, float(self.gamma))
-        q = build_svr_qubo(
-            kmat, ys, k=k, base=self.base, k0=self.k0, xi=self.xi, epsilon=self.epsilon
-        )
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
+            q = build_svr_qubo(
+                kmat, ys, k=k, base=self.base, k0=self.k0, xi=self.xi, epsilon=self.epsilon
+            )
         if not np.isfinite(q).all():
             raise NonFiniteProblemError(
                 "the QUBO has non-finite entries: xi, epsilon or the precision weights are too large"
