@@ -243,9 +243,10 @@ class QSVR(RegressorMixin, BaseEstimator):
             q = build_svr_qubo(
                 kmat, ys, k=k, base=self.base, k0=self.k0, xi=self.xi, epsilon=self.epsilon
             )
-        if not np.isfinite(q).all():
+            bound = np.abs(q).sum()  # bounds |energy| of every sample
+        if not np.isfinite(bound):
             raise NonFiniteProblemError(
-                "the QUBO has non-finite entries: xi, epsilon or the precision weights are too large"
+                "the QUBO's energies overflow float64: xi, epsilon or the precision weights are too large"
             )
         bqm = dimod.BinaryQuadraticModel(q, "BINARY")
         build_seconds = time.perf_counter() - t0
