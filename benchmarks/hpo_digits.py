@@ -8,7 +8,7 @@ search the same pool. Swift-ASHA predicts through a qpu-gateway child process (n
 
     .venv/bin/python benchmarks/hpo_digits.py --seeds 3
 
-Writes ``hpo_digits.json`` (every run's summary) and ``hpo_digits.md`` (the table) to ``--out``
+Writes ``<tag>.json`` (every run's summary) and ``<tag>.md`` (the table) to ``--out``
 (default ``benchmarks/results``); each study's own outputs go under ``--runs``
 (default ``results/hpo_digits/<algorithm>-seed<k>/``).
 """
@@ -29,12 +29,16 @@ REPO = Path(__file__).resolve().parents[1]
 ALGORITHMS = ("swift-asha", "asha", "hyperband")
 
 
-def run(algorithm: str, seed: int, runs: Path, config: Path) -> dict[str, Any]:
+def run(
+    algorithm: str, seed: int, runs: Path, config: Path, asha_trials: int | None
+) -> dict[str, Any]:
+    trials = None if algorithm == "hyperband" else asha_trials
+    suffix = "" if trials is None else f"-{trials}"
     overrides: dict[str, Any] = {
-        "study.name": f"{algorithm}-seed{seed}",
+        "study.name": f"{algorithm}{suffix}-seed{seed}",
         "study.output_dir": str(runs),
         "study.seed": seed,
-        "study.trials": None,
+        "study.trials": trials,
         "algorithm.name": algorithm,
     }
     if algorithm != "swift-asha":
@@ -75,6 +79,9 @@ def main() -> int:
     p.add_argument("--algorithms", default=",".join(ALGORITHMS))
     p.add_argument("--config", type=Path, default=REPO / "examples" / "digits.toml")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    p.add_argument("--asha-trials", type=int, default=None,
+                   help="configurations of the ASHA variants (default: as many as Hyperband's)")
+    p.add_argument("--tag", default="hpo_digits", help="name of the .json/.md outputs")
     p.add_argument("--runs", type=Path, default=REPO / "results" / "hpo_digits",
                    help="study output directories (Ray experiments, trials.csv, curves.png)")
     args = p.parse_args()
@@ -87,15 +94,17 @@ def main() -> int:
     try:
         for seed in range(args.seeds):
             for name in args.algorithms.split(","):
-                results.setdefault(name, []).append(run(name, seed, args.runs, args.config))
+                results.setdefault(name, []).append(
+                    run(name, seed, args.runs, args.config, args.asha_trials)
+                )
     finally:
         ray.shutdown()
     md = table(results)
-    (args.out / "hpo_digits.json").write_text(json.dumps(results, indent=1))
-    (args.out / "hpo_digits.md").write_text(md + "\n")
+    (args.out / f"{args.tag}.json").write_text(json.dumps(results, indent=1))
+    (args.out / f"{args.tag}.md").write_text(md + "\n")
     print(md)
     print(f"\n{sum(len(v) for v in results.values())} studies in {time.monotonic() - t0:.0f} s; "
-          f"wrote {args.out / 'hpo_digits.json'} and {args.out / 'hpo_digits.md'}")
+          f"wrote {args.out / (args.tag + '.json')} and {args.out / (args.tag + '.md')}")
     return 0
 
 
