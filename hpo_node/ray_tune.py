@@ -175,7 +175,12 @@ class CoreTrialScheduler(TrialScheduler):
         tid = trial.trial_id
         self._trials[tid] = trial
         if tid not in self.records:
-            self.records[tid] = TrialRecord(config=_jsonable(dict(trial.config)))
+            rec = TrialRecord(config=_jsonable(dict(trial.config)))
+            self.records[tid] = rec
+            if trial.status in (Trial.TERMINATED, Trial.ERROR):
+                # restored from an experiment snapshot newer than the scheduler's: it cannot run
+                rec.status = "error" if trial.status == Trial.ERROR else "stopped"
+                return
             self.core.add_trial(tid, self.hparams(trial.config))
         if trial.status in (Trial.PENDING, Trial.RUNNING):
             # Called before Tune files the trial by status: this keeps Tune from starting it.

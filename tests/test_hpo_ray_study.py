@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 ray = pytest.importorskip("ray")
 from ray.tune.callback import Callback  # noqa: E402
 
-from hpo_node.study import load_study, run_study, study_from_dict  # noqa: E402
+from hpo_node.study import load_study, run_main, run_study, study_from_dict  # noqa: E402
 from tests.conftest import GatewayProcess  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -223,3 +224,55 @@ def test_hpo_ray_study_load_example_config() -> None:
     cfg = load_study(Path(__file__).resolve().parents[1] / "examples" / "digits.toml")
     assert cfg.algorithm == "swift-asha" and cfg.needs_gateway
     assert cfg.study_dir.name == "digits"
+
+
+def _write_toml(path: Path, doc: dict[str, Any]) -> Path:
+    def value(v: Any) -> str:
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, str):
+            return json.dumps(v)
+        return repr(v)
+
+    lines = []
+    for section, table in doc.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {value(v)}" for k, v in table.items() if v is not None]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_hpo_ray_study_run_main_starts_and_stops_its_gateway(
+    tmp_path: Path, ray_local: Any, capsys: Any
+) -> None:
+    doc = _study(tmp_path, "swift-asha", study__trials=12)
+    config = _write_toml(tmp_path / "study.toml", doc)
+    assert run_main([str(config), "--progress-every", "1"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"qpu-gateway started on 127\.0\.0\.1:\d+", out)
+    assert "qpu-gateway stopped (exit 0)" in out
+    assert re.search(r"\] running \d+ +paused \d+ +pending \d+ \| stopped \d+", out)
+    d = tmp_path / "results" / "tiny"
+    assert (d / "gateway.sqlite").exists() and "serving on" in (d / "gateway.log").read_text()
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["gateway"] and summary["predictor"]["fits_ok"] >= 1
+    assert len(_rows(d / "trials.csv")) == 12
+
+
+def test_hpo_ray_study_time_budget_ends_the_study(tmp_path: Path, ray_local: Any) -> None:
+    doc = _study(tmp_path, "asha", study__trials=200, study__time_budget_s=6.0)
+    cfg = study_from_dict(doc)
+    results = ResultLog()
+    res = run_study(cfg, callbacks=[results])
+    rows = _rows(res.study_dir / "trials.csv")
+    assert len(rows) == 200
+    # the budget ended it early: configurations were left unstarted, and nothing reported is lost
+    assert sum(r["decision"] == "pending" for r in rows) > 0
+    assert {r["trial_id"]: int(r["epochs"]) for r in rows if int(r["epochs"])} == {
+        t: len(v) for t, v in results.seen.items()
+    }
+    assert json.loads((res.study_dir / "summary.json").read_text())["epochs_used"] == sum(
+        len(v) for v in results.seen.values()
+    )
