@@ -303,10 +303,19 @@ class GatewayPredictor(_FeaturePredictor):
         )
 
     def close(self) -> None:
-        """Delete this predictor's model on the gateway and close the channel."""
-        if self._client is not None:
+        """Delete this predictor's model on the gateway (best effort) and close the channel."""
+        if self._client is None:
+            return
+        import grpc
+
+        try:
             if self._fitted:
-                self._client.delete_model(self.model_id)
+                self._client.delete_model(self.model_id, timeout=self.timeout)
+        except grpc.RpcError:
+            # Best effort: an unreachable gateway must not fail the study that is cleaning up;
+            # the model stays in the gateway's store under this model_id.
+            pass
+        finally:
             self._client.close()
             self._client = None
 
