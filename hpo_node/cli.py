@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from hpo_node.algorithms import ALGORITHMS, make_driver
-from hpo_node.predictors import PREDICTORS
+from hpo_node.predictors import PREDICTORS, CurveFeatures
 from hpo_node.replay import CurveTable, RunResult, simulate
 
 _FIGURES = ("epochs", "best_loss", "regret", "makespan")
@@ -29,6 +29,22 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--predictor", choices=PREDICTORS, default="svr", help="Swift predictor")
     p.add_argument("--gateway", default=None, help="HOST:PORT of qpu-gateway (--predictor gateway)")
     p.add_argument("--num-reads", type=int, default=None, help="QSVR reads (qsvr, gateway)")
+    p.add_argument(
+        "--feature-points",
+        type=int,
+        default=25,
+        help="down-sample the known curve to at most this many points, 0: all (default: 25)",
+    )
+    p.add_argument(
+        "--feature-diffs",
+        type=int,
+        choices=(0, 1, 2),
+        default=0,
+        help="append first (1) or first and second (2) differences of the curve (default: 0)",
+    )
+    p.add_argument(
+        "--feature-hparams", action="store_true", help="append the trial's hyperparameters"
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -62,6 +78,11 @@ def _runs(args: argparse.Namespace, table: CurveTable, name: str, seeds: list[in
     if args.num_reads is not None:
         params["num_reads"] = args.num_reads
     options = _options(args.set)
+    features = CurveFeatures(
+        max_points=args.feature_points or None,
+        differences=args.feature_diffs,
+        hparams=args.feature_hparams,
+    )
     out = []
     for seed in seeds:
         driver = make_driver(
@@ -72,6 +93,7 @@ def _runs(args: argparse.Namespace, table: CurveTable, name: str, seeds: list[in
             n_trials=args.trials,
             predictor=args.predictor,
             gateway=args.gateway,
+            features=features,
             predictor_params=params,
             options=options,
         )

@@ -183,3 +183,16 @@ def test_cli_set_passes_scheduler_arguments(
     assert tuned != default
     assert main([*base, "--set", "bogus"]) == 2
     assert "--set must be KEY=VALUE" in capsys.readouterr().err
+
+
+def test_cli_feature_options_change_the_predictor_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write_csv(tmp_path / "t.csv")
+    base = ["simulate", "--data", str(path), "--algorithm", "swift-hyperband", "--eta", "3",
+            "--seed", "2", "--set", "d=5", "--json"]
+    outs = []
+    for extra in ([], ["--feature-points", "3", "--feature-diffs", "2", "--feature-hparams"]):
+        assert main([*base, *extra]) == 0
+        outs.append(json.loads(capsys.readouterr().out)["runs"][0])
+    assert outs[0] != outs[1]
