@@ -133,6 +133,20 @@ def suite(
                     1,
                 )
             )
+    for pred in predictors:
+        factory = make_predictor_factory(pred)
+        for kc in (0.5, 0.25) if pred == "svr" else (0.25,):
+            res[f"swift-hyperband {pred} scale_free known_curve={kc} W=1"] = stats(
+                runs(
+                    table,
+                    lambda s, f=factory, kc=kc: SwiftHyperband(
+                        r_max, eta, f, known_curve=kc, scale_free=True, seed=s
+                    ),
+                    seeds,
+                    r_max,
+                    1,
+                )
+            )
     res["swift-hyperband svr known_curve=0.25 d=10 W=1"] = stats(
         runs(
             table,

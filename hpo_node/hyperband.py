@@ -238,6 +238,24 @@ def hparam_matrix(rows: Sequence[Mapping[str, float]]) -> np.ndarray:
     )
 
 
+SCALE_FREE_POINTS = 10
+
+
+def scale_free_window(curve: Sequence[float]) -> np.ndarray:
+    """Shape of a partial curve, independent of its length and level, shape ``(10,)``.
+
+    ``log L(f e) - log L(e)`` at ``f = 0.1, 0.2, ..., 1`` of the window end ``e`` (linear
+    interpolation between epochs; before epoch 1 the first loss is used). Losses must be > 0.
+    """
+    c = np.asarray(curve, dtype=np.float64)
+    end = c.shape[0]
+    at = np.interp(np.linspace(end / SCALE_FREE_POINTS, end, SCALE_FREE_POINTS),
+                   np.arange(1, end + 1, dtype=np.float64), c)
+    if np.any(at <= 0):
+        raise ValueError("scale_free needs positive losses, got a loss <= 0")
+    return np.log(at) - np.log(at[-1])
+
+
 class SwiftHyperband(Hyperband):
     """Swift-Hyperband (García Amboage et al. 2023, arXiv:2311.17508).
 
@@ -255,6 +273,16 @@ class SwiftHyperband(Hyperband):
     ``pool_curves=True`` (default) counts as "known at ``r_i``" every trial that has reached
     ``r_i`` in any round or bracket (its loss at ``r_i`` is known); ``False`` counts only trials
     that completed a round whose target was ``r_i``, as the reference code does.
+
+    ``scale_free=True`` (not in the paper) trains the predictor on windows instead of whole curves:
+    every known curve ``L`` and every window end ``e`` with ``round(e r_i / dp) = e'`` within the
+    curve (and ``e' / e`` within 5% of ``r_i / dp``) give the input
+    :func:`scale_free_window` ``(L[:e])`` and the target ``log L(e') - log L(e)``; at most
+    ``max_windows`` windows (a seeded subset) are used. The predicted loss at ``r_i`` is
+    ``L(dp) exp(prediction)``. Learning curves are close to self-similar in log-time (power laws
+    are exactly), so windows at small resources inform predictions at large ones and the predictor
+    exists from the first rounds on; the rule that trains extra configs fully until ``d`` curves are
+    known is dropped (``d`` then counts windows).
 
     ``fallback="last-value"`` (not in the paper) drops the rule that trains extra configs fully
     until ``d`` curves are known; a round whose predictor cannot be fitted yet ranks the paused
@@ -276,6 +304,8 @@ class SwiftHyperband(Hyperband):
         threshold_quantile: float = 0.25,
         pool_curves: bool = True,
         fallback: str = "none",
+        scale_free: bool = False,
+        max_windows: int = 400,
         min_resource: int = 1,
         seed: int | None = None,
     ) -> None:
@@ -290,6 +320,10 @@ class SwiftHyperband(Hyperband):
             raise TypeError(f"pool_curves must be a bool, got {pool_curves!r}")
         self.pool_curves = pool_curves
         self.fallback = check_choice("fallback", fallback, ("none", "last-value"))
+        if not isinstance(scale_free, bool):
+            raise TypeError(f"scale_free must be a bool, got {scale_free!r}")
+        self.scale_free = scale_free
+        self.max_windows = check_int("max_windows", max_windows, 2)
         self._support = PredictorSupport(predictor, seed)
         self._phase = "full"
         self._dp = 0
@@ -325,7 +359,11 @@ class SwiftHyperband(Hyperband):
         if self._phase == "partial" and resource == self._dp and self._target[trial_id] == self._dp:
             n_next = max(self._n_next(), 1)
             in_flight = sum(1 for t in self._sent if self._resource(t) < r_i)
-            collect = self.fallback == "none" and in_flight < self.d - len(self._known(r_i))
+            collect = (
+                self.fallback == "none"
+                and not self.scale_free
+                and in_flight < self.d - len(self._known(r_i))
+            )
             if len(self._sent) < self.k * n_next or collect:
                 self._sent.append(trial_id)
                 self._target[trial_id] = r_i
@@ -355,6 +393,8 @@ class SwiftHyperband(Hyperband):
     def _select(self, r_i: int) -> set[str]:
         """Partials that continue to ``r_i``: one fit, one batched predict."""
         dp = self._dp
+        if self.scale_free:
+            return self._select_scale_free(r_i)
         known = self._known(r_i)
         if len(known) < max(self.d, 2):
             if self.fallback == "none":
@@ -374,6 +414,37 @@ class SwiftHyperband(Hyperband):
             hparam_matrix([self._hparams[t] for t in self._partials]),
         )
         self._support.release(model)
+        return self._threshold_select(mean, np.array([self._loss_at(t, r_i) for t in self._sent]))
+
+    def _select_scale_free(self, r_i: int) -> set[str]:
+        """Predict ``log L(r_i) - log L(dp)`` from windows of every known curve (see class doc)."""
+        dp = self._dp
+        ratio = r_i / dp
+        windows, targets = [], []
+        for t in self._order:
+            curve = self._curve[t]
+            for end in range(2, len(curve) + 1):
+                target = round(ratio * end)
+                if end < target <= len(curve) and abs(target / end - ratio) <= 0.05 * ratio:
+                    windows.append(scale_free_window(curve[:end]))
+                    targets.append(np.log(curve[target - 1]) - np.log(curve[end - 1]))
+        if len(windows) < max(self.d, 2):
+            if self.fallback == "none":
+                return set(self._partials)
+            mean = np.array([self._loss_at(t, dp) for t in self._partials])
+            ref = np.array([self._loss_at(t, dp) for t in self._sent])
+            return self._threshold_select(mean, ref)
+        x, y = np.array(windows), np.array(targets)
+        rng = np.random.default_rng(self._support.next_seed())
+        if x.shape[0] > self.max_windows:
+            keep = np.sort(rng.choice(x.shape[0], size=self.max_windows, replace=False))
+            x, y = x[keep], y[keep]
+        model = self._support.fit(x, y, None, self._support.next_seed())
+        step, _ = self._support.predict(
+            model, np.array([scale_free_window(self._curve[t][:dp]) for t in self._partials]), None
+        )
+        self._support.release(model)
+        mean = np.array([self._loss_at(t, dp) for t in self._partials]) * np.exp(step)
         return self._threshold_select(mean, np.array([self._loss_at(t, r_i) for t in self._sent]))
 
     def _threshold_select(self, mean: np.ndarray, reference: np.ndarray) -> set[str]:

@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 from hpo_node.algorithms import make_driver
 from hpo_node.asha import ASHA, SwiftASHA
 from hpo_node.core import Decision, Job, Scheduler, bracket_cost, hyperband_brackets
-from hpo_node.hyperband import Hyperband, RandomSearch, SuccessiveHalving, SwiftHyperband
+from hpo_node.hyperband import (
+    Hyperband,
+    RandomSearch,
+    SuccessiveHalving,
+    SwiftHyperband,
+    scale_free_window,
+)
 from hpo_node.predictors import SVRPredictor
 from hpo_node.replay import CurveTable, simulate
 from hpo_node.synthetic import synthetic_table
@@ -74,6 +80,8 @@ def _svr() -> SVRPredictor:
 def _build(name: str, r: int, eta: int, seed: int, n: int | None = None) -> Scheduler:
     if name == "swift-hyperband":
         return SwiftHyperband(r, eta, _svr, d=5, seed=seed)
+    if name == "swift-hyperband-scale-free":
+        return SwiftHyperband(r, eta, _svr, d=5, scale_free=True, max_windows=50, seed=seed)
     if name == "swift-asha":
         return SwiftASHA(r, eta, n, _svr, d=5, seed=seed)
     driver = make_driver(name, max_resource=r, eta=eta, seed=seed, n_trials=n)
@@ -241,7 +249,16 @@ def test_asha_promotes_at_most_floor_n_over_eta_from_the_top(
     assert seen, "no promotion happened"
 
 
-ALGOS = ["random", "sha", "hyperband", "asha", "asha-stopping", "swift-hyperband", "swift-asha"]
+ALGOS = [
+    "random",
+    "sha",
+    "hyperband",
+    "asha",
+    "asha-stopping",
+    "swift-hyperband",
+    "swift-hyperband-scale-free",
+    "swift-asha",
+]
 
 
 @FAST
@@ -402,3 +419,35 @@ def test_last_value_fallback_stops_trials_without_a_predictor() -> None:
     assert sa.predictor_fits == 0 and sa.epochs < asha.epochs
     with pytest.raises(ValueError, match="fallback must be one of 'none', 'last-value', got 'x'"):
         SwiftASHA(27, 3, 60, _svr, fallback="x")
+
+
+def test_scale_free_window_ignores_level_and_length() -> None:
+    t = np.arange(1, 81, dtype=np.float64)
+    curve = 2.0 + 5.0 * t**-0.7
+    w = scale_free_window(curve[:40])
+    assert w.shape == (10,) and w[-1] == 0.0 and np.all(np.diff(w) < 0)
+    np.testing.assert_allclose(scale_free_window(3.0 * curve[:40]), w)
+    pure = 5.0 * t**-0.7
+    np.testing.assert_allclose(scale_free_window(pure[:40]), scale_free_window(pure[:80]), atol=0.02)
+    with pytest.raises(ValueError, match="positive losses"):
+        scale_free_window(-curve[:10])
+
+
+def test_scale_free_swift_hyperband_predicts_where_whole_curves_are_too_few() -> None:
+    table = _small_table(5, rows=120)
+    plain = simulate(
+        table, SwiftHyperband(27, 3, _svr, d=40, seed=1), seed=1, max_resource=27, workers=2
+    )
+    windows = simulate(
+        table,
+        SwiftHyperband(27, 3, _svr, d=40, scale_free=True, seed=1),
+        seed=1,
+        max_resource=27,
+        workers=2,
+    )
+    assert plain.predictor_fits == 0
+    assert windows.predictor_fits > 0 and windows.epochs < plain.epochs
+    with pytest.raises(TypeError, match="scale_free must be a bool"):
+        SwiftHyperband(27, 3, _svr, scale_free=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_windows must be >= 2, got 1"):
+        SwiftHyperband(27, 3, _svr, max_windows=1)
