@@ -88,7 +88,8 @@ def main() -> int:
     import ray
 
     args.out.mkdir(parents=True, exist_ok=True)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
     results: dict[str, list[dict[str, Any]]] = {}
     t0 = time.monotonic()
     try:

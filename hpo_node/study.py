@@ -647,7 +647,9 @@ def run_study(
             if ray_address is not None:
                 ray.init(address=ray_address, log_to_driver=False)
             else:
-                ray.init(num_cpus=cfg.num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                # address="local": a new Ray even when /tmp/ray/ray_current_cluster names another
+                ray.init(address="local", num_cpus=cfg.num_cpus or os.cpu_count() or 1,
+                         include_dashboard=False,
                          log_to_driver=False, configure_logging=False)
             started_ray = True
         resources = ray.cluster_resources()

@@ -116,3 +116,5 @@ def test_deploy_slurm_script_runs_a_study_on_one_node(tmp_path: Path) -> None:
     assert "serving on" in (run_dir / "gateway.log").read_text()
     assert not _pids_with(f"--port={ray_port}")
     assert not _pids_with(f"0.0.0.0:{gateway_port}")
+    current = Path("/tmp/ray/ray_current_cluster")
+    assert not (current.exists() and current.read_text().strip().endswith(f":{ray_port}"))

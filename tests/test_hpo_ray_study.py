@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 def ray_local() -> Any:
     """One local Ray for the module (2 CPUs, no dashboard); studies reuse it."""
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
     yield
     ray.shutdown()
 
@@ -276,3 +277,22 @@ def test_hpo_ray_study_time_budget_ends_the_study(tmp_path: Path, ray_local: Any
     assert json.loads((res.study_dir / "summary.json").read_text())["epochs_used"] == sum(
         len(v) for v in results.seen.values()
     )
+
+
+def test_hpo_ray_study_swift_hyperband_with_gateway(tmp_path: Path, ray_local: Any,
+                                                    gateway_address: str) -> None:
+    doc = _study(tmp_path, "swift-hyperband", study__trials=None)
+    doc["algorithm"]["params"] = {"d": 3}
+    res = run_study(study_from_dict(doc), gateway=gateway_address)
+    rows = _rows(res.study_dir / "trials.csv")
+    assert len(rows) == 17  # Hyperband's configurations for R = 9, eta = 3
+    assert not [r for r in rows if r["decision"] in ("running", "paused", "pending", "error")]
+    counts = res.summary["predictor"]
+    assert counts["fits_ok"] >= 1 and counts["decisions_with_prediction"] >= 1
+    # predictions only remove epochs: never more than Hyperband's 69
+    assert res.summary["epochs_used"] <= 69
+    for r in rows:
+        if r["decision"] == "stopped-by-prediction":
+            assert r["predicted_val_loss"] != ""
+            assert int(r["epochs"]) in (2, 6)  # decision points of rounds ending at 3 and 9
+    assert [r["decision"] for r in rows].count("finished") >= 1
