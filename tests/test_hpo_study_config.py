@@ -46,6 +46,17 @@ def test_hpo_study_config_example_parses() -> None:
 
 
 @pytest.mark.parametrize(
+    ("name", "algorithm", "trials"),
+    [("digits-asha.toml", "asha", 243), ("digits-hyperband.toml", "hyperband", 49)],
+)
+def test_hpo_study_config_other_examples_parse(name: str, algorithm: str, trials: int) -> None:
+    cfg = load_study(EXAMPLE.parent / name)
+    assert cfg.algorithm == algorithm and not cfg.needs_gateway
+    assert n_trials(cfg) == trials
+    assert cfg.space == load_study(EXAMPLE).space
+
+
+@pytest.mark.parametrize(
     ("over", "exc", "match"),
     [
         ({"algorithm__name": "bohb"}, ValueError, "algorithm.name must be one of"),
@@ -73,17 +84,6 @@ def test_hpo_study_config_example_parses() -> None:
         ({"resources__cpu": 0}, ValueError, r"resources.cpu must be in \(0.0"),
     ],
 )
-@pytest.mark.parametrize(
-    ("name", "algorithm", "trials"),
-    [("digits-asha.toml", "asha", 243), ("digits-hyperband.toml", "hyperband", 49)],
-)
-def test_hpo_study_config_other_examples_parse(name: str, algorithm: str, trials: int) -> None:
-    cfg = load_study(EXAMPLE.parent / name)
-    assert cfg.algorithm == algorithm and not cfg.needs_gateway
-    assert n_trials(cfg) == trials
-    assert cfg.space == load_study(EXAMPLE).space
-
-
 def test_hpo_study_config_rejects_bad_entries(over: dict[str, Any], exc: type, match: str) -> None:
     with pytest.raises(exc, match=match):
         study_from_dict(_doc(**over))
