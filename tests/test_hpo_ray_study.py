@@ -296,3 +296,26 @@ def test_hpo_ray_study_swift_hyperband_with_gateway(tmp_path: Path, ray_local: A
             assert r["predicted_val_loss"] != ""
             assert int(r["epochs"]) in (2, 6)  # decision points of rounds ending at 3 and 9
     assert [r["decision"] for r in rows].count("finished") >= 1
+
+
+def test_hpo_ray_study_resume_uses_the_new_gateway(tmp_path: Path, ray_local: Any) -> None:
+    cfg = study_from_dict(_study(tmp_path, "swift-asha"))
+    marker = str(tmp_path / "interrupted")
+    first_gw = GatewayProcess(tmp_path / "gw1.sqlite").start()
+    try:
+        first = run_study(cfg, gateway=first_gw.address, callbacks=[InterruptOnce(8, marker)])
+    finally:
+        first_gw.stop()
+    assert os.path.exists(marker) and first.scheduler.epochs_used() < 40
+    second_gw = GatewayProcess(tmp_path / "gw2.sqlite").start()
+    try:
+        second = run_study(cfg, gateway=second_gw.address, resume=True)
+    finally:
+        second_gw.stop()
+    counts = second.summary["predictor"]
+    # the restored scheduler predicted through the second gateway; the first one was gone
+    assert counts["decisions_with_prediction"] > first.summary["predictor"]["decisions_with_prediction"]
+    assert counts["fits_failed"] == 0 and counts["decisions_without_prediction"] == 0
+    assert second.summary["gateway"] == second_gw.address
+    rows = _rows(second.study_dir / "trials.csv")
+    assert not [r for r in rows if r["decision"] in ("running", "paused", "pending", "error")]
