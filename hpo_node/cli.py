@@ -1,4 +1,5 @@
-"""``hpo-node`` command line: ``simulate`` and ``compare`` on a learning-curve table."""
+"""``hpo-node`` command line: ``simulate`` and ``compare`` on a learning-curve table, and ``run``
+(a study on Ray Tune, :mod:`hpo_node.study`)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--algorithms", required=True, help="comma-separated algorithm names")
     cmp_.add_argument("--seeds", type=int, default=10, help="run seeds 0 .. N-1 (default: 10)")
     cmp_.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    from hpo_node.study import add_run_parser
+
+    add_run_parser(sub)
     return parser
 
 
@@ -241,6 +245,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hpo-node`` console script."""
     args = _parser().parse_args(argv)
+    if args.command == "run":
+        from hpo_node.study import run_args
+
+        return run_args(args)
     try:
         if args.command == "simulate":
             return _cmd_simulate(args)
