@@ -480,14 +480,16 @@ class ProgressCallback(Callback):
 def progress_line(scheduler: CoreTrialScheduler, elapsed: float) -> str:
     """``[   12.3s] running 2  paused 5  pending 12 | stopped 7 (by prediction 3) ...``."""
     c = scheduler.status_counts()
-    best = scheduler.best_so_far()
-    best_s = "n/a" if best is None else f"{best:.4f}"
+    final = scheduler.best()
+    any_epoch = scheduler.best_so_far()
+    best_s = "n/a" if final is None else f"{final[1]:.4f}"
+    best_s += "" if any_epoch is None else f" (any epoch {any_epoch:.4f})"
     stopped = c.get("stopped", 0) + c.get("stopped-early", 0) + c.get("stopped-by-prediction", 0)
     return (
         f"[{elapsed:7.1f}s] running {c.get('running', 0)}  paused {c.get('paused', 0)}  "
         f"pending {c.get('pending', 0)} | stopped {stopped} "
         f"(by prediction {c.get('stopped-by-prediction', 0)})  finished {c.get('finished', 0)}  "
-        f"errors {c.get('error', 0)} | best {scheduler.metric} so far {best_s} | "
+        f"errors {c.get('error', 0)} | best {scheduler.metric} at R {best_s} | "
         f"epochs {scheduler.epochs_used()}"
     )
 
