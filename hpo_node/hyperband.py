@@ -354,6 +354,11 @@ class SwiftHyperband(Hyperband):
             self._dp = dp
             self._queue = [(t, dp) for t in self._members]
 
+    def report(self, trial_id: str, resource: int, loss: float) -> Decision:
+        if self.scale_free and not float(loss) > 0:
+            raise ValueError(f"loss must be > 0 with scale_free=True, got {loss}")
+        return super().report(trial_id, resource, loss)
+
     def _on_report(self, trial_id: str, resource: int, loss: float) -> Decision:
         r_i = self._round_target()
         if self._phase == "partial" and resource == self._dp and self._target[trial_id] == self._dp:

@@ -451,3 +451,11 @@ def test_scale_free_swift_hyperband_predicts_where_whole_curves_are_too_few() ->
         SwiftHyperband(27, 3, _svr, scale_free=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_windows must be >= 2, got 1"):
         SwiftHyperband(27, 3, _svr, max_windows=1)
+    sched = SwiftHyperband(27, 3, _svr, scale_free=True)
+    for j in range(sched.trials_needed()):
+        sched.add_trial(f"t{j}")
+    job = sched.next_job()
+    assert job is not None
+    with pytest.raises(ValueError, match=r"loss must be > 0 with scale_free=True, got -0\.5"):
+        sched.report(job.trial_id, 1, -0.5)
+    assert sched.report(job.trial_id, 1, 0.5) == Decision.PAUSE
