@@ -8,7 +8,7 @@
    names a running one or the study needs no gateway;
 3. starts a local Ray (``num_cpus`` from the config, no dashboard) unless ``--ray-address`` names a
    cluster;
-4. runs the study with the scheduler adapter of :mod:`hpo_node.ray_tune`, printing progress;
+4. runs the study with the scheduler adapter of :mod:`hpo_node.ray`, printing progress;
 5. writes ``<output_dir>/<name>/``: ``trials.csv``, ``best.json``, ``curves.png``, ``summary.json``
    (epochs used, trials per outcome, predictor counters), ``scheduler_state.json``, and Ray's own
    experiment directory ``ray/<name>`` (``--resume`` continues an interrupted study from it with
@@ -215,7 +215,7 @@ def study_from_dict(doc: Mapping[str, Any], base: Path | None = None) -> StudyCo
     if "max_epochs" in space or "max_epochs" in tr:
         raise ValueError("max_epochs is set from [algorithm].max_resource; remove it")
 
-    from hpo_node.ray_tune import RAY_ALGORITHMS
+    from hpo_node.ray import RAY_ALGORITHMS
 
     name = st.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
@@ -354,15 +354,15 @@ class _HparamEncoder:
 
 def n_trials(cfg: StudyConfig) -> int:
     """Configurations the study generates."""
-    from hpo_node.ray_tune import trials_needed
+    from hpo_node.ray import trials_needed
 
     return trials_needed(cfg.algorithm, cfg.max_resource, cfg.eta, cfg.trials)
 
 
 def build_scheduler(cfg: StudyConfig, gateway_address: str | None) -> Any:
-    """The :class:`hpo_node.ray_tune.CoreTrialScheduler` of the study (with its prediction log)."""
+    """The :class:`hpo_node.ray.CoreTrialScheduler` of the study (with its prediction log)."""
     from hpo_node.predictors import make_predictor_factory
-    from hpo_node.ray_tune import (
+    from hpo_node.ray import (
         ASHAScheduler,
         HyperbandScheduler,
         SwiftASHAScheduler,
@@ -583,7 +583,7 @@ def write_outputs(cfg: StudyConfig, scheduler: Any, summary: dict[str, Any]) -> 
 
 def _restored_scheduler(tuner: Any) -> Any:
     """The scheduler object a restored ``Tuner`` runs (unpickled from its ``tuner.pkl``)."""
-    from hpo_node.ray_tune import CoreTrialScheduler
+    from hpo_node.ray import CoreTrialScheduler
 
     sched = getattr(getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None),
                     "scheduler", None)
@@ -612,7 +612,7 @@ def run_study(
     from ray.tune.callback import Callback
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from hpo_node.ray_tune import ProgressCallback, SchedulerStateCallback
+    from hpo_node.ray import ProgressCallback, SchedulerStateCallback
     from hpo_node.trainables import train_digits
 
     out = getattr(sys, stream)
