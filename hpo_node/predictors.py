@@ -14,6 +14,7 @@ QSVR (in-process or through the gateway) does the same itself, as the reference 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import count
@@ -250,6 +251,10 @@ class GatewayPredictor(_FeaturePredictor):
     One ``Fit`` per :meth:`fit` (a new version of this predictor's model), one batched ``Predict``
     per :meth:`predict`; every call carries the deadline ``timeout`` (seconds). gRPC errors
     propagate as ``grpc.RpcError``. ``params`` are QSVR parameter names (e.g. ``num_reads=200``).
+
+    A secured gateway: ``tls_ca`` (TLS), ``tls_cert`` + ``tls_key`` (mutual TLS), and
+    ``token_env``, the *name* of an environment variable holding the bearer token. The token is
+    read when connecting, so it never sits in this object (which Ray pickles into checkpoints).
     """
 
     def __init__(
@@ -261,6 +266,10 @@ class GatewayPredictor(_FeaturePredictor):
         backend: str = "",
         model_prefix: str = "hpo-node",
         max_train: int | None = 20,
+        token_env: str | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
         **params: Any,
     ) -> None:
         super().__init__(features, max_train)
@@ -271,6 +280,8 @@ class GatewayPredictor(_FeaturePredictor):
             "timeout", timeout, 0.0, float("inf"), low_open=True, high_open=True
         )
         self.backend = backend
+        self.token_env = token_env
+        self.tls = {"tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key}
         self.params = dict(params)
         self.model_id = f"{model_prefix}-{next(_GATEWAY_IDS)}"
         self._client: Any = None
@@ -280,7 +291,12 @@ class GatewayPredictor(_FeaturePredictor):
         if self._client is None:
             from qpu_gateway.client import GatewayClient
 
-            self._client = GatewayClient(self.address, timeout=self.timeout)
+            token = None
+            if self.token_env:
+                token = os.environ.get(self.token_env)
+                if not token:
+                    raise ValueError(f"token_env: environment variable {self.token_env!r} is not set")
+            self._client = GatewayClient(self.address, timeout=self.timeout, token=token, **self.tls)
         return self._client
 
     def _fit(self, x: FloatArray, y: FloatArray, rng: np.random.Generator) -> None:

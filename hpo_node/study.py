@@ -41,6 +41,8 @@ Study TOML::
     [gateway]
     address = "auto"             # auto: start a child; none: no gateway; or HOST:PORT
     backend = "neal"
+    # token_env = "QHPO_GATEWAY_TOKEN"   # a secured gateway: the env variable with the token,
+    # tls_ca = "ca.pem"                  # TLS; tls_cert + tls_key for mutual TLS
 
     [resources]                  # per trial; fractional GPUs allowed
     cpu = 1
@@ -81,6 +83,8 @@ logger = logging.getLogger(__name__)
 
 SPACE_TYPES = ("loguniform", "uniform", "quniform", "choice")
 PREDICTOR_KINDS = ("gateway", "svr", "qsvr")
+# How to reach a secured gateway: token_env names the environment variable holding the token.
+GATEWAY_CONNECTION_KEYS = ("token_env", "tls_ca", "tls_cert", "tls_key")
 SWIFT = ("swift-asha", "swift-hyperband")
 _SECTIONS = ("study", "algorithm", "predictor", "gateway", "resources", "trainable", "space")
 _SERVING = re.compile(r"serving on (\S+:\d+)")
@@ -113,6 +117,7 @@ class StudyConfig:
     predictor_params: dict[str, Any] = field(default_factory=dict)
     gateway: str = "auto"
     gateway_backend: str = "neal"
+    gateway_connection: dict[str, str] = field(default_factory=dict)
     cpu: float = 1.0
     gpu: float = 0.0
     trainable: dict[str, Any] = field(default_factory=dict)
@@ -202,7 +207,7 @@ def study_from_dict(doc: Mapping[str, Any], base: Path | None = None) -> StudyCo
     pr = _section(doc, "predictor")
     _no_extra("predictor", pr, ("kind", "timeout_s", "retry_after_s", "params"))
     gw = _section(doc, "gateway")
-    _no_extra("gateway", gw, ("address", "backend"))
+    _no_extra("gateway", gw, ("address", "backend", *GATEWAY_CONNECTION_KEYS))
     rs = _section(doc, "resources")
     _no_extra("resources", rs, ("cpu", "gpu"))
     tr = _section(doc, "trainable")
@@ -277,6 +282,7 @@ def study_from_dict(doc: Mapping[str, Any], base: Path | None = None) -> StudyCo
         predictor_params=dict(pparams),
         gateway=gateway,
         gateway_backend=str(gw.get("backend", "neal")),
+        gateway_connection={k: str(gw[k]) for k in GATEWAY_CONNECTION_KEYS if k in gw},
         cpu=check_float("resources.cpu", rs.get("cpu", 1), 0.0, math.inf, low_open=True),
         gpu=check_float("resources.gpu", rs.get("gpu", 0), 0.0, math.inf),
         trainable=dict(tr),
@@ -386,7 +392,8 @@ def build_scheduler(cfg: StudyConfig, gateway_address: str | None) -> Any:
         if gateway_address is None:
             raise ValueError(f"a gateway address is needed for {cfg.algorithm} with the gateway")
         inner: Any = GatewayFactory(
-            gateway_address, timeout=cfg.predictor_timeout_s, **cfg.predictor_params
+            gateway_address, timeout=cfg.predictor_timeout_s, **cfg.gateway_connection,
+            **cfg.predictor_params,
         )
     else:
         inner = make_predictor_factory(cfg.predictor, **cfg.predictor_params)
@@ -640,7 +647,10 @@ def run_study(
             if child is None:
                 from qpu_gateway.client import GatewayClient
 
-                with GatewayClient(address, timeout=10) as client:
+                conn = dict(cfg.gateway_connection)
+                token_env = conn.pop("token_env", None)
+                token = os.environ.get(token_env) if token_env else None
+                with GatewayClient(address, timeout=10, token=token, **conn) as client:
                     client.wait_until_serving(timeout=30)
                 print(f"using qpu-gateway at {address}", file=out, flush=True)
         if not ray.is_initialized():

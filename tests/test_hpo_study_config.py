@@ -183,3 +183,11 @@ def test_hpo_study_config_add_run_parser_wires_into_a_cli(tmp_path: Path, capsys
     bad = parser.parse_args(["run", str(EXAMPLE), "--set", "algorithm.name=bohb"])
     assert run_args(bad) == 2
     assert "algorithm.name must be one of" in capsys.readouterr().err
+
+
+def test_hpo_study_config_gateway_connection_keys() -> None:
+    cfg = load_study(EXAMPLE, {"gateway.address": "gw:50051", "gateway.token_env": "QHPO_TOKEN",
+                               "gateway.tls_ca": "ca.pem"})
+    assert cfg.gateway_connection == {"token_env": "QHPO_TOKEN", "tls_ca": "ca.pem"}
+    with pytest.raises(ValueError, match="token"):
+        load_study(EXAMPLE, {"gateway.token": "secret-on-disk"})

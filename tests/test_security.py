@@ -129,3 +129,28 @@ def test_token_table_scopes_and_validation(tmp_path: Path) -> None:
     env_table = load_tokens(None, env={"QPU_GATEWAY_TOKENS": f"predict:{PREDICT}, admin:{ADMIN}"})
     assert env_table is not None and len(env_table) == 2
     assert load_tokens(None, env={}) is None
+
+
+def test_hpo_gateway_predictor_reaches_a_secured_gateway(tls_server, pki, monkeypatch) -> None:
+    from hpo_node.predictors import GatewayPredictor
+
+    curves = np.random.default_rng(0).random((12, 8)).cumsum(axis=1)[:, ::-1]
+    finals = curves[:, -1] * 0.9
+    monkeypatch.setenv("QHPO_TEST_TOKEN", PREDICT)
+    denied = GatewayPredictor(tls_server.address, token_env="QHPO_TEST_TOKEN", tls_ca=pki["ca"],
+                              num_reads=20, num_sweeps=10)
+    with pytest.raises(grpc.RpcError) as info:
+        denied.fit(curves, finals, None, seed=0)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    monkeypatch.setenv("QHPO_TEST_TOKEN", ADMIN)
+    predictor = GatewayPredictor(tls_server.address, token_env="QHPO_TEST_TOKEN", tls_ca=pki["ca"],
+                                 num_reads=20, num_sweeps=10)
+    predictor.fit(curves, finals, None, seed=0)
+    mean, spread = predictor.predict(curves, None)
+    assert mean.shape == spread.shape == (12,)
+    assert ADMIN not in repr(vars(predictor))
+    predictor.close()
+    monkeypatch.delenv("QHPO_TEST_TOKEN")
+    with pytest.raises(ValueError, match="token_env: environment variable 'QHPO_TEST_TOKEN' is not set"):
+        GatewayPredictor(tls_server.address, token_env="QHPO_TEST_TOKEN", num_reads=20).fit(
+            curves, finals, None, seed=0)
