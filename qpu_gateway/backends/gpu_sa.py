@@ -8,13 +8,20 @@ The algorithm is the one dwave-samplers runs per read:
 
 Here the reads are the batch dimension: each variable update is one vectorised step over all
 reads. Local fields ``f = diag(Q) + W x`` (``W = Q + Qᵀ`` off the diagonal) are kept and updated
-only where a flip was accepted, never recomputed. This torch implementation runs on the CPU (what
-CI tests) and on CUDA devices. A fused single-kernel GPU version is the next step and needs a GPU
-session to build and validate. Returned energies are recomputed by dimod from the samples in
-float64.
+only where a flip was accepted, never recomputed. Two implementations of the same algorithm:
 
-Settings: ``device`` (``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``), ``dtype`` (``float32`` |
-``float64``; default float64 on the CPU, float32 on CUDA), ``max_variables`` (default 4096).
+- ``torch``: one vectorised step per variable; runs on the CPU (what CI tests) and on CUDA.
+- ``triton``: every read's whole anneal fused into one GPU kernel
+  (:mod:`qpu_gateway.backends._sa_triton`; validated on the CPU with Triton's interpreter).
+
+The triton kernel runs each anneal to completion (``interrupt_function`` is polled only by the
+torch path), so its time is bounded by the gateway's ``max_num_sweeps``.
+``kernel="auto"`` picks ``triton`` on CUDA when triton is installed (it ships with CUDA builds of
+torch), else ``torch``. Returned energies are recomputed by dimod from the samples in float64.
+
+Settings: ``device`` (``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``), ``kernel`` (``auto`` | ``torch``
+| ``triton``), ``dtype`` of the torch kernel (``float32`` | ``float64``; default float64 on the
+CPU, float32 on CUDA; the triton kernel is float32), ``max_variables`` (default 4096).
 """
 
 from __future__ import annotations
@@ -119,14 +126,23 @@ def anneal(
 class TorchAnnealer(dimod.Sampler):
     """The ``gpu-sa`` sampler: :func:`anneal` on the best available device."""
 
-    def __init__(self, device: str = "auto", dtype: str | None = None, max_variables: int = 4096) -> None:
+    def __init__(
+        self,
+        device: str = "auto",
+        dtype: str | None = None,
+        max_variables: int = 4096,
+        kernel: str = "auto",
+    ) -> None:
         if dtype not in (None, "float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+        if kernel not in ("auto", "torch", "triton"):
+            raise ValueError(f"kernel must be auto, torch or triton, got {kernel!r}")
         if max_variables < 1:
             raise ValueError(f"max_variables must be >= 1, got {max_variables}")
         self.device = device
         self.dtype = dtype
         self.max_variables = max_variables
+        self.kernel = kernel
 
     @property
     def parameters(self) -> dict[str, list[Any]]:
@@ -135,7 +151,18 @@ class TorchAnnealer(dimod.Sampler):
 
     @property
     def properties(self) -> dict[str, Any]:
-        return {"device": self._device()}
+        return {"device": self._device(), "kernel": self._kernel(self._device())}
+
+    def _kernel(self, device: str) -> str:
+        if self.kernel != "auto":
+            return self.kernel
+        if not device.startswith("cuda"):
+            return "torch"
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return "torch"
+        return "triton"
 
     def _device(self) -> str:
         if self.device != "auto":
@@ -168,21 +195,33 @@ class TorchAnnealer(dimod.Sampler):
         if not 0 < lo <= hi:
             raise ValueError(f"beta_range must be two positive numbers, low <= high; got {(lo, hi)}")
         device = self._device()
-        dtype = self.dtype or ("float64" if device == "cpu" else "float32")
-        bits = anneal(q, np.geomspace(lo, hi, num_sweeps), int(num_reads), seed=seed,
-                      device=device, dtype=dtype, interrupt=interrupt_function)
+        kernel = self._kernel(device)
+        betas = np.geomspace(lo, hi, num_sweeps)
+        if kernel == "triton":
+            from qpu_gateway.backends._sa_triton import anneal_triton
+
+            run_seed = int(np.random.SeedSequence(seed).generate_state(1)[0])
+            bits = anneal_triton(q, betas, int(num_reads), seed=run_seed, device=device)
+        else:
+            dtype = self.dtype or ("float64" if device == "cpu" else "float32")
+            bits = anneal(q, betas, int(num_reads), seed=seed, device=device, dtype=dtype,
+                          interrupt=interrupt_function)
         if bqm.vartype is dimod.SPIN:
             bits = 2 * bits - 1
-        return dimod.SampleSet.from_samples_bqm((bits, variables), bqm,
-                                                info={"beta_range": [lo, hi], "device": device})
+        return dimod.SampleSet.from_samples_bqm(
+            (bits, variables), bqm, info={"beta_range": [lo, hi], "device": device, "kernel": kernel}
+        )
 
 
 def create(settings: Mapping[str, Any]) -> TorchAnnealer:
-    unknown = set(settings) - {"device", "dtype", "max_variables"}
+    unknown = set(settings) - {"device", "dtype", "max_variables", "kernel"}
     if unknown:
-        raise ValueError(f"unknown gpu-sa settings {sorted(unknown)}; known: device, dtype, max_variables")
+        raise ValueError(
+            f"unknown gpu-sa settings {sorted(unknown)}; known: device, dtype, kernel, max_variables"
+        )
     return TorchAnnealer(
         device=str(settings.get("device", "auto")),
         dtype=settings.get("dtype"),
         max_variables=int(settings.get("max_variables", 4096)),
+        kernel=str(settings.get("kernel", "auto")),
     )
