@@ -5,6 +5,7 @@ device, of dwave-samplers on one CPU core, and of dwave-samplers on every core (
 processes); mean energies of both, and their ratio.
 
     .venv/bin/python benchmarks/gpu_sa.py --sizes 20,80 --reads 1000 --sweeps 1000   # on a GPU
+    .venv/bin/python benchmarks/gpu_sa.py --sizes 20,80 --kernel torch               # the other kernel
     .venv/bin/python benchmarks/gpu_sa.py --sizes 20 --reads 100 --sweeps 100 --device cpu
 """
 
@@ -42,10 +43,12 @@ def main() -> None:
     p.add_argument("--reads", type=int, default=1000)
     p.add_argument("--sweeps", type=int, default=1000)
     p.add_argument("--device", default="auto")
+    p.add_argument("--kernel", default="auto", choices=("auto", "torch", "triton"))
     args = p.parse_args()
-    sampler = TorchAnnealer(device=args.device)
+    sampler = TorchAnnealer(device=args.device, kernel=args.kernel)
     cores = os.cpu_count() or 1
-    print(f"device: {sampler.properties['device']}; CPU cores: {cores}; {args.reads} reads x "
+    print(f"device: {sampler.properties['device']}, kernel {sampler.properties['kernel']}; "
+          f"CPU cores: {cores}; {args.reads} reads x "
           f"{args.sweeps} sweeps\n")
     print("| n | gpu-sa s | dwave 1 core s | dwave all cores s | ratio vs 1 core | ratio vs all cores "
           "| mean E gpu-sa | mean E dwave |")
