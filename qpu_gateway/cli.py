@@ -5,6 +5,7 @@
                     [--backend NAME] [--seed S] [--param gamma=0.03 ...]
     qpu-gateway predict --gateway HOST:PORT --model-id ID --data rows.csv [--out preds.csv]
     qpu-gateway models [--model-id ID] | qpu-gateway delete --model-id ID
+    qpu-gateway health [--gateway HOST:PORT] [--service NAME] [--wait SECONDS]   # exit 0: SERVING
 """
 
 from __future__ import annotations
@@ -185,6 +186,26 @@ def _delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _health(args: argparse.Namespace) -> int:
+    """Print the health status; exit 0 when SERVING (for probes and scripts), 1 otherwise."""
+    import grpc
+
+    with _client(args) as client:
+        if args.wait:
+            try:
+                client.wait_until_serving(timeout=args.wait)
+            except TimeoutError as exc:
+                print(f"qpu-gateway: {exc}", file=sys.stderr)
+                return 1
+        try:
+            status = client.health(args.service, timeout=args.timeout)
+        except grpc.RpcError as exc:
+            print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    print(status)
+    return 0 if status == "SERVING" else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--log-level", default=argparse.SUPPRESS, help="default INFO")
@@ -244,6 +265,13 @@ def _parser() -> argparse.ArgumentParser:
     client_args(d)
     d.add_argument("--model-id", required=True)
     d.set_defaults(func=_delete)
+
+    h = add("health", help="health check: prints the status, exit 0 when SERVING")
+    client_args(h)
+    h.add_argument("--service", default="", help="service name ('' = the whole server)")
+    h.add_argument("--wait", type=float, default=0.0,
+                   help="wait up to this many seconds for SERVING before answering")
+    h.set_defaults(func=_health)
     return p
 
 

@@ -71,3 +71,14 @@ def test_cli_fit_and_predict_csv_files(gateway_address: str, tmp_path: Path) -> 
 def test_example_gateway_config_loads() -> None:
     cfg = load_config(Path(__file__).resolve().parents[1] / "examples" / "gateway.toml", env={})
     assert cfg.backend == "neal" and cfg.allowed_backends == ["neal", "exact"]
+
+
+def test_cli_health_exit_code_tells_serving_from_down(gateway_address: str) -> None:
+    from tests.conftest import free_port
+
+    up = _run("health", "--gateway", gateway_address, "--service", "qpu_gateway.v1.Gateway")
+    assert up.returncode == 0 and up.stdout.strip() == "SERVING"
+    down = _run("health", "--gateway", f"127.0.0.1:{free_port()}", "--timeout", "2")
+    assert down.returncode == 1 and "UNAVAILABLE" in down.stderr
+    waited = _run("health", "--gateway", f"127.0.0.1:{free_port()}", "--wait", "1")
+    assert waited.returncode == 1 and "not SERVING after 1" in waited.stderr

@@ -25,9 +25,9 @@ EXPOSE 50051
 ENV QPU_GATEWAY_STORE=/data/models.sqlite \
     QPU_GATEWAY_BACKEND=neal
 
-# grpc.health.v1 through the project's client: SERVING -> healthy.
+# grpc.health.v1 through `qpu-gateway health` (exit 0 only when SERVING).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import sys; from qpu_gateway.client import GatewayClient; sys.exit(0 if GatewayClient('127.0.0.1:50051', timeout=3).health() == 'SERVING' else 1)"]
+    CMD ["qpu-gateway", "health", "--gateway", "127.0.0.1:50051", "--timeout", "3"]
 
 # SIGTERM: health turns NOT_SERVING, in-flight calls get grace_seconds, the store closes cleanly.
 STOPSIGNAL SIGTERM
