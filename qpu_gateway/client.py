@@ -157,13 +157,22 @@ class GatewayClient:
             request.version = version
         return self._stub.GetModel(request, timeout=timeout or self.timeout, metadata=self._metadata)
 
-    def list_models(self, model_id: str = "", *, timeout: float | None = None) -> list[pb.ModelInfo]:
-        """Latest version of every model, or every version of ``model_id``."""
-        reply = self._stub.ListModels(
-            pb.ListModelsRequest(model_id=model_id), timeout=timeout or self.timeout,
-            metadata=self._metadata,
-        )
-        return list(reply.models)
+    def list_models(
+        self, model_id: str = "", *, page_size: int = 0, timeout: float | None = None
+    ) -> list[pb.ModelInfo]:
+        """Latest version of every model, or every version of ``model_id`` (all pages)."""
+        models: list[pb.ModelInfo] = []
+        token = ""
+        while True:
+            reply = self._stub.ListModels(
+                pb.ListModelsRequest(model_id=model_id, page_size=page_size, page_token=token),
+                timeout=timeout or self.timeout,
+                metadata=self._metadata,
+            )
+            models.extend(reply.models)
+            token = reply.next_page_token
+            if not token:
+                return models
 
     def delete_model(self, model_id: str, *, timeout: float | None = None) -> int:
         """Delete every version of ``model_id``; returns how many were deleted."""

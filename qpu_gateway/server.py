@@ -190,8 +190,12 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsReply:
         async def call() -> pb.ListModelsReply:
-            records = self.service.list(request.model_id)
-            return pb.ListModelsReply(models=[record_to_proto(r) for r in records])
+            records, token = self.service.list(
+                request.model_id, page_size=request.page_size, page_token=request.page_token
+            )
+            return pb.ListModelsReply(
+                models=[record_to_proto(r) for r in records], next_page_token=token
+            )
 
         return await _guard(context, call)
 

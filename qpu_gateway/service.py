@@ -7,6 +7,8 @@ loaded estimators serves repeated Predicts without touching SQLite's state colum
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import re
 import threading
@@ -37,6 +39,8 @@ from qpu_gateway.store import ModelStore, StoredModel
 __all__ = ["FIT_PARAMS", "FitLimits", "GatewayService", "ModelRecord"]
 
 FIT_PARAMS: Final = PARAM_NAMES
+DEFAULT_PAGE_SIZE: Final = 100
+MAX_PAGE_SIZE: Final = 1000
 log = logging.getLogger("qpu_gateway.service")
 _MODEL_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
@@ -372,11 +376,26 @@ class GatewayService:
         _check_model_id(model_id)
         return _record(self.store.get(model_id, version, with_state=False))
 
-    def list(self, model_id: str = "") -> list[ModelRecord]:
-        """Latest version of every model, or every version of ``model_id``."""
+    def list(
+        self, model_id: str = "", *, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[ModelRecord], str]:
+        """A page of the latest version of every model, or of every version of ``model_id``.
+
+        Returns the records and the token of the next page ("" after the last one). Pages are
+        keyset-based, so models added or deleted meanwhile never shift a page.
+        """
         if model_id:
             _check_model_id(model_id)
-        return [_record(m) for m in self.store.list(model_id or None)]
+        if page_size < 0 or page_size > MAX_PAGE_SIZE:
+            raise InvalidArgumentError("page_size", f"must be in [0, {MAX_PAGE_SIZE}], got {page_size}")
+        size = page_size or DEFAULT_PAGE_SIZE
+        after = _decode_token(page_token, model_id)
+        rows = self.store.list(model_id or None, limit=size + 1, after=after)
+        page = [_record(m) for m in rows[:size]]
+        more = len(rows) > size
+        last = page[-1] if page else None
+        token = _encode_token(model_id, last.version if model_id else last.model_id) if more and last else ""
+        return page, token
 
     def delete(self, model_id: str) -> int:
         """Delete every version of ``model_id``; returns how many were deleted."""
@@ -406,6 +425,25 @@ class GatewayService:
             self._cache.move_to_end(key)
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
+
+
+def _encode_token(model_id: str, after: str | int) -> str:
+    raw = json.dumps({"m": model_id, "a": after}).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_token(token: str, model_id: str) -> str | int | None:
+    if not token:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        after = data["a"]
+        same = data["m"] == model_id
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidArgumentError("page_token", "is not a token this server issued") from exc
+    if not same or not isinstance(after, (str, int)):
+        raise InvalidArgumentError("page_token", "belongs to another listing (model_id differs)")
+    return after
 
 
 def _record(m: StoredModel) -> ModelRecord:

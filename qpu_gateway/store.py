@@ -118,21 +118,29 @@ class ModelStore:
             raise ModelNotFoundError(f"model {model_id!r} not found")
         return int(v)
 
-    def list(self, model_id: str | None = None) -> list[StoredModel]:
-        """Metadata of the latest version of every model, or of every version of one model."""
+    def list(
+        self, model_id: str | None = None, *, limit: int | None = None, after: str | int | None = None
+    ) -> list[StoredModel]:
+        """Metadata of the latest version of every model (ordered by model_id), or of every
+        version of one model (ordered by version); at most ``limit`` rows after the key ``after``
+        (a model_id, or a version), for keyset pagination."""
         if model_id:
             sql = (
                 "SELECT model_id, version, created_at, info FROM models WHERE model_id = ? "
-                "ORDER BY version"
+                "AND version > ? ORDER BY version"
             )
-            args: tuple[Any, ...] = (model_id,)
+            args: tuple[Any, ...] = (model_id, int(after or 0))
         else:
             sql = (
                 "SELECT m.model_id, m.version, m.created_at, m.info FROM models m "
                 "JOIN (SELECT model_id, MAX(version) AS v FROM models GROUP BY model_id) l "
-                "ON m.model_id = l.model_id AND m.version = l.v ORDER BY m.created_at, m.model_id"
+                "ON m.model_id = l.model_id AND m.version = l.v WHERE m.model_id > ? "
+                "ORDER BY m.model_id"
             )
-            args = ()
+            args = ("" if after is None else str(after),)
+        if limit is not None:
+            sql += " LIMIT ?"
+            args += (int(limit),)
         with self._lock:
             rows = self._conn.execute(sql, args).fetchall()
         return [_row_to_model(r) for r in rows]

@@ -62,6 +62,7 @@ def test_gateway_fit_then_predict_in_caller_units(gateway_address: str) -> None:
         again = client.fit(x[:20], y_units[:20], model_id=info.model_id, seed=8, **FAST)
         assert again.version == 2
         assert [m.version for m in client.list_models(info.model_id)] == [1, 2]
+        assert [m.version for m in client.list_models(info.model_id, page_size=1)] == [1, 2]
         assert client.get_model(info.model_id, version=1).seed == 7
 
 

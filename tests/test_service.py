@@ -60,7 +60,7 @@ def test_service_fit_rejects_bad_input_naming_the_field(
         service.fit(x, y, **kwargs)
     assert info.value.field == field
     assert str(info.value).startswith(field + ":")
-    assert service.list() == []
+    assert service.list()[0] == []
 
 
 def test_service_refuses_backends_outside_the_allowed_list(service: GatewayService) -> None:
@@ -145,3 +145,22 @@ def test_service_enforces_feature_and_predict_row_limits() -> None:
     with pytest.raises(InvalidArgumentError, match="max_predict_rows = 5"):
         service.predict(rec.model_id, x[:, :3])
     assert service.predict(rec.model_id, x[:5, :3])[0].shape == (5,)
+
+
+def test_service_list_pages_cover_every_model_once_even_when_models_change() -> None:
+    service = GatewayService(ModelStore(":memory:"), BackendRegistry())
+    x, y = _data(4, 2)
+    for i in range(7):
+        service.fit(x, y, model_id=f"m{i}", params={"k": 1, "num_reads": 5, "num_sweeps": 5})
+    first, token = service.list(page_size=3)
+    assert [r.model_id for r in first] == ["m0", "m1", "m2"] and token
+    service.delete("m0")
+    second, token = service.list(page_size=3, page_token=token)
+    third, last = service.list(page_size=3, page_token=token)
+    assert [r.model_id for r in second + third] == ["m3", "m4", "m5", "m6"] and last == ""
+    with pytest.raises(InvalidArgumentError, match="page_token: belongs to another listing"):
+        service.list("m1", page_token=token)
+    with pytest.raises(InvalidArgumentError, match="page_token: is not a token"):
+        service.list(page_token="garbage!")
+    with pytest.raises(InvalidArgumentError, match="page_size: must be in"):
+        service.list(page_size=5000)
