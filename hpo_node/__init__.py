@@ -1,6 +1,7 @@
 """hpo_node: engine-agnostic HPO schedulers (SHA, Hyperband, ASHA, Swift-Hyperband, Swift-ASHA),
-final-loss predictors (SVR, QSVR in-process, QSVR over the gateway) and a learning-curve replay
-simulator. See :mod:`hpo_node.core` for the scheduler interface."""
+final-loss predictors (SVR, QSVR in-process, QSVR over the gateway), configuration searchers (random,
+TPE, GP-EI, evolution) and a learning-curve replay simulator. See :mod:`hpo_node.core` for the
+scheduler interface and :mod:`hpo_node.search` for the searcher interface."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from hpo_node.predictors import (
     make_predictor_factory,
 )
 from hpo_node.replay import CurveTable, RunResult, simulate
+from hpo_node.search import Searcher, SearchSpace, make_searcher
 
 __all__ = [
     "ASHA",
@@ -31,10 +33,13 @@ __all__ = [
     "RunResult",
     "SVRPredictor",
     "Scheduler",
+    "SearchSpace",
+    "Searcher",
     "SuccessiveHalving",
     "SwiftASHA",
     "SwiftHyperband",
     "TrialState",
     "make_predictor_factory",
+    "make_searcher",
     "simulate",
 ]

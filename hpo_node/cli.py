@@ -15,6 +15,7 @@ import numpy as np
 from hpo_node.algorithms import ALGORITHMS, make_driver
 from hpo_node.predictors import PREDICTORS, CurveFeatures
 from hpo_node.replay import CurveTable, RunResult, simulate
+from hpo_node.search import SEARCHERS, Searcher, SearchSpace, make_searcher
 
 _FIGURES = ("epochs", "best_loss", "regret", "makespan")
 
@@ -61,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="replay one algorithm over seeds")
     _add_common(sim)
     sim.add_argument("--algorithm", required=True, choices=ALGORITHMS)
+    sim.add_argument(
+        "--searcher",
+        choices=SEARCHERS,
+        default=None,
+        help="configuration searcher (default: random, the seeded permutation of the rows); "
+        "when given, the result is labelled SEARCHER+ALGORITHM",
+    )
     seeds = sim.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", type=int, default=None, help="run seeds 0 .. N-1")
     seeds.add_argument("--seed", type=int, default=None, help="run this one seed")
@@ -68,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="several algorithms on the same seeds")
     _add_common(cmp_)
     cmp_.add_argument("--algorithms", required=True, help="comma-separated algorithm names")
+    cmp_.add_argument(
+        "--searcher",
+        default=None,
+        help=f"comma-separated searchers among {', '.join(SEARCHERS)} (default: random); when "
+        "given, every searcher runs with every algorithm and rows are labelled SEARCHER+ALGORITHM",
+    )
     cmp_.add_argument("--seeds", type=int, default=10, help="run seeds 0 .. N-1 (default: 10)")
     cmp_.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     from hpo_node.study import add_run_parser
@@ -76,7 +90,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _runs(args: argparse.Namespace, table: CurveTable, name: str, seeds: list[int]) -> list[RunResult]:
+def _searcher(name: str, table: CurveTable, seed: int) -> Searcher | None:
+    """``None`` for ``random``: the replay's seeded permutation of the rows (unchanged results)."""
+    if name == "random":
+        return None
+    space = SearchSpace.from_table(table.hparams, table.hparam_names, table.categorical)
+    return make_searcher(name, space, seed=seed)
+
+
+def _runs(
+    args: argparse.Namespace,
+    table: CurveTable,
+    name: str,
+    seeds: list[int],
+    searcher: str = "random",
+) -> list[RunResult]:
     r_max = args.max_resource or table.n_epochs
     params: dict[str, Any] = {}
     if args.num_reads is not None:
@@ -102,7 +130,16 @@ def _runs(args: argparse.Namespace, table: CurveTable, name: str, seeds: list[in
             options=options,
         )
         try:
-            out.append(simulate(table, driver, seed=seed, max_resource=r_max, workers=args.workers))
+            out.append(
+                simulate(
+                    table,
+                    driver,
+                    seed=seed,
+                    max_resource=r_max,
+                    workers=args.workers,
+                    searcher=_searcher(searcher, table, seed),
+                )
+            )
         finally:
             driver.close()
     return out
@@ -150,12 +187,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     table = CurveTable.from_csv(args.data, args.metric, args.mode)
     n_seeds = args.seeds if args.seeds is not None else 1
     seeds = [args.seed] if args.seed is not None else list(range(n_seeds))
-    runs = _runs(args, table, args.algorithm, seeds)
-    obj = summary(args.algorithm, runs)
+    runs = _runs(args, table, args.algorithm, seeds, args.searcher or "random")
+    label = args.algorithm if args.searcher is None else f"{args.searcher}+{args.algorithm}"
+    obj = summary(label, runs)
     if args.json:
         print(json.dumps(obj))
         return 0
-    print(f"{args.algorithm} on {args.data} ({len(runs)} seeds)")
+    print(f"{label} on {args.data} ({len(runs)} seeds)")
     for r in runs:
         print(
             f"seed {r.seed}: epochs {r.epochs}  best {r.best_loss}  regret {r.regret}  "
@@ -222,7 +260,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if bad:
         raise ValueError(f"algorithms must be among {', '.join(ALGORITHMS)}, got {bad}")
     seeds = list(range(args.seeds))
-    results = {name: _runs(args, table, name, seeds) for name in names}
+    if args.searcher is None:
+        results = {name: _runs(args, table, name, seeds) for name in names}
+    else:
+        searchers = [s.strip() for s in args.searcher.split(",") if s.strip()]
+        bad = [s for s in searchers if s not in SEARCHERS]
+        if bad or not searchers:
+            raise ValueError(f"searcher must be among {', '.join(SEARCHERS)}, got {args.searcher!r}")
+        results = {
+            f"{s}+{name}": _runs(args, table, name, seeds, s) for s in searchers for name in names
+        }
     args.out.mkdir(parents=True, exist_ok=True)
     raw = {
         "data": str(args.data),

@@ -205,6 +205,15 @@ class Scheduler(ABC):
         self._hparams[trial_id] = {str(k): float(v) for k, v in (hparams or {}).items()}
         self._pending.append(trial_id)
 
+    def set_hparams(self, trial_id: str, hparams: Mapping[str, float]) -> None:
+        """Attach the configuration of a trial added without one (an engine whose searcher chooses
+        it when the trial starts); allowed until the trial's first report."""
+        if trial_id not in self._state:
+            raise ValueError(f"trial_id must name an added trial, got {trial_id!r}")
+        if self._curve[trial_id]:
+            raise ValueError(f"trial_id must not have reported yet, got {trial_id!r}")
+        self._hparams[trial_id] = {str(k): float(v) for k, v in hparams.items()}
+
     def next_job(self) -> Job | None:
         """What a free worker should run next, or ``None`` when nothing can start now."""
         job = self._next_job()

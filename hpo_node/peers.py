@@ -54,6 +54,9 @@ class OptunaPeer:
     def add_trial(self, trial_id: str, hparams: dict[str, float] | None = None) -> None:
         self._pending.append(trial_id)
 
+    def set_hparams(self, trial_id: str, hparams: dict[str, float]) -> None:
+        """Optuna draws its own parameters; the table's are not needed."""
+
     def trials_needed(self) -> int:
         return self.n_trials
 

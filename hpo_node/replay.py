@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hpo_node.core import Decision, Job, check_choice, check_int
+from hpo_node.search import Searcher
 
 _EPOCH_COL = re.compile(r"^(?P<metric>.+)_(?P<epoch>\d+)$")
 
@@ -30,7 +31,8 @@ class CurveTable:
     """Recorded learning curves.
 
     ``curves`` ``(n_rows, n_epochs)`` in loss orientation (lower is better; the metric negated for
-    ``mode="max"``), ``hparams`` ``(n_rows, n_hparams)`` numeric (categorical columns as codes).
+    ``mode="max"``), ``hparams`` ``(n_rows, n_hparams)`` numeric (categorical columns as codes,
+    named in ``categorical``).
     """
 
     curves: NDArray[np.float64]
@@ -38,6 +40,7 @@ class CurveTable:
     hparam_names: tuple[str, ...]
     metric: str = "loss"
     mode: str = "min"
+    categorical: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, ("min", "max"))
@@ -49,6 +52,9 @@ class CurveTable:
             raise ValueError(
                 f"hparams must have {self.curves.shape[0]} rows, got {self.hparams.shape[0]}"
             )
+        unknown = [c for c in self.categorical if c not in self.hparam_names]
+        if unknown:
+            raise ValueError(f"categorical must name hparam columns {self.hparam_names}, got {unknown}")
 
     @property
     def n_rows(self) -> int:
@@ -79,6 +85,7 @@ class CurveTable:
             self.hparam_names,
             self.metric,
             self.mode,
+            self.categorical,
         )
 
     @classmethod
@@ -90,13 +97,14 @@ class CurveTable:
         *,
         metric: str = "loss",
         mode: str = "min",
+        categorical: Sequence[str] = (),
     ) -> CurveTable:
         """Build a table from metric values ``(rows, epochs)`` in the metric's own units."""
         c = np.asarray(curves, dtype=np.float64)
         h = np.zeros((c.shape[0], 0)) if hparams is None else np.asarray(hparams, dtype=np.float64)
         names = tuple(hparam_names or (f"h{j}" for j in range(h.shape[1])))
         check_choice("mode", mode, ("min", "max"))
-        return cls(c if mode == "min" else -c, h, names, metric, mode)
+        return cls(c if mode == "min" else -c, h, names, metric, mode, tuple(categorical))
 
     @classmethod
     def from_csv(cls, path: str | Path, metric: str = "loss", mode: str = "min") -> CurveTable:
@@ -125,19 +133,23 @@ class CurveTable:
         cols = metrics[metric]
         values = df[[cols[e] for e in range(len(cols))]].to_numpy(dtype=np.float64)
         h = np.empty((len(df), len(names)))
+        categorical = []
         for j, n in enumerate(names):
             col = df[n]
             if col.dtype.kind in "biuf":
                 h[:, j] = col.to_numpy(dtype=np.float64)
             else:
                 h[:, j] = pd.factorize(col)[0]
-        return cls.from_arrays(values, h, names, metric=metric, mode=mode)
+                categorical.append(n)
+        return cls.from_arrays(values, h, names, metric=metric, mode=mode, categorical=categorical)
 
 
 class Driver(Protocol):
     """What the simulator drives: a :class:`hpo_node.core.Scheduler` or an Optuna peer."""
 
     def add_trial(self, trial_id: str, hparams: dict[str, float] | None = None) -> None: ...
+
+    def set_hparams(self, trial_id: str, hparams: dict[str, float]) -> None: ...
 
     def next_job(self) -> Job | None: ...
 
@@ -179,12 +191,18 @@ def simulate(
     seed: int,
     max_resource: int,
     workers: int = 1,
+    searcher: Searcher | None = None,
 ) -> RunResult:
     """Replay one run of ``driver`` on ``table``.
 
-    Rows are drawn without replacement in the order of ``default_rng(seed).permutation``; as many
-    are added as ``driver.trials_needed()`` asks for. Events at the same simulated time are handled
-    in worker order, then free workers ask for jobs in worker order, so a run is deterministic.
+    Without ``searcher`` (random search over the table), rows are drawn without replacement in the
+    order of ``default_rng(seed).permutation``; as many are added as ``driver.trials_needed()``
+    asks for. With a ``searcher``, the driver gets as many trials ``trial-<k>`` without
+    configuration; when one first starts, the searcher selects its row among the rows not used yet
+    (:meth:`Searcher.select`) and the driver receives its hyperparameters (``set_hparams``). The
+    searcher observes every reported loss, and a configuration stops being pending when its trial
+    pauses or stops. Events at the same simulated time are handled in worker order, then free
+    workers ask for jobs in worker order, so a run is deterministic.
     """
     check_int("seed", seed, 0)
     r_max = check_int("max_resource", max_resource, 1)
@@ -199,12 +217,21 @@ def simulate(
             f"the table has {table.n_rows} rows but the algorithm needs {need} configurations"
         )
     t0 = time.perf_counter()
-    order = np.random.default_rng(seed).permutation(table.n_rows)[:need]
     row_of: dict[str, int] = {}
-    for row in order:
-        tid = f"row-{int(row)}"
-        row_of[tid] = int(row)
-        driver.add_trial(tid, table.hparams_of(int(row)))
+    unused: list[int] = list(range(table.n_rows))
+    if searcher is None:
+        for row in np.random.default_rng(seed).permutation(table.n_rows)[:need]:
+            tid = f"row-{int(row)}"
+            row_of[tid] = int(row)
+            driver.add_trial(tid, table.hparams_of(int(row)))
+    else:
+        for k in range(need):
+            driver.add_trial(f"trial-{k}", None)
+
+    def bind(tid: str, chooser: Searcher) -> None:
+        i = chooser.select([table.hparams_of(r) for r in unused])
+        row_of[tid] = unused.pop(i)
+        driver.set_hparams(tid, table.hparams_of(row_of[tid]))
 
     progress: dict[str, int] = {}
     on_worker: dict[int, str] = {}
@@ -226,6 +253,8 @@ def simulate(
             if job is None:
                 break
             if job.trial_id not in progress:
+                if searcher is not None:
+                    bind(job.trial_id, searcher)
                 progress[job.trial_id] = 0
                 started += 1
             wk = free.pop(0)
@@ -250,6 +279,11 @@ def simulate(
             reports += 1
             t = time.perf_counter()
             decision = driver.report(tid, res, loss)
+            if searcher is not None:
+                config = table.hparams_of(row_of[tid])
+                searcher.observe(config, res, loss)
+                if decision != Decision.CONTINUE:
+                    searcher.release(config)
             decision_s += time.perf_counter() - t
             if res == r_max and (best is None or loss < best):
                 best = loss
