@@ -11,9 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import re
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from qpu_gateway.client import GatewayClient
+from qpu_gateway.process import GatewayProcess
 from qpu_gateway.qsvr import DEFAULT_NUM_SWEEPS, QSVR
 from qpu_gateway.qubo import build_svr_qubo, precision_weights, rbf_kernel
 
@@ -89,20 +87,9 @@ def main() -> None:
     print(f"| Predict 1000 rows in-process (mean and std) | {pred * 1e3:.3f} ms |")
 
     with tempfile.TemporaryDirectory() as tmp:
-        log = Path(tmp) / "gw.log"
-        with open(log, "wb") as fh:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "qpu_gateway", "serve", "--address", "127.0.0.1:0",
-                 "--store", str(Path(tmp) / "m.sqlite")], stdout=fh, stderr=subprocess.STDOUT,
-            )
+        gateway = GatewayProcess(Path(tmp) / "m.sqlite").start()
         try:
-            address = ""
-            for _ in range(600):
-                m = re.search(r"serving on (\S+:\d+)", log.read_text())
-                if m:
-                    address = m.group(1)
-                    break
-                time.sleep(0.05)
+            address = gateway.address
             with GatewayClient(address) as client:
                 client.wait_until_serving()
                 t0 = time.perf_counter()
@@ -124,8 +111,7 @@ def main() -> None:
             print(f"| Predict 1 row over gRPC, sequential calls/s | {len(lat) / lat_ms.sum() * 1e3:.0f} |")
             print(f"| Predict over gRPC in batches of 1000 rows, predictions/s | {1000 / batch:.0f} |")
         finally:
-            proc.terminate()
-            proc.wait(20)
+            gateway.stop()
 
 
 if __name__ == "__main__":

@@ -16,9 +16,6 @@ measured.
 from __future__ import annotations
 
 import argparse
-import re
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,21 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from qpu_gateway.client import GatewayClient
-
-
-def start(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    log = tmp / "gw.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "qpu_gateway", "serve", "--address",
-                                 "127.0.0.1:0", "--store", str(tmp / "m.sqlite")],
-                                stdout=fh, stderr=subprocess.STDOUT)
-    for _ in range(1200):
-        m = re.search(r"serving on (\S+:\d+)", log.read_text())
-        if m:
-            return proc, m.group(1)
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit(f"gateway did not start:\n{log.read_text()}")
+from qpu_gateway.process import GatewayProcess
 
 
 def storm(address: str, model: str, x: np.ndarray, clients: int, requests: int,
@@ -80,46 +63,42 @@ def main() -> None:
     args = p.parse_args()
     rng = np.random.default_rng(0)
     xt, yt = rng.random((20, 25)), rng.random(20)
-    with tempfile.TemporaryDirectory() as d:
-        proc, address = start(Path(d))
-        try:
-            with GatewayClient(address, timeout=120) as admin:
-                model = admin.fit(xt, yt, seed=0).model_id
-                one = xt[:1]
-                lat, errors, wall = storm(address, model, one, args.clients, args.requests)
-                n = args.clients * args.requests
-                print("| figure | value |\n|---|---|")
-                print(f"| {args.clients} clients x {args.requests} one-row Predicts: errors "
-                      f"| {errors} of {n} |")
-                print(f"| Predict p50 / p99 | {np.percentile(lat, 50) * 1e3:.2f} ms / "
-                      f"{np.percentile(lat, 99) * 1e3:.2f} ms |")
-                print(f"| throughput | {n / wall:.0f} Predicts/s |")
+    with tempfile.TemporaryDirectory() as d, GatewayProcess(Path(d) / "m.sqlite") as gateway:
+        address = gateway.address
+        with GatewayClient(address, timeout=120) as admin:
+            model = admin.fit(xt, yt, seed=0).model_id
+            one = xt[:1]
+            lat, errors, wall = storm(address, model, one, args.clients, args.requests)
+            n = args.clients * args.requests
+            print("| figure | value |\n|---|---|")
+            print(f"| {args.clients} clients x {args.requests} one-row Predicts: errors "
+                  f"| {errors} of {n} |")
+            print(f"| Predict p50 / p99 | {np.percentile(lat, 50) * 1e3:.2f} ms / "
+                  f"{np.percentile(lat, 99) * 1e3:.2f} ms |")
+            print(f"| throughput | {n / wall:.0f} Predicts/s |")
 
-                stop = threading.Event()
-                fits = [0]
+            stop = threading.Event()
+            fits = [0]
 
-                def fitter() -> None:
-                    with GatewayClient(address, timeout=120) as c:
-                        while not stop.is_set():
-                            c.fit(xt, yt, num_reads=1000)
-                            fits[0] += 1
+            def fitter() -> None:
+                with GatewayClient(address, timeout=120) as c:
+                    while not stop.is_set():
+                        c.fit(xt, yt, num_reads=1000)
+                        fits[0] += 1
 
-                fitters = [threading.Thread(target=fitter) for _ in range(2)]
-                for t in fitters:
-                    t.start()
-                time.sleep(0.5)
-                lat2, errors2, wall2 = storm(address, model, one, args.clients, args.requests)
-                stop.set()
-                for t in fitters:
-                    t.join()
-                print(f"| same, while 2 Fits run (1000 reads each; {fits[0]} Fits done): errors | "
-                      f"{errors2} of {n} |")
-                print(f"| Predict p50 / p99 while Fits run | {np.percentile(lat2, 50) * 1e3:.2f} ms / "
-                      f"{np.percentile(lat2, 99) * 1e3:.2f} ms |")
-                print(f"| throughput while Fits run | {n / wall2:.0f} Predicts/s |")
-        finally:
-            proc.terminate()
-            proc.wait(30)
+            fitters = [threading.Thread(target=fitter) for _ in range(2)]
+            for t in fitters:
+                t.start()
+            time.sleep(0.5)
+            lat2, errors2, wall2 = storm(address, model, one, args.clients, args.requests)
+            stop.set()
+            for t in fitters:
+                t.join()
+            print(f"| same, while 2 Fits run (1000 reads each; {fits[0]} Fits done): errors | "
+                  f"{errors2} of {n} |")
+            print(f"| Predict p50 / p99 while Fits run | {np.percentile(lat2, 50) * 1e3:.2f} ms / "
+                  f"{np.percentile(lat2, 99) * 1e3:.2f} ms |")
+            print(f"| throughput while Fits run | {n / wall2:.0f} Predicts/s |")
 
 
 if __name__ == "__main__":

@@ -17,38 +17,17 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from hpo_node.synthetic import synthetic_table
 from qpu_gateway.client import GatewayClient
+from qpu_gateway.process import GatewayProcess
 
 HPO_NODE = "import sys; from hpo_node.cli import main; sys.exit(main())"
-
-
-def start_gateway(out: Path) -> tuple[subprocess.Popen[bytes], str]:
-    log = out / "gateway.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "qpu_gateway", "serve", "--address", "127.0.0.1:0",
-             "--backend", "neal", "--store", str(out / "gateway.sqlite")],
-            stdout=fh, stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        m = re.search(r"serving on (\S+:\d+)", log.read_text())
-        if m:
-            return proc, m.group(1)
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit(f"the gateway did not start; see {log}:\n{log.read_text()}")
 
 
 def main() -> int:
@@ -69,7 +48,9 @@ def main() -> int:
         w.writerows(np.column_stack([table.hparams, table.curves]).tolist())
     print(f"[1/4] {args.rows} synthetic learning curves x {args.epochs} epochs -> {curves_csv}")
 
-    proc, address = start_gateway(out)
+    gateway = GatewayProcess(out / "gateway.sqlite", "--backend", "neal",
+                             log_path=out / "gateway.log").start()
+    address = gateway.address
     try:
         with GatewayClient(address, timeout=120) as client:
             client.wait_until_serving()
@@ -112,10 +93,9 @@ def main() -> int:
                        "stored_models": len(models), "replay": results}
             (out / "summary.json").write_text(json.dumps(summary, indent=2))
     finally:
-        proc.terminate()
-        proc.wait(30)
-    print(f"done: gateway stopped (exit {proc.returncode}); results in {out}/")
-    return 0 if proc.returncode == 0 else 1
+        code = gateway.stop()
+    print(f"done: gateway stopped (exit {code}); results in {out}/")
+    return 0 if code == 0 else 1
 
 
 if __name__ == "__main__":

@@ -67,8 +67,6 @@ import logging
 import math
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
 import tomllib
@@ -78,6 +76,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo_node.core import check_choice, check_float, check_int
+from qpu_gateway.process import GatewayProcess
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +86,6 @@ PREDICTOR_KINDS = ("gateway", "svr", "qsvr")
 GATEWAY_CONNECTION_KEYS = ("token_env", "tls_ca", "tls_cert", "tls_key")
 SWIFT = ("swift-asha", "swift-hyperband")
 _SECTIONS = ("study", "algorithm", "predictor", "gateway", "resources", "trainable", "space")
-_SERVING = re.compile(r"serving on (\S+:\d+)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,58 +407,6 @@ def build_scheduler(cfg: StudyConfig, gateway_address: str | None) -> Any:
 # The gateway child process
 
 
-class GatewayChild:
-    """``python -m qpu_gateway serve`` on a free port, its store and log in ``directory``."""
-
-    def __init__(self, directory: Path, backend: str = "neal") -> None:
-        self.directory = directory
-        self.backend = backend
-        self.log_path = directory / "gateway.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.address = ""
-
-    def start(self, timeout: float = 60.0) -> str:
-        """Start, parse ``serving on HOST:PORT``, wait for SERVING; returns the address."""
-        from qpu_gateway.client import GatewayClient
-
-        self.directory.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "qpu_gateway", "serve", "--address", "127.0.0.1:0",
-               "--backend", self.backend, "--store", str(self.directory / "gateway.sqlite")]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = _SERVING.search(self.log_path.read_text(errors="replace"))
-            if m:
-                self.address = m.group(1)
-                break
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        if not self.address:
-            self.stop()
-            raise RuntimeError(
-                f"the gateway did not start; see {self.log_path}:\n"
-                f"{self.log_path.read_text(errors='replace')}"
-            )
-        with GatewayClient(self.address, timeout=10) as client:
-            client.wait_until_serving(timeout=max(deadline - time.monotonic(), 1.0))
-        return self.address
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM (graceful), SIGKILL after ``timeout``; returns the exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-
 # ---------------------------------------------------------------------------------------------
 # Progress and outputs
 
@@ -630,7 +576,7 @@ def run_study(
     # Tune warns for every resumed trial whose result.json is not in its storage yet; harmless.
     logging.getLogger("ray.tune.logger.logger").setLevel(logging.ERROR)
     t0 = time.monotonic()
-    child: GatewayChild | None = None
+    child: GatewayProcess | None = None
     started_ray = False
     address = None
     try:
@@ -640,8 +586,11 @@ def run_study(
             elif cfg.gateway != "auto":
                 address = cfg.gateway
             else:
-                child = GatewayChild(study_dir, cfg.gateway_backend)
-                address = child.start()
+                child = GatewayProcess(
+                    study_dir / "gateway.sqlite", "--backend", cfg.gateway_backend,
+                    log_path=study_dir / "gateway.log",
+                )
+                address = child.start().address
                 print(f"qpu-gateway started on {address} (backend {cfg.gateway_backend}, "
                       f"log {child.log_path})", file=out, flush=True)
             if child is None:
