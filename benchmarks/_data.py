@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-MLPF = REPO.parent / "shared" / "data" / "mlpf_delphes_curves.csv"
+MLPF = Path(os.environ.get("QHPO_MLPF_CSV", REPO.parent / "shared" / "data" / "mlpf_delphes_curves.csv"))
 
 
 def load_mlpf(known_fraction: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
     """Features = the first ``known_fraction`` of each loss curve, target = final loss.
 
     Returns x: (296, 25) and y: (296,) for the default fraction. Exits with a clear message when
-    ``../shared/data`` is absent.
+    the table is absent (``QHPO_MLPF_CSV`` points at another copy).
     """
     if not MLPF.exists():
         sys.exit(f"skipped: the shared learning-curve table is not at {MLPF}")

@@ -7,6 +7,7 @@ processes); mean energies of both, and their ratio.
     .venv/bin/python benchmarks/gpu_sa.py --sizes 20,80 --reads 1000 --sweeps 1000   # on a GPU
     .venv/bin/python benchmarks/gpu_sa.py --sizes 20,80 --kernel torch               # the other kernel
     .venv/bin/python benchmarks/gpu_sa.py --sizes 20 --reads 100 --sweeps 100 --device cpu
+    .venv/bin/python benchmarks/gpu_sa.py --sizes 20,80 --sweeps 100 --tune    # Triton layouts
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 import dimod
 import numpy as np
 
-from qpu_gateway.backends.gpu_sa import TorchAnnealer
+from qpu_gateway.backends.gpu_sa import TorchAnnealer, default_beta_range, dense_qubo
 from qpu_gateway.qubo import build_svr_qubo, rbf_kernel
 
 
@@ -37,6 +38,33 @@ def _dwave(args: tuple[dimod.BinaryQuadraticModel, int, int, int]) -> np.ndarray
                                               seed=seed).record.energy
 
 
+def tune(sizes: list[int], reads: int, sweeps: int, device: str) -> None:
+    """Time the fused kernel's layouts and launch shapes on the same problems (GPU only)."""
+    import torch
+
+    from qpu_gateway.backends._sa_triton import anneal_triton
+    from qpu_gateway.qubo import qubo_energy
+
+    variants = [("read", w, None) for w in (1, 2, 4)]
+    variants += [("tile", w, b) for w, b in ((1, 1), (1, 4), (2, 8), (4, 16), (4, 32))]
+    print(f"{reads} reads x {sweeps} sweeps on {device}\n")
+    print("| n | layout | warps | reads/program | s | mean E |\n|---|---|---|---|---|---|")
+    for n_points in sizes:
+        q = dense_qubo(qsvr_bqm(n_points))[0]
+        betas = np.geomspace(*default_beta_range(q), sweeps)
+        for layout, warps, block in variants:
+            run = {"seed": 1, "device": device, "layout": layout, "num_warps": warps,
+                   "block_reads": block}
+            anneal_triton(q, betas[:2], reads, **run)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            bits = anneal_triton(q, betas, reads, **run)
+            seconds = time.perf_counter() - t0
+            energy = qubo_energy(q, bits.astype(np.float64)).mean()
+            print(f"| {q.shape[0]} | {layout} | {warps} | {block or 1} | {seconds:.4f} | {energy:.4f} |",
+                  flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="20,80", help="training points N (n = 6N variables)")
@@ -44,7 +72,12 @@ def main() -> None:
     p.add_argument("--sweeps", type=int, default=1000)
     p.add_argument("--device", default="auto")
     p.add_argument("--kernel", default="auto", choices=("auto", "torch", "triton"))
+    p.add_argument("--tune", action="store_true", help="time the Triton kernel's layouts instead")
     args = p.parse_args()
+    if args.tune:
+        tune([int(v) for v in args.sizes.split(",")], args.reads, args.sweeps,
+             "cuda" if args.device == "auto" else args.device)
+        return
     sampler = TorchAnnealer(device=args.device, kernel=args.kernel)
     cores = os.cpu_count() or 1
     print(f"device: {sampler.properties['device']}, kernel {sampler.properties['kernel']}; "
@@ -70,7 +103,7 @@ def main() -> None:
             list(pool.map(_dwave, chunks))
             t_all = time.perf_counter() - t0
         print(f"| {bqm.num_variables} | {t_ours:.4f} | {t_one:.3f} | {t_all:.3f} | {t_one / t_ours:.1f}x "
-              f"| {t_all / t_ours:.1f}x | {ours.mean():.4f} | {theirs.mean():.4f} |")
+              f"| {t_all / t_ours:.1f}x | {ours.mean():.4f} | {theirs.mean():.4f} |", flush=True)
 
 
 if __name__ == "__main__":

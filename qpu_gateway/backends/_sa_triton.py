@@ -1,15 +1,22 @@
-"""The fused GPU kernel of ``gpu-sa``: every read's whole anneal in one Triton program.
+"""The fused GPU kernels of ``gpu-sa``: every read's whole anneal inside one Triton launch.
 
-Each program owns ``BLOCK_R`` reads. It keeps their states ``x`` and local fields ``f``
-(``BLOCK_R x N_PAD``) in registers for the whole anneal: all sweeps and all single-spin Metropolis
-steps run inside the kernel, with no launch per step. A step reads variable ``i``'s field and
-state with a one-hot reduction, draws one Philox uniform per read (``tl.rand(seed + sweep,
-i * R + read)``, so a seed reproduces a run on the same device), accepts with ``u < exp(-β ΔE)``,
-and on acceptance adds row ``i`` of ``W`` to the fields. It is the same algorithm as the torch
-path in :mod:`qpu_gateway.backends.gpu_sa`, in float32.
+The same algorithm as the torch path in :mod:`qpu_gateway.backends.gpu_sa`, in float32: single-spin
+Metropolis updates in a fixed variable order per sweep, one β per sweep, local fields kept and
+updated only on accepted flips. All sweeps and steps run inside the kernel, with no launch per
+step. Two layouts:
 
-Correctness is checked in Triton's interpreter on the CPU (``TRITON_INTERPRET=1``,
-``tests/test_gpu_sa.py``). Speed needs a GPU: ``benchmarks/gpu_sa.py``.
+- ``"read"`` (default): one program (``num_warps`` warps) per read. The read's spins ``s = 1 − 2x``
+  and fields ``f`` (``N_PAD``,) are spread over the program's lanes. A step draws one uniform ``u``
+  from the read's xorshift128 generator (Marsaglia 2003; the family dwave-samplers uses), turns it
+  into a threshold ``t = −ln(u)/β``, compares ``s·f < t`` lane-wise (ΔE of flipping each variable;
+  ``exp(−βΔE) > u`` without an ``exp``) and extracts variable ``i``'s verdict with one reduction.
+  Rows of ``W`` are read only when a flip is accepted (a branch uniform over the program).
+- ``"tile"``: one program per ``BLOCK_R`` reads, a (``BLOCK_R``, ``N_PAD``) register tile, every
+  step applied to all reads of the tile with masks; the randoms come from Philox (``tl.rand``).
+
+Both are deterministic for a seed on a given device. Correctness is checked in Triton's interpreter
+on the CPU (``TRITON_INTERPRET=1``, ``tests/test_gpu_sa.py``) and on CUDA where a GPU is present;
+speed is measured by ``benchmarks/gpu_sa.py``.
 """
 
 from __future__ import annotations
@@ -20,39 +27,70 @@ import triton
 import triton.language as tl
 from numpy.typing import NDArray
 
-__all__ = ["anneal_triton"]
+__all__ = ["LAYOUTS", "anneal_triton"]
+
+LAYOUTS = ("read", "tile")
 
 
 @triton.jit
-def _anneal_kernel(
-    w_ptr, lin_ptr, x_ptr, betas_ptr, seed, n, num_sweeps, num_reads,
+def _read_kernel(
+    w_ptr, f_ptr, s_ptr, rng_ptr, inv_betas_ptr, n, num_sweeps,
+    N_PAD: tl.constexpr,
+):
+    read = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, N_PAD)
+    s = tl.load(s_ptr + read * N_PAD + cols)
+    f = tl.load(f_ptr + read * N_PAD + cols)
+    a = tl.load(rng_ptr + read * 4).to(tl.uint32, bitcast=True)
+    b = tl.load(rng_ptr + read * 4 + 1).to(tl.uint32, bitcast=True)
+    c = tl.load(rng_ptr + read * 4 + 2).to(tl.uint32, bitcast=True)
+    d = tl.load(rng_ptr + read * 4 + 3).to(tl.uint32, bitcast=True)
+    for sweep in range(num_sweeps):
+        inv_beta = tl.load(inv_betas_ptr + sweep)
+        for i in range(n):
+            t = a ^ (a << 11)
+            a = b
+            b = c
+            c = d
+            d = d ^ (d >> 19) ^ (t ^ (t >> 8))
+            u = (d >> 8).to(tl.float32) * 5.9604644775390625e-08
+            threshold = -tl.log(u) * inv_beta
+            hit = (cols == i) & (s * f < threshold)
+            change = tl.sum(tl.where(hit, s, 0.0), axis=0)
+            if change != 0.0:
+                s = tl.where(cols == i, -s, s)
+                f += change * tl.load(w_ptr + i * N_PAD + cols)
+    tl.store(s_ptr + read * N_PAD + cols, s)
+
+
+@triton.jit
+def _tile_kernel(
+    w_ptr, f_ptr, s_ptr, betas_ptr, seed, n, num_sweeps, num_reads,
     N_PAD: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     pid = tl.program_id(0)
     reads = pid * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.arange(0, N_PAD)
-    rmask = reads < num_reads
-    cmask = cols < n
-    tile = rmask[:, None] & cmask[None, :]
-    x = tl.load(x_ptr + reads[:, None] * N_PAD + cols[None, :], mask=tile, other=0.0)
-    f = tl.zeros((BLOCK_R, N_PAD), dtype=tl.float32)
-    f += tl.load(lin_ptr + cols, mask=cmask, other=0.0)[None, :]
-    for j in range(n):
-        xj = tl.sum(tl.where(cols[None, :] == j, x, 0.0), axis=1)
-        f += xj[:, None] * tl.load(w_ptr + j * N_PAD + cols, mask=cmask, other=0.0)[None, :]
-    for s in range(num_sweeps):
-        beta = tl.load(betas_ptr + s)
+    tile = (reads < num_reads)[:, None] & (cols < N_PAD)[None, :]
+    offsets = reads[:, None] * N_PAD + cols[None, :]
+    s = tl.load(s_ptr + offsets, mask=tile, other=1.0)
+    f = tl.load(f_ptr + offsets, mask=tile, other=0.0)
+    for sweep in range(num_sweeps):
+        beta = tl.load(betas_ptr + sweep)
         for i in range(n):
             onehot = cols[None, :] == i
-            f_i = tl.sum(tl.where(onehot, f, 0.0), axis=1)
-            x_i = tl.sum(tl.where(onehot, x, 0.0), axis=1)
-            step = 1.0 - 2.0 * x_i
-            u = tl.rand(seed + s, i * num_reads + reads)
-            accept = u < tl.exp(-beta * step * f_i)
-            change = tl.where(accept, step, 0.0)
-            x += tl.where(onehot, change[:, None], 0.0)
-            f += change[:, None] * tl.load(w_ptr + i * N_PAD + cols, mask=cmask, other=0.0)[None, :]
-    tl.store(x_ptr + reads[:, None] * N_PAD + cols[None, :], x, mask=tile)
+            delta = tl.sum(tl.where(onehot, s * f, 0.0), axis=1)
+            s_i = tl.sum(tl.where(onehot, s, 0.0), axis=1)
+            u = tl.rand(seed + sweep, i * num_reads + reads)
+            change = tl.where(u < tl.exp(-beta * delta), s_i, 0.0)
+            s = tl.where(onehot, s - 2.0 * change[:, None], s)
+            f += change[:, None] * tl.load(w_ptr + i * N_PAD + cols)[None, :]
+    tl.store(s_ptr + offsets, s, mask=tile)
+
+
+def _default_warps(n_pad: int) -> int:
+    """Warps per read: 32 lanes cover up to 512 variables at 16 per lane, more lanes beyond."""
+    return int(min(8, max(1, n_pad // 512)))
 
 
 def anneal_triton(
@@ -62,33 +100,48 @@ def anneal_triton(
     *,
     seed: int,
     device: str,
+    layout: str = "read",
+    num_warps: int | None = None,
     block_reads: int | None = None,
 ) -> NDArray[np.int8]:
-    """Anneal the QUBO ``q`` (n, n), one sweep per β; returns (num_reads, n) bits.
+    """Anneal the QUBO ``q`` (n, n), one sweep per β in ``betas`` (S,); returns (num_reads, n) bits.
 
-    ``block_reads`` (a power of two) reads per program; by default ``8192 / N_PAD`` (at most 32)
-    keeps the two register tiles of a program near 16k floats whatever the problem size.
+    ``layout`` picks the kernel (module docstring). ``num_warps``: warps per program (default: one
+    per 512 padded variables for ``read``, 4 for ``tile``); ``block_reads`` (``tile`` only; a power
+    of two): reads per program, by default ``8192 / N_PAD`` (at most 32).
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     n = q.shape[0]
-    n_pad = max(16, triton.next_power_of_2(n))
-    if block_reads is None:
-        block_reads = max(1, min(32, 8192 // n_pad))
+    n_pad = max(32, triton.next_power_of_2(n))
     upper = np.triu(q, 1)
     w = np.zeros((n_pad, n_pad), dtype=np.float32)
     w[:n, :n] = upper + upper.T
     lin = np.zeros(n_pad, dtype=np.float32)
     lin[:n] = np.diag(q)
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(seed)
-    x0 = torch.zeros((num_reads, n_pad), dtype=torch.float32)
-    x0[:, :n] = torch.randint(0, 2, (num_reads, n), generator=gen).to(torch.float32)
+    rng = np.random.Generator(np.random.Philox(seed))
+    x0 = np.zeros((num_reads, n_pad), dtype=np.float32)
+    x0[:, :n] = rng.integers(0, 2, size=(num_reads, n))
     dev = torch.device(device)
-    x = x0.to(dev)
-    grid = (triton.cdiv(num_reads, block_reads),)
-    _anneal_kernel[grid](
-        torch.as_tensor(w, device=dev), torch.as_tensor(lin, device=dev), x,
-        torch.as_tensor(np.asarray(betas, dtype=np.float32), device=dev),
-        seed % (2**31 - 1), n, len(betas), num_reads,
-        N_PAD=n_pad, BLOCK_R=block_reads,
-    )
-    return x[:, :n].to(torch.int8).cpu().numpy()
+    w_t = torch.as_tensor(w, device=dev)
+    x = torch.as_tensor(x0, device=dev)
+    # Padded variables: spin +1 (x = 0), zero field and zero rows, never flipped by the kernels.
+    f = torch.as_tensor(lin, device=dev)[None, :] + x @ w_t
+    s = 1.0 - 2.0 * x
+    if layout == "read":
+        # xorshift128 must not start from an all-zero state: every word is drawn from [1, 2^32).
+        state = rng.integers(1, 2**32, size=(num_reads, 4), dtype=np.uint64).astype(np.uint32)
+        _read_kernel[(num_reads,)](
+            w_t, f.contiguous(), s, torch.as_tensor(state.view(np.int32), device=dev),
+            torch.as_tensor((1.0 / np.asarray(betas)).astype(np.float32), device=dev),
+            n, len(betas), N_PAD=n_pad, num_warps=num_warps or _default_warps(n_pad),
+        )
+    else:
+        if block_reads is None:
+            block_reads = max(1, min(32, 8192 // n_pad))
+        _tile_kernel[(triton.cdiv(num_reads, block_reads),)](
+            w_t, f.contiguous(), s, torch.as_tensor(np.asarray(betas, dtype=np.float32), device=dev),
+            seed % (2**31 - 1), n, len(betas), num_reads,
+            N_PAD=n_pad, BLOCK_R=block_reads, num_warps=num_warps or 4,
+        )
+    return ((1.0 - s[:, :n]) / 2).round().to(torch.int8).cpu().numpy()
