@@ -50,7 +50,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="20,50,100", help="training curves N per split")
     p.add_argument("--splits", type=int, default=10)
-    p.add_argument("--fits", type=int, default=20, help="timed gateway Fits per backend")
+    p.add_argument("--fits", type=int, default=20, help="timed gateway Fits per backend (0: none)")
     p.add_argument("--neal-max", type=int, default=100, help="largest N fitted with neal")
     p.add_argument("--gamma", type=float, default=0.1)
     args = p.parse_args()
@@ -59,7 +59,7 @@ def main() -> None:
     print(f"gpu-sa device: {gpu.properties['device']}, kernel {gpu.properties['kernel']}\n")
 
     print("| backend | Fit N=20 p50 ms | p90 ms | min ms |\n|---|---|---|---|")
-    for backend in ("gpu-sa", "neal"):
+    for backend in ("gpu-sa", "neal") if args.fits else ():
         s = np.asarray(fit_latency(backend, x[:20], y[:20], args.fits)) * 1e3
         print(f"| {backend} | {np.median(s):.1f} | {np.percentile(s, 90):.1f} | {s.min():.1f} |",
               flush=True)

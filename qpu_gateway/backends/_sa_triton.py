@@ -10,7 +10,9 @@ step. Two layouts:
   from the read's xorshift128 generator (Marsaglia 2003; the family dwave-samplers uses), turns it
   into a threshold ``t = −ln(u)/β``, compares ``s·f < t`` lane-wise (ΔE of flipping each variable;
   ``exp(−βΔE) > u`` without an ``exp``) and extracts variable ``i``'s verdict with one reduction.
-  Rows of ``W`` are read only when a flip is accepted (a branch uniform over the program).
+  The flip itself is a branch uniform over the program. ``PREFETCH`` says when row ``i`` of ``W``
+  is read: 0 only on an accepted flip, 1 at the start of every step (its latency overlaps the
+  step's arithmetic), 2 one step ahead.
 - ``"tile"``: one program per ``BLOCK_R`` reads, a (``BLOCK_R``, ``N_PAD``) register tile, every
   step applied to all reads of the tile with masks; the randoms come from Philox (``tl.rand``).
 
@@ -35,7 +37,7 @@ LAYOUTS = ("read", "tile")
 @triton.jit
 def _read_kernel(
     w_ptr, f_ptr, s_ptr, rng_ptr, inv_betas_ptr, n, num_sweeps,
-    N_PAD: tl.constexpr,
+    N_PAD: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     read = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, N_PAD)
@@ -45,9 +47,15 @@ def _read_kernel(
     b = tl.load(rng_ptr + read * 4 + 1).to(tl.uint32, bitcast=True)
     c = tl.load(rng_ptr + read * 4 + 2).to(tl.uint32, bitcast=True)
     d = tl.load(rng_ptr + read * 4 + 3).to(tl.uint32, bitcast=True)
+    ahead = tl.load(w_ptr + cols)
     for sweep in range(num_sweeps):
         inv_beta = tl.load(inv_betas_ptr + sweep)
         for i in range(n):
+            if PREFETCH == 1:
+                row = tl.load(w_ptr + i * N_PAD + cols)
+            elif PREFETCH == 2:
+                row = ahead
+                ahead = tl.load(w_ptr + ((i + 1) % n) * N_PAD + cols)
             t = a ^ (a << 11)
             a = b
             b = c
@@ -59,7 +67,10 @@ def _read_kernel(
             change = tl.sum(tl.where(hit, s, 0.0), axis=0)
             if change != 0.0:
                 s = tl.where(cols == i, -s, s)
-                f += change * tl.load(w_ptr + i * N_PAD + cols)
+                if PREFETCH == 0:
+                    f += change * tl.load(w_ptr + i * N_PAD + cols)
+                else:
+                    f += change * row
     tl.store(s_ptr + read * N_PAD + cols, s)
 
 
@@ -89,8 +100,8 @@ def _tile_kernel(
 
 
 def _default_warps(n_pad: int) -> int:
-    """Warps per read: 32 lanes cover up to 512 variables at 16 per lane, more lanes beyond."""
-    return int(min(8, max(1, n_pad // 512)))
+    """Warps per read: one warp up to 1024 variables (32 per lane), more lanes beyond."""
+    return int(min(8, max(1, n_pad // 1024)))
 
 
 def anneal_triton(
@@ -103,12 +114,14 @@ def anneal_triton(
     layout: str = "read",
     num_warps: int | None = None,
     block_reads: int | None = None,
+    prefetch: int = 1,
 ) -> NDArray[np.int8]:
     """Anneal the QUBO ``q`` (n, n), one sweep per β in ``betas`` (S,); returns (num_reads, n) bits.
 
     ``layout`` picks the kernel (module docstring). ``num_warps``: warps per program (default: one
     per 512 padded variables for ``read``, 4 for ``tile``); ``block_reads`` (``tile`` only; a power
-    of two): reads per program, by default ``8192 / N_PAD`` (at most 32).
+    of two): reads per program, by default ``8192 / N_PAD`` (at most 32); ``prefetch`` (``read``
+    only): 0, 1 or 2, when rows of ``W`` are read (module docstring).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -134,7 +147,8 @@ def anneal_triton(
         _read_kernel[(num_reads,)](
             w_t, f.contiguous(), s, torch.as_tensor(state.view(np.int32), device=dev),
             torch.as_tensor((1.0 / np.asarray(betas)).astype(np.float32), device=dev),
-            n, len(betas), N_PAD=n_pad, num_warps=num_warps or _default_warps(n_pad),
+            n, len(betas), N_PAD=n_pad, PREFETCH=prefetch,
+            num_warps=num_warps or _default_warps(n_pad),
         )
     else:
         if block_reads is None:
