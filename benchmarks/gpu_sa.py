@@ -45,24 +45,32 @@ def tune(sizes: list[int], reads: int, sweeps: int, device: str) -> None:
     from qpu_gateway.backends._sa_triton import anneal_triton
     from qpu_gateway.qubo import qubo_energy
 
-    variants = [("read", w, None, pf) for w in (1, 2) for pf in (0, 1, 2)]
-    variants += [("tile", w, b, 0) for w, b in ((1, 1), (1, 4), (4, 16))]
+    read = ((1, False, False), (2, False, False), (0, True, False), (1, True, False),
+            (1, False, True), (2, False, True))
+    variants = [("read", 1, None, pf, br, ga) for pf, br, ga in read]
+    variants += [("tile", 1, 1, 0, False, False), ("tile", 4, 16, 0, False, False)]
     print(f"{reads} reads x {sweeps} sweeps on {device}\n")
-    print("| n | layout | warps | reads/program | prefetch | s | mean E |\n|---|---|---|---|---|---|---|")
+    print("| n | layout | warps | reads/program | prefetch | branch | gather | s | mean E |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     for n_points in sizes:
         q = dense_qubo(qsvr_bqm(n_points))[0]
         betas = np.geomspace(*default_beta_range(q), sweeps)
-        for layout, warps, block, prefetch in variants:
+        for layout, warps, block, prefetch, branch, gather in variants:
             run = {"seed": 1, "device": device, "layout": layout, "num_warps": warps,
-                   "block_reads": block, "prefetch": prefetch}
-            anneal_triton(q, betas[:2], reads, **run)
+                   "block_reads": block, "prefetch": prefetch, "branch": branch, "gather": gather}
+            try:
+                anneal_triton(q, betas[:2], reads, **run)
+            except Exception as exc:  # a variant the installed Triton cannot compile
+                print(f"| {q.shape[0]} | {layout} | {warps} | {block or 1} | {prefetch} | {branch} "
+                      f"| {gather} | failed: {type(exc).__name__} | |", flush=True)
+                continue
             torch.cuda.synchronize()
             t0 = time.perf_counter()
             bits = anneal_triton(q, betas, reads, **run)
             seconds = time.perf_counter() - t0
             energy = qubo_energy(q, bits.astype(np.float64)).mean()
-            print(f"| {q.shape[0]} | {layout} | {warps} | {block or 1} | {prefetch} | {seconds:.4f} "
-                  f"| {energy:.4f} |", flush=True)
+            print(f"| {q.shape[0]} | {layout} | {warps} | {block or 1} | {prefetch} | {branch} "
+                  f"| {gather} | {seconds:.4f} | {energy:.4f} |", flush=True)
 
 
 def main() -> None:

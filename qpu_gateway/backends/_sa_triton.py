@@ -35,9 +35,16 @@ LAYOUTS = ("read", "tile")
 
 
 @triton.jit
+def _xorshift128(a, b, c, d):
+    """One step of Marsaglia's xorshift128 on uint32 words; returns the new state."""
+    t = a ^ (a << 11)
+    return b, c, d, d ^ (d >> 19) ^ (t ^ (t >> 8))
+
+
+@triton.jit
 def _read_kernel(
     w_ptr, f_ptr, s_ptr, rng_ptr, inv_betas_ptr, n, num_sweeps,
-    N_PAD: tl.constexpr, PREFETCH: tl.constexpr,
+    N_PAD: tl.constexpr, PREFETCH: tl.constexpr, BRANCH: tl.constexpr, GATHER: tl.constexpr,
 ):
     read = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, N_PAD)
@@ -47,6 +54,10 @@ def _read_kernel(
     b = tl.load(rng_ptr + read * 4 + 1).to(tl.uint32, bitcast=True)
     c = tl.load(rng_ptr + read * 4 + 2).to(tl.uint32, bitcast=True)
     d = tl.load(rng_ptr + read * 4 + 3).to(tl.uint32, bitcast=True)
+    # -ln(u) of the next step is drawn one step ahead: it does not depend on the state, so its
+    # arithmetic overlaps the current step's reduction instead of preceding it.
+    a, b, c, d = _xorshift128(a, b, c, d)
+    neg_log_u = -tl.log((d >> 8).to(tl.float32) * 5.9604644775390625e-08)
     ahead = tl.load(w_ptr + cols)
     for sweep in range(num_sweeps):
         inv_beta = tl.load(inv_betas_ptr + sweep)
@@ -56,21 +67,24 @@ def _read_kernel(
             elif PREFETCH == 2:
                 row = ahead
                 ahead = tl.load(w_ptr + ((i + 1) % n) * N_PAD + cols)
-            t = a ^ (a << 11)
-            a = b
-            b = c
-            c = d
-            d = d ^ (d >> 19) ^ (t ^ (t >> 8))
-            u = (d >> 8).to(tl.float32) * 5.9604644775390625e-08
-            threshold = -tl.log(u) * inv_beta
-            hit = (cols == i) & (s * f < threshold)
-            change = tl.sum(tl.where(hit, s, 0.0), axis=0)
-            if change != 0.0:
-                s = tl.where(cols == i, -s, s)
-                if PREFETCH == 0:
-                    f += change * tl.load(w_ptr + i * N_PAD + cols)
-                else:
-                    f += change * row
+            threshold = neg_log_u * inv_beta
+            a, b, c, d = _xorshift128(a, b, c, d)
+            neg_log_u = -tl.log((d >> 8).to(tl.float32) * 5.9604644775390625e-08)
+            candidate = tl.where(s * f < threshold, s, 0.0)
+            if GATHER:
+                change = tl.sum(tl.gather(candidate, tl.full((1,), i, tl.int32), 0), axis=0)
+            else:
+                change = tl.sum(tl.where(cols == i, candidate, 0.0), axis=0)
+            if BRANCH:
+                if change != 0.0:
+                    s = tl.where(cols == i, -s, s)
+                    if PREFETCH == 0:
+                        f += change * tl.load(w_ptr + i * N_PAD + cols)
+                    else:
+                        f += change * row
+            else:
+                s = tl.where(cols == i, s - 2.0 * change, s)
+                f += change * row
     tl.store(s_ptr + read * N_PAD + cols, s)
 
 
@@ -115,14 +129,20 @@ def anneal_triton(
     num_warps: int | None = None,
     block_reads: int | None = None,
     prefetch: int = 1,
+    branch: bool = False,
+    gather: bool = False,
 ) -> NDArray[np.int8]:
     """Anneal the QUBO ``q`` (n, n), one sweep per β in ``betas`` (S,); returns (num_reads, n) bits.
 
     ``layout`` picks the kernel (module docstring). ``num_warps``: warps per program (default: one
     per 512 padded variables for ``read``, 4 for ``tile``); ``block_reads`` (``tile`` only; a power
     of two): reads per program, by default ``8192 / N_PAD`` (at most 32); ``prefetch`` (``read``
-    only): 0, 1 or 2, when rows of ``W`` are read (module docstring).
+    only): 0, 1 or 2, when rows of ``W`` are read; ``branch``: apply a flip under a branch instead
+    of as an arithmetic no-op; ``gather``: extract variable ``i``'s verdict with ``tl.gather``
+    instead of a one-hot sum (module docstring).
     """
+    if prefetch not in (0, 1, 2) or (prefetch == 0 and not branch):
+        raise ValueError(f"prefetch must be 1 or 2, or 0 with branch=True; got {prefetch}, {branch}")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     n = q.shape[0]
@@ -147,7 +167,7 @@ def anneal_triton(
         _read_kernel[(num_reads,)](
             w_t, f.contiguous(), s, torch.as_tensor(state.view(np.int32), device=dev),
             torch.as_tensor((1.0 / np.asarray(betas)).astype(np.float32), device=dev),
-            n, len(betas), N_PAD=n_pad, PREFETCH=prefetch,
+            n, len(betas), N_PAD=n_pad, PREFETCH=prefetch, BRANCH=branch, GATHER=gather,
             num_warps=num_warps or _default_warps(n_pad),
         )
     else:
