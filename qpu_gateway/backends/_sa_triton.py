@@ -1,24 +1,20 @@
-"""The fused GPU kernels of ``gpu-sa``: every read's whole anneal inside one Triton launch.
+"""The fused GPU kernel of ``gpu-sa``: every read's whole anneal inside one Triton launch.
 
 The same algorithm as the torch path in :mod:`qpu_gateway.backends.gpu_sa`, in float32: single-spin
 Metropolis updates in a fixed variable order per sweep, one β per sweep, local fields kept and
-updated only on accepted flips. All sweeps and steps run inside the kernel, with no launch per
-step. Two layouts:
+updated on accepted flips. All sweeps and steps run inside the kernel, with no launch per step.
 
-- ``"read"`` (default): one program (``num_warps`` warps) per read. The read's spins ``s = 1 − 2x``
-  and fields ``f`` (``N_PAD``,) are spread over the program's lanes. A step draws one uniform ``u``
-  from the read's xorshift128 generator (Marsaglia 2003; the family dwave-samplers uses), turns it
-  into a threshold ``t = −ln(u)/β``, compares ``s·f < t`` lane-wise (ΔE of flipping each variable;
-  ``exp(−βΔE) > u`` without an ``exp``) and extracts variable ``i``'s verdict with one reduction.
-  The flip itself is a branch uniform over the program. ``PREFETCH`` says when row ``i`` of ``W``
-  is read: 0 only on an accepted flip, 1 at the start of every step (its latency overlaps the
-  step's arithmetic), 2 one step ahead.
-- ``"tile"``: one program per ``BLOCK_R`` reads, a (``BLOCK_R``, ``N_PAD``) register tile, every
-  step applied to all reads of the tile with masks; the randoms come from Philox (``tl.rand``).
+One program (one warp up to 1024 variables) per read. The read's spins ``s = 1 − 2x`` and fields
+``f`` (``N_PAD``,) are spread over the lanes. A step compares ``s·f < −ln(u)/β`` lane-wise (ΔE of
+flipping each variable against the threshold: ``exp(−βΔE) > u`` without an ``exp``), extracts
+variable ``i``'s verdict (``tl.gather``, or a one-hot sum) and applies it as ``f += change · W[i]``,
+``change`` being 0 when the flip is rejected. ``u`` comes from the read's xorshift128 generator
+(Marsaglia 2003; the family dwave-samplers uses), drawn one step ahead because it does not depend on
+the state; row ``i`` of ``W`` is loaded before it is needed (``prefetch``). A seed reproduces a run
+on a given device.
 
-Both are deterministic for a seed on a given device. Correctness is checked in Triton's interpreter
-on the CPU (``TRITON_INTERPRET=1``, ``tests/test_gpu_sa.py``) and on CUDA where a GPU is present;
-speed is measured by ``benchmarks/gpu_sa.py``.
+Correctness is checked in Triton's interpreter on the CPU (``TRITON_INTERPRET=1``) and on CUDA
+where a GPU is present (``tests/test_gpu_sa.py``); speed is measured by ``benchmarks/gpu_sa.py``.
 """
 
 from __future__ import annotations
@@ -29,9 +25,7 @@ import triton
 import triton.language as tl
 from numpy.typing import NDArray
 
-__all__ = ["LAYOUTS", "anneal_triton"]
-
-LAYOUTS = ("read", "tile")
+__all__ = ["anneal_triton"]
 
 
 @triton.jit
@@ -44,7 +38,7 @@ def _xorshift128(a, b, c, d):
 @triton.jit
 def _read_kernel(
     w_ptr, f_ptr, s_ptr, rng_ptr, inv_betas_ptr, n, num_sweeps,
-    N_PAD: tl.constexpr, PREFETCH: tl.constexpr, BRANCH: tl.constexpr, GATHER: tl.constexpr,
+    N_PAD: tl.constexpr, PREFETCH: tl.constexpr, GATHER: tl.constexpr,
 ):
     read = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, N_PAD)
@@ -64,7 +58,7 @@ def _read_kernel(
         for i in range(n):
             if PREFETCH == 1:
                 row = tl.load(w_ptr + i * N_PAD + cols)
-            elif PREFETCH == 2:
+            else:
                 row = ahead
                 ahead = tl.load(w_ptr + ((i + 1) % n) * N_PAD + cols)
             threshold = neg_log_u * inv_beta
@@ -75,42 +69,9 @@ def _read_kernel(
                 change = tl.sum(tl.gather(candidate, tl.full((1,), i, tl.int32), 0), axis=0)
             else:
                 change = tl.sum(tl.where(cols == i, candidate, 0.0), axis=0)
-            if BRANCH:
-                if change != 0.0:
-                    s = tl.where(cols == i, -s, s)
-                    if PREFETCH == 0:
-                        f += change * tl.load(w_ptr + i * N_PAD + cols)
-                    else:
-                        f += change * row
-            else:
-                s = tl.where(cols == i, s - 2.0 * change, s)
-                f += change * row
+            s = tl.where(cols == i, s - 2.0 * change, s)
+            f += change * row
     tl.store(s_ptr + read * N_PAD + cols, s)
-
-
-@triton.jit
-def _tile_kernel(
-    w_ptr, f_ptr, s_ptr, betas_ptr, seed, n, num_sweeps, num_reads,
-    N_PAD: tl.constexpr, BLOCK_R: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    reads = pid * BLOCK_R + tl.arange(0, BLOCK_R)
-    cols = tl.arange(0, N_PAD)
-    tile = (reads < num_reads)[:, None] & (cols < N_PAD)[None, :]
-    offsets = reads[:, None] * N_PAD + cols[None, :]
-    s = tl.load(s_ptr + offsets, mask=tile, other=1.0)
-    f = tl.load(f_ptr + offsets, mask=tile, other=0.0)
-    for sweep in range(num_sweeps):
-        beta = tl.load(betas_ptr + sweep)
-        for i in range(n):
-            onehot = cols[None, :] == i
-            delta = tl.sum(tl.where(onehot, s * f, 0.0), axis=1)
-            s_i = tl.sum(tl.where(onehot, s, 0.0), axis=1)
-            u = tl.rand(seed + sweep, i * num_reads + reads)
-            change = tl.where(u < tl.exp(-beta * delta), s_i, 0.0)
-            s = tl.where(onehot, s - 2.0 * change[:, None], s)
-            f += change[:, None] * tl.load(w_ptr + i * N_PAD + cols)[None, :]
-    tl.store(s_ptr + offsets, s, mask=tile)
 
 
 def _default_warps(n_pad: int) -> int:
@@ -125,26 +86,19 @@ def anneal_triton(
     *,
     seed: int,
     device: str,
-    layout: str = "read",
     num_warps: int | None = None,
-    block_reads: int | None = None,
-    prefetch: int = 1,
-    branch: bool = False,
-    gather: bool = False,
+    prefetch: int = 2,
+    gather: bool = True,
 ) -> NDArray[np.int8]:
     """Anneal the QUBO ``q`` (n, n), one sweep per β in ``betas`` (S,); returns (num_reads, n) bits.
 
-    ``layout`` picks the kernel (module docstring). ``num_warps``: warps per program (default: one
-    per 512 padded variables for ``read``, 4 for ``tile``); ``block_reads`` (``tile`` only; a power
-    of two): reads per program, by default ``8192 / N_PAD`` (at most 32); ``prefetch`` (``read``
-    only): 0, 1 or 2, when rows of ``W`` are read; ``branch``: apply a flip under a branch instead
-    of as an arithmetic no-op; ``gather``: extract variable ``i``'s verdict with ``tl.gather``
-    instead of a one-hot sum (module docstring).
+    ``num_warps``: warps per read (default: one per 1024 padded variables); ``prefetch``: read row
+    ``i`` of ``W`` at the start of step ``i`` (1) or one step ahead (2); ``gather``: extract
+    variable ``i``'s verdict with ``tl.gather`` (True) or a one-hot sum (False). The defaults are
+    the fastest of these on an H200 (``benchmarks/gpu_sa.py --tune``; benchmarks/README.md).
     """
-    if prefetch not in (0, 1, 2) or (prefetch == 0 and not branch):
-        raise ValueError(f"prefetch must be 1 or 2, or 0 with branch=True; got {prefetch}, {branch}")
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if prefetch not in (1, 2):
+        raise ValueError(f"prefetch must be 1 or 2, got {prefetch!r}")
     n = q.shape[0]
     n_pad = max(32, triton.next_power_of_2(n))
     upper = np.triu(q, 1)
@@ -161,21 +115,12 @@ def anneal_triton(
     # Padded variables: spin +1 (x = 0), zero field and zero rows, never flipped by the kernels.
     f = torch.as_tensor(lin, device=dev)[None, :] + x @ w_t
     s = 1.0 - 2.0 * x
-    if layout == "read":
-        # xorshift128 must not start from an all-zero state: every word is drawn from [1, 2^32).
-        state = rng.integers(1, 2**32, size=(num_reads, 4), dtype=np.uint64).astype(np.uint32)
-        _read_kernel[(num_reads,)](
-            w_t, f.contiguous(), s, torch.as_tensor(state.view(np.int32), device=dev),
-            torch.as_tensor((1.0 / np.asarray(betas)).astype(np.float32), device=dev),
-            n, len(betas), N_PAD=n_pad, PREFETCH=prefetch, BRANCH=branch, GATHER=gather,
-            num_warps=num_warps or _default_warps(n_pad),
-        )
-    else:
-        if block_reads is None:
-            block_reads = max(1, min(32, 8192 // n_pad))
-        _tile_kernel[(triton.cdiv(num_reads, block_reads),)](
-            w_t, f.contiguous(), s, torch.as_tensor(np.asarray(betas, dtype=np.float32), device=dev),
-            seed % (2**31 - 1), n, len(betas), num_reads,
-            N_PAD=n_pad, BLOCK_R=block_reads, num_warps=num_warps or 4,
-        )
+    # xorshift128 must not start from an all-zero state: every word is drawn from [1, 2^32).
+    state = rng.integers(1, 2**32, size=(num_reads, 4), dtype=np.uint64).astype(np.uint32)
+    _read_kernel[(num_reads,)](
+        w_t, f.contiguous(), s, torch.as_tensor(state.view(np.int32), device=dev),
+        torch.as_tensor((1.0 / np.asarray(betas)).astype(np.float32), device=dev),
+        n, len(betas), N_PAD=n_pad, PREFETCH=prefetch, GATHER=gather,
+        num_warps=num_warps or _default_warps(n_pad),
+    )
     return ((1.0 - s[:, :n]) / 2).round().to(torch.int8).cpu().numpy()
