@@ -136,6 +136,11 @@ for prefetch, gather in ((1, False), (2, True)):
     hits = int(np.isclose(qubo_energy(q, bits.astype(float)), ground).sum())
     a, b, c = (anneal_triton(q, betas[:2], 16, seed=s, **run) for s in (1, 1, 2))
     print(prefetch, hits, np.array_equal(a, b), not np.array_equal(a, c))
+chunked = anneal_triton(q, betas, 16, seed=3, device="cpu", chunk_steps=55)
+calls = []
+stopped = anneal_triton(q, betas, 4, seed=3, device="cpu", chunk_steps=55,
+                        interrupt=lambda: calls.append(1) or len(calls) > 2)
+print("chunks", np.array_equal(chunked, bits), len(calls) == 3 and stopped.shape == (4, 10), "True")
 """
 
 
@@ -152,19 +157,22 @@ def test_gpu_sa_fused_triton_kernel_in_the_interpreter() -> None:
     out = subprocess.run([sys.executable, "-c", TRITON_CHECK], capture_output=True, text=True,
                          timeout=600, env={**os.environ, "TRITON_INTERPRET": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
-    for line in out.stdout.splitlines():
+    *variants, chunks = out.stdout.splitlines()
+    for line in variants:
         _, hits, same, different = line.split()
         assert int(hits) >= 15 and same == "True" and different == "True", line
+    assert chunks == "chunks True True True", chunks
 
 
 @NO_CUDA
 def test_gpu_sa_triton_kernel_variants_agree_on_cuda() -> None:
-    """Row prefetch and verdict extraction change the schedule, not the arithmetic."""
+    """Row prefetch, verdict extraction and launches of 7 sweeps change the schedule, not the run."""
     from qpu_gateway.backends._sa_triton import anneal_triton
 
     q = dense_qubo(_qsvr_bqm())[0]
     betas = np.geomspace(*default_beta_range(q), 50)
     runs = [anneal_triton(q, betas, 64, seed=5, device="cuda", prefetch=p, gather=g)
             for p, g in ((1, False), (1, True), (2, False), (2, True))]
+    runs.append(anneal_triton(q, betas, 64, seed=5, device="cuda", chunk_steps=7 * q.shape[0]))
     for other in runs[1:]:
         np.testing.assert_array_equal(runs[0], other)

@@ -11,13 +11,17 @@ variable ``i``'s verdict (``tl.gather``, or a one-hot sum) and applies it as ``f
 ``change`` being 0 when the flip is rejected. ``u`` comes from the read's xorshift128 generator
 (Marsaglia 2003; the family dwave-samplers uses), drawn one step ahead because it does not depend on
 the state; row ``i`` of ``W`` is loaded before it is needed (``prefetch``). A seed reproduces a run
-on a given device.
+on a given device. Long anneals run as several launches of whole sweeps, each resuming the spins,
+fields and generators the previous one stored, so that an interrupt (the Fit's deadline) is
+polled between launches; chunked and single launches return the same samples.
 
 Correctness is checked in Triton's interpreter on the CPU (``TRITON_INTERPRET=1``) and on CUDA
 where a GPU is present (``tests/test_gpu_sa.py``); speed is measured by ``benchmarks/gpu_sa.py``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -50,6 +54,7 @@ def _read_kernel(
     d = tl.load(rng_ptr + read * 4 + 3).to(tl.uint32, bitcast=True)
     # -ln(u) of the next step is drawn one step ahead: it does not depend on the state, so its
     # arithmetic overlaps the current step's reduction instead of preceding it.
+    a_prev = a
     a, b, c, d = _xorshift128(a, b, c, d)
     neg_log_u = -tl.log((d >> 8).to(tl.float32) * 5.9604644775390625e-08)
     ahead = tl.load(w_ptr + cols)
@@ -62,6 +67,7 @@ def _read_kernel(
                 row = ahead
                 ahead = tl.load(w_ptr + ((i + 1) % n) * N_PAD + cols)
             threshold = neg_log_u * inv_beta
+            a_prev = a
             a, b, c, d = _xorshift128(a, b, c, d)
             neg_log_u = -tl.log((d >> 8).to(tl.float32) * 5.9604644775390625e-08)
             candidate = tl.where(s * f < threshold, s, 0.0)
@@ -72,6 +78,18 @@ def _read_kernel(
             s = tl.where(cols == i, s - 2.0 * change, s)
             f += change * row
     tl.store(s_ptr + read * N_PAD + cols, s)
+    tl.store(f_ptr + read * N_PAD + cols, f)
+    # Store the generator as it was before the look-ahead draw, so that the next launch (the next
+    # chunk of sweeps) draws that number again: chunked and single launches give the same run.
+    tl.store(rng_ptr + read * 4, a_prev.to(tl.int32, bitcast=True))
+    tl.store(rng_ptr + read * 4 + 1, a.to(tl.int32, bitcast=True))
+    tl.store(rng_ptr + read * 4 + 2, b.to(tl.int32, bitcast=True))
+    tl.store(rng_ptr + read * 4 + 3, c.to(tl.int32, bitcast=True))
+
+
+# Steps (variables x sweeps) per launch: about 0.15-0.3 s on an H200, the granularity at which an
+# interrupt (the Fit's deadline) is honoured; the benchmarked 1000-sweep anneals are one launch.
+CHUNK_STEPS = 1 << 20
 
 
 def _default_warps(n_pad: int) -> int:
@@ -89,6 +107,8 @@ def anneal_triton(
     num_warps: int | None = None,
     prefetch: int = 2,
     gather: bool = True,
+    interrupt: Callable[[], bool] | None = None,
+    chunk_steps: int = CHUNK_STEPS,
 ) -> NDArray[np.int8]:
     """Anneal the QUBO ``q`` (n, n), one sweep per β in ``betas`` (S,); returns (num_reads, n) bits.
 
@@ -96,9 +116,13 @@ def anneal_triton(
     ``i`` of ``W`` at the start of step ``i`` (1) or one step ahead (2); ``gather``: extract
     variable ``i``'s verdict with ``tl.gather`` (True) or a one-hot sum (False). The defaults are
     the fastest of these on an H200 (``benchmarks/gpu_sa.py --tune``; benchmarks/README.md).
+    The sweeps run in launches of about ``chunk_steps`` variable updates per read; ``interrupt``
+    is polled before each launch and stops the anneal early when it returns True.
     """
     if prefetch not in (1, 2):
         raise ValueError(f"prefetch must be 1 or 2, got {prefetch!r}")
+    if chunk_steps < 1:
+        raise ValueError(f"chunk_steps must be >= 1, got {chunk_steps!r}")
     n = q.shape[0]
     n_pad = max(32, triton.next_power_of_2(n))
     upper = np.triu(q, 1)
@@ -117,10 +141,16 @@ def anneal_triton(
     s = 1.0 - 2.0 * x
     # xorshift128 must not start from an all-zero state: every word is drawn from [1, 2^32).
     state = rng.integers(1, 2**32, size=(num_reads, 4), dtype=np.uint64).astype(np.uint32)
-    _read_kernel[(num_reads,)](
-        w_t, f.contiguous(), s, torch.as_tensor(state.view(np.int32), device=dev),
-        torch.as_tensor((1.0 / np.asarray(betas)).astype(np.float32), device=dev),
-        n, len(betas), N_PAD=n_pad, PREFETCH=prefetch, GATHER=gather,
-        num_warps=num_warps or _default_warps(n_pad),
-    )
+    state_t = torch.as_tensor(state.view(np.int32), device=dev)
+    f = f.contiguous()
+    inv_betas = torch.as_tensor((1.0 / np.asarray(betas)).astype(np.float32), device=dev)
+    chunk = max(1, chunk_steps // max(n, 1))
+    for start in range(0, len(betas), chunk):
+        if interrupt is not None and interrupt():
+            break
+        sweeps = inv_betas[start:start + chunk]
+        _read_kernel[(num_reads,)](
+            w_t, f, s, state_t, sweeps, n, len(sweeps), N_PAD=n_pad, PREFETCH=prefetch,
+            GATHER=gather, num_warps=num_warps or _default_warps(n_pad),
+        )
     return ((1.0 - s[:, :n]) / 2).round().to(torch.int8).cpu().numpy()

@@ -11,11 +11,11 @@ reads. Local fields ``f = diag(Q) + W x`` (``W = Q + Qᵀ`` off the diagonal) ar
 only where a flip was accepted, never recomputed. Two implementations of the same algorithm:
 
 - ``torch``: one vectorised step per variable; runs on the CPU (what CI tests) and on CUDA.
-- ``triton``: every read's whole anneal fused into one GPU kernel
-  (:mod:`qpu_gateway.backends._sa_triton`; validated on the CPU with Triton's interpreter).
+- ``triton``: every read's whole anneal fused into one GPU kernel launch per chunk of sweeps
+  (:mod:`qpu_gateway.backends._sa_triton`; tested on an H200 and in Triton's CPU interpreter).
 
-The triton kernel runs each anneal to completion (``interrupt_function`` is polled only by the
-torch path), so its time is bounded by the gateway's ``max_num_sweeps``.
+``interrupt_function`` (the Fit's deadline) is polled before every sweep by the torch path and
+before every launch (about 10^6 variable updates per read) by the triton path.
 ``kernel="auto"`` picks ``triton`` on CUDA when triton is installed (it ships with CUDA builds of
 torch), else ``torch``. Returned energies are recomputed from the returned samples in float64
 (``x Q xᵀ`` + offset, one batched product on the device: dimod's per-sample loop over a dense
@@ -216,7 +216,8 @@ class TorchAnnealer(dimod.Sampler):
             from qpu_gateway.backends._sa_triton import anneal_triton
 
             run_seed = int(np.random.SeedSequence(seed).generate_state(1)[0])
-            bits = anneal_triton(q, betas, int(num_reads), seed=run_seed, device=device)
+            bits = anneal_triton(q, betas, int(num_reads), seed=run_seed, device=device,
+                                 interrupt=interrupt_function)
         else:
             dtype = self.dtype or ("float64" if device == "cpu" else "float32")
             bits = anneal(q, betas, int(num_reads), seed=seed, device=device, dtype=dtype,
