@@ -132,5 +132,6 @@ def test_example_backend_configs_load() -> None:
     from qpu_gateway.config import load_config
 
     chains = {name: load_config(REPO / "examples" / f"gateway-{name}.toml", env={}).chain
-              for name in ("neal", "mock-qpu", "qpu", "chain")}
-    assert chains == {"neal": ["neal"], "mock-qpu": ["mock-qpu"], "qpu": ["qpu"], "chain": ["qpu", "neal"]}
+              for name in ("neal", "mock-qpu", "qpu", "chain", "gpu-sa")}
+    assert chains == {"neal": ["neal"], "mock-qpu": ["mock-qpu"], "qpu": ["qpu"], "chain": ["qpu", "neal"],
+                      "gpu-sa": ["gpu-sa", "neal"]}
