@@ -153,6 +153,9 @@ class CoreTrialScheduler(TrialScheduler):
         self._worst: float | None = None
         self._finished = False
         self._trials: dict[str, Trial] = {}
+        # Set by a searcher that creates trials on demand (hpo_node.ray_search.TuneSearcher):
+        # while it says more trials can come, the study does not end when the core is idle.
+        self.more_trials: Callable[[], bool] | None = None
 
     # -- Ray Tune interface ------------------------------------------------------------------
 
@@ -255,7 +258,8 @@ class CoreTrialScheduler(TrialScheduler):
         job = self.core.next_job()
         self._stop_drained(tune_controller, serial)
         if job is None:
-            self._finish_if_idle(tune_controller)
+            if self.more_trials is None or not self.more_trials():
+                self._finish_if_idle(tune_controller)
             return None
         rec = self.records[job.trial_id]
         rec.target = job.resource

@@ -200,9 +200,10 @@ def simulate(
     asks for. With a ``searcher``, the driver gets as many trials ``trial-<k>`` without
     configuration; when one first starts, the searcher selects its row among the rows not used yet
     (:meth:`Searcher.select`) and the driver receives its hyperparameters (``set_hparams``). The
-    searcher observes every reported loss, and a configuration stops being pending when its trial
-    pauses or stops. Events at the same simulated time are handled in worker order, then free
-    workers ask for jobs in worker order, so a run is deterministic.
+    searcher observes every reported loss; a configuration stops being pending when its trial
+    pauses or stops, and is pending again when its trial resumes. Events at the same simulated
+    time are handled in worker order, then free workers ask for jobs in worker order, so a run is
+    deterministic.
     """
     check_int("seed", seed, 0)
     r_max = check_int("max_resource", max_resource, 1)
@@ -257,6 +258,8 @@ def simulate(
                     bind(job.trial_id, searcher)
                 progress[job.trial_id] = 0
                 started += 1
+            elif searcher is not None:
+                searcher.hold(table.hparams_of(row_of[job.trial_id]))
             wk = free.pop(0)
             on_worker[wk] = job.trial_id
             heapq.heappush(events, (at + 1, wk))

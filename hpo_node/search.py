@@ -85,7 +85,12 @@ class Int(Float):
     def __post_init__(self) -> None:
         for name in ("low", "high"):
             v = getattr(self, name)
-            if isinstance(v, bool) or float(v) != int(v):
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, int | float | np.integer | np.floating)
+                or not math.isfinite(v)
+                or float(v) != int(v)
+            ):
                 raise TypeError(f"{name} must be an integer, got {v!r}")
         super().__post_init__()
 
@@ -287,6 +292,12 @@ class Searcher(ABC):
     def release(self, config: Mapping[str, Any]) -> None:
         """``config`` is no longer being evaluated (its trial paused, stopped or failed)."""
         self._pending.pop(_key(dict(config)), None)
+
+    def hold(self, config: Mapping[str, Any]) -> None:
+        """``config`` is being evaluated again (its paused trial resumed): pending again."""
+        c = dict(config)
+        self.space.encode([c])
+        self._mark(c)
 
     @property
     def pending(self) -> list[Config]:

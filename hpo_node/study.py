@@ -31,6 +31,8 @@ Study TOML::
     max_resource = 27            # epochs (R)
     eta = 3
     params = { d = 6 }           # constructor options of the core scheduler
+    searcher = "random"          # random (default) | tpe | gp-ei | evolution (hpo_node.search)
+    searcher_params = { gamma = 0.15 }   # constructor options of the searcher (not for random)
 
     [predictor]                  # Swift variants only
     kind = "gateway"             # gateway | svr | qsvr (the last two in-process)
@@ -109,6 +111,8 @@ class StudyConfig:
     mode: str = "min"
     num_cpus: int | None = None
     algorithm_params: dict[str, Any] = field(default_factory=dict)
+    searcher: str = "random"
+    searcher_params: dict[str, Any] = field(default_factory=dict)
     predictor: str = "gateway"
     predictor_timeout_s: float = 10.0
     retry_after_s: float = 5.0
@@ -201,7 +205,8 @@ def study_from_dict(doc: Mapping[str, Any], base: Path | None = None) -> StudyCo
         ("name", "output_dir", "seed", "trials", "time_budget_s", "metric", "mode", "num_cpus"),
     )
     al = _section(doc, "algorithm")
-    _no_extra("algorithm", al, ("name", "max_resource", "eta", "params"))
+    _no_extra("algorithm", al, ("name", "max_resource", "eta", "params", "searcher",
+                                "searcher_params"))
     pr = _section(doc, "predictor")
     _no_extra("predictor", pr, ("kind", "timeout_s", "retry_after_s", "params"))
     gw = _section(doc, "gateway")
@@ -244,6 +249,17 @@ def study_from_dict(doc: Mapping[str, Any], base: Path | None = None) -> StudyCo
     params = al.get("params", {})
     if not isinstance(params, Mapping):
         raise TypeError(f"algorithm.params must be a table, got {params!r}")
+    from hpo_node.search import SEARCHERS
+
+    searcher = check_choice("algorithm.searcher", al.get("searcher", "random"), SEARCHERS)
+    sparams = al.get("searcher_params", {})
+    if not isinstance(sparams, Mapping):
+        raise TypeError(f"algorithm.searcher_params must be a table, got {sparams!r}")
+    if sparams and searcher == "random":
+        raise ValueError(
+            f"algorithm.searcher_params must be empty for searcher = 'random' (Tune's random "
+            f"sampling), got {dict(sparams)!r}"
+        )
     pparams = pr.get("params", {})
     if not isinstance(pparams, Mapping):
         raise TypeError(f"predictor.params must be a table, got {pparams!r}")
@@ -270,6 +286,8 @@ def study_from_dict(doc: Mapping[str, Any], base: Path | None = None) -> StudyCo
         mode=check_choice("study.mode", st.get("mode", "min"), ("min", "max")),
         num_cpus=num_cpus,
         algorithm_params=dict(params),
+        searcher=searcher,
+        searcher_params=dict(sparams),
         predictor=predictor,
         predictor_timeout_s=check_float(
             "predictor.timeout_s", pr.get("timeout_s", 10.0), 0.0, math.inf, low_open=True
@@ -287,6 +305,8 @@ def study_from_dict(doc: Mapping[str, Any], base: Path | None = None) -> StudyCo
     )
     # Build the scheduler once now so that bad algorithm params fail before anything starts.
     build_scheduler(cfg, gateway_address="127.0.0.1:1" if cfg.needs_gateway else None)
+    if cfg.searcher != "random":
+        build_searcher(cfg)
     return cfg
 
 
@@ -325,6 +345,32 @@ def param_space(cfg: StudyConfig) -> dict[str, Any]:
         else:
             out[key] = tune.choice(spec["values"])
     out["max_epochs"] = cfg.max_resource
+    return out
+
+
+def fixed_param_space(cfg: StudyConfig) -> dict[str, Any]:
+    """Tune's ``param_space`` with a searcher: the fixed entries only (the searcher suggests the
+    ``[space]`` entries)."""
+    return {**cfg.trainable, "max_epochs": cfg.max_resource}
+
+
+def build_searcher(cfg: StudyConfig, scheduler: Any = None) -> Any:
+    """The study's :class:`hpo_node.ray_search.TuneSearcher` (``cfg.searcher`` other than
+    ``random``), attached to ``scheduler`` when given."""
+    from hpo_node.ray_search import StudySpace, TuneSearcher
+    from hpo_node.search import make_searcher
+
+    space = StudySpace(cfg.space)
+    try:
+        inner = make_searcher(cfg.searcher, space.space, seed=cfg.seed, **cfg.searcher_params)
+    except TypeError as exc:
+        raise TypeError(
+            f"algorithm.searcher_params must be options of the {cfg.searcher!r} searcher, "
+            f"got {cfg.searcher_params!r} ({exc})"
+        ) from exc
+    out = TuneSearcher(inner, space, metric=cfg.metric, mode=cfg.mode, max_trials=n_trials(cfg))
+    if scheduler is not None:
+        out.attach(scheduler)
     return out
 
 
@@ -498,6 +544,7 @@ def _summary(cfg: StudyConfig, scheduler: Any, wall_s: float, gateway: str | Non
     return {
         "study": cfg.name,
         "algorithm": cfg.algorithm,
+        "searcher": cfg.searcher,
         "max_resource": cfg.max_resource,
         "eta": cfg.eta,
         "seed": cfg.seed,
@@ -631,6 +678,10 @@ def run_study(
                 inner = getattr(predictor, "factory", None)
                 if hasattr(inner, "address"):
                     inner.address = address
+            restored_alg = getattr(getattr(getattr(tuner, "_local_tuner", None), "_tune_config",
+                                           None), "search_alg", None)
+            if hasattr(restored_alg, "attach"):
+                restored_alg.attach(scheduler)
             print(f"resuming {experiment} ({len(scheduler.records)} trials known)", file=out,
                   flush=True)
         else:
@@ -639,14 +690,22 @@ def run_study(
             scheduler = build_scheduler(cfg, address)
             scheduler.max_concurrent = slots
             n = n_trials(cfg)
-            print(f"study {cfg.name}: {cfg.algorithm}, {n} configurations, R = {cfg.max_resource} "
-                  f"epochs, eta = {cfg.eta}, {slots} trial(s) at a time", file=out, flush=True)
+            print(f"study {cfg.name}: {cfg.algorithm}, searcher {cfg.searcher}, {n} "
+                  f"configurations, R = {cfg.max_resource} epochs, eta = {cfg.eta}, {slots} "
+                  "trial(s) at a time", file=out, flush=True)
+            if cfg.searcher == "random":
+                search_alg: Any = BasicVariantGenerator(random_state=cfg.seed)
+                space = param_space(cfg)
+            else:
+                # No ConcurrencyLimiter: the scheduler bounds concurrency (see hpo_node.ray_search)
+                search_alg = build_searcher(cfg, scheduler)
+                space = fixed_param_space(cfg)
             tuner = tune.Tuner(
                 trainable,
-                param_space=param_space(cfg),
+                param_space=space,
                 tune_config=tune.TuneConfig(
                     scheduler=scheduler,
-                    search_alg=BasicVariantGenerator(random_state=cfg.seed),
+                    search_alg=search_alg,
                     num_samples=n,
                     time_budget_s=cfg.time_budget_s,
                     reuse_actors=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 
 from hpo_node.algorithms import make_driver
 from hpo_node.cli import main
+from hpo_node.core import Decision, Job
 from hpo_node.hyperband import Hyperband
 from hpo_node.replay import CurveTable, simulate
 from hpo_node.search import (
@@ -20,6 +22,7 @@ from hpo_node.search import (
     Float,
     GPEISearcher,
     Int,
+    Searcher,
     SearchSpace,
     TPESearcher,
     make_searcher,
@@ -175,6 +178,10 @@ def test_search_validation_messages_name_argument_value_and_rule() -> None:
         Float(0.0, 1.0, log=True)
     with pytest.raises(TypeError, match=r"low must be an integer, got 0\.5"):
         Int(0.5, 3)
+    with pytest.raises(TypeError, match=r"high must be an integer, got 'ten'"):
+        Int(0, "ten")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"low must be an integer, got nan"):
+        Int(float("nan"), 3)
     with pytest.raises(TypeError, match="space must be a SearchSpace, got dict"):
         TPESearcher({"x": Float(0.0, 1.0)})  # type: ignore[arg-type]
     s = TPESearcher(_space())
@@ -308,3 +315,59 @@ def test_cli_compare_labels_searcher_scheduler_pairs(
                "--max-resource", "27", "--eta", "3", "--out", str(out)])
     assert rc == 2
     assert "searcher must be among random, tpe, gp-ei, evolution, got 'bohb'" in capsys.readouterr().err
+
+
+def test_searcher_hold_marks_a_configuration_pending_again() -> None:
+    s = make_searcher("tpe", SearchSpace({"a": Categorical(("x", "y"))}), seed=0)
+    first = s.suggest()
+    s.release(first)
+    s.hold(first)
+    assert s.pending == [first]
+    assert s.suggest() != first
+    with pytest.raises(ValueError, match=r"a must be one of \('x', 'y'\), got 'z'"):
+        s.hold({"a": "z"})
+
+
+class _PendingProbe:
+    """A Hyperband core that records, at the first report after each resume, whether the trial's
+    row is pending in the searcher."""
+
+    def __init__(self, searcher: Searcher) -> None:
+        self.core = Hyperband(27, 3)
+        self.searcher = searcher
+        self.hp: dict[str, dict[str, float]] = {}
+        self.resumed: set[str] = set()
+        self.checked = 0
+        self.not_pending: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.core, name)
+
+    def set_hparams(self, trial_id: str, hparams: dict[str, float]) -> None:
+        self.hp[trial_id] = dict(hparams)
+        self.core.set_hparams(trial_id, hparams)
+
+    def next_job(self) -> Job | None:
+        job = self.core.next_job()
+        if job is not None and job.resume:
+            self.resumed.add(job.trial_id)
+        return job
+
+    def report(self, trial_id: str, resource: int, loss: float) -> Decision:
+        if trial_id in self.resumed:
+            self.resumed.discard(trial_id)
+            self.checked += 1
+            if self.hp[trial_id] not in self.searcher.pending:
+                self.not_pending.append(trial_id)
+        return self.core.report(trial_id, resource, loss)
+
+
+def test_replay_resumed_trial_is_pending_again_in_the_searcher() -> None:
+    table = synthetic_table(200, 27, seed=3)
+    space = SearchSpace.from_table(table.hparams, table.hparam_names)
+    searcher = make_searcher("gp-ei", space, seed=0)
+    probe = _PendingProbe(searcher)
+    simulate(table, probe, seed=0, max_resource=27, workers=3, searcher=searcher)  # type: ignore[arg-type]
+    assert probe.checked > 0
+    assert probe.not_pending == []
+    assert searcher.pending == []

@@ -82,11 +82,31 @@ def test_hpo_study_config_other_examples_parse(name: str, algorithm: str, trials
         ({"gateway__address": "localhost"}, ValueError, "gateway.address must be"),
         ({"algorithm__params": {"eta_typo": 2}}, TypeError, "eta_typo"),
         ({"resources__cpu": 0}, ValueError, r"resources.cpu must be in \(0.0"),
+        ({"algorithm__searcher": "bohb"}, ValueError,
+         r"algorithm.searcher must be one of 'random', 'tpe', 'gp-ei', 'evolution', got 'bohb'"),
+        ({"algorithm__searcher_params": {"gamma": 0.2}}, ValueError,
+         r"algorithm.searcher_params must be empty for searcher = 'random'"),
+        ({"algorithm__searcher": "tpe", "algorithm__searcher_params": {"gama": 0.2}}, TypeError,
+         r"algorithm.searcher_params must be options of the 'tpe' searcher, got \{'gama': 0.2\}"),
+        ({"algorithm__searcher": "tpe", "algorithm__searcher_params": {"gamma": 1.5}},
+         ValueError, r"gamma must be in \(0.0, 1.0\), got 1.5"),
+        ({"algorithm__searcher": "tpe", "algorithm__searcher_params": 3}, TypeError,
+         "algorithm.searcher_params must be a table, got 3"),
     ],
 )
 def test_hpo_study_config_rejects_bad_entries(over: dict[str, Any], exc: type, match: str) -> None:
     with pytest.raises(exc, match=match):
         study_from_dict(_doc(**over))
+
+
+def test_hpo_study_config_searcher_key() -> None:
+    assert study_from_dict(_doc()).searcher == "random"
+    cfg = load_study(EXAMPLE.parent / "digits-tpe.toml")
+    assert (cfg.searcher, cfg.algorithm, n_trials(cfg)) == ("tpe", "swift-asha", 81)
+    assert cfg.space == load_study(EXAMPLE).space
+    over = load_study(EXAMPLE, {"algorithm.searcher": "gp-ei",
+                                "algorithm.searcher_params": {"liar": "mean"}})
+    assert (over.searcher, over.searcher_params) == ("gp-ei", {"liar": "mean"})
 
 
 def test_hpo_study_config_trials_per_algorithm() -> None:
