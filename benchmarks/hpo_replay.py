@@ -200,6 +200,19 @@ def suite(
             8,
         )
     )
+    for kc in (0.5, 0.25):
+        res[f"swift-asha svr defer scale_free known_curve={kc} W=8"] = stats(
+            runs(
+                table,
+                lambda s, kc=kc: SwiftASHA(
+                    r_max, eta, n, svr, known_curve=kc, defer=True, scale_free=True,
+                    refit_every=5, seed=s,
+                ),
+                seeds,
+                r_max,
+                8,
+            )
+        )
     res["swift-asha oracle known_curve=0.5 W=8"] = stats(
         runs(table, lambda s: SwiftASHA(r_max, eta, n, oracle, seed=s), seeds, r_max, 8)
     )

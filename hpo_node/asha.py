@@ -30,7 +30,7 @@ from hpo_node.core import (
     s_max_for,
     top_k,
 )
-from hpo_node.hyperband import hparam_matrix
+from hpo_node.hyperband import SCALE_FREE_POINTS, hparam_matrix, scale_free_window
 from hpo_node.predictors import Predictor, PredictorSupport
 
 
@@ -176,6 +176,18 @@ class SwiftASHA(ASHA):
     while no predictor can be fitted for a rung, the trial stops when its loss at ``dp`` is above
     the cutoff computed from the rung members' losses at ``dp``. New design (design.md §3), no
     reference code.
+
+    ``defer=True`` (not in design.md): at ``dp`` the trial is judged as if it had arrived at the
+    rung with its predicted score: it goes on unless ASHA would leave it unpromoted now (not within
+    the ``floor((size + 1) / eta)`` best, or no promotion slot left for it); then it is paused at
+    ``dp`` (counted in the rung size) instead of stopped, and resumed to ``r_to`` as soon as ASHA
+    would promote it (its slot is reserved meanwhile). A wrong "worse" is thus undone when the rung
+    grows. At the top rung it is paused unless within the ``floor((size + 1) / eta)`` best there.
+    ``scale_free=True``: the predictor is fitted on windows of every known curve (as
+    :class:`hpo_node.hyperband.SwiftHyperband` with ``scale_free``; target ``log L(e') - log L(e)``
+    with ``e' / e = r_to / dp``, at most ``max_windows``, refitted when ``refit_every`` new trials
+    started), so it exists for rungs that ``d`` trials never reach; losses must be > 0. The score
+    is ``L(dp) exp(mean - z spread)``. ``top_rung=False``: no decision point on the way to R.
     """
 
     name = "swift-asha"
@@ -192,6 +204,10 @@ class SwiftASHA(ASHA):
         z: float = 0.0,
         refit_every: int = 1,
         fallback: str = "none",
+        defer: bool = False,
+        scale_free: bool = False,
+        top_rung: bool = True,
+        max_windows: int = 400,
         min_resource: int = 1,
         early_stopping_rate: int = 0,
         seed: int | None = None,
@@ -211,41 +227,101 @@ class SwiftASHA(ASHA):
         self.z = check_float("z", z, 0.0, float("inf"), high_open=True)
         self.refit_every = check_int("refit_every", refit_every, 1)
         self.fallback = check_choice("fallback", fallback, ("none", "last-value"))
+        for flag, value in (("defer", defer), ("scale_free", scale_free), ("top_rung", top_rung)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be a bool, got {value!r}")
+        self.defer = defer
+        self.scale_free = scale_free
+        self.top_rung = top_rung
+        self.max_windows = check_int("max_windows", max_windows, 2)
         self._support = PredictorSupport(predictor, seed)
         self._dp: dict[str, int] = {}
         self._fit_log: dict[str, dict[str, Any]] = {}
         self._models: dict[str, Predictor] = {}
         self._phantom: list[list[str]] = [[] for _ in self.rungs]
+        self._waiting: list[dict[str, float]] = [{} for _ in self.rungs]
+        self._resuming: list[list[str]] = [[] for _ in self.rungs]
 
     def predictor_calls(self) -> dict[str, int]:
         return {"fit": self._support.fits, "predict": self._support.predicts}
 
     def _next_job(self) -> Job | None:
+        if self.defer:
+            for k in range(len(self.rungs) - 1, -1, -1):
+                tid = self._resumable(k)
+                if tid is not None:
+                    del self._waiting[k][tid]
+                    self._resuming[k].append(tid)
+                    self._dp.pop(tid, None)
+                    return Job(tid, self.rungs[k], resume=True)
         job = super()._next_job()
         if job is not None:
             r_from = self._resource(job.trial_id)
             dp = decision_point(r_from, job.resource, self.known_curve)
-            if dp < job.resource:
+            if dp < job.resource and (self.top_rung or job.resource < self.max_resource):
                 self._dp[job.trial_id] = dp
             else:
                 self._dp.pop(job.trial_id, None)
         return job
 
+    def _resumable(self, k: int) -> str | None:
+        """The best-scored trial waiting for rung ``k`` if ASHA would now promote it from there."""
+        waiting = self._waiting[k]
+        if not waiting:
+            return None
+        tid = min(waiting, key=lambda t: (waiting[t], self._order.index(t)))
+        return tid if self._gets_slot(k, waiting[tid], arriving=False) else None
+
+    def _gets_slot(self, k: int, score: float, *, arriving: bool) -> bool:
+        """Whether a trial with loss ``score`` at rung ``k`` would be promoted out of it now.
+
+        The trial counts in the rung size (``arriving``: one more than recorded). Below the top
+        rung it needs a free promotion slot (quota ``floor(size / eta)`` minus trials promoted)
+        that no better unpromoted member takes first; at the top rung it needs to be within the
+        ``floor(size / eta)`` best.
+        """
+        m = (self.rung_size(k) + int(arriving)) // self.eta
+        losses = self._losses[k]
+        if m == 0:
+            return False
+        ranked = sorted(losses.values())
+        if len(ranked) >= m and score > ranked[m - 1]:
+            return False
+        if k == len(self.rungs) - 1:
+            return True
+        done = set(self._promoted[k])
+        better = sum(1 for t, x in losses.items() if t not in done and x < score)
+        return better < m - len(done) - len(self._resuming[k])
+
+    def _promotable(self, k: int) -> str | None:
+        if len(self._promoted[k]) + len(self._resuming[k]) >= self.rung_size(k) // self.eta:
+            return None
+        return super()._promotable(k)
+
     def _on_report(self, trial_id: str, resource: int, loss: float) -> Decision:
+        if self.scale_free and not loss > 0:
+            raise ValueError(f"loss must be > 0 with scale_free=True, got {loss}")
+        k_at = self._rung_index(resource)
+        if k_at is not None and trial_id in self._resuming[k_at]:
+            self._resuming[k_at].remove(trial_id)
+            self._phantom[k_at].remove(trial_id)
         if self._dp.get(trial_id) == resource:
             del self._dp[trial_id]
             r_to = self._target[trial_id]
             k = self.rungs.index(r_to)
+            if self.defer:
+                if self.rung_size(k) + 1 >= self.eta:
+                    score = self._score(trial_id, resource, r_to)
+                    if score is not None and not self._gets_slot(k, score, arriving=True):
+                        self._phantom[k].append(trial_id)
+                        self._waiting[k][trial_id] = score
+                        return Decision.PAUSE
+                return super()._on_report(trial_id, resource, loss)
             cutoff = self._cutoff(k)
             if cutoff is not None:
-                model = self._model_for(resource, r_to)
-                if model is not None:
-                    mean, spread = self._support.predict(
-                        model,
-                        np.array([self._curve[trial_id][:resource]]),
-                        hparam_matrix([self._hparams[trial_id]]),
-                    )
-                    stop = bool(mean[0] - self.z * spread[0] > cutoff)
+                score = self._score(trial_id, resource, r_to)
+                if score is not None:
+                    stop = score > cutoff
                 else:
                     at_dp = self._cutoff(k, at=resource)
                     stop = self.fallback == "last-value" and at_dp is not None and loss > at_dp
@@ -253,6 +329,31 @@ class SwiftASHA(ASHA):
                     self._phantom[k].append(trial_id)
                     return Decision.STOP
         return super()._on_report(trial_id, resource, loss)
+
+    def _score(self, trial_id: str, dp: int, r_to: int) -> float | None:
+        """``mean - z * spread`` of the predicted loss at ``r_to``, ``None`` without a predictor."""
+        if self.scale_free:
+            model = self._scale_free_model(dp, r_to)
+            if model is None:
+                return None
+            mean, spread = self._support.predict(
+                model, np.array([scale_free_window(self._curve[trial_id][:dp])]), None
+            )
+            level = self._loss_at(trial_id, dp)
+            return float(level * np.exp(mean[0] - self.z * spread[0]))
+        model = self._model_for(dp, r_to)
+        if model is None:
+            return None
+        mean, spread = self._support.predict(
+            model,
+            np.array([self._curve[trial_id][:dp]]),
+            hparam_matrix([self._hparams[trial_id]]),
+        )
+        return float(mean[0] - self.z * spread[0])
+
+    def waiting(self, k: int) -> list[str]:
+        """Trials paused at their decision point for rung ``k`` (``defer=True``)."""
+        return list(self._waiting[k])
 
     def close(self) -> None:
         self._support.close()
@@ -296,6 +397,47 @@ class SwiftASHA(ASHA):
             self._models[key] = self._fit(log, dp, r_to, counted=False)
         return self._models[key]
 
+    def _windows(self, ids: list[str], dp: int, r_to: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scale-free windows of the curves ``ids`` whose end-to-target ratio is ``r_to / dp``."""
+        ratio = r_to / dp
+        windows, targets = [], []
+        for t in ids:
+            curve = self._curve[t]
+            for end in range(2, len(curve) + 1):
+                target = round(ratio * end)
+                if end < target <= len(curve) and abs(target / end - ratio) <= 0.05 * ratio:
+                    windows.append(scale_free_window(curve[:end]))
+                    targets.append(np.log(curve[target - 1]) - np.log(curve[end - 1]))
+        return np.array(windows).reshape(-1, SCALE_FREE_POINTS), np.array(targets)
+
+    def _scale_free_model(self, dp: int, r_to: int) -> Predictor | None:
+        key = f"sf:{dp}:{r_to}"
+        ids = [t for t in self._order if self._curve[t]]
+        log = self._fit_log.get(key)
+        if log is None or len(ids) - len(log["ids"]) >= self.refit_every:
+            n_windows = self._windows(ids, dp, r_to)[0].shape[0]
+            if n_windows < max(self.d, 2):
+                return None
+            log = {"ids": ids, "seed": self._support.next_seed()}
+            self._fit_log[key] = log
+            old = self._models.pop(key, None)
+            if old is not None:
+                self._support.release(old)
+            self._models[key] = self._fit_windows(log, dp, r_to, counted=True)
+        elif key not in self._models:
+            self._models[key] = self._fit_windows(log, dp, r_to, counted=False)
+        return self._models[key]
+
+    def _fit_windows(
+        self, log: Mapping[str, Any], dp: int, r_to: int, *, counted: bool
+    ) -> Predictor:
+        x, y = self._windows(list(log["ids"]), dp, r_to)
+        rng = np.random.default_rng(int(log["seed"]))
+        if x.shape[0] > self.max_windows:
+            keep = np.sort(rng.choice(x.shape[0], size=self.max_windows, replace=False))
+            x, y = x[keep], y[keep]
+        return self._support.fit(x, y, None, int(log["seed"]), counted=counted)
+
     def _fit(self, log: Mapping[str, Any], dp: int, r_to: int, *, counted: bool) -> Predictor:
         ids = log["ids"]
         return self._support.fit(
@@ -312,6 +454,8 @@ class SwiftASHA(ASHA):
             dp=dict(self._dp),
             fit_log={k: {"ids": list(v["ids"]), "seed": v["seed"]} for k, v in self._fit_log.items()},
             phantom=[list(p) for p in self._phantom],
+            waiting=[dict(w) for w in self._waiting],
+            resuming=[list(r) for r in self._resuming],
             support=self._support.state(),
         )
         return extra
@@ -324,4 +468,9 @@ class SwiftASHA(ASHA):
         }
         self._models = {}
         self._phantom = [list(p) for p in extra["phantom"]]
+        self._waiting = [{t: float(x) for t, x in w.items()} for w in extra.get("waiting", [])]
+        self._resuming = [list(r) for r in extra.get("resuming", [])]
+        if not self._waiting:
+            self._waiting = [{} for _ in self.rungs]
+            self._resuming = [[] for _ in self.rungs]
         self._support.load(extra["support"])

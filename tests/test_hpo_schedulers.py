@@ -84,6 +84,11 @@ def _build(name: str, r: int, eta: int, seed: int, n: int | None = None) -> Sche
         return SwiftHyperband(r, eta, _svr, d=5, scale_free=True, max_windows=50, seed=seed)
     if name == "swift-asha":
         return SwiftASHA(r, eta, n, _svr, d=5, seed=seed)
+    if name == "swift-asha-defer":
+        return SwiftASHA(
+            r, eta, n, _svr, d=5, defer=True, scale_free=True, known_curve=0.25, max_windows=50,
+            refit_every=3, seed=seed,
+        )
     driver = make_driver(name, max_resource=r, eta=eta, seed=seed, n_trials=n)
     assert isinstance(driver, Scheduler)
     return driver
@@ -258,6 +263,7 @@ ALGOS = [
     "swift-hyperband",
     "swift-hyperband-scale-free",
     "swift-asha",
+    "swift-asha-defer",
 ]
 
 
@@ -459,3 +465,77 @@ def test_scale_free_swift_hyperband_predicts_where_whole_curves_are_too_few() ->
     with pytest.raises(ValueError, match=r"loss must be > 0 with scale_free=True, got -0\.5"):
         sched.report(job.trial_id, 1, -0.5)
     assert sched.report(job.trial_id, 1, 0.5) == Decision.PAUSE
+
+
+class _Exact:
+    """Exact predictor for curves ``a + 1 / t`` (:func:`_parallel_curves`): learns the target
+    resource ``r`` from one training pair and returns ``a + 1 / r``."""
+
+    def fit(self, curves: Any, targets: Any, hparams: Any = None, seed: int = 0) -> None:
+        c = np.asarray(curves, dtype=np.float64)
+        self.dp = c.shape[1]
+        self.inv_r = float(targets[0]) - (c[0, -1] - 1.0 / self.dp)
+
+    def predict(self, curves: Any, hparams: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        mean = np.asarray(curves, dtype=np.float64)[:, -1] - 1.0 / self.dp + self.inv_r
+        return mean, np.zeros_like(mean)
+
+
+def _parallel_curves(levels: list[float], epochs: int) -> CurveTable:
+    t = np.arange(1, epochs + 1, dtype=np.float64)
+    return CurveTable.from_arrays(np.array([a + 1.0 / t for a in levels]))
+
+
+def _levels() -> list[float]:
+    return list(np.random.default_rng(3).permutation(np.linspace(0.05, 2.0, 40)))
+
+
+def test_swift_asha_defer_pauses_worse_trials_and_resumes_them_for_a_free_slot() -> None:
+    table = _parallel_curves(_levels(), 16)
+    sched = SwiftASHA(16, 2, 40, _Exact, d=2, defer=True, top_rung=False)
+    rec = Recorder(sched)
+    run = simulate(table, rec, seed=1, max_resource=16, workers=1)
+    deferred = {
+        e[1] for e in rec.log if e[0] == "report" and e[3] == Decision.PAUSE and e[2] not in sched.rungs
+    }
+    waiting = {t for k in range(len(sched.rungs)) for t in sched.waiting(k)}
+    resumed = deferred - waiting
+    assert waiting and resumed
+    assert all(rec.reached[t] in sched.rungs for t in resumed)
+    assert all(rec.reached[t] not in sched.rungs for t in waiting)
+    assert sched.waiting(len(sched.rungs) - 1) == []
+    asha = simulate(table, ASHA(16, 2, 40), seed=1, max_resource=16, workers=1)
+    assert run.epochs < asha.epochs
+    assert run.best_loss == asha.best_loss == pytest.approx(0.05 + 1 / 16)
+
+
+def test_swift_asha_defer_and_scale_free_options_are_validated() -> None:
+    for flag in ("defer", "scale_free", "top_rung"):
+        with pytest.raises(TypeError, match=f"{flag} must be a bool, got 1"):
+            SwiftASHA(27, 3, 30, _svr, **{flag: 1})
+    with pytest.raises(ValueError, match="max_windows must be >= 2, got 1"):
+        SwiftASHA(27, 3, 30, _svr, max_windows=1)
+    sched = SwiftASHA(27, 3, 30, _svr, scale_free=True)
+    for j in range(30):
+        sched.add_trial(f"t{j}")
+    job = sched.next_job()
+    assert job is not None
+    with pytest.raises(ValueError, match=r"loss must be > 0 with scale_free=True, got 0\.0"):
+        sched.report(job.trial_id, 1, 0.0)
+
+
+def test_swift_asha_defer_state_round_trip_keeps_waiting_trials() -> None:
+    table = _parallel_curves(_levels(), 16)
+
+    def build() -> SwiftASHA:
+        return SwiftASHA(16, 2, 40, _Exact, d=2, defer=True)
+
+    full = Recorder(build())
+    simulate(table, full, seed=0, max_resource=16, workers=2)
+    pauses = [i for i, e in enumerate(full.log) if e[0] == "report" and e[3] == Decision.PAUSE]
+    cut = sum(1 for e in full.log[: pauses[len(pauses) // 2]] if e[0] == "report") + 1
+    rec = Recorder(build(), restore_after=cut, rebuild=build)
+    simulate(table, rec, seed=0, max_resource=16, workers=2)
+    assert rec.log == full.log
+    state = json.loads(json.dumps(rec.driver.state_dict()))
+    assert any(state["extra"]["waiting"]) and "resuming" in state["extra"]
