@@ -371,3 +371,36 @@ def test_replay_resumed_trial_is_pending_again_in_the_searcher() -> None:
     assert probe.checked > 0
     assert probe.not_pending == []
     assert searcher.pending == []
+
+
+def test_replay_optuna_tpe_peer_chooses_the_rows_nearest_to_its_suggestions() -> None:
+    from hpo_node.peers import OptunaPeer, OptunaRowSelector
+
+    table = synthetic_table(200, 27, seed=3)
+    space = SearchSpace.from_table(table.hparams, table.hparam_names)
+
+    def run() -> tuple[object, OptunaPeer]:
+        peer = OptunaPeer("optuna-hyperband", 27, 3, 30, seed=5, sampler="tpe")
+        selector = peer.row_selector(space)
+        assert isinstance(selector, OptunaRowSelector)
+        return simulate(table, peer, seed=0, max_resource=27, searcher=selector), peer
+
+    a, peer = run()
+    b, _ = run()
+    assert a.trials_started == 30
+    assert (a.epochs, a.best_loss, a.trace) == (b.epochs, b.best_loss, b.trace)  # type: ignore[attr-defined]
+    trials = peer._study.get_trials(deepcopy=False)
+    assert len(trials) == 30 and all(set(t.params) == set(table.hparam_names) for t in trials)
+    with pytest.raises(ValueError, match="sampler must be one of 'random', 'tpe', got 'cmaes'"):
+        OptunaPeer("optuna-hyperband", 27, 3, 30, sampler="cmaes")
+    fresh = OptunaPeer("optuna-hyperband", 27, 3, 30, sampler="tpe")
+    chooser = fresh.row_selector(space)
+    with pytest.raises(RuntimeError, match="no Optuna trial was started"):
+        chooser.select([table.hparams_of(0)])
+    fresh.add_trial("t0")
+    job = fresh.next_job()
+    assert job is not None
+    rows = [table.hparams_of(r) for r in range(40)]
+    i = chooser.select(rows)
+    suggested = space.encode([fresh._trials["t0"].params])[0]
+    assert i == int(np.argmin(space.distance(space.encode(rows), suggested)))
