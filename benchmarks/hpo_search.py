@@ -47,12 +47,14 @@ def _fmt(vals: list[float]) -> str:
 
 def best_curve(runs: list[RunResult], grid: np.ndarray) -> np.ndarray:
     """Mean over runs of the best final metric found after each number of epochs in ``grid``
-    (NaN until every run has trained one trial to R)."""
+    (NaN until every run has trained one trial to R, and past the longest run)."""
     out = np.full((len(runs), grid.size), np.nan)
     for k, run in enumerate(runs):
         for epochs, best in run.trace:
             out[k, grid >= epochs] = best
-    return out.mean(axis=0)
+    mean = out.mean(axis=0)
+    mean[grid > max(run.epochs for run in runs)] = np.nan
+    return mean
 
 
 def plot(results: dict[str, list[RunResult]], schedulers: list[str], searchers: list[str],
