@@ -30,7 +30,7 @@ from hpo_node.core import (
     s_max_for,
     top_k,
 )
-from hpo_node.hyperband import SCALE_FREE_POINTS, hparam_matrix, scale_free_window
+from hpo_node.hyperband import hparam_matrix, scale_free_pairs, scale_free_window
 from hpo_node.predictors import Predictor, PredictorSupport
 
 
@@ -399,16 +399,7 @@ class SwiftASHA(ASHA):
 
     def _windows(self, ids: list[str], dp: int, r_to: int) -> tuple[np.ndarray, np.ndarray]:
         """Scale-free windows of the curves ``ids`` whose end-to-target ratio is ``r_to / dp``."""
-        ratio = r_to / dp
-        windows, targets = [], []
-        for t in ids:
-            curve = self._curve[t]
-            for end in range(2, len(curve) + 1):
-                target = round(ratio * end)
-                if end < target <= len(curve) and abs(target / end - ratio) <= 0.05 * ratio:
-                    windows.append(scale_free_window(curve[:end]))
-                    targets.append(np.log(curve[target - 1]) - np.log(curve[end - 1]))
-        return np.array(windows).reshape(-1, SCALE_FREE_POINTS), np.array(targets)
+        return scale_free_pairs([self._curve[t] for t in ids], r_to / dp)
 
     def _scale_free_model(self, dp: int, r_to: int) -> Predictor | None:
         key = f"sf:{dp}:{r_to}"

@@ -256,6 +256,25 @@ def scale_free_window(curve: Sequence[float]) -> np.ndarray:
     return np.log(at) - np.log(at[-1])
 
 
+def scale_free_pairs(
+    curves: Sequence[Sequence[float]], ratio: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training pairs of the scale-free predictor from every window of the known ``curves``.
+
+    For each curve and window end ``e`` with a later epoch ``e' = round(ratio · e)`` on the curve
+    (``e'/e`` within 5% of ``ratio``): the window's shape (:func:`scale_free_window`) and the
+    target ``log L(e') − log L(e)``. Returns x: (m, 10) and y: (m,).
+    """
+    windows, targets = [], []
+    for curve in curves:
+        for end in range(2, len(curve) + 1):
+            target = round(ratio * end)
+            if end < target <= len(curve) and abs(target / end - ratio) <= 0.05 * ratio:
+                windows.append(scale_free_window(curve[:end]))
+                targets.append(np.log(curve[target - 1]) - np.log(curve[end - 1]))
+    return np.array(windows).reshape(-1, SCALE_FREE_POINTS), np.array(targets)
+
+
 class SwiftHyperband(Hyperband):
     """Swift-Hyperband (García Amboage et al. 2023, arXiv:2311.17508).
 
@@ -424,22 +443,13 @@ class SwiftHyperband(Hyperband):
     def _select_scale_free(self, r_i: int) -> set[str]:
         """Predict ``log L(r_i) - log L(dp)`` from windows of every known curve (see class doc)."""
         dp = self._dp
-        ratio = r_i / dp
-        windows, targets = [], []
-        for t in self._order:
-            curve = self._curve[t]
-            for end in range(2, len(curve) + 1):
-                target = round(ratio * end)
-                if end < target <= len(curve) and abs(target / end - ratio) <= 0.05 * ratio:
-                    windows.append(scale_free_window(curve[:end]))
-                    targets.append(np.log(curve[target - 1]) - np.log(curve[end - 1]))
-        if len(windows) < max(self.d, 2):
+        x, y = scale_free_pairs([self._curve[t] for t in self._order], r_i / dp)
+        if x.shape[0] < max(self.d, 2):
             if self.fallback == "none":
                 return set(self._partials)
             mean = np.array([self._loss_at(t, dp) for t in self._partials])
             ref = np.array([self._loss_at(t, dp) for t in self._sent])
             return self._threshold_select(mean, ref)
-        x, y = np.array(windows), np.array(targets)
         rng = np.random.default_rng(self._support.next_seed())
         if x.shape[0] > self.max_windows:
             keep = np.sort(rng.choice(x.shape[0], size=self.max_windows, replace=False))

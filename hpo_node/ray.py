@@ -98,6 +98,21 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def merge_metric_mode(
+    metric: str | None, mode: str | None, new_metric: str | None, new_mode: str | None
+) -> tuple[str | None, str | None] | None:
+    """Tune's ``set_search_properties`` rule: fill what is unset, refuse (``None``) a conflict.
+
+    ``ValueError`` when the resulting ``mode`` is not ``min`` or ``max``.
+    """
+    if (metric and new_metric and new_metric != metric) or (mode and new_mode and new_mode != mode):
+        return None
+    mode = mode or new_mode
+    if mode is not None:
+        check_choice("mode", mode, ("min", "max"))
+    return metric or new_metric, mode
+
+
 def numeric_hparams(config: Mapping[str, Any]) -> dict[str, float]:
     """The numeric (non-bool) entries of a flat trial config, as floats."""
     out: dict[str, float] = {}
@@ -164,14 +179,10 @@ class CoreTrialScheduler(TrialScheduler):
         return self._mode
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
-        if (self._metric and metric and metric != self._metric) or (
-            self._mode and mode and mode != self._mode
-        ):
+        merged = merge_metric_mode(self._metric, self._mode, metric, mode)
+        if merged is None:
             return False
-        self._metric = self._metric or metric
-        self._mode = self._mode or mode
-        if self._mode is not None:
-            check_choice("mode", self._mode, ("min", "max"))
+        self._metric, self._mode = merged
         return True
 
     def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:

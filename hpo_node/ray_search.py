@@ -44,7 +44,7 @@ from typing import Any
 from ray.tune.search import Searcher as RaySearcher
 
 from hpo_node.core import check_choice, check_int
-from hpo_node.ray import CoreTrialScheduler
+from hpo_node.ray import CoreTrialScheduler, merge_metric_mode
 from hpo_node.search import Categorical, Float, Int, Param, Searcher, SearchSpace
 
 ADAPTER_STATE_VERSION = 1
@@ -149,14 +149,10 @@ class TuneSearcher(RaySearcher):
     def set_search_properties(
         self, metric: str | None, mode: str | None, config: dict, **spec: Any
     ) -> bool:
-        if (self._metric and metric and metric != self._metric) or (
-            self._mode and mode and mode != self._mode
-        ):
+        merged = merge_metric_mode(self._metric, self._mode, metric, mode)
+        if merged is None:
             return False
-        self._metric = self._metric or metric
-        self._mode = self._mode or mode
-        if self._mode is not None:
-            check_choice("mode", self._mode, ("min", "max"))
+        self._metric, self._mode = merged
         return True
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:

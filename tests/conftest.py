@@ -58,3 +58,15 @@ def mlpf_curves() -> np.ndarray:
 
     df = pd.read_csv(SHARED_DATA)
     return df[[f"loss_{i}" for i in range(100)]].to_numpy(dtype=np.float64)
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    """One local Ray per test module (2 CPUs, no dashboard); its studies reuse it."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    yield
+    ray.shutdown()

@@ -122,16 +122,6 @@ def test_ray_search_adapter_rejects_bad_arguments() -> None:
 # Real Ray studies (tiny digits budgets)
 
 
-@pytest.fixture(scope="module")
-def ray_local() -> Any:
-    """One local Ray for the module (2 CPUs, no dashboard); studies reuse it."""
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
-    yield
-    ray.shutdown()
-
-
 def _study(tmp_path: Path, algorithm: str, **over: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "study": {"name": f"tpe-{algorithm}", "output_dir": str(tmp_path / "results"), "seed": 0,

@@ -21,16 +21,6 @@ from tests.conftest import GatewayProcess  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def ray_local() -> Any:
-    """One local Ray for the module (2 CPUs, no dashboard); studies reuse it."""
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
-    yield
-    ray.shutdown()
-
-
 def _study(tmp_path: Path, algorithm: str, **over: Any) -> dict[str, Any]:
     """A tiny digits study: one trial at a time (resources.cpu = 2), so event order is fixed."""
     doc: dict[str, Any] = {
