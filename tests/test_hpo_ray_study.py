@@ -173,8 +173,9 @@ class FirstStepProbe(Callback):
                                      "core": self.scheduler.core.state_dict()}) + "\n")
 
 
-def test_hpo_ray_study_interrupt_and_tuner_restore(tmp_path: Path, ray_local: Any) -> None:
-    cfg = study_from_dict(_study(tmp_path, "asha", study__trials=9))
+@pytest.mark.parametrize("searcher", ["random", "tpe"])
+def test_hpo_ray_study_interrupt_and_tuner_restore(tmp_path: Path, ray_local: Any, searcher: str) -> None:
+    cfg = study_from_dict(_study(tmp_path, "asha", study__trials=9, algorithm__searcher=searcher))
     probe_path = str(tmp_path / "probe.jsonl")
     marker = str(tmp_path / "interrupted")
     first = run_study(
@@ -199,6 +200,8 @@ def test_hpo_ray_study_interrupt_and_tuner_restore(tmp_path: Path, ray_local: An
     rows = _rows(second.study_dir / "trials.csv")
     assert sorted(int(r["epochs"]) for r in rows) == [1] * 6 + [3] * 2 + [9]
     assert [r["decision"] for r in rows].count("finished") == 1
+    # the restored searcher knows what it suggested before: nine distinct configurations
+    assert len({(r["config.lr"], r["config.batch_size"]) for r in rows}) == 9
 
 
 def test_hpo_ray_study_hyperband_epochs_match_the_schedule(tmp_path: Path, ray_local: Any) -> None:
