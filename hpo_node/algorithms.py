@@ -59,7 +59,7 @@ def make_driver(
     n = default_n_trials(name, max_resource, eta) if n_trials is None else n_trials
     opts = dict(options or {})
     if name in OPTUNA_PEERS:
-        return OptunaPeer(name, max_resource, eta, n, seed=seed)
+        return OptunaPeer(name, max_resource, eta, n, seed=seed, **opts)
     if name == "random":
         return RandomSearch(max_resource, n)
     if name == "sha":

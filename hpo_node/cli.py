@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from hpo_node.algorithms import ALGORITHMS, make_driver
+from hpo_node.peers import OptunaPeer
 from hpo_node.predictors import PREDICTORS, CurveFeatures
-from hpo_node.replay import CurveTable, RunResult, simulate
+from hpo_node.replay import CurveTable, Driver, RunResult, simulate
 from hpo_node.search import SEARCHERS, Searcher, SearchSpace, make_searcher
 
 _FIGURES = ("epochs", "best_loss", "regret", "makespan")
@@ -90,11 +91,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _searcher(name: str, table: CurveTable, seed: int) -> Searcher | None:
-    """``None`` for ``random``: the replay's seeded permutation of the rows (unchanged results)."""
+def _searcher(name: str, table: CurveTable, seed: int, driver: Driver) -> Searcher | None:
+    """``None`` for ``random``: the replay's seeded permutation of the rows (unchanged results).
+
+    An Optuna peer built with ``--set sampler=tpe`` chooses its rows itself (its TPESampler's
+    suggestions, nearest unused row); it cannot be combined with another ``--searcher``.
+    """
+    space = SearchSpace.from_table(table.hparams, table.hparam_names, table.categorical)
+    if isinstance(driver, OptunaPeer) and driver.sampler != "random":
+        if name != "random":
+            raise ValueError(
+                f"--searcher {name} cannot drive an Optuna peer with sampler={driver.sampler!r}: "
+                "the peer's own sampler chooses its rows"
+            )
+        return driver.row_selector(space)
     if name == "random":
         return None
-    space = SearchSpace.from_table(table.hparams, table.hparam_names, table.categorical)
     return make_searcher(name, space, seed=seed)
 
 
@@ -137,7 +149,7 @@ def _runs(
                     seed=seed,
                     max_resource=r_max,
                     workers=args.workers,
-                    searcher=_searcher(searcher, table, seed),
+                    searcher=_searcher(searcher, table, seed, driver),
                 )
             )
         finally:

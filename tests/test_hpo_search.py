@@ -404,3 +404,20 @@ def test_replay_optuna_tpe_peer_chooses_the_rows_nearest_to_its_suggestions() ->
     i = chooser.select(rows)
     suggested = space.encode([fresh._trials["t0"].params])[0]
     assert i == int(np.argmin(space.distance(space.encode(rows), suggested)))
+
+
+def test_cli_optuna_tpe_peer_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _csv(tmp_path / "t.csv")
+    common = ["simulate", "--data", str(path), "--algorithm", "optuna-hyperband", "--max-resource",
+              "27", "--eta", "3", "--seed", "1", "--json"]
+    assert main(common) == 0
+    random = json.loads(capsys.readouterr().out)
+    assert main([*common, "--set", "sampler=tpe"]) == 0
+    tpe = json.loads(capsys.readouterr().out)
+    assert tpe["runs"] != random["runs"]
+    assert main([*common, "--set", "sampler=tpe"]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"] == tpe["runs"]
+    assert main([*common, "--set", "sampler=tpe", "--searcher", "tpe"]) == 2
+    assert "the peer's own sampler chooses its rows" in capsys.readouterr().err
