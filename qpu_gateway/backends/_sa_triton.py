@@ -121,8 +121,8 @@ def anneal_triton(
     """
     if prefetch not in (1, 2):
         raise ValueError(f"prefetch must be 1 or 2, got {prefetch!r}")
-    if chunk_steps < 1:
-        raise ValueError(f"chunk_steps must be >= 1, got {chunk_steps!r}")
+    if isinstance(chunk_steps, bool) or not isinstance(chunk_steps, int) or chunk_steps < 1:
+        raise ValueError(f"chunk_steps must be an integer >= 1, got {chunk_steps!r}")
     n = q.shape[0]
     n_pad = max(32, triton.next_power_of_2(n))
     upper = np.triu(q, 1)
@@ -153,4 +153,8 @@ def anneal_triton(
             w_t, f, s, state_t, sweeps, n, len(sweeps), N_PAD=n_pad, PREFETCH=prefetch,
             GATHER=gather, num_warps=num_warps or _default_warps(n_pad),
         )
+        if interrupt is not None and dev.type == "cuda":
+            # Launches are asynchronous: wait for this one, so that the next poll of the
+            # interrupt comes after it has run, not microseconds after it was queued.
+            torch.cuda.synchronize(dev)
     return ((1.0 - s[:, :n]) / 2).round().to(torch.int8).cpu().numpy()

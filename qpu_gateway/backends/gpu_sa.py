@@ -122,8 +122,11 @@ def anneal(
         torch.set_num_threads(1)  # per-step ops are small: threading costs more than it gives
     try:
         for beta in betas:
-            if interrupt is not None and interrupt():
-                break
+            if interrupt is not None:
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)  # poll after the previous sweep ran, not when queued
+                if interrupt():
+                    break
             log_u = torch.rand((n, num_reads), generator=gen, device=dev, dtype=tdtype).log_()
             for i in range(n):
                 xi = x[i]
