@@ -160,6 +160,14 @@ class ASHA(Scheduler):
         self._started = int(extra["started"])
 
 
+def _fit_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpointed fit-log entry: training ids, seed, and (scale-free fits) curve lengths."""
+    out: dict[str, Any] = {"ids": [str(t) for t in entry["ids"]], "seed": int(entry["seed"])}
+    if "lens" in entry:
+        out["lens"] = [int(n) for n in entry["lens"]]
+    return out
+
+
 class SwiftASHA(ASHA):
     """ASHA (promotion variant) with a predictor-based decision point inside each rung.
 
@@ -397,9 +405,15 @@ class SwiftASHA(ASHA):
             self._models[key] = self._fit(log, dp, r_to, counted=False)
         return self._models[key]
 
-    def _windows(self, ids: list[str], dp: int, r_to: int) -> tuple[np.ndarray, np.ndarray]:
-        """Scale-free windows of the curves ``ids`` whose end-to-target ratio is ``r_to / dp``."""
-        return scale_free_pairs([self._curve[t] for t in ids], r_to / dp)
+    def _windows(
+        self, ids: list[str], dp: int, r_to: int, lens: list[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scale-free windows of the curves ``ids`` (cut to ``lens`` epochs when given) whose
+        end-to-target ratio is ``r_to / dp``."""
+        curves = [self._curve[t] for t in ids]
+        if lens is not None:
+            curves = [c[:n] for c, n in zip(curves, lens, strict=True)]
+        return scale_free_pairs(curves, r_to / dp)
 
     def _scale_free_model(self, dp: int, r_to: int) -> Predictor | None:
         key = f"sf:{dp}:{r_to}"
@@ -409,7 +423,10 @@ class SwiftASHA(ASHA):
             n_windows = self._windows(ids, dp, r_to)[0].shape[0]
             if n_windows < max(self.d, 2):
                 return None
-            log = {"ids": ids, "seed": self._support.next_seed()}
+            # The curves' lengths at fit time: a model refitted after a restore sees the same
+            # windows, not the longer curves known by then.
+            log = {"ids": ids, "lens": [len(self._curve[t]) for t in ids],
+                   "seed": self._support.next_seed()}
             self._fit_log[key] = log
             old = self._models.pop(key, None)
             if old is not None:
@@ -422,7 +439,7 @@ class SwiftASHA(ASHA):
     def _fit_windows(
         self, log: Mapping[str, Any], dp: int, r_to: int, *, counted: bool
     ) -> Predictor:
-        x, y = self._windows(list(log["ids"]), dp, r_to)
+        x, y = self._windows(list(log["ids"]), dp, r_to, log.get("lens"))
         rng = np.random.default_rng(int(log["seed"]))
         if x.shape[0] > self.max_windows:
             keep = np.sort(rng.choice(x.shape[0], size=self.max_windows, replace=False))
@@ -443,7 +460,7 @@ class SwiftASHA(ASHA):
         extra = super()._extra_state()
         extra.update(
             dp=dict(self._dp),
-            fit_log={k: {"ids": list(v["ids"]), "seed": v["seed"]} for k, v in self._fit_log.items()},
+            fit_log={k: dict(v) for k, v in self._fit_log.items()},
             phantom=[list(p) for p in self._phantom],
             waiting=[dict(w) for w in self._waiting],
             resuming=[list(r) for r in self._resuming],
@@ -454,9 +471,7 @@ class SwiftASHA(ASHA):
     def _load_extra_state(self, extra: Mapping[str, Any]) -> None:
         super()._load_extra_state(extra)
         self._dp = {t: int(v) for t, v in extra["dp"].items()}
-        self._fit_log = {
-            k: {"ids": list(v["ids"]), "seed": int(v["seed"])} for k, v in extra["fit_log"].items()
-        }
+        self._fit_log = {k: _fit_entry(v) for k, v in extra["fit_log"].items()}
         self._models = {}
         self._phantom = [list(p) for p in extra["phantom"]]
         self._waiting = [{t: float(x) for t, x in w.items()} for w in extra.get("waiting", [])]

@@ -539,3 +539,19 @@ def test_swift_asha_defer_state_round_trip_keeps_waiting_trials() -> None:
     assert rec.log == full.log
     state = json.loads(json.dumps(rec.driver.state_dict()))
     assert any(state["extra"]["waiting"]) and "resuming" in state["extra"]
+
+
+def test_swift_asha_scale_free_resumes_identically_between_refits() -> None:
+    """A model refitted after a restore sees the curves as they were at fit time (seed 12 and a
+    restore after 54 reports once stopped a trial the uninterrupted run continued)."""
+
+    def build() -> SwiftASHA:
+        return SwiftASHA(27, 3, 60, _svr, d=3, scale_free=True, refit_every=25, known_curve=0.25,
+                         seed=12)
+
+    table = _small_table(12, rows=80)
+    full = Recorder(build())
+    simulate(table, full, seed=12, max_resource=27, workers=4)
+    rec = Recorder(build(), restore_after=54, rebuild=build)
+    simulate(table, rec, seed=12, max_resource=27, workers=4)
+    assert rec.log == full.log
