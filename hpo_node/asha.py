@@ -238,6 +238,11 @@ class SwiftASHA(ASHA):
         for flag, value in (("defer", defer), ("scale_free", scale_free), ("top_rung", top_rung)):
             if not isinstance(value, bool):
                 raise TypeError(f"{flag} must be a bool, got {value!r}")
+        if defer and self.fallback != "none":
+            raise ValueError(
+                f"fallback must be 'none' with defer=True (a deferred trial is paused at its "
+                f"decision point, never stopped there), got {fallback!r}"
+            )
         self.defer = defer
         self.scale_free = scale_free
         self.top_rung = top_rung

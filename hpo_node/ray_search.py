@@ -45,7 +45,7 @@ from ray.tune.search import Searcher as RaySearcher
 
 from hpo_node.core import check_choice, check_int
 from hpo_node.ray import CoreTrialScheduler, merge_metric_mode
-from hpo_node.search import Categorical, Float, Int, Param, Searcher, SearchSpace
+from hpo_node.search import AllPending, Categorical, Float, Int, Param, Searcher, SearchSpace
 
 ADAPTER_STATE_VERSION = 1
 
@@ -122,6 +122,13 @@ class TuneSearcher(RaySearcher):
             raise TypeError(f"inner must be an hpo_node.search.Searcher, got {type(inner).__name__}")
         if not isinstance(study_space, StudySpace):
             raise TypeError(f"study_space must be a StudySpace, got {type(study_space).__name__}")
+        if inner.space.names != study_space.space.names:
+            raise ValueError(
+                f"inner must search the study's space: its parameters are {list(inner.space.names)}, "
+                f"the study's {list(study_space.space.names)}"
+            )
+        if not isinstance(resource_attr, str) or not resource_attr:
+            raise TypeError(f"resource_attr must be a non-empty string, got {resource_attr!r}")
         if mode is not None:
             check_choice("mode", mode, ("min", "max"))
         super().__init__(metric=metric, mode=mode)
@@ -164,7 +171,7 @@ class TuneSearcher(RaySearcher):
             return None
         try:
             config = self.inner.suggest()
-        except RuntimeError:
+        except AllPending:
             # Every configuration of a small discrete space is pending: wait while some trial can
             # still release one; otherwise no new configuration can come.
             if self._live():

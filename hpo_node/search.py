@@ -115,6 +115,10 @@ def _key(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
+class AllPending(RuntimeError):
+    """Every configuration a searcher could propose is pending (a small discrete space)."""
+
+
 class SearchSpace:
     """Named parameters, and the encoding of configurations into a numeric matrix."""
 
@@ -134,6 +138,19 @@ class SearchSpace:
     @property
     def dim(self) -> int:
         return len(self.names)
+
+    @property
+    def size(self) -> int | None:
+        """Number of distinct configurations; ``None`` when a continuous parameter makes it infinite."""
+        out = 1
+        for p in self.params.values():
+            if isinstance(p, Categorical):
+                out *= len(p.choices)
+            elif isinstance(p, Int):
+                out *= int(p.high) - int(p.low) + 1
+            else:
+                return None
+        return out
 
     @classmethod
     def from_table(
@@ -256,7 +273,7 @@ class Searcher(ABC):
             configs = [self.space.decode(row) for row in u]
             i = self._best(np.zeros(len(u)), configs)
         if i is None:
-            raise RuntimeError(
+            raise AllPending(
                 f"{self.name}: every candidate configuration is pending "
                 f"({len(self._pending)} pending); release one first"
             )
@@ -265,7 +282,7 @@ class Searcher(ABC):
     def select(self, candidates: Sequence[Mapping[str, Any]]) -> int:
         """Index of the best of ``candidates`` (first on ties); that configuration becomes pending.
 
-        Candidates equal to a pending configuration are skipped; ``RuntimeError`` if all are.
+        Candidates equal to a pending configuration are skipped; :class:`AllPending` if all are.
         """
         if len(candidates) == 0:
             raise ValueError("candidates must hold at least 1 configuration, got 0")
@@ -275,7 +292,7 @@ class Searcher(ABC):
         scores = self._score_finite(data, u) if data is not None else self._rng.random(len(u))
         i = self._best(scores, configs)
         if i is None:
-            raise RuntimeError(f"{self.name}: every one of the {len(configs)} candidates is pending")
+            raise AllPending(f"{self.name}: every one of the {len(configs)} candidates is pending")
         self._mark(configs[i])
         return i
 

@@ -77,7 +77,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpo_node.core import check_choice, check_float, check_int
+from hpo_node.core import check_choice, check_float, check_int, hyperband_brackets
 from qpu_gateway.process import GatewayProcess
 
 logger = logging.getLogger(__name__)
@@ -368,6 +368,16 @@ def build_searcher(cfg: StudyConfig, scheduler: Any = None) -> Any:
             f"algorithm.searcher_params must be options of the {cfg.searcher!r} searcher, "
             f"got {cfg.searcher_params!r} ({exc})"
         ) from exc
+    size = space.space.size
+    if cfg.algorithm in ("hyperband", "swift-hyperband") and size is not None:
+        largest = max(rounds[0][0] for _, rounds in hyperband_brackets(cfg.max_resource, cfg.eta))
+        if size < largest:
+            raise ValueError(
+                f"space: {size} distinct configurations, fewer than the {largest} that a "
+                f"{cfg.algorithm} bracket (R = {cfg.max_resource}, eta = {cfg.eta}) starts with at "
+                f"once; searcher {cfg.searcher!r} never proposes a pending configuration twice. "
+                "Widen the space, or use asha / swift-asha or searcher = 'random'"
+            )
     out = TuneSearcher(inner, space, metric=cfg.metric, mode=cfg.mode, max_trials=n_trials(cfg))
     if scheduler is not None:
         out.attach(scheduler)

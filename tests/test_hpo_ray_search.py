@@ -116,6 +116,11 @@ def test_ray_search_adapter_rejects_bad_arguments() -> None:
         TuneSearcher(make_searcher("tpe", space.space), space, mode="best")
     with pytest.raises(ValueError, match=r"state version must be 1, got 7"):
         _adapter().set_state({"version": 7})
+    other = StudySpace({"lr": SPEC["lr"]})
+    with pytest.raises(ValueError, match=r"inner must search the study's space: its parameters are \['lr'\]"):
+        TuneSearcher(make_searcher("tpe", other.space), space)
+    with pytest.raises(TypeError, match=r"resource_attr must be a non-empty string, got None"):
+        TuneSearcher(make_searcher("tpe", space.space), space, resource_attr=None)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -515,6 +515,8 @@ def test_swift_asha_defer_and_scale_free_options_are_validated() -> None:
             SwiftASHA(27, 3, 30, _svr, **{flag: 1})
     with pytest.raises(ValueError, match="max_windows must be >= 2, got 1"):
         SwiftASHA(27, 3, 30, _svr, max_windows=1)
+    with pytest.raises(ValueError, match="fallback must be 'none' with defer=True"):
+        SwiftASHA(27, 3, 30, _svr, defer=True, fallback="last-value")
     sched = SwiftASHA(27, 3, 30, _svr, scale_free=True)
     for j in range(30):
         sched.add_trial(f"t{j}")

@@ -17,6 +17,7 @@ from hpo_node.hyperband import Hyperband
 from hpo_node.replay import CurveTable, simulate
 from hpo_node.search import (
     SEARCHERS,
+    AllPending,
     Categorical,
     EvolutionSearcher,
     Float,
@@ -421,3 +422,14 @@ def test_cli_optuna_tpe_peer_from_the_command_line(
     assert json.loads(capsys.readouterr().out)["runs"] == tpe["runs"]
     assert main([*common, "--set", "sampler=tpe", "--searcher", "tpe"]) == 2
     assert "the peer's own sampler chooses its rows" in capsys.readouterr().err
+
+
+def test_search_space_size_and_all_pending() -> None:
+    small = SearchSpace({"opt": Categorical(("adam", "sgd")), "k": Int(1, 3)})
+    assert small.size == 6
+    assert SearchSpace({"lr": Float(1e-4, 1e-1, log=True)}).size is None
+    searcher = make_searcher("tpe", small, seed=0)
+    for _ in range(6):
+        searcher.suggest()
+    with pytest.raises(AllPending, match="every candidate configuration is pending"):
+        searcher.suggest()

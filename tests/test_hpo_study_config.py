@@ -32,8 +32,14 @@ BASE: dict[str, Any] = {
 def _doc(**over: Any) -> dict[str, Any]:
     doc = copy.deepcopy(BASE)
     for dotted, value in over.items():
+        if "__" not in dotted:
+            doc[dotted] = value
+            continue
         section, key = dotted.split("__")
-        doc.setdefault(section, {})[key] = value
+        if value is None:
+            doc.setdefault(section, {}).pop(key, None)
+        else:
+            doc.setdefault(section, {})[key] = value
     return doc
 
 
@@ -92,6 +98,9 @@ def test_hpo_study_config_other_examples_parse(name: str, algorithm: str, trials
          ValueError, r"gamma must be in \(0.0, 1.0\), got 1.5"),
         ({"algorithm__searcher": "tpe", "algorithm__searcher_params": 3}, TypeError,
          "algorithm.searcher_params must be a table, got 3"),
+        ({"algorithm__name": "hyperband", "algorithm__searcher": "tpe", "study__trials": None,
+          "space": {"optimizer": {"type": "choice", "values": ["adam", "sgd"]}}}, ValueError,
+         r"space: 2 distinct configurations, fewer than the \d+ that a hyperband bracket"),
     ],
 )
 def test_hpo_study_config_rejects_bad_entries(over: dict[str, Any], exc: type, match: str) -> None:
