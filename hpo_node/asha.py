@@ -398,16 +398,33 @@ class SwiftASHA(ASHA):
         known = self._known(r_to)
         if len(known) < max(self.d, 2):
             return None
+        return self._cached_model(
+            key, len(known), lambda: {"ids": known, "seed": self._support.next_seed()},
+            lambda log, counted: self._fit(log, dp, r_to, counted=counted),
+        )
+
+    def _cached_model(
+        self,
+        key: str,
+        n_known: int,
+        new_log: Callable[[], dict[str, Any] | None],
+        fit: Callable[[Mapping[str, Any], bool], Predictor],
+    ) -> Predictor | None:
+        """Model ``key``: refitted when ``refit_every`` trials joined its training set since the
+        last fit (``new_log()`` gives the new fit log, ``None`` when the data are too few), else
+        the last fit, rebuilt from its log (uncounted) after a restore."""
         log = self._fit_log.get(key)
-        if log is None or len(known) - len(log["ids"]) >= self.refit_every:
-            log = {"ids": known, "seed": self._support.next_seed()}
+        if log is None or n_known - len(log["ids"]) >= self.refit_every:
+            log = new_log()
+            if log is None:
+                return None
             self._fit_log[key] = log
             old = self._models.pop(key, None)
             if old is not None:
                 self._support.release(old)
-            self._models[key] = self._fit(log, dp, r_to, counted=True)
+            self._models[key] = fit(log, True)
         elif key not in self._models:
-            self._models[key] = self._fit(log, dp, r_to, counted=False)
+            self._models[key] = fit(log, False)
         return self._models[key]
 
     def _windows(
@@ -421,35 +438,28 @@ class SwiftASHA(ASHA):
         return scale_free_pairs(curves, r_to / dp)
 
     def _scale_free_model(self, dp: int, r_to: int) -> Predictor | None:
-        key = f"sf:{dp}:{r_to}"
         ids = [t for t in self._order if self._curve[t]]
-        log = self._fit_log.get(key)
-        if log is None or len(ids) - len(log["ids"]) >= self.refit_every:
-            n_windows = self._windows(ids, dp, r_to)[0].shape[0]
-            if n_windows < max(self.d, 2):
+        pairs: list[tuple[np.ndarray, np.ndarray]] = []
+
+        def new_log() -> dict[str, Any] | None:
+            pairs.append(self._windows(ids, dp, r_to))
+            if pairs[0][0].shape[0] < max(self.d, 2):
                 return None
             # The curves' lengths at fit time: a model refitted after a restore sees the same
             # windows, not the longer curves known by then.
-            log = {"ids": ids, "lens": [len(self._curve[t]) for t in ids],
-                   "seed": self._support.next_seed()}
-            self._fit_log[key] = log
-            old = self._models.pop(key, None)
-            if old is not None:
-                self._support.release(old)
-            self._models[key] = self._fit_windows(log, dp, r_to, counted=True)
-        elif key not in self._models:
-            self._models[key] = self._fit_windows(log, dp, r_to, counted=False)
-        return self._models[key]
+            return {"ids": ids, "lens": [len(self._curve[t]) for t in ids],
+                    "seed": self._support.next_seed()}
 
-    def _fit_windows(
-        self, log: Mapping[str, Any], dp: int, r_to: int, *, counted: bool
-    ) -> Predictor:
-        x, y = self._windows(list(log["ids"]), dp, r_to, log.get("lens"))
-        rng = np.random.default_rng(int(log["seed"]))
-        if x.shape[0] > self.max_windows:
-            keep = np.sort(rng.choice(x.shape[0], size=self.max_windows, replace=False))
-            x, y = x[keep], y[keep]
-        return self._support.fit(x, y, None, int(log["seed"]), counted=counted)
+        def fit(log: Mapping[str, Any], counted: bool) -> Predictor:
+            # A fresh fit reuses the windows new_log built; a rebuild cuts the curves to ``lens``.
+            x, y = pairs[0] if pairs else self._windows(list(log["ids"]), dp, r_to, log.get("lens"))
+            if x.shape[0] > self.max_windows:
+                rng = np.random.default_rng(int(log["seed"]))
+                keep = np.sort(rng.choice(x.shape[0], size=self.max_windows, replace=False))
+                x, y = x[keep], y[keep]
+            return self._support.fit(x, y, None, int(log["seed"]), counted=counted)
+
+        return self._cached_model(f"sf:{dp}:{r_to}", len(ids), new_log, fit)
 
     def _fit(self, log: Mapping[str, Any], dp: int, r_to: int, *, counted: bool) -> Predictor:
         ids = log["ids"]
