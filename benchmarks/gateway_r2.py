@@ -14,8 +14,7 @@ import argparse
 import time
 
 import numpy as np
-from _data import load_mlpf, r2, split
-from sklearn.svm import SVR
+from _data import load_mlpf, r2, split, svr_baseline
 
 from qpu_gateway.ensemble import ENSEMBLE_METHODS, member_weights
 from qpu_gateway.qsvr import QSVR
@@ -45,12 +44,8 @@ def main() -> None:
     fit_seconds: dict[str, list[float]] = {}
     for seed in range(args.splits):
         tr, te = split(len(y), seed)
-        lo, span = x[tr].min(0), np.ptp(x[tr], 0)
-        ylo, yspan = y[tr].min(), np.ptp(y[tr])
         for gamma in gammas:
-            svr = SVR(gamma=gamma, epsilon=0.02, C=float((0.5 ** (np.arange(3) - 0.005)).sum()))
-            svr.fit((x[tr] - lo) / span, (y[tr] - ylo) / yspan)
-            pred = svr.predict((x[te] - lo) / span) * yspan + ylo
+            pred = svr_baseline(x[tr], y[tr], x[te], gamma)
             rows.setdefault(f"sklearn SVR, gamma={gamma}", []).append(r2(y[te], pred))
             for sw in sweeps:
                 t0 = time.perf_counter()
