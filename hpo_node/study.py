@@ -8,7 +8,7 @@
    names a running one or the study needs no gateway;
 3. starts a local Ray (``num_cpus`` from the config, no dashboard) unless ``--ray-address`` names a
    cluster;
-4. runs the study with the scheduler adapter of :mod:`hpo_node.ray`, printing progress;
+4. runs the study with the scheduler adapter of :mod:`hpo_node.integrations.ray_tune`, printing progress;
 5. writes ``<output_dir>/<name>/``: ``trials.csv``, ``best.json``, ``curves.png``, ``summary.json``
    (epochs used, trials per outcome, predictor counters), ``scheduler_state.json``, and Ray's own
    experiment directory ``ray/<name>`` (``--resume`` continues an interrupted study from it with
@@ -223,7 +223,7 @@ def study_from_dict(doc: Mapping[str, Any], base: Path | None = None) -> StudyCo
     if "max_epochs" in space or "max_epochs" in tr:
         raise ValueError("max_epochs is set from [algorithm].max_resource; remove it")
 
-    from hpo_node.ray import RAY_ALGORITHMS
+    from hpo_node.integrations.ray_tune import RAY_ALGORITHMS
 
     name = st.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
@@ -355,9 +355,9 @@ def fixed_param_space(cfg: StudyConfig) -> dict[str, Any]:
 
 
 def build_searcher(cfg: StudyConfig, scheduler: Any = None) -> Any:
-    """The study's :class:`hpo_node.ray_search.TuneSearcher` (``cfg.searcher`` other than
+    """The study's :class:`hpo_node.integrations.ray_search.TuneSearcher` (``cfg.searcher`` other than
     ``random``), attached to ``scheduler`` when given."""
-    from hpo_node.ray_search import StudySpace, TuneSearcher
+    from hpo_node.integrations.ray_search import StudySpace, TuneSearcher
     from hpo_node.search import make_searcher
 
     space = StudySpace(cfg.space)
@@ -414,20 +414,20 @@ class _HparamEncoder:
 
 def n_trials(cfg: StudyConfig) -> int:
     """Configurations the study generates."""
-    from hpo_node.ray import trials_needed
+    from hpo_node.integrations.ray_tune import trials_needed
 
     return trials_needed(cfg.algorithm, cfg.max_resource, cfg.eta, cfg.trials)
 
 
 def build_scheduler(cfg: StudyConfig, gateway_address: str | None) -> Any:
-    """The :class:`hpo_node.ray.CoreTrialScheduler` of the study (with its prediction log)."""
-    from hpo_node.predictors import make_predictor_factory
-    from hpo_node.ray import (
+    """The study's :class:`hpo_node.integrations.ray_tune.CoreTrialScheduler` (and prediction log)."""
+    from hpo_node.integrations.ray_tune import (
         ASHAScheduler,
         HyperbandScheduler,
         SwiftASHAScheduler,
         SwiftHyperbandScheduler,
     )
+    from hpo_node.predictors import make_predictor_factory
     from hpo_node.resilient import GatewayFactory, PredictionLog, guarded_factory
 
     common: dict[str, Any] = {
@@ -593,7 +593,7 @@ def write_outputs(cfg: StudyConfig, scheduler: Any, summary: dict[str, Any]) -> 
 
 def _restored_scheduler(tuner: Any) -> Any:
     """The scheduler object a restored ``Tuner`` runs (unpickled from its ``tuner.pkl``)."""
-    from hpo_node.ray import CoreTrialScheduler
+    from hpo_node.integrations.ray_tune import CoreTrialScheduler
 
     sched = getattr(getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None),
                     "scheduler", None)
@@ -622,7 +622,7 @@ def run_study(
     from ray.tune.callback import Callback
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from hpo_node.ray import ProgressCallback, SchedulerStateCallback
+    from hpo_node.integrations.ray_tune import ProgressCallback, SchedulerStateCallback
     from hpo_node.trainables import train_digits
 
     out = getattr(sys, stream)
@@ -707,7 +707,7 @@ def run_study(
                 search_alg: Any = BasicVariantGenerator(random_state=cfg.seed)
                 space = param_space(cfg)
             else:
-                # No ConcurrencyLimiter: the scheduler bounds concurrency (see hpo_node.ray_search)
+                # No ConcurrencyLimiter: the scheduler bounds concurrency (hpo_node.integrations.ray_search)
                 search_alg = build_searcher(cfg, scheduler)
                 space = fixed_param_space(cfg)
             tuner = tune.Tuner(

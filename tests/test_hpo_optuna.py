@@ -8,7 +8,7 @@ import numpy as np
 import optuna
 import pytest
 
-from hpo_node.optuna import SwiftPruner
+from hpo_node.integrations.optuna_pruner import SwiftPruner
 from hpo_node.predictors import SVRPredictor
 from hpo_node.trainables import DigitsTrainer, load_digits_split
 

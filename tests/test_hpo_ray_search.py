@@ -1,4 +1,4 @@
-"""Our searchers as Ray Tune searchers (hpo_node.ray_search): the adapter, and real Ray studies."""
+"""Our searchers as Ray Tune searchers (hpo_node.integrations.ray_search): adapter, real Ray studies."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 ray = pytest.importorskip("ray")
 from ray.tune.search import Searcher as RaySearcher  # noqa: E402
 
-from hpo_node.ray_search import StudySpace, TuneSearcher  # noqa: E402
+from hpo_node.integrations.ray_search import StudySpace, TuneSearcher  # noqa: E402
 from hpo_node.search import Categorical, Int, make_searcher  # noqa: E402
 from hpo_node.study import run_study, study_from_dict  # noqa: E402
 

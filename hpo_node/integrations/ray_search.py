@@ -12,7 +12,8 @@
   as JSON (Tune calls them with its experiment snapshots and on ``Tuner.restore``).
 
 Trials on demand. Tune creates a trial each time ``suggest`` returns a configuration, and
-:class:`hpo_node.ray.CoreTrialScheduler` holds every new trial back until its core starts it. If the
+:class:`hpo_node.integrations.ray_tune.CoreTrialScheduler` holds every new trial back until its
+core starts it. If the
 searcher suggested everything at once, every configuration would be chosen before any result. With
 a scheduler attached (:meth:`TuneSearcher.attach`), the searcher suggests only what the core is
 about to start:
@@ -44,7 +45,7 @@ from typing import Any
 from ray.tune.search import Searcher as RaySearcher
 
 from hpo_node.core import check_choice, check_int
-from hpo_node.ray import CoreTrialScheduler, merge_metric_mode
+from hpo_node.integrations.ray_tune import CoreTrialScheduler, merge_metric_mode
 from hpo_node.search import AllPending, Categorical, Float, Int, Param, Searcher, SearchSpace
 
 ADAPTER_STATE_VERSION = 1

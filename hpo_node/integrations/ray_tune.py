@@ -168,7 +168,7 @@ class CoreTrialScheduler(TrialScheduler):
         self._worst: float | None = None
         self._finished = False
         self._trials: dict[str, Trial] = {}
-        # Set by a searcher that creates trials on demand (hpo_node.ray_search.TuneSearcher):
+        # Set by a searcher that creates trials on demand (hpo_node.integrations.ray_search.TuneSearcher):
         # while it says more trials can come, the study does not end when the core is idle.
         self.more_trials: Callable[[], bool] | None = None
 
