@@ -10,8 +10,10 @@ from the command line. One ``SCOPE:TOKEN`` per line (file) or comma-separated (e
 Clients send ``authorization: Bearer <token>``. A missing or unknown token is ``UNAUTHENTICATED``;
 a known token without the method's scope is ``PERMISSION_DENIED``. Tokens are kept only as SHA-256
 digests and compared with ``hmac.compare_digest`` against every known digest (no early exit), so
-the time taken does not depend on which token, or how much of one, matched. Health checks and
-reflection stay open.
+the time taken does not depend on which token, or how much of one, matched. Every token is also
+registered with :mod:`qpu_gateway.redact`, and an error about an entry (say a line with scope and
+token swapped) names the file and entry, never the entry's text. Health checks and reflection stay
+open.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import grpc
+
+from qpu_gateway.redact import add_secret
 
 __all__ = ["ENV_TOKENS", "SCOPES", "TokenAuthInterceptor", "TokenTable", "load_tokens"]
 
@@ -47,13 +51,10 @@ def _digest(token: str) -> bytes:
 class TokenTable:
     """Known tokens (as digests) and their scopes."""
 
-    def __init__(self, entries: Iterable[tuple[str, str]]) -> None:
+    def __init__(self, entries: Iterable[tuple[str, str]], where: str = "tokens") -> None:
         self._entries: list[tuple[bytes, str]] = []
-        for scope, token in entries:
-            if scope not in SCOPES:
-                raise ValueError(f"token scope must be one of {SCOPES}, got {scope!r}")
-            if len(token) < 16:
-                raise ValueError("tokens must be at least 16 characters long")
+        for n, (scope, token) in enumerate(entries, 1):
+            _check(scope, token, f"{where}, entry {n}")
             self._entries.append((_digest(token), scope))
         if not self._entries:
             raise ValueError("the token table is empty")
@@ -71,6 +72,19 @@ class TokenTable:
         return found
 
 
+def _check(scope: str, token: str, where: str) -> None:
+    """Validate one entry; the error names ``where``, never the scope or token text."""
+    add_secret(scope)
+    add_secret(token)
+    if scope not in SCOPES:
+        raise ValueError(
+            f"{where}: the token scope must be one of {', '.join(SCOPES)} (SCOPE:TOKEN); the entry is "
+            "not shown, as it may hold a token"
+        )
+    if len(token) < 16:
+        raise ValueError(f"{where}: tokens must be at least 16 characters long")
+
+
 def _parse(lines: Iterable[str], where: str) -> list[tuple[str, str]]:
     entries = []
     for n, raw in enumerate(lines, 1):
@@ -79,7 +93,9 @@ def _parse(lines: Iterable[str], where: str) -> list[tuple[str, str]]:
             continue
         scope, sep, token = line.partition(":")
         if not sep or not token.strip():
+            add_secret(line)
             raise ValueError(f"{where}, entry {n}: expected SCOPE:TOKEN")
+        _check(scope.strip(), token.strip(), f"{where}, entry {n}")
         entries.append((scope.strip(), token.strip()))
     return entries
 

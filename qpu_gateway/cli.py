@@ -6,6 +6,10 @@
     qpu-gateway predict --gateway HOST:PORT --model-id ID --data rows.csv [--out preds.csv]
     qpu-gateway models [--model-id ID] | qpu-gateway delete --model-id ID
     qpu-gateway health [--gateway HOST:PORT] [--service NAME] [--wait SECONDS]   # exit 0: SERVING
+
+Every client subcommand takes ``--tls-ca`` (TLS), ``--tls-cert``/``--tls-key`` (mutual TLS),
+``--tls-server-name`` and a bearer token from ``--token-file`` (chmod 600) or the environment
+variable named by ``--token-env`` (default ``QPU_GATEWAY_TOKEN``); never on the command line.
 """
 
 from __future__ import annotations
@@ -15,22 +19,26 @@ import asyncio
 import csv
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 import numpy as np
 
 __all__ = ["main"]
 
 log = logging.getLogger("qpu_gateway")
+ENV_CLIENT_TOKEN: Final = "QPU_GATEWAY_TOKEN"
 
 
 def _serve(args: argparse.Namespace) -> int:
     from qpu_gateway.auth import load_tokens
     from qpu_gateway.backends import BackendRegistry
     from qpu_gateway.config import load_config
+    from qpu_gateway.execution import SamplingPool, default_workers
     from qpu_gateway.observability import Metrics
     from qpu_gateway.server import ServerOptions, TLSFiles, create_server
     from qpu_gateway.service import GatewayService
@@ -48,6 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
             "tls_client_ca": args.tls_client_ca,
             "tokens_file": args.tokens_file,
             "metrics_port": args.metrics_port,
+            "sampling_workers": args.sampling_workers,
         },
     )
     tokens = load_tokens(cfg.tokens_file)
@@ -55,8 +64,10 @@ def _serve(args: argparse.Namespace) -> int:
     async def run() -> None:
         store = ModelStore(cfg.store)
         registry = BackendRegistry(cfg.backends)
-        for name in cfg.chain:
+        for name in dict.fromkeys([*cfg.chain, *(cfg.allowed_backends or [])]):
             registry.sampler(name)
+        workers = cfg.sampling_workers or min(cfg.max_concurrent_fits, default_workers())
+        pool = SamplingPool(workers, cfg.backends, warm=cfg.chain).start()
         service = GatewayService(
             store,
             registry,
@@ -65,6 +76,7 @@ def _serve(args: argparse.Namespace) -> int:
             limits=cfg.fit_limits(),
             breaker_failures=cfg.breaker_failures,
             breaker_cooldown_seconds=cfg.breaker_cooldown_seconds,
+            executor=pool,
         )
         metrics = Metrics() if cfg.metrics_port is not None else None
         tls = TLSFiles(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca) if cfg.tls_cert else None
@@ -86,8 +98,9 @@ def _serve(args: argparse.Namespace) -> int:
             log.info("metrics on http://127.0.0.1:%d/metrics", metrics.serve(cfg.metrics_port))
         host = cfg.address.rsplit(":", 1)[0]
         log.info(
-            "qpu-gateway serving on %s:%d backend=%s store=%s reflection=%s tls=%s auth=%s",
-            host, gateway.port, ",".join(cfg.chain), cfg.store, cfg.reflection,
+            "qpu-gateway serving on %s:%d backend=%s store=%s sampling_workers=%d reflection=%s "
+            "tls=%s auth=%s",
+            host, gateway.port, ",".join(cfg.chain), cfg.store, workers, cfg.reflection,
             "mtls" if cfg.tls_client_ca else ("tls" if tls else "off"),
             f"{len(tokens)} tokens" if tokens else "off",
         )
@@ -129,10 +142,27 @@ def _parse_param(text: str) -> tuple[str, Any]:
     return key, float(value)
 
 
+def _token(args: argparse.Namespace) -> str | None:
+    """The bearer token: ``--token-file`` (not readable by group/others), else ``$<--token-env>``."""
+    if args.token_file:
+        path = Path(args.token_file)
+        if path.stat().st_mode & 0o077:
+            raise ValueError(f"token file {path} must not be readable by group/others (chmod 600)")
+        token = path.read_text().strip()
+        if not token:
+            raise ValueError(f"token file {path} is empty")
+        return token
+    return os.environ.get(args.token_env) or None
+
+
 def _client(args: argparse.Namespace) -> Any:
     from qpu_gateway.client import GatewayClient
 
-    return GatewayClient(args.gateway, timeout=args.timeout)
+    options = [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
+    return GatewayClient(
+        args.gateway, timeout=args.timeout, token=_token(args), tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, options=options,
+    )
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -230,11 +260,21 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--tls-client-ca", help="PEM CA of client certificates: mutual TLS")
     s.add_argument("--tokens-file", help="SCOPE:TOKEN per line (chmod 600); or $QPU_GATEWAY_TOKENS")
     s.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    s.add_argument("--sampling-workers", type=int,
+                   help="processes that run Fits (default: min(max_concurrent_fits, CPU cores))")
     s.set_defaults(func=_serve)
 
     def client_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--gateway", default="127.0.0.1:50051", help="HOST:PORT of the gateway")
         sp.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds")
+        sp.add_argument("--tls-ca", help="PEM CA of the server's certificate: connect with TLS")
+        sp.add_argument("--tls-cert", help="PEM client certificate (mutual TLS; with --tls-key)")
+        sp.add_argument("--tls-key", help="PEM private key of --tls-cert")
+        sp.add_argument("--tls-server-name",
+                        help="name to check the server's certificate against (default: the host)")
+        sp.add_argument("--token-file", help="file holding the bearer token (chmod 600)")
+        sp.add_argument("--token-env", default=ENV_CLIENT_TOKEN,
+                        help=f"environment variable holding the bearer token (default {ENV_CLIENT_TOKEN})")
 
     f = add("fit", help="fit a model on a CSV (header row; one target column)")
     client_args(f)
@@ -277,7 +317,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from qpu_gateway.errors import GatewayError
     from qpu_gateway.observability import JsonFormatter, RequestIdFilter
+    from qpu_gateway.redact import install_log_redaction
+
+    install_log_redaction()
 
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
@@ -294,6 +338,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except grpc.RpcError as exc:
         print(f"qpu-gateway: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, GatewayError) as exc:
         print(f"qpu-gateway: {exc}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import dimod
@@ -9,12 +10,16 @@ import numpy as np
 import pytest
 from dwave.cloud import exceptions as cloud
 from dwave.system.testing import MockDWaveSampler
+from hypothesis import given
+from hypothesis import strategies as st
 
 from qpu_gateway.backends import BackendRegistry, register, unregister
 from qpu_gateway.backends._embedded import EmbeddedQPUSampler, EmbeddingCache
+from qpu_gateway.backends._seed import bounded_seed
 from qpu_gateway.breaker import CircuitBreaker
-from qpu_gateway.errors import AllBackendsFailedError, DeadlineExceededError
+from qpu_gateway.errors import AllBackendsFailedError, BackendFailure, DeadlineExceededError
 from qpu_gateway.qsvr import QSVR
+from qpu_gateway.redact import install_log_redaction
 from qpu_gateway.service import GatewayService
 from qpu_gateway.store import ModelStore
 
@@ -162,7 +167,7 @@ def test_mock_qpu_max_abs_q_chain_strength_policy(tmp_path: Path) -> None:
     sampler = registry.sampler("mock-qpu")
     bqm = dimod.BinaryQuadraticModel({0: 1.0, 1: -3.0}, {(0, 1): 0.5}, 0.0, "BINARY")
     assert sampler._chain(bqm) == pytest.approx(6.0)
-    with pytest.raises(ValueError, match="chain_strength must be one of"):
+    with pytest.raises(BackendFailure, match="chain_strength must be one of"):
         BackendRegistry({"mock-qpu": {"chain_strength": "strong"}}).sampler("mock-qpu")
 
 
@@ -184,7 +189,8 @@ def test_classical_backend_is_sklearn_svr_through_the_same_api() -> None:
 
 
 def test_unknown_backend_settings_are_rejected() -> None:
-    with pytest.raises(ValueError, match=r"unknown settings \['tokn'\]"):
+    message = r"'qpu' cannot be built: ValueError: unknown settings \['tokn'\]"
+    with pytest.raises(BackendFailure, match=message):
         BackendRegistry({"qpu": {"tokn": "x"}}).sampler("qpu")
 
 
@@ -223,3 +229,97 @@ def test_mock_qpu_same_seed_same_model(tmp_path: Path) -> None:
     a, b, c = (service.fit(x, y, params={"num_reads": 30}, seed=s) for s in (1, 1, 2))
     assert a.info["member_energies"] == b.info["member_energies"]
     assert a.info["member_energies"] != c.info["member_energies"]
+
+
+@pytest.fixture
+def no_dwave_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No D-Wave token anywhere: no DWAVE_* variables, no dwave.conf under HOME."""
+    import os
+
+    for name in [k for k in os.environ if k.startswith("DWAVE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "home" / ".config"))
+
+
+def test_qpu_without_token_falls_back_to_neal_and_opens_the_breaker(
+    tmp_path: Path, no_dwave_config: None
+) -> None:
+    registry = BackendRegistry({"qpu": {"embedding_cache_dir": str(tmp_path / "emb")}})
+    service = GatewayService(ModelStore(":memory:"), registry, chain=["qpu", "neal"],
+                             breaker_failures=2)
+    x, y = _data(4)
+    records = [service.fit(x, y, params={"num_reads": 20}, seed=i) for i in range(3)]
+    assert [r.info["backend"] for r in records] == ["neal"] * 3
+    for r in records[:2]:
+        assert r.info["fallback"] and r.info["attempted_backends"] == ["qpu", "neal"]
+        assert "API token not defined" in r.info["fallback_reason"]
+    assert records[2].info["attempted_backends"] == ["neal"]
+    assert "circuit open" in records[2].info["fallback_reason"]
+    assert service.breaker("qpu").is_open
+
+
+def test_backend_whose_factory_fails_is_a_backend_failure() -> None:
+    def broken(settings: object) -> dimod.Sampler:
+        raise RuntimeError("no such device: cuda:7")
+
+    register("broken", broken)
+    try:
+        service = GatewayService(ModelStore(":memory:"), BackendRegistry(), chain=["broken", "neal"])
+        x, y = _data(4)
+        record = service.fit(x, y, params={"num_reads": 20})
+    finally:
+        unregister("broken")
+    assert record.info["backend"] == "neal" and record.info["attempted_backends"] == ["broken", "neal"]
+    assert "'broken' cannot be built: RuntimeError: no such device: cuda:7" in record.info["fallback_reason"]
+
+
+@pytest.mark.parametrize("backend", ["neal", "mock-qpu"])
+def test_any_uint64_seed_is_valid_and_reproducible(tmp_path: Path, backend: str) -> None:
+    registry = BackendRegistry({"mock-qpu": {"embedding_cache_dir": str(tmp_path)}})
+    service = GatewayService(ModelStore(":memory:"), registry, chain=[backend])
+    x, y = _data(6)
+    for seed in (2**31, 2**32 - 1, 2**32, 2**63 + 5, 2**64 - 1):
+        a, b = (service.fit(x, y, params={"num_reads": 20}, seed=seed) for _ in range(2))
+        assert a.info["seed"] == seed
+        assert a.info["member_energies"] == b.info["member_energies"]
+
+
+@given(st.integers(0, 2**64 - 1), st.integers(2, 2**64))
+def test_bounded_seed_is_in_range_deterministic_and_identity_below_the_bound(seed: int, bound: int) -> None:
+    mapped = bounded_seed(seed, bound)
+    assert mapped is not None and 0 <= mapped < bound
+    assert mapped == bounded_seed(seed, bound)
+    if seed < bound:
+        assert mapped == seed
+
+
+def test_bounded_seed_rejects_seeds_outside_uint64() -> None:
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*64\), got -1"):
+        bounded_seed(-1)
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*64\), got 18446744073709551616"):
+        bounded_seed(2**64)
+    assert bounded_seed(None) is None
+
+
+def test_qpu_token_is_in_no_log_record_of_a_real_connection_attempt(
+    tmp_path: Path, no_dwave_config: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """dwave.cloud logs its config, token included, at DEBUG: every record is scrubbed."""
+    secret = "qhpo-test-secret-7f3a9c2e51"
+    install_log_redaction()
+    registry = BackendRegistry({"qpu": {
+        "token": secret, "endpoint": "http://127.0.0.1:1/sapi/v2/", "request_timeout": 1,
+        "http_retry_total": 0, "embedding_cache_dir": str(tmp_path / "emb"),
+    }})
+    service = GatewayService(ModelStore(":memory:"), registry, chain=["qpu", "neal"])
+    x, y = _data(4)
+    with caplog.at_level(logging.DEBUG):
+        record = service.fit(x, y, params={"num_reads": 20})
+    assert record.info["backend"] == "neal" and "qpu: cannot reach solver" in record.info["fallback_reason"]
+    cloud_records = [r for r in caplog.records if r.name.startswith("dwave.cloud")]
+    assert len(cloud_records) >= 5
+    assert any("'token': '***'" in r.getMessage() for r in cloud_records)
+    for r in caplog.records:
+        assert secret not in r.getMessage() and secret not in (r.exc_text or "")
+    assert secret not in caplog.text and secret not in record.info["fallback_reason"]

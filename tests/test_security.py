@@ -154,3 +154,18 @@ def test_hpo_gateway_predictor_reaches_a_secured_gateway(tls_server, pki, monkey
     with pytest.raises(ValueError, match="token_env: environment variable 'QHPO_TEST_TOKEN' is not set"):
         GatewayPredictor(tls_server.address, token_env="QHPO_TEST_TOKEN", num_reads=20).fit(
             curves, finals, None, seed=0)
+
+
+def test_tokens_file_errors_never_print_a_token(tmp_path: Path) -> None:
+    swapped = tmp_path / "tokens.txt"
+    swapped.write_text(f"# scope:token\n{ADMIN}:admin\n")
+    os.chmod(swapped, 0o600)
+    with pytest.raises(ValueError, match=r"tokens.txt, entry 2: the token scope must be one of") as info:
+        load_tokens(swapped, env={})
+    assert ADMIN not in str(info.value)
+    with pytest.raises(ValueError, match=r"QPU_GATEWAY_TOKENS, entry 1: expected SCOPE:TOKEN") as info:
+        load_tokens(None, env={"QPU_GATEWAY_TOKENS": ADMIN})
+    assert ADMIN not in str(info.value)
+    with pytest.raises(ValueError, match="entry 1: tokens must be at least 16 characters") as info:
+        load_tokens(None, env={"QPU_GATEWAY_TOKENS": "admin:short-tok"})
+    assert "short-tok" not in str(info.value)

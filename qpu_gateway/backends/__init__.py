@@ -3,7 +3,9 @@
 Each backend is one module exposing ``create(settings: Mapping[str, Any]) -> dimod.Sampler``.
 Modules are imported on first use, so a backend's heavy dependencies (cloud client, CUDA) load
 only when configured. Add a backend by adding a module and one line to ``_BUILTIN``, or at run
-time with :func:`register`.
+time with :func:`register`. A factory that fails (bad settings, a missing dependency) is a
+:class:`~qpu_gateway.errors.BackendFailure` naming the backend: a Fit falls back past it, and
+``qpu-gateway serve`` refuses to start with one line.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import dimod
+
+from qpu_gateway.errors import BackendFailure
+from qpu_gateway.redact import scrub
 
 __all__ = ["BackendRegistry", "available_backends", "register", "unregister"]
 
@@ -68,8 +73,15 @@ class BackendRegistry:
         self._lock = threading.Lock()
 
     def sampler(self, name: str) -> dimod.Sampler:
-        """The sampler of backend ``name``; ``KeyError`` for an unknown name."""
+        """The sampler of backend ``name``; ``KeyError`` for an unknown name,
+        :class:`BackendFailure` (its cause attached) when the factory fails."""
         with self._lock:
             if name not in self._samplers:
-                self._samplers[name] = _factory(name)(self._settings.get(name, {}))
+                factory = _factory(name)
+                try:
+                    self._samplers[name] = factory(self._settings.get(name, {}))
+                except Exception as exc:
+                    raise BackendFailure(
+                        scrub(f"backend {name!r} cannot be built: {type(exc).__name__}: {exc}")
+                    ) from exc
             return self._samplers[name]

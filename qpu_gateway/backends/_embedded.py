@@ -4,7 +4,8 @@ The QSVR QUBO is dense, so it is embedded as a clique. Clique embeddings come fr
 ``busclique`` and are cached on disk per (solver, number of variables). Chains get a configurable
 strength. The sampleset is unembedded (majority vote on broken chains), and chain-break, embedding
 and QPU-timing statistics go into ``sampleset.info["qhpo_stats"]``. Cloud errors become
-:class:`~qpu_gateway.errors.BackendFailure` with messages that never contain the token.
+:class:`~qpu_gateway.errors.BackendFailure` with messages that never contain the token; so does any
+failure to build or connect the client (no token, unknown solver or region, bad config file).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import dimod
 import numpy as np
 
 from qpu_gateway.errors import BackendFailure, DeadlineExceededError, ProblemTooLargeError
+from qpu_gateway.redact import add_secret, scrub
 
 __all__ = ["CHAIN_POLICIES", "EmbeddedQPUSampler", "EmbeddingCache", "cloud_failures"]
 
@@ -45,14 +47,6 @@ def cloud_failures() -> tuple[type[BaseException], ...]:
         e.CanceledFutureError,
         OSError,  # connection errors (requests' ConnectionError is an OSError)
     )
-
-
-def scrub(text: str, secrets: list[str]) -> str:
-    """Remove every secret (and anything shaped like a SAPI token) from ``text``."""
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    return re.sub(r"\b[A-Z]{2,4}-[0-9a-f]{40}\b", "***", text)
 
 
 class EmbeddingCache:
@@ -104,7 +98,8 @@ class EmbeddedQPUSampler(dimod.Sampler):
     chain_strength_multiple : for ``max_abs_q``, chain strength = multiple * max |Q_ij|.
     annealing_time : microseconds per anneal (``None``: the solver's default).
     auto_scale : let the solver scale biases into its range.
-    secrets : strings that must never appear in an error message (the token).
+    secrets : strings that must never appear in a log or an error message (the token); they are
+        registered with :func:`qpu_gateway.redact.add_secret`.
     reseed : for simulated devices, ``reseed(child, seed)`` makes the next call reproducible;
         calls are then serialised. A real QPU takes no seed.
     """
@@ -137,7 +132,8 @@ class EmbeddedQPUSampler(dimod.Sampler):
         self.chain_strength_multiple = float(chain_strength_multiple)
         self.annealing_time = annealing_time
         self.auto_scale = auto_scale
-        self._secrets = [s for s in (secrets or []) if s]
+        for secret in secrets or []:
+            add_secret(secret)
         self._reseed = reseed
         self._sample_lock = threading.Lock()
 
@@ -153,15 +149,19 @@ class EmbeddedQPUSampler(dimod.Sampler):
         return {"solver_id": self.solver_id}
 
     def _failure(self, what: str, exc: BaseException) -> BackendFailure:
-        return BackendFailure(scrub(f"{what}: {type(exc).__name__}: {exc}", self._secrets))
+        return BackendFailure(scrub(f"{what}: {type(exc).__name__}: {exc}"))
 
     def child(self) -> dimod.Sampler:
-        """The structured sampler, created (and connected) on first use."""
+        """The structured sampler, created (and connected) on first use.
+
+        Any failure to create it (no token: ``ValueError``; unreachable endpoint, unknown solver
+        or region: cloud errors) is a :class:`BackendFailure`, so the Fit falls back.
+        """
         with self._child_lock:
             if self._child is None:
                 try:
                     self._child = self._factory()
-                except cloud_failures() as exc:
+                except Exception as exc:
                     raise self._failure(f"cannot reach solver {self.solver_id!r}", exc) from None
             return self._child
 

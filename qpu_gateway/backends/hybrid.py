@@ -14,9 +14,10 @@ from typing import Any
 
 import dimod
 
-from qpu_gateway.backends._embedded import cloud_failures, embedded_settings, scrub
-from qpu_gateway.backends.qpu import CLOUD_KEYS
+from qpu_gateway.backends._embedded import cloud_failures, embedded_settings
+from qpu_gateway.backends.qpu import CLOUD_KEYS, register_cloud_token
 from qpu_gateway.errors import BackendFailure, DeadlineExceededError
+from qpu_gateway.redact import add_secret, scrub
 
 __all__ = ["create"]
 
@@ -32,7 +33,8 @@ class HybridSampler(dimod.Sampler):
         self._child: dimod.Sampler | None = None
         self._lock = threading.Lock()
         self.time_limit = time_limit
-        self._secrets = [s for s in secrets if s]
+        for secret in secrets:
+            add_secret(secret)
 
     @property
     def parameters(self) -> dict[str, list[Any]]:
@@ -45,10 +47,15 @@ class HybridSampler(dimod.Sampler):
     def sample(self, bqm: dimod.BinaryQuadraticModel, *, timeout: float | None = None,
                **kwargs: Any) -> dimod.SampleSet:
         deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            with self._lock:
-                if self._child is None:
+        with self._lock:
+            if self._child is None:
+                try:
                     self._child = self._factory()
+                except Exception as exc:  # no token, unknown solver or region, unreachable
+                    raise BackendFailure(
+                        scrub(f"hybrid: cannot reach the solver: {type(exc).__name__}: {exc}")
+                    ) from None
+        try:
             params = {} if self.time_limit is None else {"time_limit": self.time_limit}
             sampleset = self._child.sample(bqm, **params)
             while not sampleset.done():
@@ -57,7 +64,7 @@ class HybridSampler(dimod.Sampler):
                 time.sleep(0.05)
             sampleset.resolve()
         except cloud_failures() as exc:
-            raise BackendFailure(scrub(f"hybrid: {type(exc).__name__}: {exc}", self._secrets)) from None
+            raise BackendFailure(scrub(f"hybrid: {type(exc).__name__}: {exc}")) from None
         sampleset.info["qhpo_stats"] = {
             "qpu_access_time_us": float(sampleset.info.get("qpu_access_time", 0.0)),
         }
@@ -71,6 +78,7 @@ def create(settings: Mapping[str, Any]) -> dimod.Sampler:
     def connect() -> dimod.Sampler:
         from dwave.system import LeapHybridSampler
 
+        register_cloud_token(cloud)
         return LeapHybridSampler(**cloud)
 
     return HybridSampler(

@@ -4,6 +4,9 @@ An Advantage-sized Pegasus P16 graph; the same clique embedding, chains, unembed
 statistics as ``qpu``, offline, with no token. Annealing on the embedded problem is substituted by
 simulated annealing (``substitute_sweeps`` sweeps per read) or steepest descent.
 
+Any uint64 ``seed`` is accepted (the substitute annealer takes seeds below 2^31; larger ones are
+mapped with :func:`qpu_gateway.backends._seed.bounded_seed`).
+
 Settings: ``topology_shape`` (default 16), ``substitute`` (``simulated_annealing`` |
 ``steepest_descent``), ``substitute_sweeps``, plus ``qpu``'s embedding settings.
 
@@ -21,6 +24,7 @@ from typing import Any
 import dimod
 
 from qpu_gateway.backends._embedded import EmbeddedQPUSampler, EmbeddingCache, embedded_settings
+from qpu_gateway.backends._seed import bounded_seed
 from qpu_gateway.backends.qpu import EMBED_KEYS, default_cache_dir
 
 __all__ = ["create"]
@@ -57,7 +61,7 @@ def create(settings: Mapping[str, Any]) -> dimod.Sampler:
 
     def reseed(child: dimod.Sampler, seed: int | None) -> None:
         if substitute == "simulated_annealing":
-            child.substitute_kwargs["seed"] = seed
+            child.substitute_kwargs["seed"] = bounded_seed(seed)
 
     return EmbeddedQPUSampler(
         build,

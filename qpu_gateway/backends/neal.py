@@ -1,4 +1,8 @@
-"""``neal``: simulated annealing from dwave-samplers (the successor of dwave-neal), on the CPU."""
+"""``neal``: simulated annealing from dwave-samplers (the successor of dwave-neal), on the CPU.
+
+Any uint64 ``seed`` is accepted: dwave-samplers takes seeds below 2^31, so larger ones are mapped
+with :func:`qpu_gateway.backends._seed.bounded_seed`.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +12,22 @@ from typing import Any
 import dimod
 from dwave.samplers import SimulatedAnnealingSampler
 
+from qpu_gateway.backends._seed import bounded_seed
+
 __all__ = ["create"]
 
 
 def create(settings: Mapping[str, Any]) -> dimod.Sampler:
     """A ``SimulatedAnnealingSampler``; ``settings`` (e.g. ``beta_range``) become its defaults."""
-    sampler: dimod.Sampler = SimulatedAnnealingSampler()
-    unknown = set(settings) - set(sampler.parameters)
+    child = SimulatedAnnealingSampler()
+    unknown = set(settings) - set(child.parameters)
     if unknown:
-        raise ValueError(f"unknown neal settings: {sorted(unknown)}; known: {sorted(sampler.parameters)}")
-    if settings:
-        sampler = _WithDefaults(sampler, dict(settings))
-    return sampler
+        raise ValueError(f"unknown neal settings: {sorted(unknown)}; known: {sorted(child.parameters)}")
+    return _NealSampler(child, dict(settings))
 
 
-class _WithDefaults(dimod.Sampler):
-    """Wraps a sampler, adding configured keyword defaults to every call."""
+class _NealSampler(dimod.Sampler):
+    """Wraps the annealer: configured keyword defaults on every call, any uint64 seed."""
 
     def __init__(self, child: dimod.Sampler, defaults: dict[str, Any]) -> None:
         self.child = child
@@ -38,4 +42,7 @@ class _WithDefaults(dimod.Sampler):
         return self.child.properties
 
     def sample(self, bqm: dimod.BinaryQuadraticModel, **kwargs: Any) -> dimod.SampleSet:
-        return self.child.sample(bqm, **{**self.defaults, **kwargs})
+        params = {**self.defaults, **kwargs}
+        if params.get("seed") is not None:
+            params["seed"] = bounded_seed(params["seed"])
+        return self.child.sample(bqm, **params)

@@ -6,7 +6,10 @@ profile, as the cloud client reads them): ``token``, ``solver``, ``region``, ``e
 ``http_retry_total``, ``http_retry_backoff_max``; and the embedding:
 ``chain_strength`` (``uniform_torque_compensation`` | ``max_abs_q``), ``chain_strength_multiple``,
 ``annealing_time`` (µs), ``auto_scale``, ``embedding_cache_dir``. The client connects on the first
-Fit, not at start-up. The token never appears in logs, errors or replies.
+Fit, not at start-up; a failure to connect (no token, unknown solver or region, unreachable
+endpoint) is a backend failure: the Fit falls back to the next backend of the chain. The token,
+wherever it comes from, is registered with :mod:`qpu_gateway.redact`, so it never appears in logs
+(the cloud client's own included), errors or replies.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from typing import Any
 import dimod
 
 from qpu_gateway.backends._embedded import EmbeddedQPUSampler, EmbeddingCache, embedded_settings
+from qpu_gateway.redact import add_secret
 
-__all__ = ["create", "default_cache_dir"]
+__all__ = ["create", "default_cache_dir", "register_cloud_token"]
 
 CLOUD_KEYS = {"token", "solver", "region", "endpoint", "profile", "config_file", "request_timeout",
               "polling_timeout", "proxy", "http_retry_total", "http_retry_backoff_max"}
@@ -34,6 +38,16 @@ def default_cache_dir() -> Path:
     return Path(base) / "qhpo" / "embeddings"
 
 
+def register_cloud_token(cloud: Mapping[str, Any]) -> None:
+    """Register as secrets the token of ``cloud`` and the one its config file or profile holds."""
+    from dwave.cloud.config import load_config
+
+    add_secret(cloud.get("token"))
+    add_secret(os.environ.get("DWAVE_API_TOKEN"))
+    resolved = load_config(config_file=cloud.get("config_file"), profile=cloud.get("profile"))
+    add_secret(resolved.get("token"))
+
+
 def create(settings: Mapping[str, Any]) -> dimod.Sampler:
     s = embedded_settings(settings, CLOUD_KEYS | EMBED_KEYS)
     cloud = {k: v for k, v in s.items() if k in CLOUD_KEYS}
@@ -41,6 +55,7 @@ def create(settings: Mapping[str, Any]) -> dimod.Sampler:
     def connect() -> dimod.Sampler:
         from dwave.system import DWaveSampler
 
+        register_cloud_token(cloud)
         return DWaveSampler(**cloud)
 
     return EmbeddedQPUSampler(
