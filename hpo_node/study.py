@@ -24,6 +24,7 @@ Study TOML::
     time_budget_s = 240          # optional wall-clock budget
     metric = "val_loss"
     mode = "min"
+    resource_attr = "epoch"      # the result key that counts epochs (1, 2, ... one per report)
     num_cpus = 2                 # local Ray only
 
     [algorithm]                  # asha | hyperband | swift-asha | swift-hyperband
@@ -50,10 +51,12 @@ Study TOML::
     cpu = 1
     gpu = 0
 
-    [trainable]                  # fixed entries of every trial's config (hpo_node.trainables)
-    model = "mlp"
+    [trainable]                  # fixed entries of every trial's config
+    function = "my_model:train"  # optional: a Ray Tune function trainable (module beside the
+                                 # TOML, else on sys.path); default: the digits trainable
+    model = "mlp"                # (with the digits trainable: keys of hpo_node.trainables.DEFAULTS)
 
-    [space]                      # sampled entries
+    [space]                      # sampled entries (any names with a user trainable)
     lr = { type = "loguniform", low = 1e-4, high = 0.3 }
     dropout = { type = "uniform", low = 0.0, high = 0.5 }
     batch_size = { type = "quniform", low = 16, high = 128, q = 16 }
@@ -72,7 +75,7 @@ import re
 import sys
 import time
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,11 +126,24 @@ class StudyConfig:
     cpu: float = 1.0
     gpu: float = 0.0
     trainable: dict[str, Any] = field(default_factory=dict)
+    resource_attr: str = "epoch"
+    function: str | None = None
+    base_dir: Path | None = None
+    trainable_fn: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def study_dir(self) -> Path:
         """``output_dir / name``."""
         return self.output_dir / self.name
+
+    @property
+    def trainable_callable(self) -> Callable[..., Any]:
+        """The Ray Tune function trainable: the user's, else the digits one."""
+        if self.trainable_fn is not None:
+            return self.trainable_fn
+        from hpo_node.trainables import train_digits
+
+        return train_digits
 
     @property
     def uses_predictor(self) -> bool:
@@ -193,16 +209,28 @@ def check_space(space: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def study_from_dict(doc: Mapping[str, Any], base: Path | None = None) -> StudyConfig:
-    """Build and validate a :class:`StudyConfig` from a parsed TOML document."""
+def study_from_dict(
+    doc: Mapping[str, Any],
+    base: Path | None = None,
+    *,
+    trainable: Callable[..., Any] | None = None,
+) -> StudyConfig:
+    """Build and validate a :class:`StudyConfig` from a parsed TOML document.
+
+    ``base``: the TOML file's folder, where ``[trainable] function``'s module is looked up first.
+    ``trainable``: a Ray Tune function trainable given from code (then ``[trainable] function``
+    must be absent).
+    """
     from hpo_node.trainables import DEFAULTS as TRAINABLE_DEFAULTS
+    from hpo_node.trainables import load_trainable
 
     _no_extra("top level", doc, _SECTIONS)
     st = _section(doc, "study")
     _no_extra(
         "study",
         st,
-        ("name", "output_dir", "seed", "trials", "time_budget_s", "metric", "mode", "num_cpus"),
+        ("name", "output_dir", "seed", "trials", "time_budget_s", "metric", "mode", "num_cpus",
+         "resource_attr"),
     )
     al = _section(doc, "algorithm")
     _no_extra("algorithm", al, ("name", "max_resource", "eta", "params", "searcher",
@@ -214,12 +242,24 @@ def study_from_dict(doc: Mapping[str, Any], base: Path | None = None) -> StudyCo
     rs = _section(doc, "resources")
     _no_extra("resources", rs, ("cpu", "gpu"))
     tr = _section(doc, "trainable")
-    _no_extra("trainable", tr, tuple(TRAINABLE_DEFAULTS))
+    function = tr.pop("function", None)
+    if function is not None and trainable is not None:
+        raise ValueError(
+            f"trainable.function must be absent when a trainable is given from code, got "
+            f"{function!r}"
+        )
+    if function is not None:
+        trainable = load_trainable(function, base, key="trainable.function")
+    elif trainable is not None and not callable(trainable):
+        raise TypeError(f"trainable must be a callable, got {type(trainable).__name__}")
     space = check_space(_section(doc, "space"))
     clash = sorted(set(space) & set(tr))
     if clash:
         raise ValueError(f"keys {clash} are both in [trainable] and [space]; keep one")
-    _no_extra("space", space, tuple(TRAINABLE_DEFAULTS))
+    if trainable is None:
+        # the digits trainable: its keys only
+        _no_extra("trainable", tr, tuple(TRAINABLE_DEFAULTS))
+        _no_extra("space", space, tuple(TRAINABLE_DEFAULTS))
     if "max_epochs" in space or "max_epochs" in tr:
         raise ValueError("max_epochs is set from [algorithm].max_resource; remove it")
 
@@ -228,9 +268,7 @@ def study_from_dict(doc: Mapping[str, Any], base: Path | None = None) -> StudyCo
     name = st.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ValueError(f"study.name must be letters, digits, '_', '.', '-', got {name!r}")
-    out_dir = Path(str(st.get("output_dir", "results")))
-    if not out_dir.is_absolute() and base is not None:
-        out_dir = base / out_dir
+    out_dir = Path(str(st.get("output_dir", "results")))  # relative to the current directory
     algorithm = check_choice("algorithm.name", al.get("name"), RAY_ALGORITHMS)
     trials = st.get("trials")
     if trials is not None:
@@ -302,6 +340,10 @@ def study_from_dict(doc: Mapping[str, Any], base: Path | None = None) -> StudyCo
         cpu=check_float("resources.cpu", rs.get("cpu", 1), 0.0, math.inf, low_open=True),
         gpu=check_float("resources.gpu", rs.get("gpu", 0), 0.0, math.inf),
         trainable=dict(tr),
+        resource_attr=_identifier("study.resource_attr", st.get("resource_attr", "epoch")),
+        function=function,
+        base_dir=base,
+        trainable_fn=trainable,
     )
     # Build the scheduler once now so that bad algorithm params fail before anything starts.
     build_scheduler(cfg, gateway_address="127.0.0.1:1" if cfg.needs_gateway else None)
@@ -310,8 +352,23 @@ def study_from_dict(doc: Mapping[str, Any], base: Path | None = None) -> StudyCo
     return cfg
 
 
-def load_study(path: str | Path, overrides: Mapping[str, Any] | None = None) -> StudyConfig:
-    """Read a study TOML file; ``overrides`` (``"section.key": value``) replace entries."""
+def _identifier(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def load_study(
+    path: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    trainable: Callable[..., Any] | None = None,
+) -> StudyConfig:
+    """Read a study TOML file; ``overrides`` (``"section.key": value``) replace entries.
+
+    ``[trainable] function``'s module is looked up first in the file's folder; ``trainable``
+    gives the function from code instead.
+    """
     p = Path(path)
     with open(p, "rb") as fh:
         doc = tomllib.load(fh)
@@ -323,7 +380,7 @@ def load_study(path: str | Path, overrides: Mapping[str, Any] | None = None) -> 
         if not isinstance(doc[section], dict):
             raise TypeError(f"[{section}] must be a table to override {dotted!r}")
         doc[section][key] = value
-    return study_from_dict(doc)
+    return study_from_dict(doc, p.resolve().parent, trainable=trainable)
 
 
 def param_space(cfg: StudyConfig) -> dict[str, Any]:
@@ -434,6 +491,7 @@ def build_scheduler(cfg: StudyConfig, gateway_address: str | None) -> Any:
         "metric": cfg.metric,
         "mode": cfg.mode,
         "hparams": hparam_encoder(cfg),
+        "resource_attr": cfg.resource_attr,
         "options": dict(cfg.algorithm_params),
     }
     n = n_trials(cfg)
@@ -467,27 +525,42 @@ def build_scheduler(cfg: StudyConfig, gateway_address: str | None) -> Any:
 # Progress and outputs
 
 
-def write_trials_csv(scheduler: Any, cfg: StudyConfig, path: Path) -> None:
-    """One row per trial: config, epochs, last/final loss, outcome, prediction when stopped by it."""
+def trial_rows(scheduler: Any, cfg: StudyConfig) -> list[dict[str, Any]]:
+    """One dict per trial (the rows of ``trials.csv``): outcome, epochs, last/final/best metric,
+    prediction when stopped by it, and every config entry as ``config.<name>``."""
     keys = sorted({k for r in scheduler.records.values() for k in r.config})
     r_max = cfg.max_resource
+    m = cfg.metric
+    rows = []
+    for tid, rec in scheduler.records.items():
+        finite = [v for v in rec.curve if v is not None]
+        best = (max(finite) if cfg.mode == "max" else min(finite)) if finite else None
+        rows.append({
+            "trial_id": tid,
+            "decision": rec.status,
+            "epochs": len(rec.curve),
+            f"last_{m}": rec.curve[-1] if rec.curve else None,
+            f"final_{m}": rec.curve[r_max - 1] if len(rec.curve) >= r_max else None,
+            f"best_{m}": best,
+            f"predicted_{m}": rec.predicted,
+            "predicted_spread": rec.predicted_spread,
+            "diverged": int(rec.diverged),
+            "jobs": rec.jobs,
+            **{f"config.{k}": rec.config.get(k) for k in keys},
+        })
+    return rows
+
+
+def write_trials_csv(scheduler: Any, cfg: StudyConfig, path: Path) -> None:
+    """:func:`trial_rows` as CSV (empty cells for ``None``)."""
+    rows = trial_rows(scheduler, cfg)
     with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(
-            ["trial_id", "decision", "epochs", f"last_{cfg.metric}", f"final_{cfg.metric}",
-             f"best_{cfg.metric}", f"predicted_{cfg.metric}", "predicted_spread", "diverged",
-             "jobs", *(f"config.{k}" for k in keys)]
-        )
-        for tid, rec in scheduler.records.items():
-            finite = [v for v in rec.curve if v is not None]
-            last = rec.curve[-1] if rec.curve else None
-            final = rec.curve[r_max - 1] if len(rec.curve) >= r_max else None
-            best = (max(finite) if cfg.mode == "max" else min(finite)) if finite else None
-            w.writerow(
-                [tid, rec.status, len(rec.curve), _cell(last), _cell(final), _cell(best),
-                 _cell(rec.predicted), _cell(rec.predicted_spread), int(rec.diverged), rec.jobs,
-                 *(_cell(rec.config.get(k)) for k in keys)]
-            )
+        if not rows:
+            return
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: _cell(v) for k, v in row.items()})
 
 
 def _cell(v: Any) -> Any:
@@ -536,11 +609,20 @@ def plot_curves(scheduler: Any, cfg: StudyConfig, path: Path) -> None:
 
 @dataclass
 class StudyResult:
-    """What :func:`run_study` returns: the outputs' paths and the summary dict."""
+    """What :func:`run_study` and :func:`optimize` return.
+
+    ``study_dir``: where the outputs went (``trials.csv``, ``best.json``, ``curves.png``,
+    ``summary.json``); ``best_config``/``best_value``: the best trial at ``max_resource``
+    (``None`` if no trial got there); ``trials``: the rows of ``trials.csv``; ``summary``: the
+    content of ``summary.json``; ``scheduler``: the Ray Tune scheduler with every trial's record.
+    """
 
     study_dir: Path
     summary: dict[str, Any]
     scheduler: Any
+    best_config: dict[str, Any] | None = None
+    best_value: float | None = None
+    trials: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _summary(cfg: StudyConfig, scheduler: Any, wall_s: float, gateway: str | None,
@@ -591,6 +673,14 @@ def write_outputs(cfg: StudyConfig, scheduler: Any, summary: dict[str, Any]) -> 
 # Running
 
 
+def _excluded_outputs(folder: Path, study_dir: Path) -> tuple[str, ...]:
+    """The study's output folder, when inside the shipped ``folder`` (gitignore syntax)."""
+    out = study_dir.resolve()
+    if out.is_relative_to(folder):
+        return ("/" + out.relative_to(folder).as_posix(),)
+    return ()
+
+
 def _restored_scheduler(tuner: Any) -> Any:
     """The scheduler object a restored ``Tuner`` runs (unpickled from its ``tuner.pkl``)."""
     from hpo_node.integrations.ray_tune import CoreTrialScheduler
@@ -623,7 +713,7 @@ def run_study(
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from hpo_node.integrations.ray_tune import ProgressCallback, SchedulerStateCallback
-    from hpo_node.trainables import train_digits
+    from hpo_node.trainables import code_folder, runtime_env, ship_by_value
 
     out = getattr(sys, stream)
     study_dir = cfg.study_dir
@@ -659,15 +749,29 @@ def run_study(
                 with GatewayClient(address, timeout=10, token=token, **conn) as client:
                     client.wait_until_serving(timeout=30)
                 print(f"using qpu-gateway at {address}", file=out, flush=True)
+        fn = cfg.trainable_callable
+        folder = code_folder(fn)
         if not ray.is_initialized():
+            env = None
+            if folder is not None:
+                # every worker, on every node, imports the trainable from this copy of its folder
+                env = runtime_env(folder, _excluded_outputs(folder, study_dir))
+                print(f"shipping {folder} to the Ray workers (runtime_env working_dir)", file=out,
+                      flush=True)
             if ray_address is not None:
-                ray.init(address=ray_address, log_to_driver=False)
+                ray.init(address=ray_address, log_to_driver=False, runtime_env=env)
             else:
                 # address="local": a new Ray even when /tmp/ray/ray_current_cluster names another
                 ray.init(address="local", num_cpus=cfg.num_cpus or os.cpu_count() or 1,
-                         include_dashboard=False,
+                         include_dashboard=False, runtime_env=env,
                          log_to_driver=False, configure_logging=False)
             started_ray = True
+        elif folder is not None:
+            # a Ray someone else started: its job's runtime_env is fixed, so send the code itself
+            names = ship_by_value(folder)
+            logger.info("Ray was already started: modules %s of %s are sent by value (files "
+                        "beside them are not; start Ray with runtime_env={'working_dir': ...} "
+                        "for those)", names, folder)
         resources = ray.cluster_resources()
         slots = int(resources.get("CPU", 1) // cfg.cpu) if cfg.cpu > 0 else 1
         if cfg.gpu > 0:
@@ -679,7 +783,7 @@ def run_study(
             )
         storage = (study_dir / "ray").resolve()
         experiment = storage / cfg.name
-        trainable = tune.with_resources(train_digits, {"cpu": cfg.cpu, "gpu": cfg.gpu})
+        trainable = tune.with_resources(fn, {"cpu": cfg.cpu, "gpu": cfg.gpu})
         if resume and tune.Tuner.can_restore(str(experiment)):
             tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True)
             scheduler = _restored_scheduler(tuner)
@@ -744,7 +848,46 @@ def run_study(
             code = child.stop()
             print(f"qpu-gateway stopped (exit {code})", file=out, flush=True)
     _print_summary(summary, study_dir, out)
-    return StudyResult(study_dir, summary, scheduler)
+    best = scheduler.best()
+    return StudyResult(
+        study_dir, summary, scheduler,
+        best_config=None if best is None else dict(scheduler.records[best[0]].config),
+        best_value=None if best is None else best[1],
+        trials=trial_rows(scheduler, cfg),
+    )
+
+
+def optimize(
+    trainable: Callable[..., Any] | None,
+    study: str | Path | Mapping[str, Any],
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    gateway: str | None = None,
+    ray_address: str | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Any] = (),
+    progress_every_s: float = 5.0,
+) -> StudyResult:
+    """Run a study from Python: what ``hpo-node run`` does, with ``trainable`` given from code.
+
+    ``trainable``: a Ray Tune function trainable (``def train(config): ... tune.report(...)``),
+    or ``None`` for the TOML's ``[trainable] function`` (default: the digits trainable).
+    ``study``: a study TOML file or the same document as a dict (``{"study": {...}, "space":
+    {...}, ...}``); ``overrides``: ``{"section.key": value}`` as ``--set``. Returns the
+    :class:`StudyResult` (best config, per-trial rows, the output folder).
+    """
+    if isinstance(study, str | Path):
+        cfg = load_study(study, overrides, trainable=trainable)
+    elif isinstance(study, Mapping):
+        doc = {k: dict(v) if isinstance(v, Mapping) else v for k, v in study.items()}
+        for dotted, value in (overrides or {}).items():
+            section, _, key = dotted.partition(".")
+            doc.setdefault(section, {})[key] = value
+        cfg = study_from_dict(doc, trainable=trainable)
+    else:
+        raise TypeError(f"study must be a TOML path or a dict, got {type(study).__name__}")
+    return run_study(cfg, gateway=gateway, ray_address=ray_address, resume=resume,
+                     callbacks=callbacks, progress_every_s=progress_every_s)
 
 
 def _print_summary(summary: dict[str, Any], study_dir: Path, out: Any) -> None:

@@ -326,3 +326,109 @@ def train_digits(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as d:
             trainer.save(d)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+# ---------------------------------------------------------------------------------------------
+# User trainables: ``[trainable] function = "module:callable"``
+
+# Never shipped with the code of a trainable's folder (gitignore syntax, relative to the folder).
+SHIP_EXCLUDES = (
+    ".git", "__pycache__", "*.pyc", ".venv", "venv", ".ipynb_checkpoints", ".pytest_cache",
+    "results", "ray_results", "*.ckpt", "*.pt", "*.pth", "*.sqlite",
+)
+
+
+def load_trainable(spec: str, base: Path | None = None, *, key: str = "trainable.function") -> Any:
+    """The callable named ``"module:callable"`` (``module`` may be dotted, ``callable`` too).
+
+    ``module`` is looked up first in ``base`` (the study TOML's folder), then on ``sys.path``;
+    ``base`` stays on ``sys.path`` so that the module's own imports keep working. A module of the
+    same name imported earlier from another folder is replaced by the one in ``base``.
+    ``ValueError`` (naming ``key``) when the module or the attribute is missing or not callable.
+    """
+    import importlib
+    import sys
+
+    if not isinstance(spec, str) or spec.count(":") != 1:
+        raise ValueError(f"{key} must be 'module:callable', got {spec!r}")
+    mod_name, _, attr = spec.partition(":")
+    parts = mod_name.split(".")
+    if not all(p.isidentifier() for p in parts) or not all(
+        a.isidentifier() for a in attr.split(".")
+    ):
+        raise ValueError(f"{key} must be 'module:callable' with Python names, got {spec!r}")
+    if base is not None:
+        base = Path(base).resolve()
+        top = base / parts[0]
+        if top.with_suffix(".py").is_file() or top.is_dir():
+            folder = str(base)
+            if folder in sys.path:
+                sys.path.remove(folder)
+            sys.path.insert(0, folder)
+            loaded = sys.modules.get(parts[0])
+            origin = getattr(loaded, "__file__", None)
+            if loaded is not None and (origin is None or not Path(origin).resolve().is_relative_to(
+                    base)):
+                for name in [m for m in sys.modules if m == parts[0] or
+                             m.startswith(parts[0] + ".")]:
+                    del sys.modules[name]
+            importlib.invalidate_caches()
+    try:
+        module = importlib.import_module(mod_name)
+    except ModuleNotFoundError as exc:
+        where = f"{base} or sys.path" if base is not None else "sys.path"
+        raise ValueError(f"{key}: module {mod_name!r} not found in {where} ({exc})") from exc
+    obj: Any = module
+    for name in attr.split("."):
+        if not hasattr(obj, name):
+            raise ValueError(f"{key}: {mod_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, name)
+    if not callable(obj):
+        raise ValueError(f"{key}: {spec!r} must name a callable, got {type(obj).__name__}")
+    return obj
+
+
+def code_folder(fn: Any) -> Path | None:
+    """The folder to ship to Ray's workers so that they can import ``fn``, or ``None``.
+
+    ``None`` for a function of ``__main__`` (cloudpickle sends it by value), of an installed
+    distribution (``hpo_node`` itself, site-packages) or of the standard library. Otherwise the
+    folder that holds ``fn``'s top-level module or package.
+    """
+    import importlib.metadata
+    import inspect
+    import sys
+
+    module = inspect.getmodule(fn)
+    if module is None or module.__name__ == "__main__":
+        return None
+    top = module.__name__.split(".")[0]
+    if top in sys.stdlib_module_names or top in importlib.metadata.packages_distributions():
+        return None
+    origin = getattr(sys.modules.get(top), "__file__", None)
+    if origin is None:
+        return None
+    path = Path(origin).resolve()
+    return path.parent.parent if path.name == "__init__.py" else path.parent
+
+
+def runtime_env(folder: Path, excludes: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Ray ``runtime_env`` shipping ``folder`` as every worker's ``working_dir`` (importable on
+    every node), without :data:`SHIP_EXCLUDES` and ``excludes``."""
+    return {"working_dir": str(folder), "excludes": [*SHIP_EXCLUDES, *excludes]}
+
+
+def ship_by_value(folder: Path) -> list[str]:
+    """Pickle the modules loaded from ``folder`` by value (for a Ray started without
+    :func:`runtime_env`): Ray's workers then need only their imports. Returns their names."""
+    import sys
+
+    import ray.cloudpickle
+
+    names = []
+    for name, mod in list(sys.modules.items()):
+        origin = getattr(mod, "__file__", None)
+        if origin and Path(origin).resolve().is_relative_to(folder):
+            ray.cloudpickle.register_pickle_by_value(mod)
+            names.append(name)
+    return sorted(names)

@@ -220,3 +220,71 @@ def test_hpo_study_config_gateway_connection_keys() -> None:
     assert cfg.gateway_connection == {"token_env": "QHPO_TOKEN", "tls_ca": "ca.pem"}
     with pytest.raises(ValueError, match="token"):
         load_study(EXAMPLE, {"gateway.token": "secret-on-disk"})
+
+
+def _user_study(folder: Path, module: str, body: str, **trainable: Any) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{module}.py").write_text(body)
+    toml = folder / "study.toml"
+    consts = "".join(f"{k} = {v!r}\n" for k, v in trainable.items()).replace("'", '"')
+    toml.write_text(
+        '[study]\nname = "user"\ntrials = 9\n'
+        '[algorithm]\nname = "asha"\nmax_resource = 9\n'
+        f'[trainable]\nfunction = "{module}:train"\n{consts}'
+        '[space]\nmy_rate = { type = "loguniform", low = 1e-3, high = 1.0 }\n'
+        'kernel = { type = "choice", values = ["rbf", "poly"] }\n'
+    )
+    return toml
+
+
+def test_hpo_study_config_user_function_is_found_beside_the_toml(tmp_path: Path) -> None:
+    from hpo_node.trainables import code_folder
+
+    toml = _user_study(tmp_path / "mine", "a1_user_trainable", "def train(config):\n    return 1\n",
+                       scale=2.5, label="x")
+    cfg = load_study(toml)
+    assert cfg.function == "a1_user_trainable:train"
+    assert cfg.trainable_callable.__module__ == "a1_user_trainable"
+    assert cfg.trainable == {"scale": 2.5, "label": "x"}
+    assert set(param_space(cfg)) == {"scale", "label", "my_rate", "kernel", "max_epochs"}
+    assert code_folder(cfg.trainable_callable) == (tmp_path / "mine").resolve()
+    # the digits trainable is installed: nothing to ship
+    assert code_folder(load_study(EXAMPLE).trainable_callable) is None
+
+
+def test_hpo_study_config_same_module_name_in_two_folders(tmp_path: Path) -> None:
+    one = load_study(_user_study(tmp_path / "one", "a1_twin", "def train(config):\n    return 1\n"))
+    two = load_study(_user_study(tmp_path / "two", "a1_twin", "def train(config):\n    return 2\n"))
+    assert one.trainable_callable({}) == 1 and two.trainable_callable({}) == 2
+
+
+@pytest.mark.parametrize(
+    ("function", "match"),
+    [
+        ("no_colon", r"trainable.function must be 'module:callable'"),
+        ("a1_absent_module:train", r"trainable.function: module 'a1_absent_module' not found"),
+        ("a1_user_bad:missing", r"trainable.function: 'a1_user_bad' has no attribute 'missing'"),
+        ("a1_user_bad:VALUE", r"trainable.function: 'a1_user_bad:VALUE' must name a callable"),
+    ],
+)
+def test_hpo_study_config_user_function_errors_name_the_key(tmp_path: Path, function: str,
+                                                            match: str) -> None:
+    (tmp_path / "a1_user_bad.py").write_text("VALUE = 3\n")
+    doc = _doc(trainable={"function": function}, space={"anything": {"type": "uniform", "low": 0,
+                                                                     "high": 1}})
+    with pytest.raises(ValueError, match=match):
+        study_from_dict(doc, tmp_path)
+
+
+def test_hpo_study_config_trainable_from_code(tmp_path: Path) -> None:
+    def train(config: dict[str, Any]) -> None:
+        return None
+
+    doc = _doc(space={"anything": {"type": "uniform", "low": 0, "high": 1}})
+    cfg = study_from_dict(doc, trainable=train)
+    assert cfg.trainable_callable is train and set(cfg.space) == {"anything"}
+    with pytest.raises(ValueError, match=r"trainable.function must be absent"):
+        study_from_dict(_doc(trainable={"function": "m:f"}), trainable=train)
+    # without a user trainable, the digits keys are still checked
+    with pytest.raises(ValueError, match=r"\[space\] has unknown keys \['anything'\]"):
+        study_from_dict(doc)
