@@ -16,8 +16,10 @@ Example (``examples/gateway.toml``)::
     breaker_failures = 3              # consecutive failures that open a backend's breaker
     breaker_cooldown_seconds = 60.0   # how long an open breaker skips the backend
     max_train_rows = 1000             # per Fit; also max_features, max_predict_rows
+    max_predict_cells = 10000000      # Predict rows x the model's training rows
     max_message_bytes = 16777216      # larger requests: RESOURCE_EXHAUSTED
-    max_concurrent_fits = 2           # Fit worker threads; more wait within their deadline
+    max_concurrent_fits = 2           # Fits admitted at once; more wait within their deadline
+    sampling_workers = 2              # sampling processes (default: min(max_concurrent_fits, cores))
     max_queued_fits = 8               # ... up to this many; beyond: RESOURCE_EXHAUSTED
     tls_cert = "server.pem"           # TLS; with tls_client_ca: mutual TLS
     tls_key = "server.key"
@@ -49,6 +51,7 @@ _SERVER_KEYS = {
     "max_qubo_variables", "max_num_reads", "max_num_sweeps", "breaker_failures",
     "breaker_cooldown_seconds", "max_train_rows", "max_features", "max_predict_rows",
     "max_message_bytes", "max_concurrent_fits", "max_queued_fits", "tls_cert", "tls_key",
+    "max_predict_cells", "sampling_workers",
     "tls_client_ca", "tokens_file", "metrics_port",
 }
 _POSITIVE_INTS = ("max_message_bytes", "max_concurrent_fits")
@@ -72,9 +75,11 @@ class GatewayConfig:
     max_train_rows: int = FitLimits.max_train_rows
     max_features: int = FitLimits.max_features
     max_predict_rows: int = FitLimits.max_predict_rows
+    max_predict_cells: int = FitLimits.max_predict_cells
     max_message_bytes: int = 16 * 1024 * 1024
     max_concurrent_fits: int = 2
     max_queued_fits: int = 8
+    sampling_workers: int | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
@@ -118,6 +123,10 @@ class GatewayConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if not isinstance(self.max_queued_fits, int) or self.max_queued_fits < 0:
             raise ValueError(f"max_queued_fits must be an integer >= 0, got {self.max_queued_fits!r}")
+        if self.sampling_workers is not None and (
+            not isinstance(self.sampling_workers, int) or self.sampling_workers < 1
+        ):
+            raise ValueError(f"sampling_workers must be an integer >= 1, got {self.sampling_workers!r}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together")
         if self.tls_client_ca is not None and self.tls_cert is None:

@@ -3,11 +3,17 @@
 Transport-free: the gRPC servicer converts messages into these calls and maps
 :mod:`qpu_gateway.errors` to status codes. Fitted models are immutable per version, so an LRU of
 loaded estimators serves repeated Predicts without touching SQLite's state column.
+
+A Fit's sampling runs on an :mod:`qpu_gateway.execution` executor (in-thread, or a pool of
+worker processes). It is stopped when its deadline passes, its caller cancels or the service
+shuts down, and a version is committed only while the Fit is still wanted: a Fit that ends in
+``DeadlineExceededError``, ``FitCancelledError`` or ``ShuttingDownError`` stores nothing.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import re
@@ -17,7 +23,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,28 +34,38 @@ from qpu_gateway.errors import (
     AllBackendsFailedError,
     BackendFailure,
     DeadlineExceededError,
+    GatewayError,
     InvalidArgumentError,
     PermissionDeniedError,
     ProblemTooLargeError,
     ShuttingDownError,
 )
+from qpu_gateway.execution import Attempt, Executor, InlineExecutor, Interrupted
 from qpu_gateway.qsvr import PARAM_NAMES, QSVR, NonFiniteProblemError
 from qpu_gateway.store import ModelStore, StoredModel
 
-__all__ = ["FIT_PARAMS", "FitLimits", "GatewayService", "ModelRecord"]
+__all__ = ["FIT_PARAMS", "FitCancelledError", "FitLimits", "GatewayService", "ModelRecord"]
 
 FIT_PARAMS: Final = PARAM_NAMES
 DEFAULT_PAGE_SIZE: Final = 100
 MAX_PAGE_SIZE: Final = 1000
 log = logging.getLogger("qpu_gateway.service")
 _MODEL_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_IDEMPOTENCY_KEY: Final = re.compile(r"^[\x21-\x7e]{1,128}$")
+PREDICT_CHUNK_CELLS: Final = 1_000_000  # kernel entries evaluated at once in Predict (8 MB)
+
+
+class FitCancelledError(GatewayError):
+    """The caller cancelled the Fit; its sampling stopped and nothing was stored."""
 
 
 @dataclass(frozen=True)
 class FitLimits:
     """Upper bounds that keep one request from exhausting the server (memory, time).
 
-    The dense QUBO of ``n`` variables takes ``8 n^2`` bytes (2048 variables: 32 MiB).
+    The dense QUBO of ``n`` variables takes ``8 n^2`` bytes (2048 variables: 32 MiB). A
+    Predict of ``r`` rows on a model of ``n`` training rows evaluates ``r n`` kernel entries (in
+    chunks of ``PREDICT_CHUNK_CELLS``); ``max_predict_cells`` bounds ``r n``.
     """
 
     max_qubo_variables: int = 2048
@@ -58,6 +74,7 @@ class FitLimits:
     max_train_rows: int = 1000
     max_features: int = 10_000
     max_predict_rows: int = 100_000
+    max_predict_cells: int = 10_000_000  # Predict rows x the model's training rows
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -112,7 +129,10 @@ class GatewayService:
         skipped for the cool-down.
     cache_size : fitted models kept in memory for Predict.
     clock : wall-clock source for ``created_at`` (seconds since the epoch).
-    monotonic : monotonic clock for deadlines and breakers.
+    monotonic : monotonic clock for breakers.
+    executor : where sampling runs (default: an :class:`InlineExecutor` on ``registry``).
+    commit_margin : seconds that must be left before a Fit's deadline to commit its version;
+        a Fit finishing later is reported ``DeadlineExceededError`` and stores nothing.
     """
 
     def __init__(
@@ -128,6 +148,8 @@ class GatewayService:
         cache_size: int = 64,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        executor: Executor | None = None,
+        commit_margin: float = 0.1,
     ) -> None:
         chain = list(chain or ["neal"])
         for name in [*chain, *(allowed_backends or [])]:
@@ -137,6 +159,8 @@ class GatewayService:
             raise ValueError(f"chain must not repeat a backend, got {chain}")
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
+        if not commit_margin >= 0:
+            raise ValueError(f"commit_margin must be >= 0, got {commit_margin!r}")
         self.store = store
         self.registry = registry
         self.chain = chain
@@ -145,6 +169,8 @@ class GatewayService:
         self.cache_size = cache_size
         self._clock = clock
         self._monotonic = monotonic
+        self.executor: Executor = executor or InlineExecutor(registry)
+        self.commit_margin = float(commit_margin)
         self._breakers = {
             name: CircuitBreaker(breaker_failures, breaker_cooldown_seconds, monotonic)
             for name in {*chain, *(allowed_backends or [])}
@@ -156,6 +182,11 @@ class GatewayService:
     def begin_shutdown(self) -> None:
         """Interrupt running Fits (they store nothing) and refuse new ones."""
         self._stopping.set()
+
+    def close(self, grace: float = 0.0) -> None:
+        """Shut down: interrupt Fits, stop the executor (busy workers after ``grace`` seconds)."""
+        self._stopping.set()
+        self.executor.close(grace)
 
     @property
     def default_backend(self) -> str:
@@ -193,14 +224,27 @@ class GatewayService:
         backend: str = "",
         seed: int | None = None,
         timeout: float | None = None,
+        deadline: float | None = None,
+        cancelled: Callable[[], bool] | None = None,
+        idempotency_key: str = "",
     ) -> ModelRecord:
         """Fit and store a new model version. x: (N, F), y: (N,).
 
         Tries the backends of the chain in order; a backend failure (cloud errors, a problem it
         cannot embed) moves on to the next one, and a backend whose circuit breaker is open is
-        skipped. ``timeout`` (seconds) bounds the sampling; past it, ``DeadlineExceededError``.
+        skipped. The Fit stops -- and stores nothing -- when ``deadline`` (``time.monotonic()``
+        seconds; or ``timeout`` seconds from now) passes (``DeadlineExceededError``), when
+        ``cancelled()`` turns true (``FitCancelledError``) or at shutdown (``ShuttingDownError``).
+        A Fit with an ``idempotency_key`` already stored returns that version without sampling.
         """
+        if timeout is not None:
+            end = time.monotonic() + timeout
+            deadline = end if deadline is None else min(deadline, end)
         _check_model_id(model_id, allow_empty=True)
+        if idempotency_key and not _IDEMPOTENCY_KEY.match(idempotency_key):
+            raise InvalidArgumentError(
+                "idempotency_key", f"must be 1-128 printable ASCII characters, got {idempotency_key!r}"
+            )
         _check_matrix("x", x)
         if y.ndim != 1 or y.shape[0] != x.shape[0]:
             raise InvalidArgumentError("y", f"must have one value per row of x ({x.shape[0]}), got {y.size}")
@@ -228,57 +272,75 @@ class GatewayService:
             field = field or ("base" if str(exc).startswith("base and k0") else "")
             raise InvalidArgumentError(f"params.{field}" if field else "params", str(exc)) from exc
         chain = self._chain_for(backend)
+        request_hash = _request_hash(x, y, model_id, params, backend, seed) if idempotency_key else ""
+        if idempotency_key:
+            prior = self._find_idempotent(idempotency_key, request_hash)
+            if prior is not None:
+                return self.get(*prior)
         if self._stopping.is_set():
             raise ShuttingDownError("the gateway is shutting down")
-        name, attempted, reasons = self._fit_on_chain(model, x, y, chain, timeout)
 
-        stats = model.fit_stats_
-        qpu = stats["sampler_stats"]
-        info = {
-            "backend": name,
-            "n_train": int(x.shape[0]),
-            "n_features": int(x.shape[1]),
-            "num_variables": int(stats["num_variables"]),
-            "train_r2": float(model.train_r2_),
-            "best_energy": float(stats["best_energy"]),
-            "build_seconds": float(stats["build_seconds"]),
-            "sample_seconds": float(stats["sample_seconds"]),
-            "members": len(model.intercept_),
-            "fallback": name != chain[0],
-            "fallback_reason": "; ".join(reasons),
-            "params": {p: getattr(model, p) for p in FIT_PARAMS},
-            "member_energies": model.member_energies_.tolist(),
-            "seed": seed,
-            "num_reads": int(stats["num_reads"]),
-            "distinct_solutions": int(stats["distinct_solutions"]),
-            "qpu_access_time_us": float(qpu.get("qpu_access_time_us", 0.0)),
-            "chain_break_fraction": float(qpu.get("chain_break_fraction", 0.0)),
-            "max_chain_length": int(qpu.get("max_chain_length", 0)),
-            "qubits_used": int(qpu.get("qubits_used", 0)),
-            "embedding_cache_hit": bool(qpu.get("embedding_cache_hit", False)),
-            "attempted_backends": attempted,
-        }
-        if info["params"]["c"] is None:
-            info["params"]["c"] = float(model.c_)
+        def stop() -> bool:
+            return (
+                self._stopping.is_set()
+                or (cancelled is not None and cancelled())
+                or (deadline is not None and time.monotonic() > deadline)
+            )
+
+        try:
+            name, attempted, reasons, state = self._fit_on_chain(
+                x, y, params, seed, chain, deadline, stop
+            )
+        except Interrupted:
+            self._raise_stopped(cancelled, "while sampling; the Fit was stopped")
+        # Check-and-commit: only a Fit that is still wanted (with time left to answer) stores.
+        if stop() or (deadline is not None and deadline - time.monotonic() < self.commit_margin):
+            self._raise_stopped(cancelled, "before the model could be stored")
+        model = QSVR.from_state(state)
+        info = _fit_info(model, x, name, chain, reasons, attempted, seed)
         mid = model_id or f"m-{uuid.uuid4().hex[:16]}"
         created = self._clock()
-        version = self.store.put(mid, info, model.get_state(), created)
+        if idempotency_key:
+            try:
+                mid, version, stored = self.store.put_idempotent(
+                    idempotency_key, request_hash, mid, info, state, created
+                )
+            except ValueError as exc:
+                raise InvalidArgumentError("idempotency_key", str(exc)) from exc
+            if not stored:
+                return self.get(mid, version)
+        else:
+            version = self.store.put(mid, info, state, created)
         self._remember((mid, version), model)
         return ModelRecord(mid, version, created, info)
 
+    def _find_idempotent(self, key: str, request_hash: str) -> tuple[str, int] | None:
+        try:
+            return self.store.find_idempotent(key, request_hash)
+        except ValueError as exc:
+            raise InvalidArgumentError("idempotency_key", str(exc)) from exc
+
+    def _raise_stopped(self, cancelled: Callable[[], bool] | None, when: str) -> NoReturn:
+        if self._stopping.is_set():
+            raise ShuttingDownError(f"the gateway shut down {when}; nothing was stored")
+        if cancelled is not None and cancelled():
+            raise FitCancelledError(f"the caller cancelled the Fit {when}; nothing was stored")
+        raise DeadlineExceededError(f"the deadline passed {when}; nothing was stored")
+
     def _fit_on_chain(
         self,
-        model: QSVR,
         x: NDArray[np.float64],
         y: NDArray[np.float64],
+        params: dict[str, Any],
+        seed: int | None,
         chain: list[str],
-        timeout: float | None,
-    ) -> tuple[str, list[str], list[str]]:
-        """Fit ``model`` on the first backend of ``chain`` that works.
+        deadline: float | None,
+        stop: Callable[[], bool],
+    ) -> tuple[str, list[str], list[str], dict[str, Any]]:
+        """Fit on the first backend of ``chain`` that works; ``Interrupted`` once ``stop()``.
 
-        Returns (backend used, backends attempted, reasons for each one passed over).
+        Returns (backend used, backends attempted, reasons for each one passed over, state).
         """
-        deadline = None if timeout is None else self._monotonic() + timeout
         attempted: list[str] = []
         reasons: list[str] = []
         too_large = 0
@@ -287,19 +349,12 @@ class GatewayService:
             if not breaker.allow():
                 reasons.append(f"{name}: skipped (circuit open after repeated failures)")
                 continue
-            remaining = None if deadline is None else deadline - self._monotonic()
-            if remaining is not None and remaining <= 0:
-                raise DeadlineExceededError("the deadline passed before sampling could start")
+            if stop():
+                raise Interrupted
             attempted.append(name)
-            model.sampler = self.registry.sampler(name)
+            attempt = Attempt(name, x, y, params, seed, deadline)
             try:
-                model.fit(
-                    x,
-                    y,
-                    timeout=remaining,
-                    interrupt_function=lambda: self._stopping.is_set()
-                    or (deadline is not None and self._monotonic() > deadline),
-                )
+                state = self.executor.run(attempt, stop)
             except BackendFailure as exc:
                 breaker.record_failure()
                 reasons.append(f"{name}: {exc}")
@@ -311,12 +366,8 @@ class GatewayService:
                 continue
             except NonFiniteProblemError as exc:
                 raise InvalidArgumentError("params", str(exc)) from exc
-            if self._stopping.is_set():
-                raise ShuttingDownError("the gateway shut down during the Fit; nothing was stored")
-            if deadline is not None and self._monotonic() > deadline:
-                raise DeadlineExceededError("the deadline passed while sampling; the Fit was stopped")
             breaker.record_success()
-            return name, attempted, reasons
+            return name, attempted, reasons, state
         if too_large and too_large == len(attempted):
             raise InvalidArgumentError("x", f"too many rows for backend(s): {'; '.join(reasons)}")
         raise AllBackendsFailedError(f"every backend failed: {'; '.join(reasons)}")
@@ -352,14 +403,18 @@ class GatewayService:
     def predict(
         self, model_id: str, x: NDArray[np.float64], version: int | None = None
     ) -> tuple[NDArray[np.float64], NDArray[np.float64], int]:
-        """Mean and member spread for x: (rows, F) -> (rows,), (rows,), and the version used."""
+        """Mean and member spread for x: (rows, F) -> (rows,), (rows,), and the version used.
+
+        Refuses (before allocating) more than ``max_predict_rows`` rows, or more than
+        ``max_predict_cells`` kernel entries (rows x the model's training rows); evaluates the
+        kernel in chunks of ``PREDICT_CHUNK_CELLS`` entries.
+        """
         _check_model_id(model_id)
         _check_matrix("x", x)
-        if x.shape[0] > self.limits.max_predict_rows:
+        lim = self.limits
+        if x.shape[0] > lim.max_predict_rows:
             raise InvalidArgumentError(
-                "x",
-                f"{x.shape[0]} rows are above this server's max_predict_rows = "
-                f"{self.limits.max_predict_rows}",
+                "x", f"{x.shape[0]} rows are above this server's max_predict_rows = {lim.max_predict_rows}"
             )
         if version is None:
             version = self.store.latest_version(model_id)
@@ -368,7 +423,22 @@ class GatewayService:
             raise InvalidArgumentError(
                 "x", f"has {x.shape[1]} columns but model {model_id!r} expects {model.n_features_in_}"
             )
-        mean, std = model.predict(x, return_std=True)
+        n_train = int(model.x_train_.shape[0])
+        cells = x.shape[0] * n_train
+        if cells > lim.max_predict_cells:
+            raise InvalidArgumentError(
+                "x",
+                f"{x.shape[0]} rows against a model of {n_train} training rows make {cells} kernel "
+                f"entries, above this server's max_predict_cells = {lim.max_predict_cells}; send "
+                f"at most {lim.max_predict_cells // n_train} rows per Predict",
+            )
+        step = max(1, PREDICT_CHUNK_CELLS // n_train)
+        mean = np.empty(x.shape[0])
+        std = np.empty(x.shape[0])
+        for start in range(0, x.shape[0], step):
+            mean[start:start + step], std[start:start + step] = model.predict(
+                x[start:start + step], return_std=True
+            )
         return mean, std, version
 
     def get(self, model_id: str, version: int | None = None) -> ModelRecord:
@@ -448,3 +518,62 @@ def _decode_token(token: str, model_id: str) -> str | int | None:
 
 def _record(m: StoredModel) -> ModelRecord:
     return ModelRecord(m.model_id, m.version, m.created_at, m.info)
+
+
+def _fit_info(
+    model: QSVR,
+    x: NDArray[np.float64],
+    name: str,
+    chain: list[str],
+    reasons: list[str],
+    attempted: list[str],
+    seed: int | None,
+) -> dict[str, Any]:
+    """``ModelInfo``'s fields of a fitted model."""
+    stats = model.fit_stats_
+    qpu = stats["sampler_stats"]
+    info: dict[str, Any] = {
+        "backend": name,
+        "n_train": int(x.shape[0]),
+        "n_features": int(x.shape[1]),
+        "num_variables": int(stats["num_variables"]),
+        "train_r2": float(model.train_r2_),
+        "best_energy": float(stats["best_energy"]),
+        "build_seconds": float(stats["build_seconds"]),
+        "sample_seconds": float(stats["sample_seconds"]),
+        "members": len(model.intercept_),
+        "fallback": name != chain[0],
+        "fallback_reason": "; ".join(reasons),
+        "params": {p: getattr(model, p) for p in FIT_PARAMS},
+        "member_energies": model.member_energies_.tolist(),
+        "seed": seed,
+        "num_reads": int(stats["num_reads"]),
+        "distinct_solutions": int(stats["distinct_solutions"]),
+        "qpu_access_time_us": float(qpu.get("qpu_access_time_us", 0.0)),
+        "chain_break_fraction": float(qpu.get("chain_break_fraction", 0.0)),
+        "max_chain_length": int(qpu.get("max_chain_length", 0)),
+        "qubits_used": int(qpu.get("qubits_used", 0)),
+        "embedding_cache_hit": bool(qpu.get("embedding_cache_hit", False)),
+        "attempted_backends": attempted,
+    }
+    if info["params"]["c"] is None:
+        info["params"]["c"] = float(model.c_)
+    return info
+
+
+def _request_hash(
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    model_id: str,
+    params: Mapping[str, Any],
+    backend: str,
+    seed: int | None,
+) -> str:
+    """SHA-256 of everything that makes a Fit request what it is (for idempotency keys)."""
+    h = hashlib.sha256()
+    head = {"model_id": model_id, "params": dict(params), "backend": backend, "seed": seed,
+            "shape": list(x.shape)}
+    h.update(json.dumps(head, sort_keys=True, default=str).encode())
+    h.update(np.ascontiguousarray(x, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
+    return h.hexdigest()

@@ -1,14 +1,16 @@
-"""SQLite model store: versions, persistence, atomicity."""
+"""SQLite model store: versions, persistence, atomicity, locking, integrity."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from qpu_gateway.errors import ModelNotFoundError
-from qpu_gateway.store import ModelStore
+from qpu_gateway.store import ModelStore, StoreError
 
 
 def test_store_versions_increase_and_latest_is_default(tmp_path: Path) -> None:
@@ -65,5 +67,104 @@ def test_store_refuses_a_newer_schema(tmp_path: Path) -> None:
     ModelStore(path).close()
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
-    with pytest.raises(RuntimeError, match="schema version 99"):
+    with pytest.raises(StoreError, match="schema version 99"):
         ModelStore(path)
+
+
+def test_store_never_reuses_a_version_number_after_delete(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "m.sqlite")
+    assert store.put("a", {}, {"s": 1}, 1.0) == 1
+    store.delete("a")
+    assert store.put("a", {}, {"s": 2}, 2.0) == 2
+    with pytest.raises(ModelNotFoundError):
+        store.get("a", 1)
+    store.close()
+    assert ModelStore(tmp_path / "m.sqlite").put("a", {}, {"s": 3}, 3.0) == 3
+
+
+def test_store_migrates_schema_1_without_reusing_its_versions(tmp_path: Path) -> None:
+    path = tmp_path / "m.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "INSERT INTO meta VALUES ('schema_version', '1');"
+            "CREATE TABLE models (model_id TEXT NOT NULL, version INTEGER NOT NULL, created_at REAL"
+            " NOT NULL, info TEXT NOT NULL, state TEXT NOT NULL, PRIMARY KEY (model_id, version));"
+            "INSERT INTO models VALUES ('a', 4, 1.0, '{}', '{}');"
+        )
+    store = ModelStore(path)
+    store.delete("a")
+    assert store.put("a", {}, {}, 2.0) == 5
+
+
+def test_store_is_opened_by_one_owner_at_a_time(tmp_path: Path) -> None:
+    path = tmp_path / "m.sqlite"
+    first = ModelStore(path)
+    with pytest.raises(StoreError, match=r"in use by another gateway \(pid \d+"):
+        ModelStore(path)
+    first.close()
+    ModelStore(path).close()
+
+
+def test_store_idempotent_put_stores_once_per_key(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "m.sqlite")
+    assert store.put_idempotent("k1", "h", "a", {}, {"s": 1}, 1.0) == ("a", 1, True)
+    assert store.put_idempotent("k1", "h", "b", {}, {"s": 2}, 2.0) == ("a", 1, False)
+    assert store.find_idempotent("k1", "h") == ("a", 1) and store.count() == 1
+    with pytest.raises(ValueError, match="'k1' was already used with a different request"):
+        store.put_idempotent("k1", "other", "a", {}, {}, 3.0)
+    store.delete("a")
+    assert store.find_idempotent("k1", "h") is None
+    assert store.put_idempotent("k1", "h", "a", {}, {}, 4.0) == ("a", 2, True)
+
+
+def test_store_reads_never_wait_for_a_write_blocked_by_an_outside_lock(tmp_path: Path) -> None:
+    path = tmp_path / "m.sqlite"
+    store = ModelStore(path, busy_timeout=3.0)
+    store.put("a", {"n": 1}, {}, 1.0)
+    outside = sqlite3.connect(path, isolation_level=None)
+    outside.execute("BEGIN IMMEDIATE")
+    errors: list[BaseException] = []
+    writer = threading.Thread(target=lambda: _catch(errors, lambda: store.put("b", {}, {}, 2.0)))
+    start = time.monotonic()
+    writer.start()
+    time.sleep(0.3)
+    assert store.get("a").info == {"n": 1} and store.count() == 1
+    assert time.monotonic() - start < 1.5, "a read waited for the blocked write"
+    writer.join(10)
+    assert isinstance(errors[0], sqlite3.OperationalError) and "locked" in str(errors[0])
+    assert time.monotonic() - start < 6.0, "the blocked write did not give up within busy_timeout"
+    assert store.check() == "", "another process holding the write lock is not a store problem"
+    outside.execute("ROLLBACK")
+    assert store.put("b", {}, {}, 3.0) == 1
+
+
+def test_store_corrupt_file_is_one_clear_error_and_check_reports_it(tmp_path: Path) -> None:
+    path = tmp_path / "m.sqlite"
+    store = ModelStore(path)
+    for i in range(30):
+        store.put(f"m{i}", {"i": i}, {"w": list(range(200))}, 1.0)
+    assert store.check() == ""
+    store.close()
+    _corrupt(path)
+    with pytest.raises(StoreError, match=r"is corrupt|cannot be opened"):
+        ModelStore(path)
+    (tmp_path / "junk.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="cannot be opened: file is not a database"):
+        ModelStore(tmp_path / "junk.sqlite")
+
+
+def _corrupt(path: Path) -> None:
+    """Overwrite every page after the first two (the header and the schema) with garbage."""
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    for i in range(2 * page, len(data)):
+        data[i] = (i * 7 + 13) % 256
+    path.write_bytes(bytes(data))
+
+
+def _catch(errors: list[BaseException], fn) -> None:
+    try:
+        fn()
+    except BaseException as exc:  # the test inspects it
+        errors.append(exc)

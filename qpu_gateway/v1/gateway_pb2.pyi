@@ -46,20 +46,22 @@ class QSVRParams(_message.Message):
     def __init__(self, k: _Optional[int] = ..., base: _Optional[float] = ..., k0: _Optional[float] = ..., xi: _Optional[float] = ..., gamma: _Optional[float] = ..., epsilon: _Optional[float] = ..., c: _Optional[float] = ..., num_reads: _Optional[int] = ..., top_k: _Optional[int] = ..., ensemble: _Optional[str] = ..., num_sweeps: _Optional[int] = ...) -> None: ...
 
 class FitRequest(_message.Message):
-    __slots__ = ("model_id", "x", "y", "params", "backend", "seed")
+    __slots__ = ("model_id", "x", "y", "params", "backend", "seed", "idempotency_key")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     X_FIELD_NUMBER: _ClassVar[int]
     Y_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     x: Matrix
     y: _containers.RepeatedScalarFieldContainer[float]
     params: QSVRParams
     backend: str
     seed: int
-    def __init__(self, model_id: _Optional[str] = ..., x: _Optional[_Union[Matrix, _Mapping]] = ..., y: _Optional[_Iterable[float]] = ..., params: _Optional[_Union[QSVRParams, _Mapping]] = ..., backend: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, model_id: _Optional[str] = ..., x: _Optional[_Union[Matrix, _Mapping]] = ..., y: _Optional[_Iterable[float]] = ..., params: _Optional[_Union[QSVRParams, _Mapping]] = ..., backend: _Optional[str] = ..., seed: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class FitReply(_message.Message):
     __slots__ = ("model",)
