@@ -4,6 +4,10 @@ Predict, GetModel and ListModels are idempotent: the channel's service config wa
 server to be ready and retries them on ``UNAVAILABLE`` within the call's deadline. Fit and
 DeleteModel are never retried and fail fast when the server is down. TLS (``tls_ca``), mutual
 TLS (``tls_cert`` + ``tls_key``) and bearer tokens (``token``) are supported.
+
+Errors are ``grpc.RpcError``; for ``INVALID_ARGUMENT``, :meth:`GatewayClient.field_violations`
+gives the (field, rule) pairs of its ``google.rpc.BadRequest`` details, e.g.
+``[("params.k", "k must be an integer >= 1, got 0")]``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from numpy.typing import ArrayLike, NDArray
 
 from qpu_gateway.convert import matrix_to_proto
+from qpu_gateway.error_details import field_violations
 from qpu_gateway.service import FIT_PARAMS
 from qpu_gateway.v1 import gateway_pb2 as pb
 from qpu_gateway.v1 import gateway_pb2_grpc as pb_grpc
@@ -106,6 +111,11 @@ class GatewayClient:
             self._channel = grpc.secure_channel(address, credentials, options=opts)
         self._stub = pb_grpc.GatewayStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    @staticmethod
+    def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
+        """The (field, description) pairs of a failed call's ``google.rpc.BadRequest``."""
+        return field_violations(error)
 
     def fit(
         self,

@@ -20,11 +20,16 @@ class GatewayError(Exception):
 
 
 class InvalidArgumentError(GatewayError, ValueError):
-    """A request field is invalid; ``field`` names it (e.g. ``x``, ``params.k``)."""
+    """A request field is invalid; ``field`` names it (e.g. ``x``, ``params.k``) and
+    ``description`` says which rule it broke."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.description = message
+
+    def __reduce__(self) -> tuple[type[InvalidArgumentError], tuple[str, str]]:
+        return type(self), (self.field, self.description)
 
 
 class ModelNotFoundError(GatewayError, KeyError):

@@ -11,6 +11,9 @@ Metrics (own ``CollectorRegistry``, served by ``prometheus_client`` on ``--metri
 
 Every RPC gets a request id (the caller's ``x-request-id`` metadata, or a fresh one). It is
 returned in the trailing metadata and attached to every log record of the call.
+
+Bytes that do not parse as the method's request message end the call with ``INVALID_ARGUMENT``
+(one WARNING line, no traceback) instead of gRPC's ``UNKNOWN``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 __all__ = ["JsonFormatter", "Metrics", "ObservabilityInterceptor", "RequestIdFilter", "request_id"]
 
+log = logging.getLogger("qpu_gateway.observability")
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -61,8 +65,30 @@ class Metrics:
         return int(server.server_port)
 
 
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse (what went wrong in ``reason``)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``deserializer`` returning :class:`_Undecodable` instead of raising."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:
+            return _Undecodable(f"{type(exc).__name__}: {exc}")
+
+    return deserialize
+
+
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
-    """Request ids, in-flight gauge, latency and status-code counters for unary-unary RPCs."""
+    """Request ids, in-flight gauge, latency and status-code counters for unary-unary RPCs;
+    undecodable requests answered ``INVALID_ARGUMENT``."""
 
     def __init__(self, metrics: Metrics | None) -> None:
         self.metrics = metrics
@@ -89,6 +115,12 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 metrics.in_flight.labels(method).inc()
             failed = False
             try:
+                if isinstance(request, _Undecodable):
+                    log.warning("%s: the request is not a valid message (%s)", method, request.reason)
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"the request is not a valid {method} request message ({request.reason})",
+                    )
                 return await behaviour(request, context)
             except BaseException:
                 failed = True
@@ -103,7 +135,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
@@ -138,6 +170,6 @@ class JsonFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", "-"),
             "message": record.getMessage(),
         }
-        if record.exc_info:
-            entry["exc_info"] = self.formatException(record.exc_info)
+        if record.exc_text or record.exc_info:
+            entry["exc_info"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -26,7 +27,7 @@ def _curves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return curves[:, :10], curves[:, -1]
 
 
-def _code(call) -> tuple[grpc.StatusCode, str]:
+def _code(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as info:
         call()
     return info.value.code(), info.value.details()
@@ -44,6 +45,55 @@ def test_gateway_serves_reflection(gateway_address: str) -> None:
         replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         names = {s.name for r in replies for s in r.list_services_response.service}
     assert "qpu_gateway.v1.Gateway" in names
+
+
+def test_gateway_serves_reflection_v1_as_well_as_v1alpha(gateway_address: str) -> None:
+    """A v1 client (grpcurl asks v1 first) lists services and gets the Gateway's descriptor."""
+    from google.protobuf import descriptor_pb2
+
+    v1 = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+    requests = [reflection_pb2.ServerReflectionRequest(list_services=""),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol="qpu_gateway.v1.Gateway"),
+                reflection_pb2.ServerReflectionRequest(
+                    file_containing_symbol="grpc.reflection.v1.ServerReflection")]
+    with grpc.insecure_channel(gateway_address) as channel:
+        call = channel.stream_stream(
+            v1, request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        listed, gateway, itself = list(call(iter(requests), timeout=10))
+    names = {s.name for s in listed.list_services_response.service}
+    assert {"qpu_gateway.v1.Gateway", "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection", "grpc.health.v1.Health"} <= names
+    files = [descriptor_pb2.FileDescriptorProto.FromString(b)
+             for b in gateway.file_descriptor_response.file_descriptor_proto]
+    assert any(f.package == "qpu_gateway.v1" and f.service[0].name == "Gateway" for f in files)
+    files = [descriptor_pb2.FileDescriptorProto.FromString(b)
+             for b in itself.file_descriptor_response.file_descriptor_proto]
+    assert [f.package for f in files] == ["grpc.reflection.v1"]
+
+
+@pytest.mark.parametrize(
+    ("method", "payload"),
+    [
+        ("Fit", b"\xff\xff\xff\xff"),
+        ("Predict", b"\x12\x05\x08"),  # field x: a 5-byte Matrix cut after 1 byte
+        ("GetModel", b"\x0a\x02\xff\xfe"),  # model_id: not UTF-8
+    ],
+)
+def test_gateway_undecodable_request_is_invalid_argument_without_traceback(
+    gateway_process: GatewayProcess, method: str, payload: bytes
+) -> None:
+    before = len(gateway_process.log())
+    with grpc.insecure_channel(gateway_process.address) as channel:
+        call = channel.unary_unary(f"/qpu_gateway.v1.Gateway/{method}")
+        code, details = _code(lambda: call(payload, timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert details.startswith(f"the request is not a valid {method} request message")
+    with GatewayClient(gateway_process.address) as client:
+        assert client.health() == "SERVING"
+    logged = gateway_process.log()[before:]
+    assert "Traceback" not in logged and "not a valid" in logged
 
 
 def test_gateway_fit_then_predict_in_caller_units(gateway_address: str) -> None:
@@ -114,9 +164,12 @@ def test_gateway_fit_bad_input_is_invalid_argument_naming_the_field(
 ) -> None:
     with grpc.insecure_channel(gateway_address) as channel:
         stub = pb_grpc.GatewayStub(channel)
-        code, details = _code(lambda: stub.Fit(request_, timeout=30))
-        assert code == grpc.StatusCode.INVALID_ARGUMENT
-        assert details.startswith(field + ":"), details
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Fit(request_, timeout=30)
+    code, details = info.value.code(), info.value.details()
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith(field + ":"), details
+    assert GatewayClient.field_violations(info.value) == [(field, details[len(field) + 2:])]
     with GatewayClient(gateway_address) as client:
         assert client.health() == "SERVING"
 
