@@ -3,17 +3,24 @@
 ``create_server`` builds a ``grpc.aio`` server with the Gateway, the standard health service
 (overall and ``qpu_gateway.v1.Gateway``) and, unless switched off, server reflection (v1 and
 v1alpha); optionally
-TLS or mutual TLS, token authentication and Prometheus metrics. Fits run in a bounded pool of
-worker threads (``max_concurrent_fits``), so the event loop keeps answering Predicts and health
-checks; a Fit arriving when every slot is busy waits within its deadline (at most
-``max_queued_fits`` wait), or is refused with ``RESOURCE_EXHAUSTED``.
+TLS or mutual TLS, token authentication and Prometheus metrics.
+
+Nothing blocks the event loop: a Fit takes one of ``max_concurrent_fits`` slots and its sampling
+runs on the service's executor (worker processes in ``qpu-gateway serve``); Predicts and store
+reads run in a small thread pool. A Fit arriving when every slot is busy waits within its
+deadline, counted from its arrival (at most ``max_queued_fits`` wait), or is refused with
+``RESOURCE_EXHAUSTED``. A cancelled Fit's slot is freed once its work has stopped. A background
+check of the store (unwritable, full, corrupt) turns health NOT_SERVING, with the reason logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +46,7 @@ from qpu_gateway.errors import (
 )
 from qpu_gateway.observability import Metrics, ObservabilityInterceptor
 from qpu_gateway.reflection import enable_reflection
-from qpu_gateway.service import GatewayService
+from qpu_gateway.service import FitCancelledError, GatewayService, ModelRecord
 from qpu_gateway.v1 import gateway_pb2 as pb
 from qpu_gateway.v1 import gateway_pb2_grpc as pb_grpc
 
@@ -68,6 +75,8 @@ async def _guard(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable
         raise
     except ShuttingDownError as exc:
         await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+    except FitCancelledError as exc:
+        await context.abort(grpc.StatusCode.CANCELLED, str(exc))
     except Exception:
         cid = uuid.uuid4().hex[:12]
         log.exception("internal error (correlation id %s)", cid)
@@ -76,7 +85,8 @@ async def _guard(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable
 
 
 class _FitPool:
-    """At most ``size`` Fits at once in worker threads; at most ``queue`` more waiting."""
+    """At most ``size`` Fits at once (each in a thread that waits on the service's executor);
+    at most ``queue`` more waiting, within their deadline counted from arrival."""
 
     def __init__(self, size: int, queue: int) -> None:
         if size < 1:
@@ -89,19 +99,26 @@ class _FitPool:
         self._slots = asyncio.Semaphore(size)
         self._waiting = 0
 
-    async def run(self, context: grpc.aio.ServicerContext, fn: Callable[[], T]) -> T:
-        remaining = context.time_remaining()
+    async def run(
+        self,
+        context: grpc.aio.ServicerContext,
+        fn: Callable[[threading.Event], T],
+        deadline: float | None,
+    ) -> T:
+        """Run ``fn(cancelled)`` in a slot. ``deadline``: ``time.monotonic()`` seconds, fixed at
+        the call's arrival. When the call is cancelled, ``cancelled`` is set and the slot stays
+        taken until ``fn`` has returned (its work stopped)."""
         if self._slots.locked():
-            if remaining is None or self._waiting >= self.queue:
+            if deadline is None or self._waiting >= self.queue:
                 await context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"all {self.size} Fit slots are busy (max_concurrent_fits) and "
-                    + ("the wait queue is full" if remaining is not None else
+                    + ("the wait queue is full" if deadline is not None else
                        "the call has no deadline to wait within"),
                 )
             self._waiting += 1
             try:
-                await asyncio.wait_for(self._slots.acquire(), timeout=remaining)
+                await asyncio.wait_for(self._slots.acquire(), timeout=deadline - time.monotonic())
             except TimeoutError:
                 await context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -111,8 +128,19 @@ class _FitPool:
                 self._waiting -= 1
         else:
             await self._slots.acquire()
+        cancelled = threading.Event()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+            future = asyncio.get_running_loop().run_in_executor(self.executor, fn, cancelled)
+            try:
+                return await asyncio.shield(future)
+            except asyncio.CancelledError:
+                cancelled.set()
+                while not future.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait([future])
+                if not future.cancelled():
+                    future.exception()  # retrieved: the caller is gone
+                raise
         finally:
             self._slots.release()
 
@@ -127,28 +155,35 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         max_concurrent_fits: int = 2,
         max_queued_fits: int = 8,
         metrics: Metrics | None = None,
+        io_threads: int = 4,
     ) -> None:
         self.service = service
         self.pool = _FitPool(max_concurrent_fits, max_queued_fits)
         self.metrics = metrics
+        self.io = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="io")
+
+    async def _io(self, fn: Callable[[], T]) -> T:
+        """Run a store read or a Predict off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.io, fn)
 
     async def Fit(self, request: pb.FitRequest, context: grpc.aio.ServicerContext) -> pb.FitReply:
         async def call() -> pb.FitReply:
             x = matrix_from_proto("x", request.x)
             y = np.asarray(request.y, dtype=np.float64)
             seed = request.seed if request.HasField("seed") else None
-            fit = functools.partial(
-                self.service.fit,
-                x,
-                y,
-                model_id=request.model_id,
-                params=params_from_proto(request.params),
-                backend=request.backend,
-                seed=seed,
-                timeout=context.time_remaining(),
-            )
+            remaining = context.time_remaining()
+            deadline = None if remaining is None else time.monotonic() + remaining
+            params = params_from_proto(request.params)
+
+            def fit(cancelled: threading.Event) -> ModelRecord:
+                return self.service.fit(
+                    x, y, model_id=request.model_id, params=params, backend=request.backend,
+                    seed=seed, deadline=deadline, cancelled=cancelled.is_set,
+                    idempotency_key=request.idempotency_key,
+                )
+
             try:
-                record = await self.pool.run(context, fit)
+                record = await self.pool.run(context, fit, deadline)
             except Exception:
                 if self.metrics is not None:
                     self.metrics.fits.labels("none", "failed").inc()
@@ -172,7 +207,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         async def call() -> pb.PredictReply:
             x = matrix_from_proto("x", request.x)
             version = request.version if request.HasField("version") else None
-            mean, std, used = self.service.predict(request.model_id, x, version)
+            mean, std, used = await self._io(
+                functools.partial(self.service.predict, request.model_id, x, version)
+            )
             return pb.PredictReply(
                 mean=mean.tolist(), std=std.tolist(), model_id=request.model_id, version=used
             )
@@ -184,7 +221,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     ) -> pb.ModelInfo:
         async def call() -> pb.ModelInfo:
             version = request.version if request.HasField("version") else None
-            return record_to_proto(self.service.get(request.model_id, version))
+            return record_to_proto(
+                await self._io(functools.partial(self.service.get, request.model_id, version))
+            )
 
         return await _guard(context, call)
 
@@ -192,9 +231,10 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsReply:
         async def call() -> pb.ListModelsReply:
-            records, token = self.service.list(
-                request.model_id, page_size=request.page_size, page_token=request.page_token
-            )
+            records, token = await self._io(functools.partial(
+                self.service.list, request.model_id, page_size=request.page_size,
+                page_token=request.page_token,
+            ))
             return pb.ListModelsReply(
                 models=[record_to_proto(r) for r in records], next_page_token=token
             )
@@ -205,7 +245,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self, request: pb.DeleteModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteModelReply:
         async def call() -> pb.DeleteModelReply:
-            n = self.service.delete(request.model_id)
+            n = await self._io(functools.partial(self.service.delete, request.model_id))
             log.info("delete model_id=%s versions=%d", request.model_id, n)
             return pb.DeleteModelReply(model_id=request.model_id, versions_deleted=n)
 
@@ -241,6 +281,7 @@ class ServerOptions:
     max_message_bytes: int = 16 * 1024 * 1024
     max_concurrent_fits: int = 2
     max_queued_fits: int = 8
+    store_check_seconds: float = 5.0
 
 
 @dataclass
@@ -251,19 +292,47 @@ class GatewayServer:
     port: int
     health: health_aio.HealthServicer
     servicer: GatewayServicer
+    store_check_seconds: float = 5.0
+    _checker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.server.start()
+        self._checker = asyncio.create_task(self._check_store())
+
+    async def _check_store(self) -> None:
+        """Health follows the store: NOT_SERVING while it is unwritable, full or corrupt."""
+        store = self.servicer.service.store
+        problem = ""
+        while True:
+            now = await asyncio.get_running_loop().run_in_executor(self.servicer.io, store.check)
+            if now != problem:
+                if now:
+                    log.error("store %s cannot serve: %s; health is NOT_SERVING", store.path, now)
+                else:
+                    log.warning("store %s serves again; health is SERVING", store.path)
+                status = (health_pb2.HealthCheckResponse.NOT_SERVING if now
+                          else health_pb2.HealthCheckResponse.SERVING)
+                for name in ("", SERVICE_NAME):
+                    await self.health.set(name, status)
+                problem = now
+            await asyncio.sleep(self.store_check_seconds)
 
     async def stop(self, grace: float) -> None:
         """Graceful stop: NOT_SERVING, refuse new calls, let in-flight calls finish within
-        ``grace`` seconds, interrupt leftover sampling, wait for the fit threads."""
+        ``grace`` seconds, then stop leftover sampling (it stores nothing) and wait for it."""
+        if self._checker is not None:
+            self._checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checker
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
-        self.servicer.service.begin_shutdown()
-        await asyncio.get_running_loop().run_in_executor(
+        service = self.servicer.service
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, service.close)
+        await loop.run_in_executor(
             None, functools.partial(self.servicer.pool.executor.shutdown, wait=True)
         )
+        await loop.run_in_executor(None, functools.partial(self.servicer.io.shutdown, wait=True))
 
 
 async def create_server(
@@ -273,6 +342,8 @@ async def create_server(
     opts = options or ServerOptions()
     if opts.max_message_bytes < 1024:
         raise ValueError(f"max_message_bytes must be >= 1024, got {opts.max_message_bytes}")
+    if not opts.store_check_seconds > 0:
+        raise ValueError(f"store_check_seconds must be > 0, got {opts.store_check_seconds!r}")
     interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(opts.metrics)]
     if opts.tokens is not None:
         interceptors.append(TokenAuthInterceptor(opts.tokens))
@@ -306,4 +377,4 @@ async def create_server(
         port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {address}")
-    return GatewayServer(server, port, health, servicer)
+    return GatewayServer(server, port, health, servicer, opts.store_check_seconds)
