@@ -30,11 +30,13 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Final, Protocol
 
+import dimod
 import numpy as np
 from numpy.typing import NDArray
 
 from qpu_gateway.backends import BackendRegistry
 from qpu_gateway.errors import BackendFailure, ProblemTooLargeError, ShuttingDownError
+from qpu_gateway.qsvr import QSVR, DualSolver, NonFiniteProblemError
 
 __all__ = [
     "Attempt",
@@ -77,8 +79,6 @@ def run_attempt(
     registry: BackendRegistry, attempt: Attempt, interrupted: Callable[[], bool]
 ) -> dict[str, Any]:
     """Fit a QSVR on ``attempt.backend``; its state dict, or :class:`Interrupted`."""
-    from qpu_gateway.qsvr import QSVR
-
     deadline = attempt.deadline
 
     def stop() -> bool:
@@ -87,7 +87,8 @@ def run_attempt(
     if stop():
         raise Interrupted
     model = QSVR(**dict(attempt.params), random_state=attempt.seed)
-    model.sampler = registry.sampler(attempt.backend)
+    sampler = registry.sampler(attempt.backend)
+    model.sampler = sampler if isinstance(sampler, DualSolver) else _Stoppable(sampler, stop)
     timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
     model.fit(attempt.x, attempt.y, timeout=timeout, interrupt_function=stop)
     if stop():
@@ -95,10 +96,35 @@ def run_attempt(
     return model.get_state()
 
 
+class _Stoppable(dimod.Sampler):
+    """Wraps a sampler: an interrupted sampling raises :class:`Interrupted` at once instead of
+    handing its partial samples to the (then wasted) decoding."""
+
+    def __init__(self, child: dimod.Sampler, stop: Callable[[], bool]) -> None:
+        self.child = child
+        self.stop = stop
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return self.child.parameters
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        return self.child.properties
+
+    def sample(self, bqm: dimod.BinaryQuadraticModel, **kwargs: Any) -> dimod.SampleSet:
+        sampleset = self.child.sample(bqm, **kwargs)
+        if self.stop():
+            raise Interrupted
+        return sampleset
+
+
 class Executor(Protocol):
     """Runs one attempt; see the module docstring."""
 
     def run(self, attempt: Attempt, stop: Callable[[], bool]) -> dict[str, Any]: ...
+
+    def wait_ready(self, timeout: float) -> bool: ...
 
     def close(self, grace: float = 0.0) -> None: ...
 
@@ -111,6 +137,10 @@ class InlineExecutor:
 
     def run(self, attempt: Attempt, stop: Callable[[], bool]) -> dict[str, Any]:
         return run_attempt(self.registry, attempt, stop)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Always ready."""
+        return True
 
     def close(self, grace: float = 0.0) -> None:
         """Nothing to release."""
@@ -270,8 +300,6 @@ class SamplingPool:
         if error is not None:
             raise error(reply[2])
         if reply[1] == "NonFiniteProblemError":
-            from qpu_gateway.qsvr import NonFiniteProblemError
-
             raise NonFiniteProblemError(reply[2])
         raise WorkerFailedError(f"sampling worker failed: {reply[1]}: {reply[2]}")
 
@@ -347,8 +375,6 @@ def _worker_main(
     if nice:
         with contextlib.suppress(OSError):
             os.nice(nice)
-    import qpu_gateway.qsvr  # noqa: F401 - warm-up: the imports a Fit needs
-
     registry = BackendRegistry(settings)
     for name in warm:
         with contextlib.suppress(Exception):

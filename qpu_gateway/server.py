@@ -295,7 +295,13 @@ class GatewayServer:
     store_check_seconds: float = 5.0
     _checker: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, ready_timeout: float = 300.0) -> None:
+        """Wait until the sampling executor is warm (so SERVING means a Fit can run), then
+        serve; ``RuntimeError`` when it is not warm within ``ready_timeout`` seconds."""
+        executor = self.servicer.service.executor
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(None, executor.wait_ready, ready_timeout):
+            raise RuntimeError(f"the sampling workers did not start within {ready_timeout:.0f} s")
         await self.server.start()
         self._checker = asyncio.create_task(self._check_store())
 

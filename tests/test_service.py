@@ -1,12 +1,20 @@
-"""GatewayService: validation naming the field, versions, cache invalidation."""
+"""GatewayService: validation naming the field, versions, cache invalidation, stopping Fits,
+idempotency, bounded Predicts."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import pytest
 
 from qpu_gateway.backends import BackendRegistry
-from qpu_gateway.errors import InvalidArgumentError, ModelNotFoundError, PermissionDeniedError
+from qpu_gateway.errors import (
+    DeadlineExceededError,
+    InvalidArgumentError,
+    ModelNotFoundError,
+    PermissionDeniedError,
+)
 from qpu_gateway.service import FitLimits, GatewayService
 from qpu_gateway.store import ModelStore
 
@@ -164,3 +172,81 @@ def test_service_list_pages_cover_every_model_once_even_when_models_change() -> 
         service.list(page_token="garbage!")
     with pytest.raises(InvalidArgumentError, match="page_size: must be in"):
         service.list(page_size=5000)
+
+
+def test_service_predict_refuses_more_kernel_entries_than_max_predict_cells() -> None:
+    # 100,000 rows against a 1000-row model (within max_predict_rows) once took the server from
+    # 0.4 to 2.7 GB: the default limit refuses it; here the same rule on a smaller scale.
+    assert FitLimits().max_predict_cells < 100_000 * 1000 <= FitLimits().max_predict_rows * 1000
+    limits = FitLimits(max_predict_cells=1_000_000)
+    service = GatewayService(ModelStore(":memory:"), BackendRegistry(), limits=limits)
+    x, y = _data(100, 1)
+    rec = service.fit(x, y, params={"k": 1, "num_reads": 1, "num_sweeps": 1})
+    with pytest.raises(InvalidArgumentError, match=r"10001 rows against a model of 100 training "
+                       r"rows .* max_predict_cells = 1000000; send at most 10000 rows") as info:
+        service.predict(rec.model_id, np.zeros((10_001, 1)))
+    assert info.value.field == "x"
+    assert service.predict(rec.model_id, np.zeros((10_000, 1)))[0].shape == (10_000,)
+
+
+def test_service_predict_in_chunks_equals_one_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
+    import qpu_gateway.service as service_module
+
+    service = GatewayService(ModelStore(":memory:"), BackendRegistry())
+    x, y = _data(12)
+    rec = service.fit(x, y, params=FAST, seed=3)
+    rows = np.random.default_rng(1).random((50, 3))
+    whole = service.predict(rec.model_id, rows)
+    monkeypatch.setattr(service_module, "PREDICT_CHUNK_CELLS", 7 * 12)
+    chunked = service.predict(rec.model_id, rows)
+    np.testing.assert_allclose(chunked[0], whole[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(chunked[1], whole[1], rtol=0, atol=1e-12)
+
+
+def test_service_fit_with_an_idempotency_key_stores_once(service: GatewayService) -> None:
+    x, y = _data()
+    first = service.fit(x, y, params=FAST, idempotency_key="retry-1")
+    again = service.fit(x, y, params=FAST, idempotency_key="retry-1")
+    assert (again.model_id, again.version) == (first.model_id, first.version)
+    assert len(service.list()[0]) == 1
+    with pytest.raises(InvalidArgumentError, match=r"idempotency_key: .* different request") as info:
+        service.fit(x, y + 1.0, params=FAST, idempotency_key="retry-1")
+    assert info.value.field == "idempotency_key"
+    with pytest.raises(InvalidArgumentError, match="idempotency_key: must be 1-128 printable"):
+        service.fit(x, y, params=FAST, idempotency_key="has space")
+
+
+def test_service_fit_cancelled_while_sampling_stores_nothing(service: GatewayService) -> None:
+    from qpu_gateway.service import FitCancelledError
+
+    x, y = _data(10)
+    end = time.monotonic() + 0.3
+    start = time.monotonic()
+    with pytest.raises(FitCancelledError, match="nothing was stored"):
+        service.fit(x, y, params={"k": 1, "num_reads": 100_000, "num_sweeps": 10},
+                    cancelled=lambda: time.monotonic() > end)
+    assert time.monotonic() - start < 5.0
+    assert service.list()[0] == []
+
+
+def test_service_fit_finishing_past_its_deadline_stores_nothing(service: GatewayService) -> None:
+    x, y = _data(10)
+    with pytest.raises(DeadlineExceededError, match="nothing was stored"):
+        service.fit(x, y, params={"k": 1, "num_reads": 100_000, "num_sweeps": 10},
+                    deadline=time.monotonic() + 0.3)
+    # A Fit done with less than commit_margin left is not committed either.
+    late = GatewayService(ModelStore(":memory:"), BackendRegistry(), commit_margin=3600.0)
+    with pytest.raises(DeadlineExceededError, match="before the model could be stored"):
+        late.fit(x, y, params=FAST, timeout=60.0)
+    assert service.list()[0] == [] and late.list()[0] == []
+
+
+def test_service_never_reuses_a_version_after_delete(service: GatewayService) -> None:
+    x, y = _data()
+    service.fit(x, y, model_id="m", params=FAST, seed=1)
+    v1 = service.predict("m", x, version=1)[0]
+    service.delete("m")
+    assert service.fit(x, y * 2, model_id="m", params=FAST, seed=1).version == 2
+    with pytest.raises(ModelNotFoundError):
+        service.predict("m", x, version=1)
+    assert not np.array_equal(service.predict("m", x)[0], v1)
