@@ -79,11 +79,15 @@ class ModelStore:
     ----------
     path : the SQLite file, or ``":memory:"``.
     busy_timeout : seconds a write waits for another process's write lock before failing.
+    min_free_bytes : :meth:`check` reports the store full below this much free disk space.
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
+    def __init__(
+        self, path: str | Path, *, busy_timeout: float = 5.0, min_free_bytes: int = 16 * 2**20
+    ) -> None:
         self.path = str(path)
         self.busy_timeout = float(busy_timeout)
+        self.min_free_bytes = int(min_free_bytes)
         self._memory = self.path == ":memory:"
         self._lock_fd: int | None = None
         self._write_lock = threading.Lock()
@@ -320,10 +324,18 @@ class ModelStore:
 
     def check(self) -> str:
         """What keeps the store from serving ("" when nothing does): the file is unwritable,
-        full or corrupt. Opens a fresh connection, writes one row and runs ``quick_check``;
-        another process merely holding the write lock is not a problem."""
+        full (less than ``min_free_bytes`` free) or corrupt. Opens a fresh connection, writes one
+        row and runs ``quick_check``; another process merely holding the write lock is not a
+        problem."""
         if self._memory:
             return ""
+        try:
+            fs = os.statvfs(Path(self.path).parent)
+        except OSError as exc:
+            return f"cannot stat its file system: {exc}"
+        free = fs.f_bavail * fs.f_frsize
+        if free < self.min_free_bytes:
+            return f"full: {free} bytes free on its file system, below {self.min_free_bytes}"
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=1.0)
         except sqlite3.Error as exc:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -168,3 +170,42 @@ def _catch(errors: list[BaseException], fn) -> None:
         fn()
     except BaseException as exc:  # the test inspects it
         errors.append(exc)
+
+
+def test_store_check_reports_an_unwritable_file(tmp_path: Path) -> None:
+    path = tmp_path / "m.sqlite"
+    store = ModelStore(path)
+    store.put("a", {}, {}, 1.0)
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        store.close()
+        pytest.skip("chattr +i (an immutable file) is not available here")
+    try:
+        assert store.check().startswith("not writable: attempt to write a readonly database")
+        assert store.get("a").version == 1
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+    assert store.check() == ""
+    store.close()
+
+
+def test_store_check_reports_a_full_file_system(tmp_path: Path) -> None:
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(fs)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        store = ModelStore(fs / "m.sqlite", min_free_bytes=1 << 20)
+        store.put("a", {}, {"w": list(range(100))}, 1.0)
+        assert store.check() == ""
+        with open(fs / "filler", "wb") as fh, contextlib.suppress(OSError):
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        assert store.check().startswith("full: ")
+        assert store.get("a").version == 1
+        (fs / "filler").unlink()
+        assert store.check() == ""
+        store.close()
+    finally:
+        subprocess.run(["umount", str(fs)], check=True)
