@@ -171,10 +171,11 @@ def _fit(args: argparse.Namespace) -> int:
         raise SystemExit(f"{args.data}: no column {args.target!r} (columns: {', '.join(header)})")
     t = header.index(args.target)
     x = np.delete(data, t, axis=1)
+    names = [h for i, h in enumerate(header) if i != t]
     with _client(args) as client:
         info = client.fit(
             x, data[:, t], model_id=args.model_id, backend=args.backend, seed=args.seed,
-            **dict(args.param),
+            feature_names=names, **dict(args.param),
         )
     from google.protobuf.json_format import MessageToDict
 
@@ -182,12 +183,26 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _columns(path: str, header: list[str], data: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """The columns of ``data`` named ``names``, in that order (extra columns are ignored)."""
+    missing = [n for n in names if n not in header]
+    if missing:
+        raise SystemExit(
+            f"{path}: no column {missing[0]!r}, which the model was fitted with "
+            f"(the model's features: {', '.join(names)}; the file's columns: {', '.join(header)})"
+        )
+    return data[:, [header.index(n) for n in names]]
+
+
 def _predict(args: argparse.Namespace) -> int:
     header, data = _read_csv(args.data)
-    if args.drop:
-        keep = [i for i, h in enumerate(header) if h not in set(args.drop.split(","))]
-        data = data[:, keep]
     with _client(args) as client:
+        names = list(client.get_model(args.model_id, version=args.version).feature_names)
+        if names:
+            data = _columns(args.data, header, data, names)
+        elif args.drop:
+            keep = [i for i, h in enumerate(header) if h not in set(args.drop.split(","))]
+            data = data[:, keep]
         mean, std = client.predict(args.model_id, data, version=args.version)
     out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
     try:
@@ -287,11 +302,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="QSVR parameter NAME=VALUE (repeatable), e.g. gamma=0.03")
     f.set_defaults(func=_fit)
 
-    r = add("predict", help="predict rows of a CSV (header row; feature columns)")
+    r = add("predict", help="predict rows of a CSV (header row; columns matched by the model's "
+                            "feature names)")
     client_args(r)
     r.add_argument("--model-id", required=True)
     r.add_argument("--data", required=True)
-    r.add_argument("--drop", default="", help="comma-separated columns to ignore (e.g. the target)")
+    r.add_argument("--drop", default="",
+                   help="for a model stored without feature names: comma-separated columns to ignore")
     r.add_argument("--version", type=int)
     r.add_argument("--out", help="output CSV (default: stdout)")
     r.set_defaults(func=_predict)

@@ -22,9 +22,8 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from numpy.typing import ArrayLike, NDArray
 
-from qpu_gateway.convert import matrix_to_proto
+from qpu_gateway.convert import WIRE_PARAMS, matrix_to_proto
 from qpu_gateway.error_details import field_violations
-from qpu_gateway.service import FIT_PARAMS
 from qpu_gateway.v1 import gateway_pb2 as pb
 from qpu_gateway.v1 import gateway_pb2_grpc as pb_grpc
 
@@ -126,18 +125,22 @@ class GatewayClient:
         backend: str = "",
         seed: int | None = None,
         timeout: float | None = None,
+        feature_names: list[str] | None = None,
         **params: Any,
     ) -> pb.ModelInfo:
-        """Fit a model (or a new version of ``model_id``); x: (N, F), y: (N,). Returns its info."""
-        unknown = set(params) - set(FIT_PARAMS)
+        """Fit a model (or a new version of ``model_id``); x: (N, F), y: (N,). Returns its info.
+
+        ``feature_names`` (F,) are stored with the model (``ModelInfo.feature_names``)."""
+        unknown = set(params) - set(WIRE_PARAMS)
         if unknown:
-            raise TypeError(f"unknown QSVR parameters {sorted(unknown)}; known: {list(FIT_PARAMS)}")
+            raise TypeError(f"unknown QSVR parameters {sorted(unknown)}; known: {list(WIRE_PARAMS)}")
         request = pb.FitRequest(
             model_id=model_id,
             x=matrix_to_proto(_as_matrix(x)),
             y=np.asarray(y, dtype=np.float64).ravel().tolist(),
             params=pb.QSVRParams(**{k: v for k, v in params.items() if v is not None}),
             backend=backend,
+            feature_names=list(feature_names or []),
         )
         if seed is not None:
             request.seed = seed

@@ -1,20 +1,27 @@
-"""Conversions between protobuf messages and domain values (numpy arrays, dicts)."""
+"""Conversions between protobuf messages and domain values (numpy arrays, dicts).
+
+Imports nothing of the domain (no scikit-learn, no samplers), so clients start fast: the QSVR
+parameters are the fields of ``QSVRParams`` (``tests/test_gateway_integration.py`` checks they are
+:data:`qpu_gateway.qsvr.PARAM_NAMES`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 from numpy.typing import NDArray
 
 from qpu_gateway.errors import InvalidArgumentError
-from qpu_gateway.service import FIT_PARAMS, ModelRecord
 from qpu_gateway.v1 import gateway_pb2 as pb
 
-__all__ = ["matrix_from_proto", "matrix_to_proto", "params_from_proto", "record_to_proto"]
+if TYPE_CHECKING:
+    from qpu_gateway.service import ModelRecord
 
-_OPTIONAL = tuple(p for p in FIT_PARAMS if p != "ensemble")
+__all__ = ["WIRE_PARAMS", "matrix_from_proto", "matrix_to_proto", "params_from_proto", "record_to_proto"]
+
+WIRE_PARAMS = tuple(f.name for f in pb.QSVRParams.DESCRIPTOR.fields)
+_OPTIONAL = tuple(p for p in WIRE_PARAMS if p != "ensemble")
 
 
 def matrix_from_proto(field: str, m: pb.Matrix) -> NDArray[np.float64]:
@@ -76,6 +83,7 @@ def record_to_proto(r: ModelRecord) -> pb.ModelInfo:
         qubits_used=info.get("qubits_used", 0),
         embedding_cache_hit=info.get("embedding_cache_hit", False),
         attempted_backends=info.get("attempted_backends", [info["backend"]]),
+        feature_names=info.get("feature_names", []),
     )
     if info.get("seed") is not None:
         msg.seed = info["seed"]

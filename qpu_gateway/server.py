@@ -180,6 +180,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                     x, y, model_id=request.model_id, params=params, backend=request.backend,
                     seed=seed, deadline=deadline, cancelled=cancelled.is_set,
                     idempotency_key=request.idempotency_key,
+                    feature_names=list(request.feature_names),
                 )
 
             try:

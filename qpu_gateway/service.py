@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Final, NoReturn
 
@@ -102,6 +102,24 @@ def _check_model_id(model_id: str, *, allow_empty: bool = False) -> None:
             "must be 1-128 characters of letters, digits, '.', '_', ':' or '-', starting with a "
             f"letter or digit; got {model_id!r}",
         )
+
+
+def _check_feature_names(names: Sequence[str] | None, n_features: int) -> list[str]:
+    """``names`` as a list: empty, or one unique non-empty name of <= 128 characters per column."""
+    out = [str(n) for n in names or []]
+    if not out:
+        return out
+    if len(out) != n_features:
+        raise InvalidArgumentError(
+            "feature_names", f"must name each of x's {n_features} columns, got {len(out)} names"
+        )
+    bad = next((n for n in out if not n or len(n) > 128), None)
+    if bad is not None:
+        raise InvalidArgumentError("feature_names", f"each name must have 1-128 characters, got {bad!r}")
+    if len(set(out)) != len(out):
+        dup = next(n for n in out if out.count(n) > 1)
+        raise InvalidArgumentError("feature_names", f"names must be unique; {dup!r} repeats")
+    return out
 
 
 def _check_matrix(field: str, x: NDArray[np.float64]) -> None:
@@ -227,8 +245,10 @@ class GatewayService:
         deadline: float | None = None,
         cancelled: Callable[[], bool] | None = None,
         idempotency_key: str = "",
+        feature_names: Sequence[str] | None = None,
     ) -> ModelRecord:
-        """Fit and store a new model version. x: (N, F), y: (N,).
+        """Fit and store a new model version. x: (N, F), y: (N,); ``feature_names``: (F,) names
+        of x's columns, stored with the model (``info["feature_names"]``).
 
         Tries the backends of the chain in order; a backend failure (cloud errors, a problem it
         cannot embed) moves on to the next one, and a backend whose circuit breaker is open is
@@ -246,6 +266,7 @@ class GatewayService:
                 "idempotency_key", f"must be 1-128 printable ASCII characters, got {idempotency_key!r}"
             )
         _check_matrix("x", x)
+        names = _check_feature_names(feature_names, x.shape[1])
         if y.ndim != 1 or y.shape[0] != x.shape[0]:
             raise InvalidArgumentError("y", f"must have one value per row of x ({x.shape[0]}), got {y.size}")
         if not np.isfinite(y).all():
@@ -298,6 +319,7 @@ class GatewayService:
             self._raise_stopped(cancelled, "before the model could be stored")
         model = QSVR.from_state(state)
         info = _fit_info(model, x, name, chain, reasons, attempted, seed)
+        info["feature_names"] = names
         mid = model_id or f"m-{uuid.uuid4().hex[:16]}"
         created = self._clock()
         if idempotency_key:

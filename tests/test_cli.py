@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from qpu_gateway.client import GatewayClient
 from qpu_gateway.config import load_config
+from tests._certs import make_pki
+from tests.conftest import GatewayProcess
+
+ADMIN = "cli-admin-token-0123456789abcdef"
+PREDICT = "cli-predict-token-0123456789abcdef"
 
 
 def test_config_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
@@ -36,10 +44,21 @@ def test_config_rejects_unknown_keys_and_backends(tmp_path: Path) -> None:
         load_config(env={"QPU_GATEWAY_BACKEND": "warp-drive"})
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``qpu-gateway ARGS`` with this environment (less any token) plus ``env``."""
+    base = {k: v for k, v in os.environ.items() if k != "QPU_GATEWAY_TOKEN"}
     return subprocess.run(
-        [sys.executable, "-m", "qpu_gateway", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "qpu_gateway", *args], capture_output=True, text=True, timeout=120,
+        env={**base, **(env or {})},
     )
+
+
+def _write_csv(path: Path, header: list[str], rows: np.ndarray) -> Path:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows.tolist())
+    return path
 
 
 def test_cli_fit_and_predict_csv_files(gateway_address: str, tmp_path: Path) -> None:
@@ -82,3 +101,80 @@ def test_cli_health_exit_code_tells_serving_from_down(gateway_address: str) -> N
     assert down.returncode == 1 and "UNAVAILABLE" in down.stderr
     waited = _run("health", "--gateway", f"127.0.0.1:{free_port()}", "--wait", "1")
     assert waited.returncode == 1 and "not SERVING after 1" in waited.stderr
+
+
+def test_cli_predict_matches_csv_columns_by_the_models_feature_names(
+    gateway_address: str, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.random((12, 3))
+    train = _write_csv(tmp_path / "train.csv", ["a", "b", "c", "y"], np.column_stack([x, 5 * x[:, 0]]))
+    fit = _run("fit", "--gateway", gateway_address, "--data", str(train), "--target", "y",
+               "--model-id", "cli-names", "--seed", "3", "--param", "num_reads=40")
+    assert fit.returncode == 0, fit.stderr
+    assert json.loads(fit.stdout)["featureNames"] == ["a", "b", "c"]
+    shuffled = _write_csv(tmp_path / "rows.csv", ["c", "extra", "a", "b"],
+                          np.column_stack([x[:, 2], np.zeros(12), x[:, 0], x[:, 1]]))
+    out = tmp_path / "pred.csv"
+    pred = _run("predict", "--gateway", gateway_address, "--model-id", "cli-names",
+                "--data", str(shuffled), "--out", str(out))
+    assert pred.returncode == 0, pred.stderr
+    with open(out, newline="") as fh:
+        got = np.array([float(r["mean"]) for r in csv.DictReader(fh)])
+    with GatewayClient(gateway_address) as client:
+        want, _ = client.predict("cli-names", x)
+    np.testing.assert_allclose(got, want)
+    lacking = _write_csv(tmp_path / "lacking.csv", ["a", "c"], x[:, [0, 2]])
+    missing = _run("predict", "--gateway", gateway_address, "--model-id", "cli-names",
+                   "--data", str(lacking))
+    assert missing.returncode != 0
+    assert "lacking.csv: no column 'b', which the model was fitted with" in missing.stderr
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, dict[str, str]]]:
+    """A mutual-TLS gateway with an admin and a predict token."""
+    d = tmp_path_factory.mktemp("cli-mtls")
+    pki = make_pki(d)
+    tokens = d / "tokens.txt"
+    tokens.write_text(f"admin:{ADMIN}\npredict:{PREDICT}\n")
+    os.chmod(tokens, 0o600)
+    proc = GatewayProcess(d / "m.sqlite", "--tls-cert", pki["server"], "--tls-key", pki["server_key"],
+                          "--tls-client-ca", pki["ca"], "--tokens-file", str(tokens)).start()
+    yield proc, pki
+    proc.stop()
+
+
+def test_cli_every_client_subcommand_speaks_tls_with_a_token(
+    secured: tuple[GatewayProcess, dict[str, str]], tmp_path: Path
+) -> None:
+    proc, pki = secured
+    tls = ["--gateway", proc.address, "--tls-ca", pki["ca"], "--tls-cert", pki["client"],
+           "--tls-key", pki["client_key"]]
+    admin_file = tmp_path / "admin.token"
+    admin_file.write_text(ADMIN + "\n")
+    os.chmod(admin_file, 0o600)
+    x = np.random.default_rng(2).random((8, 2))
+    train = _write_csv(tmp_path / "t.csv", ["p", "q", "y"], np.column_stack([x, x.sum(axis=1)]))
+    fit_args = ["fit", *tls, "--data", str(train), "--target", "y", "--model-id", "tls-m",
+                "--param", "num_reads=30"]
+    denied = _run(*fit_args, env={"QPU_GATEWAY_TOKEN": PREDICT})
+    assert denied.returncode == 1 and "PERMISSION_DENIED" in denied.stderr
+    fit = _run(*fit_args, "--token-file", str(admin_file))
+    assert fit.returncode == 0, fit.stderr
+    as_predict = {"QPU_GATEWAY_TOKEN": PREDICT}
+    pred = _run("predict", *tls, "--model-id", "tls-m", "--data", str(train), env=as_predict)
+    assert pred.returncode == 0 and len(pred.stdout.splitlines()) == 9, pred.stderr
+    listed = _run("models", *tls, "--token-env", "MY_TOKEN", env={"MY_TOKEN": PREDICT})
+    assert listed.returncode == 0 and json.loads(listed.stdout)[0]["modelId"] == "tls-m", listed.stderr
+    health = _run("health", *tls)
+    assert health.returncode == 0 and health.stdout.strip() == "SERVING", health.stderr
+    no_token = _run("models", *tls)
+    assert no_token.returncode == 1 and "UNAUTHENTICATED" in no_token.stderr
+    deleted = _run("delete", *tls, "--model-id", "tls-m", "--token-file", str(admin_file))
+    assert deleted.returncode == 0 and "deleted 1 version(s)" in deleted.stdout, deleted.stderr
+    os.chmod(admin_file, 0o644)
+    loose = _run("delete", *tls, "--model-id", "tls-m", "--token-file", str(admin_file))
+    assert loose.returncode == 2 and "chmod 600" in loose.stderr and ADMIN not in loose.stderr
+    plain = _run("health", "--gateway", proc.address, "--timeout", "3")
+    assert plain.returncode == 1

@@ -157,6 +157,10 @@ def _fit_request(**over) -> pb.FitRequest:
         (_fit_request(params=pb.QSVRParams(num_reads=10**9)), "params.num_reads"),
         (pb.FitRequest(x=pb.Matrix(rows=400, cols=1, values=[0.5] * 400), y=[1.0] * 400), "x"),
         (_fit_request(backend="no-such-backend"), "backend"),
+        (pb.FitRequest(x=pb.Matrix(rows=1, cols=2, values=[0.1, 0.2]), y=[1.0], feature_names=["a"]),
+         "feature_names"),
+        (pb.FitRequest(x=pb.Matrix(rows=1, cols=2, values=[0.1, 0.2]), y=[1.0],
+                       feature_names=["a", "a"]), "feature_names"),
     ],
 )
 def test_gateway_fit_bad_input_is_invalid_argument_naming_the_field(
@@ -238,3 +242,21 @@ def test_gateway_backend_comes_from_the_environment(tmp_path: Path) -> None:
             assert info.backend == "exact" and info.num_reads == 2**6
     finally:
         proc.stop()
+
+
+def test_wire_params_are_the_qsvr_parameters() -> None:
+    from qpu_gateway.convert import WIRE_PARAMS
+    from qpu_gateway.qsvr import PARAM_NAMES
+
+    assert sorted(WIRE_PARAMS) == sorted(PARAM_NAMES)
+
+
+def test_client_cli_imports_no_sampler_or_scikit_learn() -> None:
+    """``qpu-gateway health`` runs in probes with a 1-5 s budget: the client side stays light."""
+    import subprocess
+    import sys
+
+    heavy = "('sklearn', 'dimod', 'torch', 'qpu_gateway.service')"
+    code = f"import sys, qpu_gateway.cli, qpu_gateway.client; print([m for m in {heavy} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -46,7 +46,7 @@ class QSVRParams(_message.Message):
     def __init__(self, k: _Optional[int] = ..., base: _Optional[float] = ..., k0: _Optional[float] = ..., xi: _Optional[float] = ..., gamma: _Optional[float] = ..., epsilon: _Optional[float] = ..., c: _Optional[float] = ..., num_reads: _Optional[int] = ..., top_k: _Optional[int] = ..., ensemble: _Optional[str] = ..., num_sweeps: _Optional[int] = ...) -> None: ...
 
 class FitRequest(_message.Message):
-    __slots__ = ("model_id", "x", "y", "params", "backend", "seed", "idempotency_key")
+    __slots__ = ("model_id", "x", "y", "params", "backend", "seed", "idempotency_key", "feature_names")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     X_FIELD_NUMBER: _ClassVar[int]
     Y_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class FitRequest(_message.Message):
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     x: Matrix
     y: _containers.RepeatedScalarFieldContainer[float]
@@ -61,7 +62,8 @@ class FitRequest(_message.Message):
     backend: str
     seed: int
     idempotency_key: str
-    def __init__(self, model_id: _Optional[str] = ..., x: _Optional[_Union[Matrix, _Mapping]] = ..., y: _Optional[_Iterable[float]] = ..., params: _Optional[_Union[QSVRParams, _Mapping]] = ..., backend: _Optional[str] = ..., seed: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    feature_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_id: _Optional[str] = ..., x: _Optional[_Union[Matrix, _Mapping]] = ..., y: _Optional[_Iterable[float]] = ..., params: _Optional[_Union[QSVRParams, _Mapping]] = ..., backend: _Optional[str] = ..., seed: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FitReply(_message.Message):
     __slots__ = ("model",)
@@ -70,7 +72,7 @@ class FitReply(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_id", "version", "backend", "n_train", "n_features", "num_variables", "train_r2", "best_energy", "build_seconds", "sample_seconds", "members", "fallback", "fallback_reason", "created_at", "params", "member_energies", "seed", "num_reads", "distinct_solutions", "qpu_access_time_us", "chain_break_fraction", "max_chain_length", "qubits_used", "embedding_cache_hit", "attempted_backends")
+    __slots__ = ("model_id", "version", "backend", "n_train", "n_features", "num_variables", "train_r2", "best_energy", "build_seconds", "sample_seconds", "members", "fallback", "fallback_reason", "created_at", "params", "member_energies", "seed", "num_reads", "distinct_solutions", "qpu_access_time_us", "chain_break_fraction", "max_chain_length", "qubits_used", "embedding_cache_hit", "attempted_backends", "feature_names")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +98,7 @@ class ModelInfo(_message.Message):
     QUBITS_USED_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTED_BACKENDS_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     version: int
     backend: str
@@ -121,7 +124,8 @@ class ModelInfo(_message.Message):
     qubits_used: int
     embedding_cache_hit: bool
     attempted_backends: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model_id: _Optional[str] = ..., version: _Optional[int] = ..., backend: _Optional[str] = ..., n_train: _Optional[int] = ..., n_features: _Optional[int] = ..., num_variables: _Optional[int] = ..., train_r2: _Optional[float] = ..., best_energy: _Optional[float] = ..., build_seconds: _Optional[float] = ..., sample_seconds: _Optional[float] = ..., members: _Optional[int] = ..., fallback: _Optional[bool] = ..., fallback_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., params: _Optional[_Union[QSVRParams, _Mapping]] = ..., member_energies: _Optional[_Iterable[float]] = ..., seed: _Optional[int] = ..., num_reads: _Optional[int] = ..., distinct_solutions: _Optional[int] = ..., qpu_access_time_us: _Optional[float] = ..., chain_break_fraction: _Optional[float] = ..., max_chain_length: _Optional[int] = ..., qubits_used: _Optional[int] = ..., embedding_cache_hit: _Optional[bool] = ..., attempted_backends: _Optional[_Iterable[str]] = ...) -> None: ...
+    feature_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_id: _Optional[str] = ..., version: _Optional[int] = ..., backend: _Optional[str] = ..., n_train: _Optional[int] = ..., n_features: _Optional[int] = ..., num_variables: _Optional[int] = ..., train_r2: _Optional[float] = ..., best_energy: _Optional[float] = ..., build_seconds: _Optional[float] = ..., sample_seconds: _Optional[float] = ..., members: _Optional[int] = ..., fallback: _Optional[bool] = ..., fallback_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., params: _Optional[_Union[QSVRParams, _Mapping]] = ..., member_energies: _Optional[_Iterable[float]] = ..., seed: _Optional[int] = ..., num_reads: _Optional[int] = ..., distinct_solutions: _Optional[int] = ..., qpu_access_time_us: _Optional[float] = ..., chain_break_fraction: _Optional[float] = ..., max_chain_length: _Optional[int] = ..., qubits_used: _Optional[int] = ..., embedding_cache_hit: _Optional[bool] = ..., attempted_backends: _Optional[_Iterable[str]] = ..., feature_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
     __slots__ = ("model_id", "x", "version")
