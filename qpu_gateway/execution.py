@@ -36,6 +36,7 @@ from numpy.typing import NDArray
 
 from qpu_gateway.backends import BackendRegistry
 from qpu_gateway.errors import BackendFailure, ProblemTooLargeError, ShuttingDownError
+from qpu_gateway.observability import worker_logging
 from qpu_gateway.qsvr import QSVR, DualSolver, NonFiniteProblemError
 
 __all__ = [
@@ -240,7 +241,8 @@ class SamplingPool:
         parent, child = self._ctx.Pipe()
         cancel = self._ctx.Event()
         proc = self._ctx.Process(
-            target=_worker_main, args=(child, cancel, self.settings, self.warm, self.nice),
+            target=_worker_main,
+            args=(child, cancel, self.settings, self.warm, self.nice, logging.getLogger().level),
             name="qpu-gateway-sampler", daemon=True,
         )
         proc.start()
@@ -366,10 +368,11 @@ def _die_with_parent() -> None:
 
 def _worker_main(
     conn: Connection, cancel: Any, settings: Mapping[str, Mapping[str, Any]],
-    warm: Sequence[str], nice: int,
+    warm: Sequence[str], nice: int, log_level: int = logging.WARNING,
 ) -> None:
     """A sampling worker: warm up, say ready, then run attempts until told to stop."""
     _die_with_parent()
+    worker_logging(log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if nice:

@@ -29,7 +29,14 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-__all__ = ["JsonFormatter", "Metrics", "ObservabilityInterceptor", "RequestIdFilter", "request_id"]
+__all__ = [
+    "JsonFormatter",
+    "Metrics",
+    "ObservabilityInterceptor",
+    "RequestIdFilter",
+    "request_id",
+    "worker_logging",
+]
 
 log = logging.getLogger("qpu_gateway.observability")
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -173,3 +180,15 @@ class JsonFormatter(logging.Formatter):
         if record.exc_text or record.exc_info:
             entry["exc_info"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry)
+
+
+def worker_logging(level: int) -> None:
+    """Logging of a sampling worker process: the server's level, to stderr (the server's log),
+    every record scrubbed of secrets (:func:`qpu_gateway.redact.install_log_redaction`)."""
+    from qpu_gateway.redact import install_log_redaction
+
+    install_log_redaction()
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s [worker %(process)d]: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)

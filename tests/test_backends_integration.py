@@ -14,6 +14,7 @@ from qpu_gateway.client import GatewayClient
 from tests.conftest import REPO, GatewayProcess
 
 TOKEN = "DEV-0123456789abcdef0123456789abcdef0123abcd"
+PLAIN_TOKEN = "qhpo-secret-token-7f3a9c2e51"  # not SAPI-shaped: only its registration hides it
 
 CLIENT_SCRIPT = """
 import sys
@@ -82,14 +83,14 @@ def test_mock_qpu_end_to_end_r2_side_by_side_with_neal(
 
 
 def test_qpu_token_never_appears_in_logs_errors_or_replies(tmp_path: Path) -> None:
-    cloud = (f'token = "{TOKEN}"\nendpoint = "http://127.0.0.1:9/sapi/v2/"\n'
-             'request_timeout = 2\nhttp_retry_total = 0\n')
+    """A real token, ``--log-level DEBUG`` (dwave.cloud logs its whole config, token included,
+    in the sampling worker) and real connection attempts to an unreachable endpoint."""
+    cloud = ('endpoint = "http://127.0.0.1:1/sapi/v2/"\nrequest_timeout = 2\nhttp_retry_total = 0\n')
     cfg = _config(tmp_path, "qpu", '[server]\nbackends = ["qpu", "neal"]\nallowed_backends = ["hybrid"]\n'
                   'breaker_failures = 1\n'
-                  f"[backends.qpu]\n{cloud}[backends.hybrid]\n{cloud}")
-    proc = GatewayProcess(tmp_path / "m.sqlite", "--config", str(cfg), "--log-level", "DEBUG")
-    proc.extra = ("--config", str(cfg))
-    proc.start()
+                  f'[backends.qpu]\ntoken = "{PLAIN_TOKEN}"\n{cloud}'
+                  f'[backends.hybrid]\ntoken = "{TOKEN}"\n{cloud}')
+    proc = GatewayProcess(tmp_path / "m.sqlite", "--config", str(cfg), "--log-level", "DEBUG").start()
     seen: list[str] = []
     try:
         rng = np.random.default_rng(0)
@@ -115,9 +116,11 @@ def test_qpu_token_never_appears_in_logs_errors_or_replies(tmp_path: Path) -> No
     assert any("PERMISSION_DENIED" in s for s in seen)
     log = proc.log()
     assert "falling back" in log
+    assert log.count("DEBUG dwave.cloud") >= 10 and "'token': '***'" in log
     for text in [log, *seen]:
-        assert TOKEN not in text
-        assert TOKEN[4:] not in text
+        for token in (TOKEN, PLAIN_TOKEN):
+            assert token not in text
+            assert token[4:] not in text
 
 
 def test_example_production_config_switches_reflection_off() -> None:
