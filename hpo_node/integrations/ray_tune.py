@@ -14,9 +14,24 @@
 * once the core has nothing to run and nothing running, the remaining paused trials are stopped and
   the experiment ends.
 
-Results must carry the resource (``resource_attr``, default ``epoch``: 1, 2, ... one report per
-epoch) and the metric. A non-finite metric (a diverged model) is fed to the core as the worst
-finite loss seen so far in the study (``nonfinite_loss`` overrides) and the trial is marked.
+The trainable contract
+----------------------
+Every trainable run under these schedulers (the user's function trainable, ``train_digits``)
+must:
+
+1. report once per epoch, the resource and the metric: ``tune.report({resource_attr: epoch,
+   metric: value}, checkpoint=...)`` with ``epoch`` = 1, 2, ... (``resource_attr`` defaults to
+   ``epoch``; Tune's own ``training_iteration`` counts reports and works too);
+2. save a checkpoint with every report, and when started with one (``tune.get_checkpoint()`` is
+   not ``None``) restore from it and continue at the next epoch: the schedulers pause trials at
+   rungs and resume the promoted ones, and a trial that restarts from epoch 1 would train epochs
+   twice;
+3. train up to ``max_resource`` epochs unless the scheduler stops it (do not return early).
+
+Each violation ends the study at its first occurrence with a :class:`TrainableContractError`
+that names the trial and the rule (nothing is counted wrong). A non-finite metric (a diverged
+model) is not a violation: it is fed to the core as the worst finite loss seen so far in the
+study (``nonfinite_loss`` overrides) and the trial is marked.
 
 Checkpointing: :meth:`CoreTrialScheduler.get_state` holds the core's ``state_dict`` plus the
 adapter's per-trial records; ``save``/``restore`` write/read it as JSON. Ray Tune does not
@@ -42,9 +57,8 @@ from ray.tune.callback import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from hpo_node.asha import ASHA, SwiftASHA
+from hpo_node.algorithms import build, get_algorithm
 from hpo_node.core import Decision, Scheduler, check_choice, check_int
-from hpo_node.hyperband import Hyperband, SwiftHyperband
 from hpo_node.predictors import Predictor
 from hpo_node.resilient import PredictionLog
 
@@ -54,14 +68,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-RAY_ALGORITHMS = ("asha", "hyperband", "swift-asha", "swift-hyperband")
 STATE_FILE = "hpo_node_scheduler.json"
+
+CONTRACT = "the trainable contract: help(hpo_node.integrations.ray_tune)"
 
 _TO_RAY = {
     Decision.CONTINUE: TrialScheduler.CONTINUE,
     Decision.PAUSE: TrialScheduler.PAUSE,
     Decision.STOP: TrialScheduler.STOP,
 }
+
+
+class TrainableContractError(RuntimeError):
+    """A trainable broke the trainable contract (module doc); the message says which rule."""
 
 
 @dataclass
@@ -96,6 +115,18 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return str(value)
+
+
+def _is_tune_key(key: str) -> bool:
+    """Keys Tune adds to every result (not the trainable's own)."""
+    return key in _TUNE_KEYS or key.startswith("config/")
+
+
+_TUNE_KEYS = frozenset({
+    "timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration",
+    "trial_id", "date", "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip",
+    "time_since_restore", "iterations_since_restore", "experiment_tag", "config",
+})
 
 
 def merge_metric_mode(
@@ -168,6 +199,11 @@ class CoreTrialScheduler(TrialScheduler):
         self._worst: float | None = None
         self._finished = False
         self._trials: dict[str, Trial] = {}
+        # trials (re)started by Ray whose first result is still to come: resumed ones must
+        # continue where they paused (the checkpoint rule of the contract)
+        self._starting: set[str] = set()
+        # the first TrainableContractError of the study (it ends the study)
+        self.violation: TrainableContractError | None = None
         # Set by a searcher that creates trials on demand (hpo_node.integrations.ray_search.TuneSearcher):
         # while it says more trials can come, the study does not end when the core is idle.
         self.more_trials: Callable[[], bool] | None = None
@@ -212,18 +248,37 @@ class CoreTrialScheduler(TrialScheduler):
     def on_trial_result(
         self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
     ) -> str:
+        # A contract violation stops the trial here; the next scheduling step raises it, which
+        # ends Tuner.fit with the TrainableContractError itself (raised here, Tune would wrap it).
+        if self.violation is None:
+            try:
+                return self._on_result(tune_controller, trial, result)
+            except TrainableContractError:
+                self.records[trial.trial_id].status = "error"
+        if trial.trial_id in self._active:
+            self._active.remove(trial.trial_id)
+        return TrialScheduler.STOP
+
+    def _on_result(
+        self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
+    ) -> str:
         tid = trial.trial_id
         rec = self.records[tid]
         if tid not in self._active:
             return TrialScheduler.PAUSE if rec.status == "paused" else TrialScheduler.STOP
-        resource, value = self._resource_and_value(result)
+        resource, value = self._resource_and_value(tid, result)
         known = len(rec.curve)
+        first = tid in self._starting
+        self._starting.discard(tid)
+        if first and resource <= known and not result.get("done"):
+            raise self._violated(self._restart_message(trial, resource, known))
         if resource <= known:
+            # Tune repeats the last result (with "done") when a function trainable returns
             return TrialScheduler.CONTINUE
         if resource != known + 1:
-            raise RuntimeError(
-                f"trial {tid} reported {self.resource_attr}={resource} after {known}: "
-                "results must come one unit of resource at a time"
+            raise self._violated(
+                f"trial {tid} reported {self.resource_attr}={resource} after {known}: report "
+                f"every epoch, one at a time ({CONTRACT}, rule 1)"
             )
         loss = self._loss(rec, value)
         serial = self.log.serial if self.log is not None else 0
@@ -251,17 +306,29 @@ class CoreTrialScheduler(TrialScheduler):
     ) -> None:
         tid = trial.trial_id
         rec = self.records.get(tid)
-        if rec is not None and tid in self._active:
-            logger.warning("trial %s ended before the scheduler stopped it", tid)
-            rec.status = "error"
+        if rec is None or tid not in self._active:
+            return
+        rec.status = "error"
+        if result.get("done") and self.violation is None:
+            # The trainable returned by itself (Tune's time budget or an interruption stop it
+            # without "done"). Raised here, the trial errors with the message, and the next
+            # scheduling step ends the study with it.
+            raise self._violated(
+                f"trial {tid} returned after {self.resource_attr} {len(rec.curve)} of "
+                f"max_resource {self.core.max_resource} without being stopped: a trainable must "
+                f"train until max_resource unless the scheduler stops it ({CONTRACT}, rule 3)"
+            )
 
     def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
         logger.debug("trial %s removed", trial.trial_id)
 
     def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
+        if self.violation is not None:
+            raise self.violation
         for tid in self._active:
             trial = self._trials.get(tid)
             if trial is not None and trial.status == Trial.PAUSED:
+                self._starting.add(tid)
                 return trial
         if self.max_concurrent is not None and len(self._live_active()) >= self.max_concurrent:
             return None
@@ -278,7 +345,10 @@ class CoreTrialScheduler(TrialScheduler):
         rec.status = "running"
         self._active.append(job.trial_id)
         trial = self._trials[job.trial_id]
-        return trial if trial.status == Trial.PAUSED else None
+        if trial.status != Trial.PAUSED:
+            return None
+        self._starting.add(job.trial_id)
+        return trial
 
     def debug_string(self) -> str:
         counts = self.status_counts()
@@ -372,16 +442,44 @@ class CoreTrialScheduler(TrialScheduler):
             if t in self._trials and self._trials[t].status not in (Trial.ERROR, Trial.TERMINATED)
         ]
 
-    def _resource_and_value(self, result: Mapping[str, Any]) -> tuple[int, float]:
+    def _resource_and_value(self, tid: str, result: Mapping[str, Any]) -> tuple[int, float]:
         if self._metric is None:
             raise ValueError("metric must be set (CoreTrialScheduler(metric=...) or TuneConfig)")
-        for key in (self.resource_attr, self._metric):
+        for key, what in ((self.resource_attr, "resource_attr"), (self._metric, "metric")):
             if key not in result:
-                raise ValueError(f"result must contain {key!r}, got keys {sorted(result)}")
+                reported = sorted(k for k in result if not _is_tune_key(k))
+                raise self._violated(
+                    f"trial {tid} reported no {key!r} ({what}); it reported {reported}. Report "
+                    f"it every epoch, e.g. tune.report({{{self.resource_attr!r}: epoch, "
+                    f"{self._metric!r}: value}}), or set {what} to the key you report "
+                    f"({CONTRACT}, rule 1)"
+                )
         resource = result[self.resource_attr]
         if isinstance(resource, bool) or not float(resource).is_integer():
-            raise ValueError(f"{self.resource_attr} must be an integer, got {resource!r}")
+            raise self._violated(
+                f"trial {tid} reported {self.resource_attr}={resource!r} (resource_attr): it must "
+                f"be the epoch, an integer 1, 2, ... ({CONTRACT}, rule 1)"
+            )
         return int(resource), float(result[self._metric])
+
+    def _violated(self, message: str) -> TrainableContractError:
+        """Record a contract violation (the study ends with it) and return the error to raise."""
+        self.violation = TrainableContractError(message)
+        self._finished = True
+        return self.violation
+
+    def _restart_message(self, trial: Trial, resource: int, known: int) -> str:
+        why = (
+            "it saved no checkpoint"
+            if trial.checkpoint is None
+            else "it did not restore the checkpoint Tune gave it (tune.get_checkpoint())"
+        )
+        return (
+            f"trial {trial.trial_id} was resumed after {self.resource_attr} {known} but reported "
+            f"{self.resource_attr}={resource}: it restarted instead of continuing ({why}), so "
+            f"{known - resource + 1} epoch(s) would be trained twice. Save a checkpoint with every "
+            f"report and restore it when tune.get_checkpoint() is not None ({CONTRACT}, rule 2)"
+        )
 
     def _loss(self, rec: TrialRecord, value: float) -> float:
         loss = -value if self._mode == "max" else value
@@ -519,18 +617,10 @@ def make_core(
     seed: int | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> Scheduler:
-    """The core scheduler behind a Ray algorithm name; ``options`` go to its constructor."""
-    check_choice("algorithm", name, RAY_ALGORITHMS)
-    opts = dict(options or {})
-    if name == "asha":
-        return ASHA(max_resource, eta, n_trials, **opts)
-    if name == "hyperband":
-        return Hyperband(max_resource, eta, **opts)
-    if predictor is None:
-        raise TypeError(f"predictor must be a predictor factory for {name!r}, got None")
-    if name == "swift-asha":
-        return SwiftASHA(max_resource, eta, n_trials, predictor, seed=seed, **opts)
-    return SwiftHyperband(max_resource, eta, predictor, seed=seed, **opts)
+    """The core scheduler behind a Ray algorithm name (:data:`hpo_node.algorithms.REGISTRY`);
+    ``options`` go to its constructor."""
+    return build(name, max_resource=max_resource, eta=eta, n_trials=n_trials, predictor=predictor,
+                 seed=seed, options=options, ray=True)
 
 
 class ASHAScheduler(CoreTrialScheduler):
@@ -595,10 +685,4 @@ class SwiftHyperbandScheduler(CoreTrialScheduler):
 
 def trials_needed(name: str, max_resource: int, eta: int, n_trials: int | None) -> int:
     """Configurations a Ray study must generate for ``name`` (Hyperband fixes its own number)."""
-    if name in ("hyperband", "swift-hyperband"):
-        return Hyperband(max_resource, eta).trials_needed()
-    if n_trials is None:
-        from hpo_node.algorithms import default_n_trials
-
-        return default_n_trials(name, max_resource, eta)
-    return check_int("n_trials", n_trials, 1)
+    return get_algorithm(name, ray=True).trials_needed(max_resource, eta, n_trials)
