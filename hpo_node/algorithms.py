@@ -1,26 +1,116 @@
-"""Algorithms by name, for the command line and the benchmarks."""
+"""The one registry of algorithms: name -> builder, needs a predictor, trials needed.
+
+The replay (:func:`make_driver`, ``hpo-node simulate/compare``), the Ray Tune adapter
+(:func:`hpo_node.integrations.ray_tune.make_core`) and the study (``[algorithm] name``) all read
+:data:`REGISTRY`; adding an algorithm is one :class:`Algorithm` entry here. ``ray`` marks the
+algorithms that are :class:`hpo_node.core.Scheduler` cores a Ray Tune study can run.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from hpo_node.asha import ASHA, SwiftASHA
 from hpo_node.core import bracket_cost, check_choice, check_int, hyperband_brackets
 from hpo_node.hyperband import Hyperband, RandomSearch, SuccessiveHalving, SwiftHyperband
 from hpo_node.peers import OPTUNA_PEERS, OptunaPeer
-from hpo_node.predictors import CurveFeatures, make_predictor_factory
+from hpo_node.predictors import CurveFeatures, Predictor, make_predictor_factory
 from hpo_node.replay import Driver
 
-ALGORITHMS = (
-    "random",
-    "sha",
-    "hyperband",
-    "asha",
-    "asha-stopping",
-    "swift-hyperband",
-    "swift-asha",
-    *OPTUNA_PEERS,
+PredictorFactory = Callable[[], Predictor]
+
+
+@dataclass(frozen=True)
+class BuildArgs:
+    """What a builder gets: ``n_trials`` (``None``: the algorithm's own default or, for ASHA, no
+    limit), ``predictor`` a factory when the algorithm needs one, ``options`` the constructor
+    options of ``[algorithm] params``."""
+
+    name: str
+    max_resource: int
+    eta: int
+    n_trials: int | None
+    seed: int | None
+    predictor: PredictorFactory | None
+    options: dict[str, Any]
+
+
+def _hyperband_trials(max_resource: int, eta: int) -> int:
+    return sum(b[0][0] for _, b in hyperband_brackets(max_resource, eta))
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """One registry entry.
+
+    ``build``: the scheduler (or Optuna peer) from :class:`BuildArgs`; ``needs_predictor``: takes
+    a final-loss predictor factory (the Swift variants); ``fixed_trials``: generates its own
+    number of configurations (Hyperband's brackets), so a study must not set ``trials``;
+    ``default_trials(max_resource, eta)``: configurations used unless told otherwise; ``ray``:
+    a core that :mod:`hpo_node.integrations.ray_tune` can run.
+    """
+
+    name: str
+    build: Callable[[BuildArgs], Driver]
+    needs_predictor: bool = False
+    fixed_trials: bool = False
+    default_trials: Callable[[int, int], int] = _hyperband_trials
+    ray: bool = False
+
+    def trials_needed(self, max_resource: int, eta: int, n_trials: int | None = None) -> int:
+        """Configurations a run generates: the fixed number, ``n_trials``, or the default."""
+        check_int("max_resource", max_resource, 1)
+        check_int("eta", eta, 2)
+        if self.fixed_trials or n_trials is None:
+            return self.default_trials(max_resource, eta)
+        return check_int("n_trials", n_trials, 1)
+
+
+def _random_trials(max_resource: int, eta: int) -> int:
+    epochs = sum(bracket_cost(b) for _, b in hyperband_brackets(max_resource, eta))
+    return max(1, epochs // max_resource)
+
+
+def _sha_trials(max_resource: int, eta: int) -> int:
+    return eta ** (hyperband_brackets(max_resource, eta)[0][0] + 1)
+
+
+def _peer(a: BuildArgs) -> Driver:
+    return OptunaPeer(a.name, a.max_resource, a.eta, a.n_trials, seed=a.seed or 0, **a.options)
+
+
+_ENTRIES = (
+    Algorithm("random", lambda a: RandomSearch(a.max_resource, a.n_trials),
+              default_trials=_random_trials),
+    Algorithm("sha", lambda a: SuccessiveHalving(a.max_resource, a.eta, a.n_trials, **a.options),
+              default_trials=_sha_trials),
+    Algorithm("hyperband", lambda a: Hyperband(a.max_resource, a.eta, **a.options),
+              fixed_trials=True, ray=True),
+    Algorithm("asha", lambda a: ASHA(a.max_resource, a.eta, a.n_trials, **a.options), ray=True),
+    Algorithm("asha-stopping",
+              lambda a: ASHA(a.max_resource, a.eta, a.n_trials, mode="stopping", **a.options)),
+    Algorithm("swift-hyperband",
+              lambda a: SwiftHyperband(a.max_resource, a.eta, a.predictor, seed=a.seed,
+                                       **a.options),
+              needs_predictor=True, fixed_trials=True, ray=True),
+    Algorithm("swift-asha",
+              lambda a: SwiftASHA(a.max_resource, a.eta, a.n_trials, a.predictor, seed=a.seed,
+                                  **a.options),
+              needs_predictor=True, ray=True),
+    *(Algorithm(name, _peer) for name in OPTUNA_PEERS),
 )
+REGISTRY: dict[str, Algorithm] = {a.name: a for a in _ENTRIES}
+ALGORITHMS = tuple(REGISTRY)
+RAY_ALGORITHMS = tuple(name for name, a in REGISTRY.items() if a.ray)
+
+
+def get_algorithm(name: str, *, ray: bool = False, key: str = "algorithm") -> Algorithm:
+    """The registry entry ``name`` (``ray``: among :data:`RAY_ALGORITHMS` only); ``ValueError``
+    naming ``key`` otherwise."""
+    check_choice(key, name, RAY_ALGORITHMS if ray else ALGORITHMS)
+    return REGISTRY[name]
 
 
 def default_n_trials(name: str, max_resource: int, eta: int) -> int:
@@ -31,12 +121,29 @@ def default_n_trials(name: str, max_resource: int, eta: int) -> int:
     Hyperband's epoch budget, ``floor(hyperband epochs / R)`` full trainings; ``sha`` the smallest
     ``n`` its bracket accepts times ``eta``.
     """
-    brackets = hyperband_brackets(max_resource, eta)
-    if name == "random":
-        return max(1, sum(bracket_cost(b) for _, b in brackets) // max_resource)
-    if name == "sha":
-        return eta ** (brackets[0][0] + 1)
-    return sum(b[0][0] for _, b in brackets)
+    return get_algorithm(name).default_trials(max_resource, eta)
+
+
+def build(
+    name: str,
+    *,
+    max_resource: int,
+    eta: int,
+    n_trials: int | None = None,
+    predictor: PredictorFactory | None = None,
+    seed: int | None = None,
+    options: Mapping[str, Any] | None = None,
+    ray: bool = False,
+) -> Driver:
+    """A fresh scheduler ``name`` (``options`` go to its constructor); ``predictor`` is the
+    factory an algorithm with ``needs_predictor`` requires; ``ray``: only the Ray Tune cores."""
+    algo = get_algorithm(name, ray=ray)
+    if algo.needs_predictor and predictor is None:
+        raise TypeError(f"predictor must be a predictor factory for {name!r}, got None")
+    check_int("max_resource", max_resource, 1)
+    check_int("eta", eta, 2)
+    return algo.build(BuildArgs(name, max_resource, eta, n_trials, seed,
+                                predictor if algo.needs_predictor else None, dict(options or {})))
 
 
 def make_driver(
@@ -52,27 +159,14 @@ def make_driver(
     predictor_params: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
 ) -> Driver:
-    """Build a fresh scheduler (or Optuna peer) ``name``; ``options`` go to its constructor."""
-    check_choice("algorithm", name, ALGORITHMS)
-    check_int("max_resource", max_resource, 1)
-    check_int("eta", eta, 2)
-    n = default_n_trials(name, max_resource, eta) if n_trials is None else n_trials
-    opts = dict(options or {})
-    if name in OPTUNA_PEERS:
-        return OptunaPeer(name, max_resource, eta, n, seed=seed, **opts)
-    if name == "random":
-        return RandomSearch(max_resource, n)
-    if name == "sha":
-        return SuccessiveHalving(max_resource, eta, n, **opts)
-    if name == "hyperband":
-        return Hyperband(max_resource, eta, **opts)
-    if name == "asha":
-        return ASHA(max_resource, eta, n, **opts)
-    if name == "asha-stopping":
-        return ASHA(max_resource, eta, n, mode="stopping", **opts)
-    factory = make_predictor_factory(
-        predictor, features=features, gateway=gateway, **(predictor_params or {})
-    )
-    if name == "swift-hyperband":
-        return SwiftHyperband(max_resource, eta, factory, seed=seed, **opts)
-    return SwiftASHA(max_resource, eta, n, factory, seed=seed, **opts)
+    """Build a fresh scheduler (or Optuna peer) ``name`` for the replay; ``predictor`` names the
+    predictor kind of the Swift variants (:func:`hpo_node.predictors.make_predictor_factory`)."""
+    algo = get_algorithm(name)
+    factory = None
+    if algo.needs_predictor:
+        factory = make_predictor_factory(
+            predictor, features=features, gateway=gateway, **(predictor_params or {})
+        )
+    n = algo.trials_needed(max_resource, eta, n_trials)
+    return build(name, max_resource=max_resource, eta=eta, n_trials=n, predictor=factory,
+                 seed=seed, options=options)

@@ -46,57 +46,26 @@ from ray.tune.search import Searcher as RaySearcher
 
 from hpo_node.core import check_choice, check_int
 from hpo_node.integrations.ray_tune import CoreTrialScheduler, merge_metric_mode
-from hpo_node.search import AllPending, Categorical, Float, Int, Param, Searcher, SearchSpace
+from hpo_node.search import AllPending, Searcher
+from hpo_node.space import Space
 
 ADAPTER_STATE_VERSION = 1
 
 
 class StudySpace:
-    """A study's ``[space]`` (see :func:`hpo_node.study.check_space`) as a :class:`SearchSpace`.
-
-    ``loguniform`` -> log-scaled :class:`Float`, ``uniform`` -> :class:`Float`, ``choice`` ->
-    :class:`Categorical`, ``quniform`` -> :class:`Int` over the multiples ``k q`` inside
-    ``[low, high]`` (the searcher works on ``k``; a grid of one value becomes a one-choice
-    :class:`Categorical`). :meth:`to_trial` turns a searcher configuration into trial values.
+    """A study's ``[space]`` (an :class:`hpo_node.space.Space`, or its TOML tables) as the
+    :class:`SearchSpace` of our searchers; :meth:`to_trial` turns a searcher configuration into
+    trial values. The mapping of each type lives in :mod:`hpo_node.space` (``quniform``: an
+    :class:`Int` over the multiples ``k q`` inside ``[low, high]``).
     """
 
-    def __init__(self, spec: Mapping[str, Mapping[str, Any]]) -> None:
-        params: dict[str, Param] = {}
-        self.q: dict[str, float] = {}
-        self.integral: dict[str, bool] = {}
-        for key, s in spec.items():
-            kind = s.get("type")
-            if kind == "loguniform":
-                params[key] = Float(float(s["low"]), float(s["high"]), log=True)
-            elif kind == "uniform":
-                params[key] = Float(float(s["low"]), float(s["high"]))
-            elif kind == "choice":
-                params[key] = Categorical(tuple(s["values"]))
-            elif kind == "quniform":
-                q = float(s["q"])
-                lo, hi = math.ceil(float(s["low"]) / q - 1e-9), math.floor(float(s["high"]) / q + 1e-9)
-                if hi < lo:
-                    raise ValueError(
-                        f"space.{key}: [low, high] = [{s['low']}, {s['high']}] must contain a "
-                        f"multiple of q = {q}"
-                    )
-                self.q[key] = q
-                self.integral[key] = all(float(s[k]).is_integer() for k in ("low", "high", "q"))
-                params[key] = Int(lo, hi) if hi > lo else Categorical((lo,))
-            else:
-                raise ValueError(
-                    f"space.{key}.type must be one of 'loguniform', 'uniform', 'quniform', "
-                    f"'choice', got {kind!r}"
-                )
-        self.space = SearchSpace(params)
+    def __init__(self, spec: Space | Mapping[str, Mapping[str, Any]]) -> None:
+        self.spec = Space.parse(spec)
+        self.space = self.spec.search_space()
 
     def to_trial(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """Searcher configuration -> the trial's values (quantised entries as ``k q``)."""
-        out = dict(config)
-        for key, q in self.q.items():
-            v = int(out[key]) * q
-            out[key] = round(v) if self.integral[key] else round(v, 12)
-        return out
+        return self.spec.to_trial(config)
 
 
 class TuneSearcher(RaySearcher):

@@ -1,0 +1,69 @@
+"""``hpo-node run``: the command line of a study."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hpo_node.study.config import load_study
+from hpo_node.study.run import run_study
+
+
+def _parse_set(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise ValueError(f"--set must be SECTION.KEY=VALUE, got {item!r}")
+        try:
+            out[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = value
+    return out
+
+
+def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``run`` to an ``argparse`` subparsers object (``hpo-node run CONFIG ...``)."""
+    p = subparsers.add_parser("run", help="run an HPO study (TOML) on Ray Tune",
+                              description="Run an HPO study on Ray Tune with the gateway.")
+    _fill_run_parser(p)
+    return p
+
+
+def _fill_run_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", type=Path, help="study TOML file (e.g. examples/digits.toml)")
+    p.add_argument("--gateway", default=None, metavar="HOST:PORT",
+                   help="use this running gateway instead of starting one")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="connect to this Ray cluster instead of starting a local Ray")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted study from its Ray experiment directory")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config entry, e.g. --set study.seed=1 (repeatable)")
+    p.add_argument("--progress-every", type=float, default=5.0, metavar="SECONDS",
+                   help="seconds between progress lines (default 5)")
+
+
+def run_main(argv: Sequence[str] | None = None) -> int:
+    """``hpo-node run``: parse ``argv`` (without the ``run`` word), run, return an exit code."""
+    parser = argparse.ArgumentParser(prog="hpo-node run",
+                                     description="Run an HPO study on Ray Tune with the gateway.")
+    _fill_run_parser(parser)
+    args = parser.parse_args(argv)
+    return run_args(args)
+
+
+def run_args(args: argparse.Namespace) -> int:
+    """Run from parsed ``hpo-node run`` arguments (what ``cli.py`` calls)."""
+    try:
+        cfg = load_study(args.config, _parse_set(args.set))
+        run_study(cfg, gateway=args.gateway, ray_address=args.ray_address, resume=args.resume,
+                  progress_every_s=args.progress_every)
+    except (ValueError, TypeError, FileNotFoundError, tomllib.TOMLDecodeError) as exc:
+        print(f"hpo-node run: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,281 @@
+"""Study configuration: the TOML document, validated into a :class:`StudyConfig`."""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpo_node.algorithms import RAY_ALGORITHMS, get_algorithm
+from hpo_node.core import check_choice, check_float, check_int
+from hpo_node.space import Space
+
+PREDICTOR_KINDS = ("gateway", "svr", "qsvr")
+# How to reach a secured gateway: token_env names the environment variable holding the token.
+GATEWAY_CONNECTION_KEYS = ("token_env", "tls_ca", "tls_cert", "tls_key")
+_SECTIONS = ("study", "algorithm", "predictor", "gateway", "resources", "trainable", "space")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A validated study (see the module docstring for the TOML keys)."""
+
+    name: str
+    output_dir: Path
+    algorithm: str
+    max_resource: int
+    eta: int
+    space: Space
+    seed: int = 0
+    trials: int | None = None
+    time_budget_s: float | None = None
+    metric: str = "val_loss"
+    mode: str = "min"
+    num_cpus: int | None = None
+    algorithm_params: dict[str, Any] = field(default_factory=dict)
+    searcher: str = "random"
+    searcher_params: dict[str, Any] = field(default_factory=dict)
+    predictor: str = "gateway"
+    predictor_timeout_s: float = 10.0
+    retry_after_s: float = 5.0
+    predictor_params: dict[str, Any] = field(default_factory=dict)
+    gateway: str = "auto"
+    gateway_backend: str = "neal"
+    gateway_connection: dict[str, str] = field(default_factory=dict)
+    cpu: float = 1.0
+    gpu: float = 0.0
+    trainable: dict[str, Any] = field(default_factory=dict)
+    resource_attr: str = "epoch"
+    function: str | None = None
+    base_dir: Path | None = None
+    trainable_fn: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def study_dir(self) -> Path:
+        """``output_dir / name``."""
+        return self.output_dir / self.name
+
+    @property
+    def trainable_callable(self) -> Callable[..., Any]:
+        """The Ray Tune function trainable: the user's, else the digits one."""
+        if self.trainable_fn is not None:
+            return self.trainable_fn
+        from hpo_node.trainables import train_digits
+
+        return train_digits
+
+    @property
+    def uses_predictor(self) -> bool:
+        """The algorithm needs a final-loss predictor (the Swift variants)."""
+        return get_algorithm(self.algorithm).needs_predictor
+
+    @property
+    def fixed_trials(self) -> bool:
+        """The algorithm fixes the number of configurations itself (the Hyperband variants)."""
+        return get_algorithm(self.algorithm).fixed_trials
+
+    @property
+    def needs_gateway(self) -> bool:
+        """A Swift algorithm with the gateway predictor."""
+        return self.uses_predictor and self.predictor == "gateway"
+
+
+def _section(doc: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = doc.get(name, {})
+    if not isinstance(value, Mapping):
+        raise TypeError(f"[{name}] must be a table, got {type(value).__name__}")
+    return dict(value)
+
+
+def _no_extra(section: str, table: Mapping[str, Any], known: Sequence[str]) -> None:
+    extra = sorted(set(table) - set(known))
+    if extra:
+        raise ValueError(f"[{section}] has unknown keys {extra}; known: {sorted(known)}")
+
+
+def study_from_dict(
+    doc: Mapping[str, Any],
+    base: Path | None = None,
+    *,
+    trainable: Callable[..., Any] | None = None,
+) -> StudyConfig:
+    """Build and validate a :class:`StudyConfig` from a parsed TOML document.
+
+    ``base``: the TOML file's folder, where ``[trainable] function``'s module is looked up first.
+    ``trainable``: a Ray Tune function trainable given from code (then ``[trainable] function``
+    must be absent).
+    """
+    from hpo_node.trainables import DEFAULTS as TRAINABLE_DEFAULTS
+    from hpo_node.trainables import load_trainable
+
+    _no_extra("top level", doc, _SECTIONS)
+    st = _section(doc, "study")
+    _no_extra(
+        "study",
+        st,
+        ("name", "output_dir", "seed", "trials", "time_budget_s", "metric", "mode", "num_cpus",
+         "resource_attr"),
+    )
+    al = _section(doc, "algorithm")
+    _no_extra("algorithm", al, ("name", "max_resource", "eta", "params", "searcher",
+                                "searcher_params"))
+    pr = _section(doc, "predictor")
+    _no_extra("predictor", pr, ("kind", "timeout_s", "retry_after_s", "params"))
+    gw = _section(doc, "gateway")
+    _no_extra("gateway", gw, ("address", "backend", *GATEWAY_CONNECTION_KEYS))
+    rs = _section(doc, "resources")
+    _no_extra("resources", rs, ("cpu", "gpu"))
+    tr = _section(doc, "trainable")
+    function = tr.pop("function", None)
+    if function is not None and trainable is not None:
+        raise ValueError(
+            f"trainable.function must be absent when a trainable is given from code, got "
+            f"{function!r}"
+        )
+    if function is not None:
+        trainable = load_trainable(function, base, key="trainable.function")
+    elif trainable is not None and not callable(trainable):
+        raise TypeError(f"trainable must be a callable, got {type(trainable).__name__}")
+    space = Space.parse(_section(doc, "space"))
+    clash = sorted(set(space) & set(tr))
+    if clash:
+        raise ValueError(f"keys {clash} are both in [trainable] and [space]; keep one")
+    if trainable is None:
+        # the digits trainable: its keys only
+        _no_extra("trainable", tr, tuple(TRAINABLE_DEFAULTS))
+        _no_extra("space", space, tuple(TRAINABLE_DEFAULTS))
+    if "max_epochs" in space or "max_epochs" in tr:
+        raise ValueError("max_epochs is set from [algorithm].max_resource; remove it")
+
+    name = st.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ValueError(f"study.name must be letters, digits, '_', '.', '-', got {name!r}")
+    out_dir = Path(str(st.get("output_dir", "results")))  # relative to the current directory
+    algorithm = check_choice("algorithm.name", al.get("name"), RAY_ALGORITHMS)
+    trials = st.get("trials")
+    if trials is not None:
+        trials = check_int("study.trials", trials, 1)
+        if get_algorithm(algorithm).fixed_trials:
+            raise ValueError(
+                f"study.trials must be omitted for {algorithm} (its brackets fix the number), "
+                f"got {trials}"
+            )
+    budget = st.get("time_budget_s")
+    if budget is not None:
+        budget = check_float("study.time_budget_s", budget, 0.0, math.inf, low_open=True)
+    num_cpus = st.get("num_cpus")
+    if num_cpus is not None:
+        num_cpus = check_int("study.num_cpus", num_cpus, 1)
+    params = al.get("params", {})
+    if not isinstance(params, Mapping):
+        raise TypeError(f"algorithm.params must be a table, got {params!r}")
+    from hpo_node.search import SEARCHERS
+
+    searcher = check_choice("algorithm.searcher", al.get("searcher", "random"), SEARCHERS)
+    sparams = al.get("searcher_params", {})
+    if not isinstance(sparams, Mapping):
+        raise TypeError(f"algorithm.searcher_params must be a table, got {sparams!r}")
+    if sparams and searcher == "random":
+        raise ValueError(
+            f"algorithm.searcher_params must be empty for searcher = 'random' (Tune's random "
+            f"sampling), got {dict(sparams)!r}"
+        )
+    pparams = pr.get("params", {})
+    if not isinstance(pparams, Mapping):
+        raise TypeError(f"predictor.params must be a table, got {pparams!r}")
+    gateway = gw.get("address", "auto")
+    if not isinstance(gateway, str) or (gateway not in ("auto", "none") and ":" not in gateway):
+        raise ValueError(f"gateway.address must be 'auto', 'none' or HOST:PORT, got {gateway!r}")
+    predictor = check_choice("predictor.kind", pr.get("kind", "gateway"), PREDICTOR_KINDS)
+    if get_algorithm(algorithm).needs_predictor and predictor == "gateway" and gateway == "none":
+        raise ValueError(
+            "gateway.address must not be 'none' with predictor.kind = 'gateway'; "
+            "use predictor.kind = 'svr' to predict in-process"
+        )
+    cfg = StudyConfig(
+        name=name,
+        output_dir=out_dir,
+        algorithm=algorithm,
+        max_resource=check_int("algorithm.max_resource", al.get("max_resource"), 1),
+        eta=check_int("algorithm.eta", al.get("eta", 3), 2),
+        space=space,
+        seed=check_int("study.seed", st.get("seed", 0), 0),
+        trials=trials,
+        time_budget_s=budget,
+        metric=str(st.get("metric", "val_loss")),
+        mode=check_choice("study.mode", st.get("mode", "min"), ("min", "max")),
+        num_cpus=num_cpus,
+        algorithm_params=dict(params),
+        searcher=searcher,
+        searcher_params=dict(sparams),
+        predictor=predictor,
+        predictor_timeout_s=check_float(
+            "predictor.timeout_s", pr.get("timeout_s", 10.0), 0.0, math.inf, low_open=True
+        ),
+        retry_after_s=check_float(
+            "predictor.retry_after_s", pr.get("retry_after_s", 5.0), 0.0, math.inf
+        ),
+        predictor_params=dict(pparams),
+        gateway=gateway,
+        gateway_backend=str(gw.get("backend", "neal")),
+        gateway_connection={k: str(gw[k]) for k in GATEWAY_CONNECTION_KEYS if k in gw},
+        cpu=check_float("resources.cpu", rs.get("cpu", 1), 0.0, math.inf, low_open=True),
+        gpu=check_float("resources.gpu", rs.get("gpu", 0), 0.0, math.inf),
+        trainable=dict(tr),
+        resource_attr=_identifier("study.resource_attr", st.get("resource_attr", "epoch")),
+        function=function,
+        base_dir=base,
+        trainable_fn=trainable,
+    )
+    from hpo_node.study.build import build_scheduler, build_searcher
+
+    # Build the scheduler once now so that bad algorithm params fail before anything starts.
+    build_scheduler(cfg, gateway_address="127.0.0.1:1" if cfg.needs_gateway else None)
+    if cfg.searcher != "random":
+        build_searcher(cfg)
+    return cfg
+
+
+def _identifier(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def load_study(
+    path: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    trainable: Callable[..., Any] | None = None,
+) -> StudyConfig:
+    """Read a study TOML file; ``overrides`` (``"section.key": value``) replace entries.
+
+    ``[trainable] function``'s module is looked up first in the file's folder; ``trainable``
+    gives the function from code instead.
+    """
+    p = Path(path)
+    with open(p, "rb") as fh:
+        doc = tomllib.load(fh)
+    return study_from_dict(apply_overrides(doc, overrides), p.resolve().parent,
+                           trainable=trainable)
+
+
+def apply_overrides(
+    doc: Mapping[str, Any], overrides: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """A copy of ``doc`` with ``{"section.key": value}`` entries replaced (``--set``)."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in doc.items()}
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if not key:
+            raise ValueError(f"override must be SECTION.KEY=VALUE, got {dotted!r}")
+        out.setdefault(section, {})
+        if not isinstance(out[section], dict):
+            raise TypeError(f"[{section}] must be a table to override {dotted!r}")
+        out[section][key] = value
+    return out
+
