@@ -1,0 +1,104 @@
+// A Node.js client of qpu_gateway.v1.Gateway, written from the .proto alone.
+// Usage: node gateway_client.mjs HOST:PORT PATH/TO/gateway.proto
+// Prints one JSON object: the Fit's ModelInfo, the Predict reply and an INVALID_ARGUMENT
+// error with its google.rpc.BadRequest details decoded.
+import path from "node:path";
+
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import protobuf from "protobufjs";
+
+const [address, protoFile] = process.argv.slice(2);
+if (!address || !protoFile) {
+  console.error("usage: node gateway_client.mjs HOST:PORT PATH/TO/gateway.proto");
+  process.exit(2);
+}
+
+// google.rpc.Status and BadRequest (googleapis/google/rpc/{status,error_details}.proto) and
+// google.protobuf.Any's wire form: what a client needs to read the grpc-status-details-bin trailer.
+const RPC_PROTO = `
+syntax = "proto3";
+package google.rpc;
+message Any { string type_url = 1; bytes value = 2; }
+message Status { int32 code = 1; string message = 2; repeated Any details = 3; }
+message BadRequest {
+  message FieldViolation { string field = 1; string description = 2; }
+  repeated FieldViolation field_violations = 1;
+}
+`;
+const rpc = protobuf.parse(RPC_PROTO, { keepCase: true }).root;
+const Status = rpc.lookupType("google.rpc.Status");
+const BadRequest = rpc.lookupType("google.rpc.BadRequest");
+
+const definition = protoLoader.loadSync(path.resolve(protoFile), {
+  keepCase: true,
+  longs: String,
+  defaults: true,
+});
+const pkg = grpc.loadPackageDefinition(definition);
+const client = new pkg.qpu_gateway.v1.Gateway(address, grpc.credentials.createInsecure());
+
+function call(method, request, seconds = 60) {
+  const deadline = new Date(Date.now() + seconds * 1000);
+  return new Promise((resolve, reject) => {
+    client[method](request, { deadline }, (err, reply) => (err ? reject(err) : resolve(reply)));
+  });
+}
+
+function badRequest(err) {
+  const raw = err.metadata.get("grpc-status-details-bin")[0];
+  if (!raw) return null;
+  const status = Status.decode(raw);
+  const out = [];
+  for (const detail of status.details) {
+    if (detail.type_url.endsWith("/google.rpc.BadRequest")) {
+      for (const v of BadRequest.decode(detail.value).field_violations) {
+        out.push({ field: v.field, description: v.description });
+      }
+    }
+  }
+  return { code: status.code, message: status.message, violations: out };
+}
+
+const rows = 8;
+const x = [];
+const y = [];
+for (let i = 0; i < rows; i++) {
+  const a = i / rows;
+  const b = ((i * 7) % rows) / rows;
+  x.push(a, b);
+  y.push(1 + 2 * a - b);
+}
+
+const fit = await call("Fit", {
+  x: { rows, cols: 2, values: x },
+  y,
+  params: { num_reads: 40 },
+  seed: "18446744073709551615",
+  feature_names: ["a", "b"],
+});
+const info = fit.model;
+const predict = await call("Predict", {
+  model_id: info.model_id,
+  x: { rows, cols: 2, values: x },
+  version: info.version,
+});
+let error = null;
+try {
+  await call("Fit", { x: { rows, cols: 2, values: x }, y, params: { k: 0 } });
+} catch (err) {
+  error = { code: err.code, details: err.details, bad_request: badRequest(err) };
+}
+client.close();
+console.log(JSON.stringify({
+  fit: {
+    model_id: info.model_id,
+    version: info.version,
+    backend: info.backend,
+    seed: info.seed,
+    feature_names: info.feature_names,
+    n_train: info.n_train,
+  },
+  predict: { mean: predict.mean, std: predict.std, version: predict.version },
+  error,
+}));

@@ -1,0 +1,57 @@
+"""A client no one here wrote: Node.js (@grpc/grpc-js + @grpc/proto-loader) against a real server.
+
+``tests/node/gateway_client.mjs`` loads ``proto/qpu_gateway/v1/gateway.proto`` as-is, fits (with
+a uint64 seed of 2^64 - 1 and feature names), predicts and reads an ``INVALID_ARGUMENT`` with its
+``google.rpc.BadRequest`` details. Skips where node or the installed modules are absent
+(``cd tests/node && npm ci``; ``.ci/run`` does it when npm exists). Needs no network.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from qpu_gateway.client import GatewayClient
+from tests.conftest import REPO
+
+NODE_DIR = REPO / "tests" / "node"
+PROTO = REPO / "proto" / "qpu_gateway" / "v1" / "gateway.proto"
+
+
+def _node() -> str:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the Node.js client test needs node >= 18 and npm")
+    for module in ("@grpc/grpc-js", "@grpc/proto-loader", "protobufjs"):
+        if not (NODE_DIR / "node_modules" / module).is_dir():
+            pytest.skip(f"{module} is not installed in tests/node: run `cd tests/node && npm ci`")
+    return node
+
+
+def test_node_client_fits_predicts_and_reads_bad_request_details(gateway_address: str) -> None:
+    node = _node()
+    out = subprocess.run([node, str(NODE_DIR / "gateway_client.mjs"), gateway_address, str(PROTO)],
+                         capture_output=True, text=True, timeout=120, cwd=NODE_DIR)
+    assert out.returncode == 0, out.stderr
+    reply = json.loads(out.stdout)
+    fit = reply["fit"]
+    assert fit["backend"] == "neal" and fit["version"] == 1 and fit["n_train"] == 8
+    assert fit["seed"] == str(2**64 - 1) and fit["feature_names"] == ["a", "b"]
+    with GatewayClient(gateway_address) as client:
+        info = client.get_model(fit["model_id"])
+        assert list(info.feature_names) == ["a", "b"] and info.seed == 2**64 - 1
+        i = np.arange(8)
+        x = np.column_stack([i / 8, (i * 7 % 8) / 8])
+        mean, std = client.predict(fit["model_id"], x)
+    np.testing.assert_allclose(reply["predict"]["mean"], mean)
+    np.testing.assert_allclose(reply["predict"]["std"], std)
+    error = reply["error"]
+    assert error["code"] == 3 and error["details"].startswith("params.k: ")
+    assert error["bad_request"]["message"] == error["details"]
+    assert error["bad_request"]["violations"] == [
+        {"field": "params.k", "description": error["details"][len("params.k: "):]}
+    ]
