@@ -3,6 +3,7 @@
 The code, by concern: :mod:`~hpo_node.study.config` (the TOML document -> :class:`StudyConfig`),
 :mod:`~hpo_node.study.build` (Tune's space, scheduler and searcher from the config, through the
 algorithm registry :mod:`hpo_node.algorithms` and the space spec :mod:`hpo_node.space`),
+:mod:`~hpo_node.study.load` (a TOML file, parsed and checked by building its parts once),
 :mod:`~hpo_node.study.run` (gateway, Ray, Tuner; :func:`optimize` from Python),
 :mod:`~hpo_node.study.outputs` (trials.csv, best.json, summary.json, the pictures) and
 :mod:`~hpo_node.study.command` (``hpo-node run``).
@@ -83,6 +84,7 @@ Study TOML::
 from hpo_node.study.build import (
     build_scheduler,
     build_searcher,
+    check_study,
     fixed_param_space,
     hparam_encoder,
     n_trials,
@@ -94,9 +96,9 @@ from hpo_node.study.config import (
     PREDICTOR_KINDS,
     StudyConfig,
     apply_overrides,
-    load_study,
-    study_from_dict,
+    parse_study,
 )
+from hpo_node.study.load import load_study, study_from_dict
 from hpo_node.study.outputs import StudyResult, trial_rows, write_outputs
 from hpo_node.study.run import optimize, run_study
 
@@ -109,12 +111,14 @@ __all__ = [
     "apply_overrides",
     "build_scheduler",
     "build_searcher",
+    "check_study",
     "fixed_param_space",
     "hparam_encoder",
     "load_study",
     "n_trials",
     "optimize",
     "param_space",
+    "parse_study",
     "run_args",
     "run_main",
     "run_study",

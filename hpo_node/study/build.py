@@ -93,3 +93,12 @@ def build_scheduler(cfg: StudyConfig, gateway_address: str | None) -> Any:
                                    log=log)
     scheduler.predictor = factory
     return scheduler
+
+
+def check_study(cfg: StudyConfig) -> StudyConfig:
+    """Build the scheduler (and searcher) once, so that bad options fail before anything
+    starts; returns ``cfg``."""
+    build_scheduler(cfg, gateway_address="127.0.0.1:1" if cfg.needs_gateway else None)
+    if cfg.searcher != "random":
+        build_searcher(cfg)
+    return cfg

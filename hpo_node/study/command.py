@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hpo_node.study.config import load_study
+from hpo_node.study.load import load_study
 from hpo_node.study.run import run_study
 
 

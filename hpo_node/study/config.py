@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,13 +96,14 @@ def _no_extra(section: str, table: Mapping[str, Any], known: Sequence[str]) -> N
         raise ValueError(f"[{section}] has unknown keys {extra}; known: {sorted(known)}")
 
 
-def study_from_dict(
+def parse_study(
     doc: Mapping[str, Any],
     base: Path | None = None,
     *,
     trainable: Callable[..., Any] | None = None,
 ) -> StudyConfig:
-    """Build and validate a :class:`StudyConfig` from a parsed TOML document.
+    """Validate a parsed TOML document, entry by entry, into a :class:`StudyConfig`
+    (:func:`hpo_node.study.study_from_dict` also builds the study's parts once to check them).
 
     ``base``: the TOML file's folder, where ``[trainable] function``'s module is looked up first.
     ``trainable``: a Ray Tune function trainable given from code (then ``[trainable] function``
@@ -231,12 +231,6 @@ def study_from_dict(
         base_dir=base,
         trainable_fn=trainable,
     )
-    from hpo_node.study.build import build_scheduler, build_searcher
-
-    # Build the scheduler once now so that bad algorithm params fail before anything starts.
-    build_scheduler(cfg, gateway_address="127.0.0.1:1" if cfg.needs_gateway else None)
-    if cfg.searcher != "random":
-        build_searcher(cfg)
     return cfg
 
 
@@ -244,24 +238,6 @@ def _identifier(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{name} must be a non-empty string, got {value!r}")
     return value
-
-
-def load_study(
-    path: str | Path,
-    overrides: Mapping[str, Any] | None = None,
-    *,
-    trainable: Callable[..., Any] | None = None,
-) -> StudyConfig:
-    """Read a study TOML file; ``overrides`` (``"section.key": value``) replace entries.
-
-    ``[trainable] function``'s module is looked up first in the file's folder; ``trainable``
-    gives the function from code instead.
-    """
-    p = Path(path)
-    with open(p, "rb") as fh:
-        doc = tomllib.load(fh)
-    return study_from_dict(apply_overrides(doc, overrides), p.resolve().parent,
-                           trainable=trainable)
 
 
 def apply_overrides(

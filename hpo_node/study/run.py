@@ -10,8 +10,15 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hpo_node.study.build import build_scheduler, build_searcher, fixed_param_space, n_trials, param_space
-from hpo_node.study.config import StudyConfig, apply_overrides, load_study, study_from_dict
+from hpo_node.study.build import (
+    build_scheduler,
+    build_searcher,
+    fixed_param_space,
+    n_trials,
+    param_space,
+)
+from hpo_node.study.config import StudyConfig, apply_overrides
+from hpo_node.study.load import load_study, study_from_dict
 from hpo_node.study.outputs import StudyResult, print_summary, summarize, trial_rows, write_outputs
 from qpu_gateway.process import GatewayProcess
 
