@@ -10,6 +10,9 @@
 Every client subcommand takes ``--tls-ca`` (TLS), ``--tls-cert``/``--tls-key`` (mutual TLS),
 ``--tls-server-name`` and a bearer token from ``--token-file`` (chmod 600) or the environment
 variable named by ``--token-env`` (default ``QPU_GATEWAY_TOKEN``); never on the command line.
+The TLS options default to ``$QPU_GATEWAY_TLS_CA``, ``$QPU_GATEWAY_TLS_CERT``,
+``$QPU_GATEWAY_TLS_KEY`` and ``$QPU_GATEWAY_TLS_SERVER_NAME``, so one health command serves as
+the probe of a plaintext and of a TLS gateway (Docker HEALTHCHECK, compose, Kubernetes).
 """
 
 from __future__ import annotations
@@ -32,6 +35,12 @@ __all__ = ["main"]
 
 log = logging.getLogger("qpu_gateway")
 ENV_CLIENT_TOKEN: Final = "QPU_GATEWAY_TOKEN"
+TLS_FLAGS: Final = {
+    "--tls-ca": "PEM CA of the server's certificate: connect with TLS",
+    "--tls-cert": "PEM client certificate (mutual TLS; with --tls-key)",
+    "--tls-key": "PEM private key of --tls-cert",
+    "--tls-server-name": "name to check the server's certificate against, if not the host",
+}
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -282,11 +291,9 @@ def _parser() -> argparse.ArgumentParser:
     def client_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--gateway", default="127.0.0.1:50051", help="HOST:PORT of the gateway")
         sp.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds")
-        sp.add_argument("--tls-ca", help="PEM CA of the server's certificate: connect with TLS")
-        sp.add_argument("--tls-cert", help="PEM client certificate (mutual TLS; with --tls-key)")
-        sp.add_argument("--tls-key", help="PEM private key of --tls-cert")
-        sp.add_argument("--tls-server-name",
-                        help="name to check the server's certificate against (default: the host)")
+        for flag, help_ in TLS_FLAGS.items():
+            env = "QPU_GATEWAY_" + flag[2:].upper().replace("-", "_")
+            sp.add_argument(flag, default=os.environ.get(env) or None, help=f"{help_} (default ${env})")
         sp.add_argument("--token-file", help="file holding the bearer token (chmod 600)")
         sp.add_argument("--token-env", default=ENV_CLIENT_TOKEN,
                         help=f"environment variable holding the bearer token (default {ENV_CLIENT_TOKEN})")

@@ -16,7 +16,7 @@ import pytest
 from qpu_gateway.client import GatewayClient
 from qpu_gateway.config import load_config
 from tests._certs import make_pki
-from tests.conftest import GatewayProcess
+from tests.conftest import REPO, GatewayProcess
 
 ADMIN = "cli-admin-token-0123456789abcdef"
 PREDICT = "cli-predict-token-0123456789abcdef"
@@ -178,3 +178,42 @@ def test_cli_every_client_subcommand_speaks_tls_with_a_token(
     assert loose.returncode == 2 and "chmod 600" in loose.stderr and ADMIN not in loose.stderr
     plain = _run("health", "--gateway", proc.address, "--timeout", "3")
     assert plain.returncode == 1
+
+
+def _docker_healthcheck() -> list[str]:
+    text = (REPO / "deploy" / "docker" / "gateway.Dockerfile").read_text()
+    return json.loads(text.split("HEALTHCHECK", 1)[1].split("CMD", 1)[1].splitlines()[0])
+
+
+def test_deploy_health_checks_reach_a_tls_gateway(
+    secured: tuple[GatewayProcess, dict[str, str]]
+) -> None:
+    """The Docker HEALTHCHECK, compose healthcheck and Kubernetes TLS probes, run as written
+    (the gateway's port and the certificate paths mapped onto this test's)."""
+    import yaml
+
+    proc, pki = secured
+    port = proc.address.rsplit(":", 1)[1]
+    compose = yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text())
+    deployment = yaml.safe_load((REPO / "deploy" / "k8s" / "gateway-tls.yaml").read_text())
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    paths = {"/tls/ca.crt": pki["ca"]}
+    k8s_env = {k: paths.get(v, v) for k, v in env.items() if k.startswith("QPU_GATEWAY_TLS_")}
+    k8s_env["QPU_GATEWAY_TLS_SERVER_NAME"] = "localhost"  # the name the test certificate holds
+    mtls = {"QPU_GATEWAY_TLS_CERT": pki["client"], "QPU_GATEWAY_TLS_KEY": pki["client_key"]}
+    checks = {
+        "docker": (_docker_healthcheck(), {"QPU_GATEWAY_TLS_CA": pki["ca"]}),
+        "compose": (compose["services"]["gateway"]["healthcheck"]["test"][1:],
+                    {"QPU_GATEWAY_TLS_CA": pki["ca"]}),
+        **{probe: (container[probe]["exec"]["command"], k8s_env)
+           for probe in ("startupProbe", "livenessProbe", "readinessProbe")},
+    }
+    assert "/tls/ca.crt" in env.values() and "--tls-cert" in container["args"]
+    for name, (command, tls_env) in checks.items():
+        assert command[:2] == ["qpu-gateway", "health"], name
+        args = [a.replace(":50051", f":{port}") for a in command[1:]]
+        plain = _run(*args, env={"QPU_GATEWAY_TLS_CA": ""})
+        assert plain.returncode == 1, (name, plain.stdout)
+        ok = _run(*args, env={**tls_env, **mtls})
+        assert ok.returncode == 0 and ok.stdout.strip() == "SERVING", (name, ok.stderr)

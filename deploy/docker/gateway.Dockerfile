@@ -25,7 +25,11 @@ EXPOSE 50051
 ENV QPU_GATEWAY_STORE=/data/models.sqlite \
     QPU_GATEWAY_BACKEND=neal
 
-# grpc.health.v1 through `qpu-gateway health` (exit 0 only when SERVING).
+# grpc.health.v1 through `qpu-gateway health` (exit 0 only when SERVING). Against a TLS gateway
+# (serve --tls-cert/--tls-key, or tls_cert/tls_key in its config) set QPU_GATEWAY_TLS_CA to the
+# CA file (mutual TLS: QPU_GATEWAY_TLS_CERT and QPU_GATEWAY_TLS_KEY, a client certificate;
+# QPU_GATEWAY_TLS_SERVER_NAME when the certificate does not name 127.0.0.1): the same command
+# then speaks TLS. Health needs no token.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["qpu-gateway", "health", "--gateway", "127.0.0.1:50051", "--timeout", "3"]
 
