@@ -49,3 +49,46 @@ def svr_baseline(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, g
     svr = SVR(gamma=gamma, epsilon=0.02, C=float((0.5 ** (np.arange(3) - 0.005)).sum()))
     svr.fit((x_train - lo) / span, (y_train - ylo) / yspan)
     return svr.predict((x_test - lo) / span) * yspan + ylo
+
+
+# The seed authors' published protocol (their notebook 20_points_SVR.ipynb; issue 14).
+PUBLISHED_SVR = {"gamma": 0.1, "epsilon": 0.02, "C": 67.61}
+
+
+def load_mlpf_published() -> tuple[np.ndarray, np.ndarray]:
+    """The published protocol's table: x (295, 13), y (295,), both quantile-transformed.
+
+    The curve with the largest final loss is dropped; features are every other epoch of the first
+    25 (loss_0, loss_2, ..., loss_24), the target is loss_98; ``QuantileTransformer(n_quantiles=50)``
+    is fitted on the whole table (X and y), as published.
+    """
+    if not MLPF.exists():
+        sys.exit(f"skipped: the shared learning-curve table is not at {MLPF}")
+    import pandas as pd
+    from sklearn.preprocessing import QuantileTransformer
+
+    df = pd.read_csv(MLPF)
+    curves = df[[f"loss_{i}" for i in range(100)]].to_numpy(dtype=np.float64)
+    curves = np.delete(curves, int(np.argmax(curves[:, -1])), axis=0)
+    x = QuantileTransformer(n_quantiles=50).fit_transform(curves[:, 0:25:2])
+    y = QuantileTransformer(n_quantiles=50).fit_transform(curves[:, 98:99]).ravel()
+    return x, y
+
+
+def published_split(
+    x: np.ndarray, y: np.ndarray, i: int, n_train: int = 20
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Split ``i`` of the published protocol: ``train_test_split(test_size=0.5,
+    random_state=123 + i)``, then the first ``n_train`` training rows. -> x_tr, y_tr, x_te, y_te."""
+    from sklearn.model_selection import train_test_split
+
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.5, random_state=123 + i)
+    return x_tr[:n_train], y_tr[:n_train], x_te, y_te
+
+
+def r2_published(y: np.ndarray, pred: np.ndarray) -> float:
+    """The published score, ``sklearn.metrics.r2_score(pred, y)``: arguments in that order, so the
+    denominator is the spread of the predictions, not of the truth."""
+    from sklearn.metrics import r2_score
+
+    return float(r2_score(pred, y))

@@ -2,8 +2,9 @@
 
 A scikit-learn regressor. ``fit`` min-max scales X and y on the training data, builds the QUBO of
 :mod:`qpu_gateway.qubo`, samples it with any ``dimod.Sampler`` (simulated annealing by default),
-keeps the ``top_k`` distinct lowest-energy solutions as ensemble members and combines them;
-``predict`` answers in the caller's units, optionally with the members' spread.
+keeps the ``top_k`` distinct lowest-energy solutions as candidate members and combines them (by
+default the ``robust`` ensemble: members with broken chains or an above-median training error are
+dropped); ``predict`` answers in the caller's units, optionally with the members' spread.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from qpu_gateway.qubo import build_svr_qubo, decode, dual_objective, precision_w
 __all__ = [
     "DEFAULT_ENSEMBLE",
     "DEFAULT_NUM_SWEEPS",
+    "DEFAULT_TOP_K",
     "PARAM_NAMES",
     "QSVR",
     "STATE_FORMAT",
@@ -31,11 +33,16 @@ __all__ = [
     "NonFiniteProblemError",
 ]
 
-DEFAULT_ENSEMBLE: Final = "mean"
+DEFAULT_ENSEMBLE: Final = "robust"
 # Sweeps per simulated-annealing read; chosen in benchmarks/README.md (R² vs Fit time).
 DEFAULT_NUM_SWEEPS: Final = 100
+# Candidate members per fit; ``robust`` keeps the better half by training error (issue 14's
+# measurements in benchmarks/README.md: more candidates, fewer bad splits, same Fit time).
+DEFAULT_TOP_K: Final = 32
 STATE_FORMAT: Final = "qhpo.qsvr"
-STATE_VERSION: Final = 1
+STATE_VERSION: Final = 2
+# Version 1 (before the robust ensemble) lacks ``member_chain_break``; it loads with zeros.
+_READABLE_VERSIONS: Final = (1, 2)
 
 # Hyperparameters of the model itself (everything but the sampler and the seed).
 PARAM_NAMES: Final = (
@@ -124,9 +131,11 @@ class QSVR(RegressorMixin, BaseEstimator):
         means the largest coefficient the encoding represents, ``sum_k p_k``.
     num_reads : samples requested from the sampler.
     num_sweeps : sweeps per read, passed to samplers that take it (simulated annealing).
-    top_k : distinct lowest-energy solutions kept as ensemble members.
-    ensemble : ``mean``, ``best``, ``energy_softmax`` or ``inverse_error``
-        (see :func:`qpu_gateway.ensemble.member_weights`).
+    top_k : distinct lowest-energy solutions taken as candidate ensemble members.
+    ensemble : ``robust`` (default: drop the members with the most broken chains or an
+        above-median training error, average the rest), ``mean``, ``best``, ``energy_softmax`` or
+        ``inverse_error`` (see :func:`qpu_gateway.ensemble.member_weights`). ``robust`` keeps only
+        the members it trusts; the other methods keep all ``top_k``.
     sampler : a ``dimod.Sampler``; ``None`` means dwave-samplers' simulated annealing. A
         :class:`DualSolver` (e.g. the ``classical`` backend) instead yields one member with the
         exact continuous solution.
@@ -140,11 +149,13 @@ class QSVR(RegressorMixin, BaseEstimator):
     member_energies_ : (M,) QUBO energies, ascending.
     c_ : the box bound C in effect.
     member_train_mse_ : (M,) mean squared error of each member on the scaled training targets.
+    member_chain_break_ : (M,) chain-break fraction of each member's sample (0 off the QPU path).
     weights_ : (M,) combination weights.
     x_min_, x_scale_ : (F,) input scaling; y_min_, y_scale_ : target scaling.
     train_r2_ : R² of the ensemble on the training data.
     fit_stats_ : dict with build_seconds, sample_seconds, num_variables, num_reads,
-        distinct_solutions, best_energy, and ``sampler_stats`` (scalars a backend reports).
+        distinct_solutions, best_energy, candidates (members before the ``robust`` rejection),
+        and ``sampler_stats`` (scalars a backend reports).
     """
 
     def __init__(
@@ -158,7 +169,7 @@ class QSVR(RegressorMixin, BaseEstimator):
         c: float | None = None,
         num_reads: int = 1000,
         num_sweeps: int | None = DEFAULT_NUM_SWEEPS,
-        top_k: int = 4,
+        top_k: int = DEFAULT_TOP_K,
         ensemble: str = DEFAULT_ENSEMBLE,
         sampler: dimod.Sampler | None = None,
         random_state: int | np.random.Generator | None = None,
@@ -262,12 +273,13 @@ class QSVR(RegressorMixin, BaseEstimator):
                 np.maximum(beta, 0), np.maximum(-beta, 0), kmat, ys, epsilon=self.epsilon, xi=self.xi
             ))
             bias = np.array([bias_1])
+            chain_break = np.zeros(1)
             n_reads, n_distinct, sampler_stats = 1, 1, {}
         else:
             sampleset = sampler.sample(bqm, **self._sample_kwargs(sampler, **sample_kwargs))
             sampleset.resolve()
             sample_seconds = time.perf_counter() - t0
-            members, energies, n_distinct = select_members(
+            members, energies, n_distinct, chain_break = select_members(
                 sampleset, int(self.top_k), range(2 * k * n)
             )
             alpha, alpha_hat = decode(members, n, k=k, base=self.base, k0=self.k0)
@@ -282,6 +294,12 @@ class QSVR(RegressorMixin, BaseEstimator):
         f0 = beta @ kmat
         train_pred = f0 + bias[:, None]
         train_mse = ((train_pred - ys[None, :]) ** 2).mean(axis=1)
+        weights = member_weights(self.ensemble, energies, train_mse, chain_break)
+        candidates, best_energy = len(weights), float(energies[0])
+        if self.ensemble == "robust":  # the rejected members leave the model (and its spread)
+            kept = weights > 0
+            beta, bias, energies = beta[kept], bias[kept], energies[kept]
+            train_mse, chain_break, weights = train_mse[kept], chain_break[kept], weights[kept]
 
         self.c_ = c
         self.x_train_ = xs
@@ -289,7 +307,8 @@ class QSVR(RegressorMixin, BaseEstimator):
         self.intercept_ = bias
         self.member_energies_ = energies
         self.member_train_mse_ = train_mse
-        self.weights_ = member_weights(self.ensemble, energies, train_mse)
+        self.member_chain_break_ = chain_break
+        self.weights_ = weights
         self.x_min_, self.x_scale_ = x_min, x_scale
         self.y_min_, self.y_scale_ = float(y_min[0]), float(y_scale[0])
         self.train_r2_ = _r2(y, self.predict(X))
@@ -299,7 +318,8 @@ class QSVR(RegressorMixin, BaseEstimator):
             "num_variables": 2 * k * n,
             "num_reads": n_reads,
             "distinct_solutions": n_distinct,
-            "best_energy": float(energies[0]),
+            "best_energy": best_energy,
+            "candidates": candidates,
             "sampler_stats": sampler_stats,
         }
         return self
@@ -341,6 +361,7 @@ class QSVR(RegressorMixin, BaseEstimator):
             "intercept": self.intercept_.tolist(),
             "member_energies": self.member_energies_.tolist(),
             "member_train_mse": self.member_train_mse_.tolist(),
+            "member_chain_break": self.member_chain_break_.tolist(),
             "weights": self.weights_.tolist(),
             "x_min": self.x_min_.tolist(),
             "x_scale": self.x_scale_.tolist(),
@@ -352,12 +373,13 @@ class QSVR(RegressorMixin, BaseEstimator):
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> QSVR:
-        """Rebuild a fitted model from :meth:`get_state`'s dict."""
+        """Rebuild a fitted model from :meth:`get_state`'s dict (this version or an older one)."""
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"state format must be {STATE_FORMAT!r}, got {state.get('format')!r}")
-        if state.get("version") != STATE_VERSION:
+        if state.get("version") not in _READABLE_VERSIONS:
             raise ValueError(
-                f"state version {state.get('version')!r} is not supported (expected {STATE_VERSION})"
+                f"state version {state.get('version')!r} is not supported (readable: "
+                f"{', '.join(map(str, _READABLE_VERSIONS))})"
             )
         model = cls(**state["params"])
         model.n_features_in_ = int(state["n_features_in"])
@@ -371,6 +393,9 @@ class QSVR(RegressorMixin, BaseEstimator):
         model.intercept_ = np.asarray(state["intercept"], dtype=np.float64)
         model.member_energies_ = np.asarray(state["member_energies"], dtype=np.float64)
         model.member_train_mse_ = np.asarray(state["member_train_mse"], dtype=np.float64)
+        model.member_chain_break_ = np.asarray(
+            state.get("member_chain_break", np.zeros(len(model.intercept_))), dtype=np.float64
+        )
         model.weights_ = np.asarray(state["weights"], dtype=np.float64)
         model.x_min_ = np.asarray(state["x_min"], dtype=np.float64)
         model.x_scale_ = np.asarray(state["x_scale"], dtype=np.float64)

@@ -103,7 +103,7 @@ def test_gateway_fit_then_predict_in_caller_units(gateway_address: str) -> None:
         info = client.fit(x[:20], y_units[:20], seed=7, **FAST)
         assert info.model_id and info.version == 1 and info.backend == "neal"
         assert (info.n_train, info.n_features, info.num_variables) == (20, 10, 120)
-        assert info.members == 4 and not info.fallback and info.created_at.seconds > 0
+        assert 1 <= info.members <= info.params.top_k and not info.fallback and info.created_at.seconds > 0
         assert info.params.gamma == pytest.approx(0.1) and info.params.num_reads == 100
         mean, std = client.predict(info.model_id, x[20:])
         assert mean.shape == std.shape == (40,) and np.all(std >= 0)
