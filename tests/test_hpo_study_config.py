@@ -288,3 +288,65 @@ def test_hpo_study_config_trainable_from_code(tmp_path: Path) -> None:
     # without a user trainable, the digits keys are still checked
     with pytest.raises(ValueError, match=r"\[space\] has unknown keys \['anything'\]"):
         study_from_dict(doc)
+
+
+def _swift(**over: Any) -> dict[str, Any]:
+    doc = _doc(algorithm={"name": "swift-asha", "max_resource": 9, "eta": 3},
+               predictor={"kind": "svr"})
+    for dotted, value in over.items():
+        section, key = dotted.split("__")
+        doc[section][key] = value
+    return doc
+
+
+def test_hpo_study_config_swift_d_adapted_to_a_small_study() -> None:
+    cfg = study_from_dict(_swift(study__trials=18))  # 6 trials reach rung 3 at most; d = 15
+    assert cfg.algorithm_params == {"d": 3}
+    (note,) = cfg.notes
+    assert note.startswith("note: swift-asha with 18 configurations") and "d adapted to 3" in note
+    hb = _swift(algorithm__name="swift-hyperband")
+    del hb["study"]["trials"]
+    cfg = study_from_dict(hb)
+    assert cfg.algorithm_params == {"d": 5} and "at most 11 trials reach a rung" in cfg.notes[0]
+    # large enough: nothing said, nothing changed
+    big = study_from_dict(_swift(study__trials=81, algorithm__params={"d": 6}))
+    assert big.notes == () and big.algorithm_params == {"d": 6}
+
+
+def test_hpo_study_config_swift_d_set_by_the_user_is_kept_with_a_warning() -> None:
+    cfg = study_from_dict(_swift(study__trials=18, algorithm__params={"d": 7}))
+    assert cfg.algorithm_params == {"d": 7}
+    assert cfg.notes == (
+        "warning: swift-asha with 18 configurations, R = 9, eta = 3: at most 6 trials reach a "
+        "rung, so with d = 7 no trial would ever get a prediction; the study runs as plain asha: "
+        "lower algorithm.params.d below 6, or give more study.trials (at least 9 for any "
+        "prediction)",
+    )
+    tiny = study_from_dict(_swift(study__trials=6))
+    assert tiny.algorithm_params == {} and tiny.notes[0].endswith(
+        "give more study.trials (at least 9 for any prediction)")
+
+
+def test_hpo_study_config_hyperband_trials_refused_with_the_numbers() -> None:
+    with pytest.raises(ValueError, match=r"study.trials must be omitted for hyperband: its "
+                       r"brackets \(R = 9, eta = 3\) sample 17 configurations; got 9, fewer "
+                       r"than the 17 its brackets need"):
+        study_from_dict(_doc(algorithm__name="hyperband"))
+
+
+def test_hpo_study_config_unreachable_gateway_is_one_line(tmp_path: Path, capsys: Any,
+                                                          monkeypatch: Any) -> None:
+    import hpo_node.study.run as run_mod
+    from tests.conftest import free_port
+
+    monkeypatch.setattr(run_mod, "GATEWAY_WAIT_S", 1.0)
+    toml = tmp_path / "s.toml"
+    toml.write_text(f'[study]\nname = "s"\ntrials = 27\noutput_dir = "{tmp_path}"\n'
+                    '[algorithm]\nname = "swift-asha"\nmax_resource = 9\n'
+                    '[space]\nlr = { type = "loguniform", low = 1e-4, high = 1e-1 }\n')
+    address = f"127.0.0.1:{free_port()}"
+    assert run_main([str(toml), "--gateway", address]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"hpo-node run: error: cannot reach the qpu-gateway at {address}: not SERVING "
+                   "after 1 s. Start it (qpu-gateway serve), fix the address, or leave out "
+                   "--gateway to let hpo-node start its own\n")

@@ -63,7 +63,8 @@ def run_args(args: argparse.Namespace) -> int:
         cfg = load_study(args.config, _parse_set(args.set))
         run_study(cfg, gateway=args.gateway, ray_address=args.ray_address, resume=args.resume,
                   progress_every_s=args.progress_every)
-    except (ValueError, TypeError, FileNotFoundError, tomllib.TOMLDecodeError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, ConnectionError,
+            tomllib.TOMLDecodeError) as exc:
         print(f"hpo-node run: error: {exc}", file=sys.stderr)
         return 2
     return 0

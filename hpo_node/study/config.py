@@ -52,6 +52,8 @@ class StudyConfig:
     function: str | None = None
     base_dir: Path | None = None
     trainable_fn: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+    # what building the study adapted or warns about (hpo_node.study.build.check_study)
+    notes: tuple[str, ...] = ()
 
     @property
     def study_dir(self) -> Path:
@@ -159,10 +161,15 @@ def parse_study(
     trials = st.get("trials")
     if trials is not None:
         trials = check_int("study.trials", trials, 1)
-        if get_algorithm(algorithm).fixed_trials:
+        algo = get_algorithm(algorithm)
+        if algo.fixed_trials:
+            max_resource = check_int("algorithm.max_resource", al.get("max_resource"), 1)
+            eta = check_int("algorithm.eta", al.get("eta", 3), 2)
+            need = algo.trials_needed(max_resource, eta)
+            fewer = f", fewer than the {need} its brackets need" if trials < need else ""
             raise ValueError(
-                f"study.trials must be omitted for {algorithm} (its brackets fix the number), "
-                f"got {trials}"
+                f"study.trials must be omitted for {algorithm}: its brackets (R = {max_resource}, "
+                f"eta = {eta}) sample {need} configurations; got {trials}{fewer}"
             )
     budget = st.get("time_budget_s")
     if budget is not None:

@@ -136,6 +136,7 @@ def summarize(cfg: StudyConfig, scheduler: Any, wall_s: float, gateway: str | No
         "predictor": scheduler.log.counters() if scheduler.log is not None else None,
         "predictor_calls": scheduler.core.predictor_calls(),
         "gateway": gateway,
+        "notes": list(cfg.notes),
         "wall_seconds": wall_s,
         "ray_experiment_dir": str(experiment_dir),
     }

@@ -24,6 +24,29 @@ from qpu_gateway.process import GatewayProcess
 
 logger = logging.getLogger(__name__)
 
+GATEWAY_WAIT_S = 10.0
+
+
+class GatewayUnreachable(ConnectionError):
+    """The gateway named by ``--gateway`` / ``[gateway] address`` does not answer SERVING."""
+
+
+def _check_gateway(client_cls: Any, address: str, token: str | None, conn: Mapping[str, str],
+                   wait_s: float) -> None:
+    """Wait ``wait_s`` for ``address`` to answer SERVING; :class:`GatewayUnreachable` (one line)
+    otherwise."""
+    try:
+        with client_cls(address, timeout=wait_s, token=token, **conn) as client:
+            client.wait_until_serving(timeout=wait_s)
+    except (TimeoutError, ValueError, OSError) as exc:
+        reason = "not SERVING" if isinstance(exc, TimeoutError) else str(exc).splitlines()[0]
+        raise GatewayUnreachable(
+            f"cannot reach the qpu-gateway at {address}: {reason} after {wait_s:g} s. Start it "
+            "(qpu-gateway serve), fix the address, or leave out --gateway to let hpo-node start "
+            "its own"
+        ) from None
+
+
 def _excluded_outputs(folder: Path, study_dir: Path) -> tuple[str, ...]:
     """The study's output folder, when inside the shipped ``folder`` (gitignore syntax)."""
     out = study_dir.resolve()
@@ -97,8 +120,7 @@ def run_study(
                 conn = dict(cfg.gateway_connection)
                 token_env = conn.pop("token_env", None)
                 token = os.environ.get(token_env) if token_env else None
-                with GatewayClient(address, timeout=10, token=token, **conn) as client:
-                    client.wait_until_serving(timeout=30)
+                _check_gateway(GatewayClient, address, token, conn, GATEWAY_WAIT_S)
                 print(f"using qpu-gateway at {address}", file=out, flush=True)
         fn = cfg.trainable_callable
         folder = code_folder(fn)
@@ -155,6 +177,9 @@ def run_study(
             scheduler = build_scheduler(cfg, address)
             scheduler.max_concurrent = slots
             n = n_trials(cfg)
+            for note in cfg.notes:
+                logger.warning("%s", note)
+                print(note, file=out, flush=True)
             print(f"study {cfg.name}: {cfg.algorithm}, searcher {cfg.searcher}, {n} "
                   f"configurations, R = {cfg.max_resource} epochs, eta = {cfg.eta}, {slots} "
                   "trial(s) at a time", file=out, flush=True)
