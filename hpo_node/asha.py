@@ -30,6 +30,7 @@ from hpo_node.core import (
     s_max_for,
     top_k,
 )
+from hpo_node.forecast import DEFAULT_Z, SWIFT_RULES, FinalLossForecaster
 from hpo_node.hyperband import hparam_matrix, scale_free_pairs, scale_free_window
 from hpo_node.predictors import Predictor, PredictorSupport
 
@@ -207,9 +208,10 @@ class SwiftASHA(ASHA):
         n_trials: int | None = None,
         predictor: Callable[[], Predictor] | None = None,
         *,
+        rule: str = "forecast",
         d: int = 15,
         known_curve: float = 0.5,
-        z: float = 0.0,
+        z: float | None = None,
         refit_every: int = 1,
         fallback: str = "none",
         defer: bool = False,
@@ -230,8 +232,11 @@ class SwiftASHA(ASHA):
         )
         if predictor is None:
             raise TypeError("predictor must be a callable returning a Predictor, got None")
+        self.rule = check_choice("rule", rule, SWIFT_RULES)
         self.d = check_int("d", d, 2)
         self.known_curve = check_float("known_curve", known_curve, 0.0, 1.0, low_open=True)
+        if z is None:
+            z = DEFAULT_Z[self.name, self.rule]
         self.z = check_float("z", z, 0.0, float("inf"), high_open=True)
         self.refit_every = check_int("refit_every", refit_every, 1)
         self.fallback = check_choice("fallback", fallback, ("none", "last-value"))
@@ -242,6 +247,11 @@ class SwiftASHA(ASHA):
             raise ValueError(
                 f"fallback must be 'none' with defer=True (a deferred trial is paused at its "
                 f"decision point, never stopped there), got {fallback!r}"
+            )
+        if self.rule == "forecast" and (defer or scale_free or self.fallback != "none"):
+            raise ValueError(
+                "defer, scale_free and fallback are options of rule='paper', got rule='forecast' "
+                f"with defer={defer}, scale_free={scale_free}, fallback={fallback!r}"
             )
         self.defer = defer
         self.scale_free = scale_free
@@ -254,11 +264,29 @@ class SwiftASHA(ASHA):
         self._phantom: list[list[str]] = [[] for _ in self.rungs]
         self._waiting: list[dict[str, float]] = [{} for _ in self.rungs]
         self._resuming: list[list[str]] = [[] for _ in self.rungs]
+        self._forecaster = FinalLossForecaster(
+            self._support, self.max_resource, z=self.z, min_pairs=self.d,
+            max_windows=self.max_windows,
+        )
+        self._forecasts: dict[tuple[str, int], np.ndarray] = {}
+        self._fc_version = -1
+        self._from: dict[str, int] = {}
 
     def predictor_calls(self) -> dict[str, int]:
         return {"fit": self._support.fits, "predict": self._support.predicts}
 
     def _next_job(self) -> Job | None:
+        if self.rule == "forecast":
+            for k in range(len(self.rungs) - 1, -1, -1):
+                tid = self._forecast_resumable(k)
+                if tid is not None:
+                    del self._waiting[k][tid]
+                    self._from[tid] = self._resource(tid)
+                    return Job(tid, self.rungs[k], resume=True)
+            job = ASHA._next_job(self)
+            if job is not None:
+                self._from[job.trial_id] = self._resource(job.trial_id)
+            return job
         if self.defer:
             for k in range(len(self.rungs) - 1, -1, -1):
                 tid = self._resumable(k)
@@ -312,6 +340,8 @@ class SwiftASHA(ASHA):
         return super()._promotable(k)
 
     def _on_report(self, trial_id: str, resource: int, loss: float) -> Decision:
+        if self.rule == "forecast":
+            return self._forecast_report(trial_id, resource, loss)
         if self.scale_free and not loss > 0:
             raise ValueError(f"loss must be > 0 with scale_free=True, got {loss}")
         k_at = self._rung_index(resource)
@@ -343,6 +373,91 @@ class SwiftASHA(ASHA):
                     return Decision.STOP
         return super()._on_report(trial_id, resource, loss)
 
+    # -- rule "forecast" -------------------------------------------------------------------------
+
+    def _forecast_report(self, trial_id: str, resource: int, loss: float) -> Decision:
+        k_at = self._rung_index(resource)
+        if k_at is not None and trial_id in self._phantom[k_at]:
+            self._phantom[k_at].remove(trial_id)
+        r_to = self._target[trial_id]
+        r_from = self._from.get(trial_id, 0)
+        step = resource - r_from
+        if (
+            resource < r_to
+            and step & (step - 1) == 0
+            and (self.top_rung or r_to < self.max_resource)
+        ):
+            k = self.rungs.index(r_to)
+            if self._cannot_make_cut(trial_id, resource, k):
+                if trial_id not in self._phantom[k]:
+                    self._phantom[k].append(trial_id)
+                self._waiting[k][trial_id] = float(resource)
+                return Decision.PAUSE
+        return ASHA._on_report(self, trial_id, resource, loss)
+
+    def _band(self, keys: list[tuple[str, int]]) -> np.ndarray:
+        """Forecast (low, mean, high) of the loss at R from ``(trial, resource)``, ``(m, 3)``."""
+        if self._forecaster.update(self._curve, self._order) or (
+            self._fc_version != self._forecaster.version
+        ):
+            self._forecasts = {}
+            self._fc_version = self._forecaster.version
+        missing = [key for key in keys if key not in self._forecasts]
+        if missing:
+            bands = self._forecaster.forecast([self._curve[t][:r] for t, r in missing])
+            self._forecasts.update(zip(missing, bands, strict=True))
+        return np.array([self._forecasts[key] for key in keys]).reshape(len(keys), 3)
+
+    def _cut(self, k: int, arriving: bool) -> float | None:
+        """The ``m``-th best forecast (mean) at R among rung ``k``'s members,
+        ``m = floor(size / eta)`` (``arriving``: one more than counted), ``None`` if undefined."""
+        members = self._members[k]
+        m = (self.rung_size(k) + int(arriving)) // self.eta
+        if m == 0 or m > len(members):
+            return None
+        mean = self._band([(t, self.rungs[k]) for t in members])[:, 1]
+        if np.any(np.isnan(mean)):
+            return None
+        return float(np.sort(mean)[m - 1])
+
+    def _rule_cut(self, k: int, arriving: bool) -> float | None:
+        """The lowest cut a trial heading for rung ``k`` must make: rung ``k``'s and those of the
+        rungs above it, which it must also pass to reach R (see class doc)."""
+        top = len(self.rungs) - 1
+        above = [top] if k < top else []
+        cuts = [self._cut(k, arriving)] + [self._cut(j, arriving=True) for j in above]
+        known = [c for c in cuts if c is not None]
+        return min(known) if known else None
+
+    def _leads(self, trial_id: str, resource: int) -> bool:
+        """Whether ``trial_id`` has the lowest loss at ``resource`` of every trial that got there."""
+        mine = self._loss_at(trial_id, resource)
+        return all(
+            c[resource - 1] >= mine for t, c in self._curve.items() if len(c) >= resource
+        )
+
+    def _cannot_make_cut(self, trial_id: str, resource: int, k: int) -> bool:
+        """Even the optimistic forecast at R is worse than rung ``k``'s cut (see class doc)."""
+        cut = self._rule_cut(k, arriving=trial_id not in self._phantom[k])
+        if cut is None:
+            return False
+        low = float(self._band([(trial_id, resource)])[0, 0])
+        return bool(low > cut) and not self._leads(trial_id, resource)
+
+    def _forecast_resumable(self, k: int) -> str | None:
+        """The waiting trial of rung ``k`` with the best optimistic forecast, if it now makes
+        the cut (the rung grew, or the forecasts were refitted)."""
+        waiting = self._waiting[k]
+        if not waiting:
+            return None
+        cut = self._rule_cut(k, arriving=False)
+        if cut is None:
+            return None
+        keys = [(t, int(r)) for t, r in waiting.items()]
+        low = self._band(keys)[:, 0]
+        j = int(np.argmin(np.where(np.isnan(low), np.inf, low)))
+        return keys[j][0] if low[j] <= cut else None
+
     def _score(self, trial_id: str, dp: int, r_to: int) -> float | None:
         """``mean - z * spread`` of the predicted loss at ``r_to``, ``None`` without a predictor."""
         if self.scale_free:
@@ -369,6 +484,7 @@ class SwiftASHA(ASHA):
         return list(self._waiting[k])
 
     def close(self) -> None:
+        self._forecaster.close()
         self._support.close()
         self._models = {}
 
@@ -480,6 +596,8 @@ class SwiftASHA(ASHA):
             waiting=[dict(w) for w in self._waiting],
             resuming=[list(r) for r in self._resuming],
             support=self._support.state(),
+            forecaster=self._forecaster.state(),
+            job_from=dict(self._from),
         )
         return extra
 
@@ -495,3 +613,7 @@ class SwiftASHA(ASHA):
             self._waiting = [{} for _ in self.rungs]
             self._resuming = [[] for _ in self.rungs]
         self._support.load(extra["support"])
+        self._forecaster.load(extra.get("forecaster"))
+        self._from = {t: int(r) for t, r in extra.get("job_from", {}).items()}
+        self._forecasts = {}
+        self._fc_version = -1

@@ -31,6 +31,7 @@ from hpo_node.core import (
     s_max_for,
     top_k,
 )
+from hpo_node.forecast import DEFAULT_Z, SWIFT_RULES, FinalLossForecaster
 from hpo_node.predictors import Predictor, PredictorSupport
 
 
@@ -230,6 +231,40 @@ class Hyperband(_Synchronous):
         self.eta = eta
 
 
+class OneEpoch(_Synchronous):
+    """The one-epoch baseline (Egele et al. 2023, arXiv:2307.15422): train every one of
+    ``n_trials`` configurations ``min_resource`` epochs, then the ``top_k`` best there to R.
+
+    ``top_k`` defaults to ``max(1, n_trials // eta**s_max)``, as many as ASHA brings to R from
+    ``n_trials`` configurations (2 of 163 for R = 100, eta = 2).
+    """
+
+    name = "one-epoch"
+
+    def __init__(
+        self,
+        max_resource: int,
+        eta: int = 3,
+        n_trials: int | None = None,
+        *,
+        top_k: int | None = None,
+        min_resource: int = 1,
+    ) -> None:
+        r_max = check_int("max_resource", max_resource, 1)
+        eta = _check_eta(eta)
+        r_min = check_int("min_resource", min_resource, 1)
+        if r_min >= r_max:
+            raise ValueError(f"min_resource must be < max_resource ({r_max}), got {r_min}")
+        s_max = s_max_for(r_max, r_min, eta)
+        n = eta**s_max if n_trials is None else check_int("n_trials", n_trials, 1)
+        k = max(1, n // eta**s_max) if top_k is None else check_int("top_k", top_k, 1)
+        if k > n:
+            raise ValueError(f"top_k must be <= n_trials ({n}), got {k}")
+        super().__init__(r_max, [[(n, r_min), (k, r_max)]])
+        self.eta = eta
+        self.top_k = k
+
+
 def hparam_matrix(rows: Sequence[Mapping[str, float]]) -> np.ndarray:
     """Hyperparameter dicts -> matrix ``(n, h)``, columns in sorted key order (missing: 0)."""
     keys = sorted({k for r in rows for k in r})
@@ -317,9 +352,11 @@ class SwiftHyperband(Hyperband):
         eta: int = 3,
         predictor: Callable[[], Predictor] | None = None,
         *,
+        rule: str = "forecast",
         d: int = 15,
         k: float = 0.5,
-        known_curve: float = 0.5,
+        known_curve: float | None = None,
+        z: float | None = None,
         threshold_quantile: float = 0.25,
         pool_curves: bool = True,
         fallback: str = "none",
@@ -331,9 +368,16 @@ class SwiftHyperband(Hyperband):
         super().__init__(max_resource, eta, min_resource)
         if predictor is None:
             raise TypeError("predictor must be a callable returning a Predictor, got None")
+        self.rule = check_choice("rule", rule, SWIFT_RULES)
         self.d = check_int("d", d, 2)
         self.k = check_float("k", k, 0.0, 1.0, low_open=True)
+        if known_curve is None:
+            known_curve = 0.125 if self.rule == "forecast" else 0.5
         self.known_curve = check_float("known_curve", known_curve, 0.0, 1.0, low_open=True)
+        self.z = check_float(
+            "z", DEFAULT_Z["swift-hyperband", self.rule] if z is None else z, 0.0, float("inf"),
+            high_open=True,
+        )
         self.threshold_quantile = check_float("threshold_quantile", threshold_quantile, 0.0, 1.0)
         if not isinstance(pool_curves, bool):
             raise TypeError(f"pool_curves must be a bool, got {pool_curves!r}")
@@ -342,8 +386,19 @@ class SwiftHyperband(Hyperband):
         if not isinstance(scale_free, bool):
             raise TypeError(f"scale_free must be a bool, got {scale_free!r}")
         self.scale_free = scale_free
+        if self.rule == "forecast" and (scale_free or self.fallback != "none"):
+            raise ValueError(
+                "scale_free and fallback are options of rule='paper', got rule='forecast' with "
+                f"scale_free={scale_free}, fallback={fallback!r}"
+            )
         self.max_windows = check_int("max_windows", max_windows, 2)
         self._support = PredictorSupport(predictor, seed)
+        self._forecaster = FinalLossForecaster(
+            self._support, self.max_resource, z=self.z, min_pairs=self.d,
+            max_windows=self.max_windows,
+        )
+        self._stages: list[int] = []
+        self._stage = 0
         self._phase = "full"
         self._dp = 0
         self._sent: list[str] = []
@@ -354,6 +409,7 @@ class SwiftHyperband(Hyperband):
         return {"fit": self._support.fits, "predict": self._support.predicts}
 
     def close(self) -> None:
+        self._forecaster.close()
         self._support.close()
 
     def _known(self, resource: int) -> list[str]:
@@ -362,6 +418,9 @@ class SwiftHyperband(Hyperband):
         return list(self._round_done.get(resource, []))
 
     def _start_round(self) -> None:
+        if self.rule == "forecast":
+            self._start_staged_round()
+            return
         r_i = self._round_target()
         dp = decision_point(self._r_prev, r_i, self.known_curve)
         self._sent, self._partials = [], []
@@ -400,7 +459,61 @@ class SwiftHyperband(Hyperband):
             self._round_done.setdefault(r_i, []).append(trial_id)
         return Decision.STOP if resource >= self.max_resource else Decision.PAUSE
 
+    # -- rule "forecast" -------------------------------------------------------------------------
+
+    def _start_staged_round(self) -> None:
+        """Decision points at ``known_curve``, ``2 known_curve``, ... of the round (below 1)."""
+        r_i = self._round_target()
+        fractions = []
+        f = self.known_curve
+        while f < 1.0:
+            fractions.append(f)
+            f *= 2.0
+        self._stages = sorted(
+            {decision_point(self._r_prev, r_i, f) for f in fractions} - {r_i}
+        )
+        self._stage = 0
+        self._phase = "staged" if self._stages else "full"
+        first = self._stages[0] if self._stages else r_i
+        self._queue = [(t, first) for t in self._members]
+
+    def _staged_barrier(self) -> bool:
+        """At a decision point: keep the configs whose optimistic forecast at R makes the cut."""
+        dp = self._stages[self._stage]
+        alive = [
+            t for t in self._members
+            if self._state[t] == TrialState.PAUSED and self._resource(t) == dp
+        ]
+        keep = self._forecast_keep(alive, dp)
+        for t in alive:
+            if t not in keep:
+                self._stop_paused(t)
+        self._stage += 1
+        r_i = self._round_target()
+        nxt = self._stages[self._stage] if self._stage < len(self._stages) else r_i
+        if nxt == r_i:
+            self._phase = "full"
+        self._queue = [(t, nxt) for t in alive if t in keep]
+        return bool(self._queue)
+
+    def _forecast_keep(self, alive: list[str], dp: int) -> set[str]:
+        """Configs among ``alive`` (all at ``dp``) to train on (see class doc)."""
+        n_next = max(self._n_next(), 1)
+        if len(alive) <= n_next:
+            return set(alive)
+        self._forecaster.update(self._curve, self._order)
+        band = self._forecaster.forecast([self._curve[t][:dp] for t in alive])
+        if np.any(np.isnan(band)):
+            return set(alive)
+        cut = float(np.sort(band[:, 1])[n_next - 1])
+        keep = {t for t, low in zip(alive, band[:, 0], strict=True) if low <= cut}
+        keep.add(alive[int(np.argmin(band[:, 1]))])
+        keep.add(min(alive, key=lambda t: self._loss_at(t, dp)))
+        return keep
+
     def _barrier(self) -> bool:
+        if self._phase == "staged":
+            return self._staged_barrier()
         if self._phase != "partial":
             return False
         self._phase = "full"
@@ -481,6 +594,9 @@ class SwiftHyperband(Hyperband):
             partials=list(self._partials),
             round_done={str(r): list(v) for r, v in self._round_done.items()},
             support=self._support.state(),
+            stages=list(self._stages),
+            stage=self._stage,
+            forecaster=self._forecaster.state(),
         )
         return extra
 
@@ -492,4 +608,7 @@ class SwiftHyperband(Hyperband):
         self._partials = list(extra["partials"])
         self._round_done = {int(r): list(v) for r, v in extra["round_done"].items()}
         self._support.load(extra["support"])
+        self._stages = [int(r) for r in extra.get("stages", [])]
+        self._stage = int(extra.get("stage", 0))
+        self._forecaster.load(extra.get("forecaster"))
 

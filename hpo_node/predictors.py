@@ -15,7 +15,7 @@ QSVR (in-process or through the gateway) does the same itself, as the reference 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import count
 from typing import Any, Protocol, runtime_checkable
@@ -27,7 +27,7 @@ from hpo_node.core import check_choice, check_float, check_int
 
 FloatArray = NDArray[np.float64]
 
-PREDICTORS = ("svr", "qsvr", "gateway")
+PREDICTORS = ("svr", "qsvr", "gateway", "oracle")
 
 
 @dataclass(frozen=True)
@@ -196,9 +196,16 @@ class SVRPredictor(_FeaturePredictor):
             idx = rng.integers(0, xs.shape[0], size=xs.shape[0])
             self._boot.append(self._new().fit(xs[idx], ys[idx]))
 
+    def _rbf(self, model: Any, xs: FloatArray) -> FloatArray:
+        """``model.predict(xs)`` computed from its support vectors (sklearn's per-call checks
+        cost more than the kernel for the few rows a scheduler asks about)."""
+        sv = model.support_vectors_
+        d2 = (xs**2).sum(axis=1)[:, None] - 2.0 * xs @ sv.T + (sv**2).sum(axis=1)[None, :]
+        return np.exp(-self.gamma * np.maximum(d2, 0.0)) @ model.dual_coef_[0] + model.intercept_[0]
+
     def _predict(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
         xs = self._sx.forward(x)
-        mean = self._sy.inverse(self._model.predict(xs)[:, None])[:, 0]
+        mean = self._sy.inverse(self._rbf(self._model, xs)[:, None])[:, 0]
         if not self._boot:
             return mean, np.zeros_like(mean)
         members = np.stack([self._sy.inverse(m.predict(xs)[:, None])[:, 0] for m in self._boot])
@@ -240,6 +247,60 @@ class QSVRPredictor(_FeaturePredictor):
     def _predict(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
         mean, std = self._model.predict(x, return_std=True)
         return mean, std
+
+
+@runtime_checkable
+class FinalLossOracle(Protocol):
+    """A predictor that knows final losses: ``final_loss(curves)`` -> loss at R of each curve."""
+
+    def final_loss(self, curves: Sequence[Sequence[float]]) -> FloatArray: ...
+
+
+class TableOracle:
+    """The ceiling of a rule, not a predictor: the true loss at ``max_resource`` from a table.
+
+    A partial curve is identified by its prefix among the table's ``curves (rows, epochs)`` (in loss
+    orientation), which is unique on real and synthetic tables. As a :class:`Predictor` (the
+    published rules) it answers the true loss at the target resource of its training pairs.
+    """
+
+    def __init__(self, curves: FloatArray, max_resource: int) -> None:
+        self.curves = np.asarray(curves, dtype=np.float64)
+        if self.curves.ndim != 2:
+            raise ValueError(f"curves must have shape (rows, epochs), got {self.curves.shape}")
+        self.max_resource = check_int("max_resource", max_resource, 1)
+        if self.max_resource > self.curves.shape[1]:
+            raise ValueError(
+                f"max_resource must be <= the table's {self.curves.shape[1]} epochs, "
+                f"got {max_resource}"
+            )
+        self.resource = self.max_resource
+
+    def _row(self, curve: Sequence[float]) -> int:
+        c = np.asarray(curve, dtype=np.float64)
+        hits = np.flatnonzero(np.all(self.curves[:, : c.shape[0]] == c, axis=1))
+        if hits.size == 0:
+            raise ValueError("curve must be a prefix of a table row, got an unknown curve")
+        return int(hits[0])
+
+    def final_loss(self, curves: Sequence[Sequence[float]]) -> FloatArray:
+        return np.array([self.curves[self._row(c), self.max_resource - 1] for c in curves])
+
+    def fit(self, curves: Any, targets: Any, hparams: Any = None, seed: int = 0) -> None:
+        first = np.asarray(curves, dtype=np.float64)[0]
+        try:
+            row = self._row(first)
+        except ValueError:
+            self.resource = self.max_resource
+            return
+        hits = np.flatnonzero(self.curves[row] == float(np.asarray(targets)[0]))
+        self.resource = int(hits[0]) + 1 if hits.size else self.max_resource
+
+    def predict(self, curves: Any, hparams: Any = None) -> tuple[FloatArray, FloatArray]:
+        mean = np.array(
+            [self.curves[self._row(c), self.resource - 1] for c in np.asarray(curves)]
+        )
+        return mean, np.zeros_like(mean)
 
 
 _GATEWAY_IDS = count()
@@ -343,12 +404,20 @@ def make_predictor_factory(
     gateway: str | None = None,
     **params: Any,
 ) -> Callable[[], Predictor]:
-    """A factory of fresh predictors by name (``svr``, ``qsvr``, ``gateway``).
+    """A factory of fresh predictors by name (``svr``, ``qsvr``, ``gateway``, ``oracle``: the
+    table's true losses, ``curves`` and ``max_resource`` in ``params``; a ceiling, not a model).
 
     The Swift schedulers keep one predictor per (decision point, target resource) and call the
     factory for each; ``params`` go to the predictor's constructor.
     """
     check_choice("predictor", name, PREDICTORS)
+    if name == "oracle":
+        if "curves" not in params or "max_resource" not in params:
+            raise ValueError(
+                "predictor 'oracle' needs the table: pass curves=(rows, epochs) and max_resource"
+            )
+        curves, r_max = params["curves"], params["max_resource"]
+        return lambda: TableOracle(curves, r_max)
     if name == "svr":
         return lambda: SVRPredictor(features, **params)
     if name == "qsvr":

@@ -115,7 +115,7 @@ def test_gateway_predictor_drives_swift_hyperband(request: pytest.FixtureRequest
         pytest.skip("the gateway_address fixture (tests/conftest.py) is not available")
     table = synthetic_table(120, 27, seed=4)
     factory = make_predictor_factory("gateway", gateway=address, num_reads=100, timeout=60.0)
-    sched = SwiftHyperband(27, 3, factory, d=5, seed=0)
+    sched = SwiftHyperband(27, 3, factory, rule="paper", d=5, seed=0)
     run = simulate(table, sched, seed=0, max_resource=27, workers=2)
     sched.close()
     assert run.predictor_fits > 0 and run.predictor_predicts == run.predictor_fits

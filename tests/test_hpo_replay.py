@@ -190,7 +190,7 @@ def test_cli_feature_options_change_the_predictor_input(
 ) -> None:
     path = _write_csv(tmp_path / "t.csv")
     base = ["simulate", "--data", str(path), "--algorithm", "swift-hyperband", "--eta", "3",
-            "--seed", "2", "--set", "d=5", "--json"]
+            "--seed", "2", "--set", "d=5", "--set", "rule=paper", "--json"]
     outs = []
     for extra in ([], ["--feature-points", "3", "--feature-diffs", "2", "--feature-hparams"]):
         assert main([*base, *extra]) == 0

@@ -81,13 +81,17 @@ def _build(name: str, r: int, eta: int, seed: int, n: int | None = None) -> Sche
     if name == "swift-hyperband":
         return SwiftHyperband(r, eta, _svr, d=5, seed=seed)
     if name == "swift-hyperband-scale-free":
-        return SwiftHyperband(r, eta, _svr, d=5, scale_free=True, max_windows=50, seed=seed)
+        return SwiftHyperband(
+            r, eta, _svr, rule="paper", d=5, scale_free=True, max_windows=50, seed=seed
+        )
+    if name == "swift-hyperband-paper":
+        return SwiftHyperband(r, eta, _svr, rule="paper", d=5, seed=seed)
     if name == "swift-asha":
         return SwiftASHA(r, eta, n, _svr, d=5, seed=seed)
     if name == "swift-asha-defer":
         return SwiftASHA(
-            r, eta, n, _svr, d=5, defer=True, scale_free=True, known_curve=0.25, max_windows=50,
-            refit_every=3, seed=seed,
+            r, eta, n, _svr, rule="paper", d=5, defer=True, scale_free=True, known_curve=0.25,
+            max_windows=50, refit_every=3, seed=seed,
         )
     driver = make_driver(name, max_resource=r, eta=eta, seed=seed, n_trials=n)
     assert isinstance(driver, Scheduler)
@@ -240,6 +244,8 @@ def test_asha_promotes_at_most_floor_n_over_eta_from_the_top(
         if job is None or not job.resume:
             return
         k = driver.rungs.index(job.resource) - 1
+        if k < 0 or rec.reached.get(job.trial_id) != driver.rungs[k]:
+            return  # a trial paused on its way to a rung resumes (Swift's rules): no promotion
         members = driver.rung_members(k)
         quota = driver.rung_size(k) // eta
         promoted = driver.promoted(k)
@@ -262,6 +268,7 @@ ALGOS = [
     "asha-stopping",
     "swift-hyperband",
     "swift-hyperband-scale-free",
+    "swift-hyperband-paper",
     "swift-asha",
     "swift-asha-defer",
 ]
@@ -376,7 +383,7 @@ def test_swift_hyperband_with_perfect_predictor_keeps_each_rounds_best(
     seed: int, workers: int, d: int
 ) -> None:
     table = _small_table(seed, rows=80, epochs=27)
-    sched = SwiftHyperband(27, 3, lambda: OraclePredictor(table), d=d, seed=seed)
+    sched = SwiftHyperband(27, 3, lambda: OraclePredictor(table), rule="paper", d=d, seed=seed)
     rec = Recorder(sched)
     simulate(table, rec, seed=seed, max_resource=27, workers=workers)
     starts = [e[1].trial_id for e in rec.log if e[0] == "job" and e[1] and not e[1].resume]
@@ -413,14 +420,17 @@ def test_last_value_fallback_stops_trials_without_a_predictor() -> None:
     hb = simulate(table, Hyperband(27, 3), seed=1, max_resource=27)
     swift = simulate(
         table,
-        SwiftHyperband(27, 3, _svr, d=1000, fallback="last-value", seed=1),
+        SwiftHyperband(27, 3, _svr, rule="paper", d=1000, fallback="last-value", seed=1),
         seed=1,
         max_resource=27,
     )
     assert swift.predictor_fits == 0 and swift.epochs < hb.epochs
     asha = simulate(table, ASHA(27, 3, 60), seed=1, max_resource=27)
     sa = simulate(
-        table, SwiftASHA(27, 3, 60, _svr, d=1000, fallback="last-value"), seed=1, max_resource=27
+        table,
+        SwiftASHA(27, 3, 60, _svr, rule="paper", d=1000, fallback="last-value"),
+        seed=1,
+        max_resource=27,
     )
     assert sa.predictor_fits == 0 and sa.epochs < asha.epochs
     with pytest.raises(ValueError, match="fallback must be one of 'none', 'last-value', got 'x'"):
@@ -442,11 +452,15 @@ def test_scale_free_window_ignores_level_and_length() -> None:
 def test_scale_free_swift_hyperband_predicts_where_whole_curves_are_too_few() -> None:
     table = _small_table(5, rows=120)
     plain = simulate(
-        table, SwiftHyperband(27, 3, _svr, d=40, seed=1), seed=1, max_resource=27, workers=2
+        table,
+        SwiftHyperband(27, 3, _svr, rule="paper", d=40, seed=1),
+        seed=1,
+        max_resource=27,
+        workers=2,
     )
     windows = simulate(
         table,
-        SwiftHyperband(27, 3, _svr, d=40, scale_free=True, seed=1),
+        SwiftHyperband(27, 3, _svr, rule="paper", d=40, scale_free=True, seed=1),
         seed=1,
         max_resource=27,
         workers=2,
@@ -454,10 +468,10 @@ def test_scale_free_swift_hyperband_predicts_where_whole_curves_are_too_few() ->
     assert plain.predictor_fits == 0
     assert windows.predictor_fits > 0 and windows.epochs < plain.epochs
     with pytest.raises(TypeError, match="scale_free must be a bool"):
-        SwiftHyperband(27, 3, _svr, scale_free=1)  # type: ignore[arg-type]
+        SwiftHyperband(27, 3, _svr, rule="paper", scale_free=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_windows must be >= 2, got 1"):
-        SwiftHyperband(27, 3, _svr, max_windows=1)
-    sched = SwiftHyperband(27, 3, _svr, scale_free=True)
+        SwiftHyperband(27, 3, _svr, rule="paper", max_windows=1)
+    sched = SwiftHyperband(27, 3, _svr, rule="paper", scale_free=True)
     for j in range(sched.trials_needed()):
         sched.add_trial(f"t{j}")
     job = sched.next_job()
@@ -492,7 +506,7 @@ def _levels() -> list[float]:
 
 def test_swift_asha_defer_pauses_worse_trials_and_resumes_them_for_a_free_slot() -> None:
     table = _parallel_curves(_levels(), 16)
-    sched = SwiftASHA(16, 2, 40, _Exact, d=2, defer=True, top_rung=False)
+    sched = SwiftASHA(16, 2, 40, _Exact, rule="paper", d=2, defer=True, top_rung=False)
     rec = Recorder(sched)
     run = simulate(table, rec, seed=1, max_resource=16, workers=1)
     deferred = {
@@ -512,12 +526,12 @@ def test_swift_asha_defer_pauses_worse_trials_and_resumes_them_for_a_free_slot()
 def test_swift_asha_defer_and_scale_free_options_are_validated() -> None:
     for flag in ("defer", "scale_free", "top_rung"):
         with pytest.raises(TypeError, match=f"{flag} must be a bool, got 1"):
-            SwiftASHA(27, 3, 30, _svr, **{flag: 1})
+            SwiftASHA(27, 3, 30, _svr, rule="paper", **{flag: 1})
     with pytest.raises(ValueError, match="max_windows must be >= 2, got 1"):
-        SwiftASHA(27, 3, 30, _svr, max_windows=1)
+        SwiftASHA(27, 3, 30, _svr, rule="paper", max_windows=1)
     with pytest.raises(ValueError, match="fallback must be 'none' with defer=True"):
-        SwiftASHA(27, 3, 30, _svr, defer=True, fallback="last-value")
-    sched = SwiftASHA(27, 3, 30, _svr, scale_free=True)
+        SwiftASHA(27, 3, 30, _svr, rule="paper", defer=True, fallback="last-value")
+    sched = SwiftASHA(27, 3, 30, _svr, rule="paper", scale_free=True)
     for j in range(30):
         sched.add_trial(f"t{j}")
     job = sched.next_job()
@@ -530,7 +544,7 @@ def test_swift_asha_defer_state_round_trip_keeps_waiting_trials() -> None:
     table = _parallel_curves(_levels(), 16)
 
     def build() -> SwiftASHA:
-        return SwiftASHA(16, 2, 40, _Exact, d=2, defer=True)
+        return SwiftASHA(16, 2, 40, _Exact, rule="paper", d=2, defer=True)
 
     full = Recorder(build())
     simulate(table, full, seed=0, max_resource=16, workers=2)
@@ -548,8 +562,8 @@ def test_swift_asha_scale_free_resumes_identically_between_refits() -> None:
     restore after 54 reports once stopped a trial the uninterrupted run continued)."""
 
     def build() -> SwiftASHA:
-        return SwiftASHA(27, 3, 60, _svr, d=3, scale_free=True, refit_every=25, known_curve=0.25,
-                         seed=12)
+        return SwiftASHA(27, 3, 60, _svr, rule="paper", d=3, scale_free=True, refit_every=25,
+                         known_curve=0.25, seed=12)
 
     table = _small_table(12, rows=80)
     full = Recorder(build())

@@ -1,0 +1,245 @@
+"""Forecasts of a trial's loss at R with a calibrated spread: the Swift schedulers' default rule.
+
+:class:`FinalLossForecaster` learns one step of a learning curve, ``log L(2e) - log L(e)``, from the
+shape of the curve up to ``e`` (``log L(f e) - log L(e)`` at ``f = 0.1 .. 1``, the scale-free window
+of issue 3), on windows of every known curve. Learning curves are close to self-similar in
+log-time (power laws exactly), so windows at small resources inform steps at large ones. A trial's
+loss at R is forecast by iterating the step from its last epoch to R, each predicted point
+extending the curve the next window is read from (the last step, of ratio ``R / e < 2``, is scaled
+by ``log(R / e) / log 2``). The spread is calibrated: the root-mean-square error of the step on
+curves held out of the fit (``folds``-fold cross-validation by curve), in quadrature with the
+predictor's own spread (e.g. a QSVR ensemble's), added over the steps as independent errors
+(``sqrt(steps) * sigma``; on the MLPF table this matches the root-mean-square error of the
+forecast at R within a factor of two from every resource). With positive losses all of this
+is in log space; when a known loss is ``<= 0`` (a negated metric) the forecaster works in loss
+units instead (differences rather than log ratios).
+
+:class:`hpo_node.predictors.TableOracle` (predictor ``oracle``) is the ceiling instrument: the
+forecaster then answers the table's true loss at R.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hpo_node.predictors import FinalLossOracle, Predictor, PredictorSupport
+
+FloatArray = NDArray[np.float64]
+
+STEP = 2.0
+WINDOW_POINTS = 10
+
+SWIFT_RULES = ("forecast", "paper")
+"""Stopping rules of the Swift schedulers: the forecast rule (default) and the published one."""
+
+DEFAULT_Z = {
+    ("swift-asha", "forecast"): 0.5,
+    ("swift-asha", "paper"): 0.0,
+    ("swift-hyperband", "forecast"): 0.75,
+    ("swift-hyperband", "paper"): 0.0,
+}
+"""Default band width ``z`` per (scheduler, rule); the published rule uses the mean prediction.
+Chosen once on the four replay tables of benchmarks/README.md (one value for all tables)."""
+
+
+def _window(times: FloatArray, values: FloatArray, end: float) -> FloatArray:
+    """``values(f end) - values(end)`` at ``f = 0.1 .. 1`` (linear interpolation), shape (10,)."""
+    at = np.interp(np.linspace(end / WINDOW_POINTS, end, WINDOW_POINTS), times, values)
+    return at - at[-1]
+
+
+def step_pairs(curves: Sequence[Sequence[float]], log_space: bool) -> tuple[FloatArray, FloatArray]:
+    """Training pairs of the step model: every window end ``e`` with ``2 e`` on the curve.
+
+    x: (m, 10) window shapes, y: (m,) ``g(L(2e)) - g(L(e))`` with ``g = log`` or identity.
+    """
+    xs, ys = [], []
+    for curve in curves:
+        c = np.asarray(curve, dtype=np.float64)
+        v = np.log(c) if log_space else c
+        t = np.arange(1, c.shape[0] + 1, dtype=np.float64)
+        for end in range(1, c.shape[0] // 2 + 1):
+            xs.append(_window(t[:end], v[:end], float(end)))
+            ys.append(v[2 * end - 1] - v[end - 1])
+    return np.array(xs).reshape(-1, WINDOW_POINTS), np.array(ys)
+
+
+def n_step_pairs(lengths: Sequence[int]) -> int:
+    """How many pairs :func:`step_pairs` builds from curves of these lengths."""
+    return sum(n // 2 for n in lengths)
+
+
+class FinalLossForecaster:
+    """Forecast ``(low, mean, high)`` of each trial's loss at ``max_resource`` (see module doc).
+
+    ``support`` fits the step predictor (fresh from its factory, seeded); ``z`` widens the band
+    (``low/high = mean -/+ z * spread`` in the working space); ``min_pairs`` windows are needed
+    before a first fit; the model is refitted when the windows grew by ``growth`` (a fraction)
+    since the last fit; at most ``max_windows`` windows (a seeded subset) per fit. The fit log
+    (trial ids, curve lengths, seed) is the checkpoint: a restored forecaster refits the same
+    model from it.
+    """
+
+    def __init__(
+        self,
+        support: PredictorSupport,
+        max_resource: int,
+        *,
+        z: float,
+        min_pairs: int,
+        growth: float = 0.25,
+        max_windows: int = 400,
+        folds: int = 3,
+    ) -> None:
+        self.support = support
+        self.max_resource = max_resource
+        self.z = z
+        self.min_pairs = min_pairs
+        self.growth = growth
+        self.max_windows = max_windows
+        self.folds = folds
+        self.log: dict[str, Any] | None = None
+        self.log_space = True
+        self._model: Predictor | None = None
+        probe = support.factory()
+        self._oracle = probe if isinstance(probe, FinalLossOracle) else None
+        self._sigma = 0.0
+        self.version = 0
+
+    # -- fitting -------------------------------------------------------------------------------
+
+    def update(self, curves: Mapping[str, Sequence[float]], order: Sequence[str]) -> bool:
+        """Refit if due; ``True`` when the model changed. ``curves`` by trial id, in ``order``."""
+        if self._oracle is not None:
+            return False
+        ids = [t for t in order if len(curves[t]) >= 2]
+        n = n_step_pairs([len(curves[t]) for t in ids])
+        if n < self.min_pairs:
+            return False
+        if self.log is not None and n < (1.0 + self.growth) * self.log["pairs"]:
+            if self._model is None:
+                self._build(self.log, curves, counted=False)
+            return False
+        self.log = {
+            "ids": ids,
+            "lens": [len(curves[t]) for t in ids],
+            "pairs": n,
+            "seed": self.support.next_seed(),
+        }
+        self._build(self.log, curves, counted=True)
+        return True
+
+    def _build(
+        self, log: Mapping[str, Any], curves: Mapping[str, Sequence[float]], *, counted: bool
+    ) -> None:
+        cut = [list(curves[t][:n]) for t, n in zip(log["ids"], log["lens"], strict=True)]
+        self.log_space = bool(all(min(c) > 0 for c in cut))
+        rng = np.random.default_rng(int(log["seed"]))
+        groups = rng.integers(0, self.folds, size=len(cut))
+        x, y = step_pairs(cut, self.log_space)
+        owner = np.repeat(np.arange(len(cut)), [len(c) // 2 for c in cut])
+        keep = np.arange(x.shape[0])
+        if keep.size > self.max_windows:
+            keep = np.sort(rng.choice(keep.size, size=self.max_windows, replace=False))
+        x, y, owner = x[keep], y[keep], owner[keep]
+        seed = int(rng.integers(0, 2**31 - 1))
+        if self._model is not None:
+            self.support.release(self._model)
+        self._model = self.support.fit(x, y, None, seed, counted=counted)
+        residuals = []
+        for fold in range(self.folds):
+            test = groups[owner] == fold
+            if test.sum() == 0 or (~test).sum() < 2:
+                continue
+            model = self.support.fit(x[~test], y[~test], None, seed + fold + 1, counted=False)
+            pred, _ = model.predict(x[test], None)
+            self.support.release(model)
+            residuals.append(pred - y[test])
+        res = np.concatenate(residuals) if residuals else np.zeros(1)
+        self._sigma = float(np.sqrt(np.mean(res**2)))
+        self.version += 1
+
+    @property
+    def ready(self) -> bool:
+        """Whether forecasts can be made."""
+        return self._oracle is not None or self._model is not None
+
+    # -- forecasting ---------------------------------------------------------------------------
+
+    def forecast(self, curves: Sequence[Sequence[float]]) -> FloatArray:
+        """``(m, 3)``: low, mean, high of the loss at R for each partial curve (NaN: none)."""
+        out = np.full((len(curves), 3), np.nan)
+        if self._oracle is not None:
+            final = np.asarray(self._oracle.final_loss(curves), dtype=np.float64)
+            return np.repeat(final[:, None], 3, axis=1)
+        if self._model is None:
+            return out
+        r = float(self.max_resource)
+        active: list[int] = []
+        knots: dict[int, tuple[list[float], list[float]]] = {}
+        for j, curve in enumerate(curves):
+            c = np.asarray(curve, dtype=np.float64)
+            if c.shape[0] >= self.max_resource:
+                out[j] = c[self.max_resource - 1]
+                continue
+            if c.shape[0] == 0 or (self.log_space and np.any(c <= 0)):
+                continue
+            v = np.log(c) if self.log_space else c
+            knots[j] = (list(np.arange(1.0, c.shape[0] + 1.0)), list(v))
+            active.append(j)
+        if not active:
+            return out
+        spread2 = np.zeros(len(active))
+        steps = np.zeros(len(active))
+        todo = list(range(len(active)))
+        while todo:
+            ends = np.array([knots[active[i]][0][-1] for i in todo])
+            x = np.array([_window(np.array(knots[active[i]][0]), np.array(knots[active[i]][1]), e)
+                          for i, e in zip(todo, ends, strict=True)])
+            mean, spread = self.support.predict(self._model, x, None)
+            ratio = np.minimum(STEP, r / ends)
+            frac = np.log(ratio) / math.log(STEP)
+            nxt = []
+            for n, i in enumerate(todo):
+                t, v = knots[active[i]]
+                t.append(float(min(r, ends[n] * STEP)))
+                v.append(v[-1] + float(mean[n]) * frac[n])
+                spread2[i] += float(spread[n]) ** 2 * frac[n] ** 2
+                steps[i] += frac[n]
+                if t[-1] < r:
+                    nxt.append(i)
+            todo = nxt
+        end_v = np.array([knots[j][1][-1] for j in active])
+        width = self.z * np.sqrt(self._sigma**2 * steps + spread2)
+        band = np.stack([end_v - width, end_v, end_v + width], axis=1)
+        out[active] = np.exp(band) if self.log_space else band
+        return out
+
+    # -- checkpoint ----------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any] | None:
+        """The fit log (JSON-serialisable), ``None`` before the first fit."""
+        return None if self.log is None else dict(self.log)
+
+    def load(self, state: Mapping[str, Any] | None) -> None:
+        """Restore :meth:`state`; the model is refitted (uncounted) at the next :meth:`update`."""
+        if self._model is not None:
+            self.support.release(self._model)
+        self._model = None
+        self.log = None if state is None else {
+            "ids": [str(t) for t in state["ids"]],
+            "lens": [int(n) for n in state["lens"]],
+            "pairs": int(state["pairs"]),
+            "seed": int(state["seed"]),
+        }
+
+    def close(self) -> None:
+        if self._model is not None:
+            self.support.release(self._model)
+            self._model = None
+
