@@ -16,12 +16,13 @@ from hpo_node.asha import ASHA, SwiftASHA
 from hpo_node.core import Decision, Job, Scheduler, bracket_cost, hyperband_brackets
 from hpo_node.hyperband import (
     Hyperband,
+    OneEpoch,
     RandomSearch,
     SuccessiveHalving,
     SwiftHyperband,
     scale_free_window,
 )
-from hpo_node.predictors import SVRPredictor
+from hpo_node.predictors import SVRPredictor, make_predictor_factory
 from hpo_node.replay import CurveTable, simulate
 from hpo_node.synthetic import synthetic_table
 
@@ -571,3 +572,135 @@ def test_swift_asha_scale_free_resumes_identically_between_refits() -> None:
     rec = Recorder(build(), restore_after=54, rebuild=build)
     simulate(table, rec, seed=12, max_resource=27, workers=4)
     assert rec.log == full.log
+
+
+# -- the forecast rule (issue 14) ----------------------------------------------------------------
+
+
+class Watcher(Recorder):
+    """A Recorder that also keeps every trial's curve, its pauses on the way to a job's target
+    and the trials stopped at a decision point (drained after each job)."""
+
+    def __init__(self, driver: Any) -> None:
+        super().__init__(driver)
+        self.curves: dict[str, list[float]] = {}
+        self.mid_pauses: list[tuple[str, int, int]] = []
+        self.stopped: list[tuple[str, int]] = []
+        self.targets: dict[str, int] = {}
+
+    def next_job(self) -> Job | None:
+        job = super().next_job()
+        rounds = {r for b in getattr(self.driver, "brackets", []) for _, r in b}
+        for t in self.driver.drain_stopped():
+            if len(self.curves[t]) not in rounds:  # stopped at a decision point, not by SHA
+                self.stopped.append((t, len(self.curves[t])))
+        if job is not None:
+            self.targets[job.trial_id] = job.resource
+        return job
+
+    def report(self, trial_id: str, resource: int, loss: float) -> Decision:
+        self.curves.setdefault(trial_id, []).append(loss)
+        decision = super().report(trial_id, resource, loss)
+        if decision == Decision.PAUSE and resource < self.targets[trial_id]:
+            self.mid_pauses.append((trial_id, resource, self.targets[trial_id]))
+        return decision
+
+    def leads(self, trial_id: str, resource: int) -> bool:
+        mine = self.curves[trial_id][resource - 1]
+        return all(c[resource - 1] >= mine for c in self.curves.values() if len(c) >= resource)
+
+
+def _forecast_build(name: str, predictor: Any, seed: int, eta: int = 3) -> Scheduler:
+    if name == "swift-asha":
+        return SwiftASHA(27, eta, 60, predictor, d=4, seed=seed)
+    return SwiftHyperband(27, eta, predictor, d=4, seed=seed)
+
+
+def _oracle_for(table: CurveTable) -> Any:
+    return make_predictor_factory("oracle", curves=table.curves, max_resource=27)
+
+
+@FAST
+@given(
+    name=st.sampled_from(["swift-asha", "swift-hyperband"]),
+    seed=st.integers(0, 1000),
+    workers=st.integers(1, 5),
+    z=st.sampled_from([0.0, 0.5]),
+)
+def test_forecast_rule_never_stops_the_incumbent_best(
+    name: str, seed: int, workers: int, z: float
+) -> None:
+    table = _small_table(seed, rows=120)
+    sched = _forecast_build(name, _svr, seed)
+    sched.z = z
+    sched._forecaster.z = z
+    rec = Watcher(sched)
+    simulate(table, rec, seed=seed, max_resource=27, workers=workers)
+    judged = [(t, r) for t, r, _ in rec.mid_pauses] + rec.stopped
+    for trial_id, resource in judged:
+        if resource < 27:
+            assert not rec.leads(trial_id, resource), (trial_id, resource)
+
+
+@FAST
+@given(
+    name=st.sampled_from(["swift-asha", "swift-hyperband"]),
+    seed=st.integers(0, 1000),
+    workers=st.integers(1, 5),
+    eta=st.sampled_from([2, 3]),
+)
+def test_forecast_rule_with_the_oracle_keeps_whoever_makes_the_top_at_r(
+    name: str, seed: int, workers: int, eta: int
+) -> None:
+    table = _small_table(seed, rows=120)
+    sched = _forecast_build(name, _oracle_for(table), seed, eta)
+    rec = Watcher(sched)
+    simulate(table, rec, seed=seed, max_resource=27, workers=workers)
+    final = {t: float(table.curves[int(t.split("-")[1]), 26]) for t in rec.curves}
+    best = min(final, key=lambda t: final[t])
+    judged = [(t, r) for t, r, _ in rec.mid_pauses] + [(t, r) for t, r in rec.stopped]
+    assert best not in {t for t, r in judged if r < 27}
+    if name != "swift-asha":
+        return
+    for trial_id, _, target in rec.mid_pauses:
+        k = sched.rungs.index(target)
+        # the rung's members then (a later arrival only adds better-or-worse company)
+        members = [t for t in sched.rung_members(k) if t in final]
+        better = sum(final[t] < final[trial_id] for t in members)
+        at_r = [final[t] for t in sched.rung_members(len(sched.rungs) - 1)]
+        assert better >= 1 or (at_r and min(at_r) < final[trial_id])
+
+
+@pytest.mark.parametrize("name", ["swift-asha", "swift-hyperband"])
+def test_forecast_rule_saves_epochs_with_the_oracle_and_is_selectable(name: str) -> None:
+    table = _small_table(3, rows=120)
+    base = ASHA(27, 3, 60) if name == "swift-asha" else Hyperband(27, 3)
+    plain = simulate(table, base, seed=3, max_resource=27, workers=2)
+    run = simulate(table, _forecast_build(name, _oracle_for(table), 3), seed=3, max_resource=27,
+                   workers=2)
+    assert run.epochs < plain.epochs and run.regret is not None
+    assert run.regret <= plain.regret + 1e-12  # type: ignore[operator]
+    paper = _build(name, 27, 3, 3, n=60) if name == "swift-asha" else SwiftHyperband(
+        27, 3, _svr, rule="paper", seed=3)
+    with pytest.raises(ValueError, match="rule must be one of 'forecast', 'paper'"):
+        type(paper)(27, 3, *([60] if name == "swift-asha" else []), _svr, rule="windows")
+
+
+def test_forecast_rule_refuses_paper_options() -> None:
+    with pytest.raises(ValueError, match="options of rule='paper'"):
+        SwiftASHA(27, 3, 30, _svr, defer=True)
+    with pytest.raises(ValueError, match="options of rule='paper'"):
+        SwiftHyperband(27, 3, _svr, scale_free=True)
+
+
+def test_one_epoch_trains_all_one_epoch_then_top_k_to_r() -> None:
+    table = _small_table(4, rows=120)
+    sched = OneEpoch(27, 3, 40, top_k=3)
+    run = simulate(table, sched, seed=4, max_resource=27, workers=3)
+    assert run.epochs == 40 + 3 * 26
+    rows = np.random.default_rng(4).permutation(120)[:40]
+    top = rows[np.argsort(table.curves[rows, 0], kind="stable")[:3]]
+    assert run.best_loss == pytest.approx(float(table.curves[top, 26].min()))
+    assert OneEpoch(100, 2, 163).top_k == 2
+    with pytest.raises(ValueError, match="top_k must be <= n_trials"):
+        OneEpoch(27, 3, 5, top_k=6)
