@@ -14,7 +14,13 @@ from typing import Any
 
 from hpo_node.asha import ASHA, SwiftASHA
 from hpo_node.core import bracket_cost, check_choice, check_int, hyperband_brackets
-from hpo_node.hyperband import Hyperband, RandomSearch, SuccessiveHalving, SwiftHyperband
+from hpo_node.hyperband import (
+    Hyperband,
+    OneEpoch,
+    RandomSearch,
+    SuccessiveHalving,
+    SwiftHyperband,
+)
 from hpo_node.peers import OPTUNA_PEERS, OptunaPeer
 from hpo_node.predictors import CurveFeatures, Predictor, make_predictor_factory
 from hpo_node.replay import Driver
@@ -99,6 +105,8 @@ _ENTRIES = (
               lambda a: SwiftASHA(a.max_resource, a.eta, a.n_trials, a.predictor, seed=a.seed,
                                   **a.options),
               needs_predictor=True, ray=True),
+    Algorithm("one-epoch",
+              lambda a: OneEpoch(a.max_resource, a.eta, a.n_trials, **a.options)),
     *(Algorithm(name, _peer) for name in OPTUNA_PEERS),
 )
 REGISTRY: dict[str, Algorithm] = {a.name: a for a in _ENTRIES}

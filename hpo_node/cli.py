@@ -29,7 +29,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eta", type=int, default=2, help="reduction factor (default: 2)")
     p.add_argument("--workers", type=int, default=1, help="simulated workers W (default: 1)")
     p.add_argument("--trials", type=int, default=None, help="configurations (asha, random, optuna)")
-    p.add_argument("--predictor", choices=PREDICTORS, default="svr", help="Swift predictor")
+    p.add_argument(
+        "--predictor",
+        choices=PREDICTORS,
+        default="svr",
+        help="Swift predictor; oracle: the table's true loss at R (a rule's ceiling)",
+    )
     p.add_argument("--gateway", default=None, help="HOST:PORT of qpu-gateway (--predictor gateway)")
     p.add_argument("--num-reads", type=int, default=None, help="QSVR reads (qsvr, gateway)")
     p.add_argument(
@@ -121,6 +126,8 @@ def _runs(
     params: dict[str, Any] = {}
     if args.num_reads is not None:
         params["num_reads"] = args.num_reads
+    if args.predictor == "oracle":  # the ceiling: the table's true losses, not a model
+        params = {"curves": table.curves, "max_resource": r_max}
     options = _options(args.set)
     features = CurveFeatures(
         max_points=args.feature_points or None,
