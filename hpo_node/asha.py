@@ -170,8 +170,23 @@ def _fit_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class SwiftASHA(ASHA):
-    """ASHA (promotion variant) with a predictor-based decision point inside each rung.
+    """ASHA (promotion variant) that pauses trials which cannot make the cut, by forecast.
 
+    ``rule="forecast"`` (default, issue 14): a :class:`hpo_node.forecast.FinalLossForecaster`
+    (the predictor learns one scale-free step of the curve from windows of every known curve,
+    iterated to R, spread calibrated by cross-validation) forecasts each trial's loss at R as a
+    band ``low <= mean`` (``low = mean - z spread`` in log space). On its way from ``r_from`` to
+    rung ``r_to`` a trial is judged after ``1, 2, 4, ...`` epochs of the job: the cut is the
+    ``floor(size / eta)``-th best mean forecast among the members of rung ``r_to`` (the trial
+    counted in the size), or the best loss at R so far if lower; if even ``low`` is above the cut
+    the trial is paused there (counted in the rung's size, so ASHA's promotion quota is that of
+    ASHA) and resumed to ``r_to`` as soon as its ``low`` makes the cut again (the rung grew). The
+    trial with the lowest loss at its resource is never paused. With a
+    :class:`hpo_node.predictors.TableOracle` the forecast is the true loss at R (the rule's
+    ceiling). ``d``: windows needed before the first fit; ``top_rung=False``: no decision on the
+    way to R. Until a forecast exists the trial runs as under ASHA.
+
+    ``rule="paper"``: the published rule (García Amboage et al. 2023) with its opt-in variants.
     A job taking a trial from ``r_from`` (0 for a new trial) to rung resource ``r_to`` judges it at
     ``dp = r_from + ceil((r_to - r_from) known_curve)``. The rung's promotion cutoff is the loss of
     the ``floor(size / eta)``-th best trial recorded at ``r_to`` (none while that is 0). If at least
@@ -186,12 +201,13 @@ class SwiftASHA(ASHA):
     the cutoff computed from the rung members' losses at ``dp``. New design (design.md §3), no
     reference code.
 
-    ``defer=True`` (not in design.md): at ``dp`` the trial is judged as if it had arrived at the
-    rung with its predicted score: it goes on unless ASHA would leave it unpromoted now (not within
-    the ``floor((size + 1) / eta)`` best, or no promotion slot left for it); then it is paused at
-    ``dp`` (counted in the rung size) instead of stopped, and resumed to ``r_to`` as soon as ASHA
-    would promote it (its slot is reserved meanwhile). A wrong "worse" is thus undone when the rung
-    grows. At the top rung it is paused unless within the ``floor((size + 1) / eta)`` best there.
+    ``defer=True`` (``rule="paper"`` only, not in design.md): at ``dp`` the trial is judged as if
+    it had arrived at the rung with its predicted score: it goes on unless ASHA would leave it
+    unpromoted now (not within the ``floor((size + 1) / eta)`` best, or no promotion slot left for
+    it); then it is paused at ``dp`` (counted in the rung size) instead of stopped, and resumed to
+    ``r_to`` as soon as ASHA would promote it (its slot is reserved meanwhile). A wrong "worse" is
+    thus undone when the rung grows. At the top rung it is paused unless within the ``floor((size +
+    1) / eta)`` best there.
     ``scale_free=True``: the predictor is fitted on windows of every known curve (as
     :class:`hpo_node.hyperband.SwiftHyperband` with ``scale_free``; target ``log L(e') - log L(e)``
     with ``e' / e = r_to / dp``, at most ``max_windows``, refitted when ``refit_every`` new trials
