@@ -161,7 +161,8 @@ class FinalLossForecaster:
             self.support.release(model)
             residuals.append(pred - y[test])
         res = np.concatenate(residuals) if residuals else np.zeros(1)
-        self._sigma = float(np.sqrt(np.mean(res**2)))
+        res = res[np.isfinite(res)]
+        self._sigma = float(np.sqrt(np.mean(res**2))) if res.size else 0.0
         self.version += 1
 
     @property
@@ -207,6 +208,9 @@ class FinalLossForecaster:
             nxt = []
             for n, i in enumerate(todo):
                 t, v = knots[active[i]]
+                if not (math.isfinite(mean[n]) and math.isfinite(spread[n])):
+                    v.append(math.nan)  # no prediction (e.g. an unreachable gateway): no forecast
+                    continue
                 t.append(float(min(r, ends[n] * STEP)))
                 v.append(v[-1] + float(mean[n]) * frac[n])
                 spread2[i] += float(spread[n]) ** 2 * frac[n] ** 2
@@ -216,8 +220,9 @@ class FinalLossForecaster:
             todo = nxt
         end_v = np.array([knots[j][1][-1] for j in active])
         width = self.z * np.sqrt(self._sigma**2 * steps + spread2)
-        band = np.stack([end_v - width, end_v, end_v + width], axis=1)
-        out[active] = np.exp(band) if self.log_space else band
+        ok = np.isfinite(end_v)
+        band = np.stack([end_v[ok] - width[ok], end_v[ok], end_v[ok] + width[ok]], axis=1)
+        out[np.array(active)[ok]] = np.exp(band) if self.log_space else band
         return out
 
     # -- checkpoint ----------------------------------------------------------------------------
