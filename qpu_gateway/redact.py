@@ -5,7 +5,8 @@ a dwave.conf profile; the clients' bearer tokens) is registered with :func:`add_
 :func:`scrub` replaces each registered secret, and anything shaped like a D-Wave SAPI token, with
 ``***``. :func:`install_log_redaction` scrubs every log record when it is created, whichever
 logger made it (``dwave.cloud`` writes its whole configuration, token included, at DEBUG; so can
-``urllib3``), so no handler, formatter or filter ever sees a secret.
+``urllib3``), so no handler, formatter or filter ever sees a secret. Registering the first secret
+installs it, so a process that embeds the gateway as a library is covered too.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ _installed = False
 
 
 def add_secret(value: object) -> None:
-    """Register ``value`` (a token) as a secret; empty or very short values are ignored."""
+    """Register ``value`` (a token) as a secret and make sure log records are scrubbed; empty or
+    very short values are ignored."""
     text = str(value).strip() if value is not None else ""
     if len(text) >= _MIN_LENGTH:
         with _lock:
             _secrets.add(text)
+        install_log_redaction()
 
 
 def scrub(text: str) -> str:

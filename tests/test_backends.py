@@ -323,3 +323,19 @@ def test_qpu_token_is_in_no_log_record_of_a_real_connection_attempt(
     for r in caplog.records:
         assert secret not in r.getMessage() and secret not in (r.exc_text or "")
     assert secret not in caplog.text and secret not in record.info["fallback_reason"]
+
+
+def test_a_library_user_logging_at_debug_never_sees_a_registered_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No CLI involved: creating a backend with a token is enough to scrub every log record."""
+    secret = "qhpo-library-secret-51c0ffee"
+    BackendRegistry({"hybrid": {"token": secret}}).sampler("hybrid")
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("some.library").debug("config: %s", {"token": secret})
+        try:
+            raise RuntimeError(f"failed with token={secret}")
+        except RuntimeError:
+            logging.getLogger("some.library").exception("boom")
+    assert caplog.records and secret not in caplog.text
+    assert "config: {'token': '***'}" in caplog.text and "token=***" in caplog.text
