@@ -217,3 +217,13 @@ def test_deploy_health_checks_reach_a_tls_gateway(
         assert ok.returncode == 0 and ok.stdout.strip() == "SERVING", (name, ok.stderr)
     plain = _run(*[a.replace(":50051", f":{port}") for a in _docker_healthcheck()[1:]])
     assert plain.returncode == 1  # without the TLS variables, the same check fails
+
+
+def test_serve_with_a_backend_that_cannot_be_built_exits_with_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[server]\nbackend = "neal"\n[backends.neal]\nbogus = 1\n')
+    out = _run("serve", "--config", str(cfg), "--store", str(tmp_path / "m.sqlite"),
+               "--address", "127.0.0.1:0")
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert "backend 'neal' cannot be built: ValueError: unknown neal settings: ['bogus']" in lines[0]
