@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +89,14 @@ def test_deploy_gateway_service_targets_the_deployment() -> None:
 
 def test_deploy_rayjob_runs_the_study_against_the_service() -> None:
     k = _k8s()
-    job = k[("RayJob", "qhpo-digits")]
+    job = k[("RayJob", "qhpo-study")]
     assert job["apiVersion"] == "ray.io/v1"
     spec = job["spec"]
     entry = spec["entrypoint"].split()
     assert entry[:2] == ["hpo-node", "run"] and (REPO / entry[2]).exists()
+    # a user-style study: its trainable is a module beside the TOML (shipped to every node)
+    module = tomllib.loads((REPO / entry[2]).read_text())["trainable"]["function"].split(":")[0]
+    assert (REPO / entry[2]).with_name(f"{module}.py").exists()
     svc = k[("Service", "qpu-gateway")]
     target = f"{svc['metadata']['name']}:{svc['spec']['ports'][0]['port']}"
     assert entry[entry.index("--gateway") + 1] == target
