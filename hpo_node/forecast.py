@@ -109,6 +109,7 @@ class FinalLossForecaster:
         probe = support.factory()
         self._oracle = probe if isinstance(probe, FinalLossOracle) else None
         self._sigma = 0.0
+        self._spread2: list[float] = []
         self.version = 0
 
     # -- fitting -------------------------------------------------------------------------------
@@ -181,49 +182,65 @@ class FinalLossForecaster:
         if self._model is None:
             return out
         r = float(self.max_resource)
-        active: list[int] = []
-        knots: dict[int, tuple[list[float], list[float]]] = {}
-        for j, curve in enumerate(curves):
-            c = np.asarray(curve, dtype=np.float64)
-            if c.shape[0] >= self.max_resource:
+        active = [
+            j for j, c in enumerate(curves)
+            if 0 < len(c) < self.max_resource and not (self.log_space and min(c) <= 0)
+        ]
+        for j, c in enumerate(curves):
+            if len(c) >= self.max_resource:
                 out[j] = c[self.max_resource - 1]
-                continue
-            if c.shape[0] == 0 or (self.log_space and np.any(c <= 0)):
-                continue
-            v = np.log(c) if self.log_space else c
-            knots[j] = (list(np.arange(1.0, c.shape[0] + 1.0)), list(v))
-            active.append(j)
         if not active:
             return out
-        spread2 = np.zeros(len(active))
-        steps = np.zeros(len(active))
-        todo = list(range(len(active)))
-        while todo:
-            ends = np.array([knots[active[i]][0][-1] for i in todo])
-            x = np.array([_window(np.array(knots[active[i]][0]), np.array(knots[active[i]][1]), e)
-                          for i, e in zip(todo, ends, strict=True)])
-            mean, spread = self.support.predict(self._model, x, None)
-            ratio = np.minimum(STEP, r / ends)
-            frac = np.log(ratio) / math.log(STEP)
-            nxt = []
-            for n, i in enumerate(todo):
-                t, v = knots[active[i]]
-                if not (math.isfinite(mean[n]) and math.isfinite(spread[n])):
-                    v.append(math.nan)  # no prediction (e.g. an unreachable gateway): no forecast
-                    continue
-                t.append(float(min(r, ends[n] * STEP)))
-                v.append(v[-1] + float(mean[n]) * frac[n])
-                spread2[i] += float(spread[n]) ** 2 * frac[n] ** 2
-                steps[i] += frac[n]
-                if t[-1] < r:
-                    nxt.append(i)
-            todo = nxt
-        end_v = np.array([knots[j][1][-1] for j in active])
+        rolled = self._roll(self._model, [curves[j] for j in active], [r] * len(active), True)
+        end_v = np.array([v[-1] for _, v in rolled])
+        steps = np.array([math.log2(r / len(curves[j])) for j in active])
+        spread2 = np.array(self._spread2)
         width = self.z * np.sqrt(self._sigma**2 * steps + spread2)
-        ok = np.isfinite(end_v)
+        ok = np.isfinite(end_v) & np.isfinite(width)
         band = np.stack([end_v[ok] - width[ok], end_v[ok], end_v[ok] + width[ok]], axis=1)
         out[np.array(active)[ok]] = np.exp(band) if self.log_space else band
         return out
+
+    def _roll(
+        self,
+        model: Predictor,
+        curves: Sequence[Sequence[float]],
+        until: Sequence[float],
+        spreads: bool = False,
+    ) -> list[tuple[list[float], list[float]]]:
+        """Extend each curve by predicted steps of ratio 2 (the last one shorter) up to ``until``:
+        knots ``(times, values)`` in the working space, the known epochs first. A step without a
+        finite prediction ends the curve with a NaN value. ``spreads``: the predictor's own
+        spreads, summed in quadrature over the steps, are left in ``self._spread2``."""
+        knots = []
+        for c in curves:
+            arr = np.asarray(c, dtype=np.float64)
+            v = np.log(arr) if self.log_space else arr
+            knots.append((list(np.arange(1.0, arr.shape[0] + 1.0)), list(v)))
+        spread2 = [0.0] * len(curves)
+        todo = [i for i in range(len(curves)) if knots[i][0][-1] < until[i]]
+        while todo:
+            ends = np.array([knots[i][0][-1] for i in todo])
+            x = np.array([_window(np.array(knots[i][0]), np.array(knots[i][1]), e)
+                          for i, e in zip(todo, ends, strict=True)])
+            mean, spread = self.support.predict(model, x, None)
+            ratio = np.minimum(STEP, np.array([until[i] for i in todo]) / ends)
+            frac = np.log(ratio) / math.log(STEP)
+            nxt = []
+            for n, i in enumerate(todo):
+                t, v = knots[i]
+                if not (math.isfinite(mean[n]) and math.isfinite(spread[n])):
+                    v.append(math.nan)  # no prediction (e.g. an unreachable gateway): no forecast
+                    continue
+                t.append(float(ends[n] * ratio[n]))
+                v.append(v[-1] + float(mean[n]) * frac[n])
+                spread2[i] += float(spread[n]) ** 2 * frac[n] ** 2
+                if t[-1] < until[i] * (1 - 1e-9):
+                    nxt.append(i)
+            todo = nxt
+        if spreads:
+            self._spread2 = spread2
+        return knots
 
     # -- checkpoint ----------------------------------------------------------------------------
 
