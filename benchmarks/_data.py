@@ -39,14 +39,18 @@ def r2(y: np.ndarray, pred: np.ndarray) -> float:
     return float(1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum())
 
 
-def svr_baseline(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, gamma: float) -> np.ndarray:
-    """scikit-learn SVR on QSVR's kernel, scaling and C (sum of the K = 3 precision weights of the
-    reference QUBO), ε = 0.02: fit on (x_train (n, f), y_train (n,)), predict x_test (m, f) -> (m,)."""
+def svr_baseline(
+    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, gamma: float, c: float | None = None
+) -> np.ndarray:
+    """scikit-learn SVR on QSVR's kernel, scaling and C (``None``: the sum of the K = 3 precision
+    weights of the reference QUBO), ε = 0.02: fit on (x_train (n, f), y_train (n,)), predict
+    x_test (m, f) -> (m,)."""
     from sklearn.svm import SVR
 
     lo, span = x_train.min(0), np.ptp(x_train, 0)
     ylo, yspan = y_train.min(), np.ptp(y_train)
-    svr = SVR(gamma=gamma, epsilon=0.02, C=float((0.5 ** (np.arange(3) - 0.005)).sum()))
+    c = float((0.5 ** (np.arange(3) - 0.005)).sum()) if c is None else c
+    svr = SVR(gamma=gamma, epsilon=0.02, C=c)
     svr.fit((x_train - lo) / span, (y_train - ylo) / yspan)
     return svr.predict((x_test - lo) / span) * yspan + ylo
 

@@ -17,6 +17,7 @@ the samples from a gateway backend (e.g. ``mock-qpu``) instead of in-process sim
 
     .venv/bin/python benchmarks/gateway_r2.py --protocols published,ours --splits 100
     .venv/bin/python benchmarks/gateway_r2.py --protocols ours --splits 20 --backend mock-qpu
+    .venv/bin/python benchmarks/gateway_r2.py --protocols published --splits 1000 --no-qsvr
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from _data import (
 from scipy.stats import spearmanr
 
 from qpu_gateway.ensemble import ENSEMBLE_METHODS, member_weights
-from qpu_gateway.qsvr import DEFAULT_TOP_K, QSVR
+from qpu_gateway.qsvr import DEFAULT_TOP_K, PARAM_NAMES, QSVR
 
 SIZES = (1, 4, 8, 16, 32)
 Split = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -68,10 +69,23 @@ def _splits(protocol: str, n: int) -> tuple[Iterator[Split], Callable[[np.ndarra
     return ours(), r2
 
 
+def _params(text: str) -> dict[str, float]:
+    """``--params "k=4,k0=-3"`` -> QSVR keyword arguments (numbers only)."""
+    out: dict[str, float] = {}
+    for item in filter(None, text.split(",")):
+        name, _, value = item.partition("=")
+        if name not in PARAM_NAMES or name in ("gamma", "num_reads", "num_sweeps", "top_k", "ensemble"):
+            raise SystemExit(f"--params: {name!r} is not a QSVR parameter this option sets")
+        out[name] = int(value) if name == "k" else float(value)
+    return out
+
+
 def _run(protocol: str, args: argparse.Namespace, sampler: object) -> None:
     gammas = [float(g) for g in args.gammas.split(",")]
     sweeps = [int(s) for s in args.sweeps.split(",")]
     sizes = [s for s in SIZES if s <= args.top_k]
+    svr_cs = [float(c) for c in args.svr_c.split(",") if c]
+    params = _params(args.params)
     rows: dict[str, list[float]] = {}
     fit_seconds: dict[str, list[float]] = {}
     rank_corr: list[float] = []
@@ -89,10 +103,15 @@ def _run(protocol: str, args: argparse.Namespace, sampler: object) -> None:
             rows.setdefault(f"sklearn SVR, QSVR's scaling and C=Σp_k, γ={gamma}", []).append(
                 score(y_te, pred)
             )
-            for sw in sweeps:
+            for c in svr_cs:
+                rows.setdefault(f"sklearn SVR, QSVR's scaling, γ={gamma}, C={c}", []).append(
+                    score(y_te, svr_baseline(x_tr, y_tr, x_te, gamma, c))
+                )
+            for sw in [] if args.no_qsvr else sweeps:
                 t0 = time.perf_counter()
                 model = QSVR(gamma=gamma, num_reads=args.reads, num_sweeps=sw, top_k=args.top_k,
-                             ensemble="mean", sampler=sampler, random_state=seed).fit(x_tr, y_tr)
+                             ensemble="mean", sampler=sampler, random_state=seed,
+                             **params).fit(x_tr, y_tr)
                 fit_seconds.setdefault(f"γ={gamma}, sweeps={sw}", []).append(
                     time.perf_counter() - t0
                 )
@@ -112,13 +131,13 @@ def _run(protocol: str, args: argparse.Namespace, sampler: object) -> None:
                         rows.setdefault(key, []).append(score(y_te, w @ members[:m]))
                 if seed == 0 and args.top_k == DEFAULT_TOP_K:
                     default = QSVR(gamma=gamma, num_reads=args.reads, num_sweeps=sw,
-                                   sampler=sampler, random_state=seed).fit(x_tr, y_tr)
+                                   sampler=sampler, random_state=seed, **params).fit(x_tr, y_tr)
                     w = member_weights("robust", model.member_energies_, model.member_train_mse_,
                                        model.member_chain_break_)
                     np.testing.assert_allclose(default.predict(x_te), w @ members, rtol=1e-9)
 
     print(f"\n## protocol: {protocol}; {args.splits} splits, 20 training curves, {args.reads} reads, "
-          f"backend {args.backend}\n")
+          f"backend {args.backend}, QSVR params {params or 'defaults'}\n")
     print("| model | mean | 5th pct | min | std | splits < 0.5 |\n|---|---|---|---|---|---|")
     for key, values in rows.items():
         print(f"| {key} | {_summary(values)} |")
@@ -138,6 +157,9 @@ def main() -> None:
     p.add_argument("--gammas", default="0.1")
     p.add_argument("--reads", type=int, default=1000)
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
+    p.add_argument("--svr-c", default="", help="extra SVR baselines at these C (QSVR's scaling)")
+    p.add_argument("--no-qsvr", action="store_true", help="score the SVR baselines only")
+    p.add_argument("--params", default="", help="other QSVR parameters, e.g. k=4,k0=-3")
     p.add_argument("--backend", default="neal",
                    help="neal: in-process simulated annealing (QSVR's default); else a gateway backend")
     args = p.parse_args()
