@@ -23,7 +23,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -95,7 +95,7 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
 
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     """Request ids, in-flight gauge, latency and status-code counters for unary-unary RPCs;
-    undecodable requests answered ``INVALID_ARGUMENT``."""
+    undecodable requests (unary or streamed, as reflection's) answered ``INVALID_ARGUMENT``."""
 
     def __init__(self, metrics: Metrics | None) -> None:
         self.metrics = metrics
@@ -106,7 +106,11 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
+            return handler
+        if handler.stream_stream is not None:
+            return _checked_stream(handler, details.method.rsplit("/", 1)[-1])
+        if handler.unary_unary is None:
             return handler
         method = details.method.rsplit("/", 1)[-1]
         incoming = dict(details.invocation_metadata or ())
@@ -123,11 +127,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             failed = False
             try:
                 if isinstance(request, _Undecodable):
-                    log.warning("%s: the request is not a valid message (%s)", method, request.reason)
-                    await context.abort(
-                        grpc.StatusCode.INVALID_ARGUMENT,
-                        f"the request is not a valid {method} request message ({request.reason})",
-                    )
+                    await _refuse(context, method, request)
                 return await behaviour(request, context)
             except BaseException:
                 failed = True
@@ -145,6 +145,37 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+async def _refuse(context: grpc.aio.ServicerContext, method: str, request: _Undecodable) -> None:
+    """End the call: ``INVALID_ARGUMENT`` and one WARNING line (no traceback)."""
+    log.warning("%s: the request is not a valid message (%s)", method, request.reason)
+    await context.abort(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"the request is not a valid {method} request message ({request.reason})",
+    )
+
+
+def _checked_stream(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """A stream-stream handler (reflection) whose undecodable requests end the call with
+    ``INVALID_ARGUMENT`` before the servicer sees them."""
+    behaviour = handler.stream_stream
+
+    async def wrapped(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def checked() -> AsyncIterator[Any]:
+            async for request in requests:
+                if isinstance(request, _Undecodable):
+                    await _refuse(context, method, request)
+                yield request
+
+        async for reply in behaviour(checked(), context):
+            yield reply
+
+    return grpc.stream_stream_rpc_method_handler(
+        wrapped,
+        request_deserializer=_tolerant(handler.request_deserializer),
+        response_serializer=handler.response_serializer,
+    )
 
 
 def _status(code: Any, failed: bool) -> grpc.StatusCode:

@@ -260,3 +260,15 @@ def test_client_cli_imports_no_sampler_or_scikit_learn() -> None:
     code = f"import sys, qpu_gateway.cli, qpu_gateway.client; print([m for m in {heavy} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+def test_gateway_undecodable_reflection_request_is_invalid_argument(
+    gateway_process: GatewayProcess, version: str
+) -> None:
+    before = len(gateway_process.log())
+    with grpc.insecure_channel(gateway_process.address) as channel:
+        call = channel.stream_stream(f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo")
+        code, details = _code(lambda: list(call(iter([b"\xff\xff\xff"]), timeout=10)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert "Traceback" not in gateway_process.log()[before:]
