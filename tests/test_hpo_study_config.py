@@ -283,8 +283,10 @@ def test_hpo_study_config_trainable_from_code(tmp_path: Path) -> None:
     doc = _doc(space={"anything": {"type": "uniform", "low": 0, "high": 1}})
     cfg = study_from_dict(doc, trainable=train)
     assert cfg.trainable_callable is train and set(cfg.space) == {"anything"}
-    with pytest.raises(ValueError, match=r"trainable.function must be absent"):
-        study_from_dict(_doc(trainable={"function": "m:f"}), trainable=train)
+    # the callable replaces the TOML's function (which is then not even imported)
+    over = study_from_dict(_doc(trainable={"function": "a1_absent:f"}, space=doc["space"]),
+                           trainable=train)
+    assert over.trainable_callable is train and over.function is None and over.trainable == {}
     # without a user trainable, the digits keys are still checked
     with pytest.raises(ValueError, match=r"\[space\] has unknown keys \['anything'\]"):
         study_from_dict(doc)

@@ -108,8 +108,8 @@ def parse_study(
     (:func:`hpo_node.study.study_from_dict` also builds the study's parts once to check them).
 
     ``base``: the TOML file's folder, where ``[trainable] function``'s module is looked up first.
-    ``trainable``: a Ray Tune function trainable given from code (then ``[trainable] function``
-    must be absent).
+    ``trainable``: a Ray Tune function trainable given from code (it replaces ``[trainable]
+    function``).
     """
     from hpo_node.trainables import DEFAULTS as TRAINABLE_DEFAULTS
     from hpo_node.trainables import load_trainable
@@ -133,11 +133,8 @@ def parse_study(
     _no_extra("resources", rs, ("cpu", "gpu"))
     tr = _section(doc, "trainable")
     function = tr.pop("function", None)
-    if function is not None and trainable is not None:
-        raise ValueError(
-            f"trainable.function must be absent when a trainable is given from code, got "
-            f"{function!r}"
-        )
+    if trainable is not None:
+        function = None  # the callable given from code replaces the TOML's name
     if function is not None:
         trainable = load_trainable(function, base, key="trainable.function")
     elif trainable is not None and not callable(trainable):

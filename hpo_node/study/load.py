@@ -22,8 +22,8 @@ def study_from_dict(
     that bad algorithm or searcher options fail before anything starts.
 
     ``base``: the TOML file's folder, where ``[trainable] function``'s module is looked up first.
-    ``trainable``: a Ray Tune function trainable given from code (then ``[trainable] function``
-    must be absent).
+    ``trainable``: a Ray Tune function trainable given from code (it replaces ``[trainable]
+    function``).
     """
     return check_study(parse_study(doc, base, trainable=trainable))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,46 +52,6 @@ def write_trials_csv(scheduler: Any, cfg: StudyConfig, path: Path) -> None:
 
 def _cell(v: Any) -> Any:
     return "" if v is None else v
-
-
-def plot_curves(scheduler: Any, cfg: StudyConfig, path: Path) -> None:
-    """Every learning curve; trials stopped by prediction dashed with an ``x`` at their end."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    styles = {
-        "finished": {"color": "tab:green", "lw": 1.6, "alpha": 0.9},
-        "stopped-by-prediction": {"color": "tab:red", "lw": 1.0, "ls": "--", "alpha": 0.8},
-    }
-    labelled: set[str] = set()
-    for rec in scheduler.records.values():
-        if not rec.curve:
-            continue
-        ys = [math.nan if v is None else v for v in rec.curve]
-        xs = list(range(1, len(ys) + 1))
-        kind = rec.status if rec.status in styles else "other"
-        style = styles.get(kind, {"color": "tab:gray", "lw": 0.8, "alpha": 0.5})
-        label = {"finished": f"reached R = {cfg.max_resource}",
-                 "stopped-by-prediction": "stopped by prediction",
-                 "other": "stopped by the algorithm / other"}[kind]
-        ax.plot(xs, ys, label=None if kind in labelled else label, **style)
-        labelled.add(kind)
-        if kind == "stopped-by-prediction":
-            ax.plot(xs[-1], ys[-1], "x", color="tab:red", ms=7)
-            if rec.predicted is not None:
-                ax.plot(rec.target, rec.predicted, "o", mfc="none", color="tab:red", ms=5)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(cfg.metric)
-    ax.set_yscale("log" if cfg.mode == "min" else "linear")
-    ax.set_title(f"{cfg.name}: {cfg.algorithm}, R = {cfg.max_resource}, eta = {cfg.eta} "
-                 "(o: predicted loss at the rung)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 @dataclass
@@ -142,8 +102,13 @@ def summarize(cfg: StudyConfig, scheduler: Any, wall_s: float, gateway: str | No
     }
 
 
-def write_outputs(cfg: StudyConfig, scheduler: Any, summary: dict[str, Any]) -> None:
-    """``trials.csv``, ``best.json``, ``curves.png``, ``summary.json``, ``scheduler_state.json``."""
+def write_outputs(cfg: StudyConfig, scheduler: Any, summary: dict[str, Any],
+                  events: Sequence[tuple[str, int, float | None]] = ()) -> None:
+    """``trials.csv``, ``best.json``, ``curves.png``, ``summary.json``, ``scheduler_state.json``,
+    and from ``events`` (the epochs in arrival order, :class:`hpo_node.study.trace.EpochTrace`)
+    ``best_vs_epochs.csv`` and ``best_vs_epochs.png``."""
+    from hpo_node.study.plots import best_vs_epochs, plot_best_vs_epochs, plot_curves
+
     d = cfg.study_dir
     write_trials_csv(scheduler, cfg, d / "trials.csv")
     best = scheduler.best()
@@ -152,10 +117,15 @@ def write_outputs(cfg: StudyConfig, scheduler: Any, summary: dict[str, Any]) -> 
         rec = scheduler.records[best[0]]
         best_obj.update(trial_id=best[0], value=best[1], epochs=len(rec.curve), config=rec.config)
     (d / "best.json").write_text(json.dumps(best_obj, indent=2))
-    plot_curves(scheduler, cfg, d / "curves.png")
+    plot_curves(scheduler, cfg, d / "curves.png", best)
+    rows = best_vs_epochs(events, cfg.max_resource, cfg.mode)
+    with open(d / "best_vs_epochs.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["epochs", f"best_{cfg.metric}_any_epoch", f"best_{cfg.metric}_at_R"])
+        w.writerows([k, _cell(a), _cell(f)] for k, a, f in rows)
+    plot_best_vs_epochs(rows, cfg, len(scheduler.records), d / "best_vs_epochs.png")
     (d / "summary.json").write_text(json.dumps(summary, indent=2))
     scheduler.save(str(d / "scheduler_state.json"))
-
 
 
 def print_summary(summary: dict[str, Any], study_dir: Path, out: Any) -> None:
@@ -169,6 +139,6 @@ def print_summary(summary: dict[str, Any], study_dir: Path, out: Any) -> None:
         p = summary["predictor"]
         print(f"predictor: {p['decisions_with_prediction']} decisions with a prediction, "
               f"{p['decisions_without_prediction']} without (outages {p['outages']})", file=out)
-    print(f"wrote {study_dir}/trials.csv, best.json, curves.png, summary.json "
-          f"in {summary['wall_seconds']:.1f} s", file=out, flush=True)
+    print(f"wrote {study_dir}/trials.csv, best.json, curves.png, best_vs_epochs.png, "
+          f"summary.json in {summary['wall_seconds']:.1f} s", file=out, flush=True)
 

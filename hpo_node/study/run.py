@@ -66,6 +66,17 @@ def _restored_scheduler(tuner: Any) -> Any:
     return sched
 
 
+def _restored_trace(tuner: Any) -> Any:
+    """The :class:`~hpo_node.study.trace.EpochTrace` among a restored ``Tuner``'s callbacks."""
+    from hpo_node.study.trace import EpochTrace
+
+    run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
+    for cb in getattr(run_config, "callbacks", None) or ():
+        if isinstance(cb, EpochTrace):
+            return cb
+    return None
+
+
 def run_study(
     cfg: StudyConfig,
     *,
@@ -87,6 +98,7 @@ def run_study(
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from hpo_node.integrations.ray_tune import ProgressCallback, SchedulerStateCallback
+    from hpo_node.study.trace import EpochTrace
     from hpo_node.trainables import code_folder, runtime_env, ship_by_value
 
     out = getattr(sys, stream)
@@ -160,6 +172,7 @@ def run_study(
         if resume and tune.Tuner.can_restore(str(experiment)):
             tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True)
             scheduler = _restored_scheduler(tuner)
+            trace = _restored_trace(tuner) or EpochTrace(cfg.metric, cfg.resource_attr)
             predictor = getattr(scheduler, "predictor", None)
             if address is not None and predictor is not None:
                 inner = getattr(predictor, "factory", None)
@@ -175,6 +188,7 @@ def run_study(
             if resume:
                 print(f"nothing to resume at {experiment}; starting the study", file=out, flush=True)
             scheduler = build_scheduler(cfg, address)
+            trace = EpochTrace(cfg.metric, cfg.resource_attr)
             scheduler.max_concurrent = slots
             n = n_trials(cfg)
             for note in cfg.notes:
@@ -207,6 +221,7 @@ def run_study(
                     callbacks=[
                         SchedulerStateCallback(scheduler),
                         ProgressCallback(scheduler, progress_every_s, stream),
+                        trace,
                         *(c if isinstance(c, Callback) else c(scheduler) for c in callbacks),
                     ],
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -216,7 +231,7 @@ def run_study(
             )
         tuner.fit()
         summary = summarize(cfg, scheduler, time.monotonic() - t0, address, experiment)
-        write_outputs(cfg, scheduler, summary)
+        write_outputs(cfg, scheduler, summary, trace.events)
     finally:
         if started_ray:
             ray.shutdown()
