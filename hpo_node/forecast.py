@@ -38,7 +38,7 @@ SWIFT_RULES = ("forecast", "paper")
 """Stopping rules of the Swift schedulers: the forecast rule (default) and the published one."""
 
 DEFAULT_Z = {
-    ("swift-asha", "forecast"): 0.5,
+    ("swift-asha", "forecast"): 1.0,
     ("swift-asha", "paper"): 0.0,
     ("swift-hyperband", "forecast"): 0.75,
     ("swift-hyperband", "paper"): 0.0,
