@@ -610,10 +610,12 @@ class Watcher(Recorder):
         return all(c[resource - 1] >= mine for c in self.curves.values() if len(c) >= resource)
 
 
-def _forecast_build(name: str, predictor: Any, seed: int, eta: int = 3) -> Scheduler:
+def _forecast_build(
+    name: str, predictor: Any, seed: int, eta: int = 3, z: float | None = None
+) -> Scheduler:
     if name == "swift-asha":
-        return SwiftASHA(27, eta, 60, predictor, d=4, seed=seed)
-    return SwiftHyperband(27, eta, predictor, d=4, seed=seed)
+        return SwiftASHA(27, eta, 60, predictor, d=4, z=z, seed=seed)
+    return SwiftHyperband(27, eta, predictor, d=4, z=z, seed=seed)
 
 
 def _oracle_for(table: CurveTable) -> Any:
@@ -631,9 +633,7 @@ def test_forecast_rule_never_stops_the_incumbent_best(
     name: str, seed: int, workers: int, z: float
 ) -> None:
     table = _small_table(seed, rows=120)
-    sched = _forecast_build(name, _svr, seed)
-    sched.z = z
-    sched._forecaster.z = z
+    sched = _forecast_build(name, _svr, seed, z=z)
     rec = Watcher(sched)
     simulate(table, rec, seed=seed, max_resource=27, workers=workers)
     judged = [(t, r) for t, r, _ in rec.mid_pauses] + rec.stopped
