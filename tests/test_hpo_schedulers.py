@@ -704,3 +704,19 @@ def test_one_epoch_trains_all_one_epoch_then_top_k_to_r() -> None:
     assert OneEpoch(100, 2, 163).top_k == 2
     with pytest.raises(ValueError, match="top_k must be <= n_trials"):
         OneEpoch(27, 3, 5, top_k=6)
+
+
+@FAST
+@given(seed=st.integers(0, 1000), eta=st.sampled_from([2, 3]), workers=st.integers(1, 4))
+def test_swift_hyperband_forecast_rule_promotes_at_most_n_next_per_round(
+    seed: int, eta: int, workers: int
+) -> None:
+    table = _small_table(seed, rows=120)
+    sched = _forecast_build("swift-hyperband", _svr, seed, eta)
+    rec = Recorder(sched)
+    simulate(table, rec, seed=seed, max_resource=27, workers=workers)
+    starts = [e[1].trial_id for e in rec.log if e[0] == "job" and e[1] and not e[1].resume]
+    for rounds in sched.brackets:  # type: ignore[attr-defined]
+        members, starts = starts[: rounds[0][0]], starts[rounds[0][0] :]
+        for (_, r_i), (n_next, _) in itertools.pairwise(rounds):
+            assert sum(rec.reached[t] > r_i for t in members) <= n_next
