@@ -127,16 +127,35 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_csv(path: str) -> tuple[list[str], np.ndarray]:
+def _read_csv(path: str, columns: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """The header and the numeric values of ``columns`` (default: every column), in that order.
+
+    Only the chosen columns must be numbers, so a predict file may carry ids or notes.
+    """
     with open(path, newline="") as fh:
         rows = list(csv.reader(fh))
     if len(rows) < 2:
         raise SystemExit(f"{path}: needs a header row and at least one data row")
     header, body = rows[0], rows[1:]
-    try:
-        data = np.asarray([[float(v) for v in r] for r in body], dtype=np.float64)
-    except ValueError as exc:
-        raise SystemExit(f"{path}: every value must be a number ({exc})") from exc
+    names = list(header if columns is None else columns)
+    missing = [n for n in names if n not in header]
+    if missing:
+        raise SystemExit(
+            f"{path}: no column {missing[0]!r}, which the model was fitted with "
+            f"(the model's features: {', '.join(names)}; the file's columns: {', '.join(header)})"
+        )
+    index = [header.index(n) for n in names]
+    data = np.empty((len(body), len(index)))
+    for r, row in enumerate(body):
+        if len(row) != len(header):
+            raise SystemExit(f"{path}, row {r + 2}: {len(row)} values for {len(header)} columns")
+        for c, i in enumerate(index):
+            try:
+                data[r, c] = float(row[i])
+            except ValueError:
+                raise SystemExit(
+                    f"{path}, row {r + 2}, column {header[i]!r}: {row[i]!r} is not a number"
+                ) from None
     return header, data
 
 
@@ -192,24 +211,11 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _columns(path: str, header: list[str], data: np.ndarray, names: Sequence[str]) -> np.ndarray:
-    """The columns of ``data`` named ``names``, in that order (extra columns are ignored)."""
-    missing = [n for n in names if n not in header]
-    if missing:
-        raise SystemExit(
-            f"{path}: no column {missing[0]!r}, which the model was fitted with "
-            f"(the model's features: {', '.join(names)}; the file's columns: {', '.join(header)})"
-        )
-    return data[:, [header.index(n) for n in names]]
-
-
 def _predict(args: argparse.Namespace) -> int:
-    header, data = _read_csv(args.data)
     with _client(args) as client:
         names = list(client.get_model(args.model_id, version=args.version).feature_names)
-        if names:
-            data = _columns(args.data, header, data, names)
-        elif args.drop:
+        header, data = _read_csv(args.data, names or None)
+        if not names and args.drop:
             keep = [i for i, h in enumerate(header) if h not in set(args.drop.split(","))]
             data = data[:, keep]
         mean, std = client.predict(args.model_id, data, version=args.version)

@@ -113,8 +113,11 @@ def test_cli_predict_matches_csv_columns_by_the_models_feature_names(
                "--model-id", "cli-names", "--seed", "3", "--param", "num_reads=40")
     assert fit.returncode == 0, fit.stderr
     assert json.loads(fit.stdout)["featureNames"] == ["a", "b", "c"]
-    shuffled = _write_csv(tmp_path / "rows.csv", ["c", "extra", "a", "b"],
-                          np.column_stack([x[:, 2], np.zeros(12), x[:, 0], x[:, 1]]))
+    shuffled = tmp_path / "rows.csv"
+    with open(shuffled, "w", newline="") as fh:  # other order, plus a column that is no number
+        w = csv.writer(fh)
+        w.writerow(["c", "trial", "a", "b"])
+        w.writerows([[c, f"trial-{i}", a, b] for i, (a, b, c) in enumerate(x.tolist())])
     out = tmp_path / "pred.csv"
     pred = _run("predict", "--gateway", gateway_address, "--model-id", "cli-names",
                 "--data", str(shuffled), "--out", str(out))
