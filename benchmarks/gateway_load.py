@@ -3,13 +3,14 @@ number of sampling workers, and how fast a stopped Fit releases the CPU.
 
 Each part starts real ``qpu-gateway serve`` processes (neal, SQLite in a temporary directory):
 
-1. ``latency``: Predict (10 rows, 100-row model) and health p50/p99 while 0, 1 and 2 big Fits
-   (1000 rows at k = 1, default reads and sweeps; stopped by their deadline) run.
+1. ``latency``: Predict (10 rows, 100-row model) and health p50/p99, measured in turn for
+   ``--seconds`` from the moment 0, 1 or 2 big Fits (1000 rows at k = 1, default reads and
+   sweeps: the QUBO build, then minutes of sampling; stopped by their deadline) are sent.
 2. ``throughput``: N = 20 reference Fits (20 rows, 25 features, 1000 reads) sent at once, with
    one client sending Predicts meanwhile: Fits/s and Predicts/s for each number of workers.
-3. ``stop``: a Fit stuck in one long read, stopped by its deadline and by a client cancel:
-   seconds until the server's process tree (server, forkserver, workers) uses < 5 % of a core
-   again, and the versions stored (0 expected).
+3. ``stop``: a Fit stuck in one long read, stopped by its deadline and by a client cancel, and
+   a cancelled Fit of about 5 s: seconds until no thread of the server's process tree (server,
+   forkserver, workers) is runnable, and the versions stored (0 expected).
 
 ``--pythonpath DIR`` runs the server from another checkout (e.g. a ``git worktree`` of the code
 before the change) for a before/after comparison in one run; such a server gets no
@@ -39,8 +40,6 @@ from qpu_gateway.process import GatewayProcess
 from qpu_gateway.v1 import gateway_pb2 as pb
 from qpu_gateway.v1 import gateway_pb2_grpc as pb_grpc
 
-TICKS = os.sysconf("SC_CLK_TCK")
-
 
 def load() -> str:
     return f"{os.getloadavg()[0]:.1f}"
@@ -61,7 +60,8 @@ def gateway(workers: int | None, concurrent: int, pythonpath: str | None) -> Ite
         if workers is not None:
             text += f"sampling_workers = {workers}\n"
         cfg.write_text(text)
-        env = {"PYTHONPATH": pythonpath} if pythonpath else {}
+        # PYTHONSAFEPATH: the child must not import this checkout from its working directory.
+        env = {"PYTHONPATH": pythonpath, "PYTHONSAFEPATH": "1"} if pythonpath else {}
         proc = GatewayProcess(Path(d) / "m.sqlite", "--config", str(cfg), env=env).start(timeout=300)
         try:
             yield proc
@@ -69,15 +69,17 @@ def gateway(workers: int | None, concurrent: int, pythonpath: str | None) -> Ite
             proc.stop()
 
 
-def timed(call: Callable[[], object], seconds: float) -> np.ndarray:
-    out = []
+def timed(calls: list[Callable[[], object]], seconds: float) -> list[np.ndarray]:
+    """Latencies of each of ``calls``, called in turn for ``seconds``."""
+    out: list[list[float]] = [[] for _ in calls]
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        t0 = time.perf_counter()
-        call()
-        out.append(time.perf_counter() - t0)
+        for call, lat in zip(calls, out, strict=True):
+            t0 = time.perf_counter()
+            call()
+            lat.append(time.perf_counter() - t0)
         time.sleep(0.01)
-    return np.asarray(out)
+    return [np.asarray(v) for v in out]
 
 
 def ms(a: np.ndarray, q: float) -> str:
@@ -96,11 +98,11 @@ def part_latency(args: argparse.Namespace) -> None:
             with GatewayClient(gw.address, timeout=120) as client:
                 for n in (0, 1, 2):
                     big = [stub.Fit.future(fit_request(1000, 10, {"k": 1}, seed=i),
-                                           timeout=args.seconds + 6) for i in range(n)]
-                    time.sleep(3.0 if n else 0.0)
+                                           timeout=args.seconds + 5) for i in range(n)]
+                    time.sleep(0.2 if n else 0.0)
                     request = pb.PredictRequest(model_id=model, x=rows)
-                    pred = timed(partial(stub.Predict, request, timeout=120), args.seconds / 2)
-                    health = timed(client.health, args.seconds / 2)
+                    pred, health = timed([partial(stub.Predict, request, timeout=120),
+                                          client.health], args.seconds)
                     running = sum(not f.done() for f in big)
                     print(f"| {label} | {n} ({running} still sampling at the end) | {ms(pred, 50)} / "
                           f"{ms(pred, 99)} | {ms(health, 50)} / {ms(health, 99)} | "
@@ -145,32 +147,51 @@ def predict_loop(stub: pb_grpc.GatewayStub, request: pb.PredictRequest, stop: th
         lat.append(time.perf_counter() - t0)
 
 
-def tree_ticks(root: int) -> int:
-    """CPU clock ticks (user + system) of ``root`` and all its live descendants."""
-    stats: dict[int, tuple[int, int]] = {}
+def tree(root: int) -> list[int]:
+    """``root`` and its live descendants (the server, its forkserver and workers)."""
+    children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
             except OSError:
                 continue
-            stats[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
-    tree, frontier = {root}, [root]
-    while frontier:
-        parent = frontier.pop()
-        for pid, (ppid, _) in stats.items():
-            if ppid == parent and pid not in tree:
-                tree.add(pid)
-                frontier.append(pid)
-    return sum(stats[p][1] for p in tree if p in stats)
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [root], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def running_threads(root: int) -> int:
+    """Threads of the tree that are running or runnable (state R): a busy sampler counts even
+    while other engineers' processes hold the cores."""
+    n = 0
+    for pid in tree(root):
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                state = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            n += state == "R"
+    return n
 
 
 def seconds_until_idle(root: int, since: float, limit: float = 120.0) -> float:
-    """Seconds from ``since`` until the tree uses < 5 % of a core over a 0.2 s window."""
+    """Seconds from ``since`` until no thread of the tree is runnable in 10 samples over 0.5 s."""
     while time.monotonic() - since < limit:
-        t0, c0 = time.monotonic(), tree_ticks(root)
-        time.sleep(0.2)
-        if (tree_ticks(root) - c0) / TICKS / (time.monotonic() - t0) < 0.05:
+        t0 = time.monotonic()
+        busy = False
+        for _ in range(10):
+            busy = busy or running_threads(root) > 0
+            time.sleep(0.05)
+        if not busy:
             return t0 - since
     return float("inf")
 
@@ -178,20 +199,22 @@ def seconds_until_idle(root: int, since: float, limit: float = 120.0) -> float:
 def part_stop(args: argparse.Namespace) -> None:
     print("\n### After a deadline or a cancel: CPU idle again, versions stored\n")
     print("| server | stopped by | s until CPU idle | versions stored | load avg |\n|---|---|---|---|---|")
-    stuck = {"k": 1, "num_reads": 1, "num_sweeps": 10_000_000}
+    stuck = fit_request(200, 3, {"k": 1, "num_reads": 1, "num_sweeps": 10_000_000}, "stopped")
+    # ~5 s of many short reads: before, a cancelled one ran to its end and stored.
+    finishing = fit_request(10, 3, {"k": 1, "num_reads": 30_000, "num_sweeps": 100}, "stopped")
+    cases = (("deadline", stuck), ("cancel", stuck), ("cancel (5 s Fit)", finishing))
     for label, path, workers in servers(args, 1):
-        for how in ("deadline", "cancel"):
+        for how, request in cases:
             with gateway(workers, 1, path) as gw, grpc.insecure_channel(gw.address) as ch:
                 stub = pb_grpc.GatewayStub(ch)
                 pid = gw.proc.pid if gw.proc is not None else 0
-                call = stub.Fit.future(fit_request(200, 3, stuck, model_id="stopped"),
-                                       timeout=2.0 if how == "deadline" else 600)
+                call = stub.Fit.future(request, timeout=2.0 if how == "deadline" else 600)
                 time.sleep(2.0)
-                if how == "cancel":
+                if how != "deadline":
                     call.cancel()
                 since = time.monotonic()
                 idle = seconds_until_idle(pid, since, args.idle_limit)
-                time.sleep(1.0)
+                time.sleep(1.0 if request is stuck else 10.0)
                 versions = len(stub.ListModels(pb.ListModelsRequest(model_id="stopped"),
                                                timeout=60).models)
                 shown = f"{idle:.2f}" if np.isfinite(idle) else f"> {args.idle_limit:.0f}"
@@ -209,7 +232,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("parts", nargs="*", default=["latency", "throughput", "stop"],
                    choices=["latency", "throughput", "stop"])
-    p.add_argument("--seconds", type=float, default=8.0, help="measurement window per row")
+    p.add_argument("--seconds", type=float, default=10.0, help="measurement window per row")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--pythonpath", help="run the 'before' server from this checkout")
     p.add_argument("--idle-limit", type=float, default=60.0)

@@ -187,8 +187,11 @@ def test_outside_write_lock_blocks_neither_health_nor_reads(
 
 def test_second_server_on_a_store_exits_with_one_clear_line(server: GatewayProcess) -> None:
     second = GatewayProcess(server.store, log_path=server.store.with_suffix(".second.log"))
-    with pytest.raises(RuntimeError):
-        second.start(timeout=120)
+    try:
+        with pytest.raises(RuntimeError):
+            second.start(timeout=120)
+    finally:
+        second.stop()
     assert second.proc is not None and second.proc.returncode == 2
     lines = second.log().strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in second.log(), second.log()
@@ -200,8 +203,11 @@ def test_corrupt_store_at_start_is_one_clear_line(tmp_path: Path) -> None:
     _store_with_models(path)
     _corrupt(path)
     proc = GatewayProcess(path)
-    with pytest.raises(RuntimeError):
-        proc.start(timeout=120)
+    try:
+        with pytest.raises(RuntimeError):
+            proc.start(timeout=120)
+    finally:
+        proc.stop()
     lines = proc.log().strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.log(), proc.log()
     assert lines[0].startswith(f"qpu-gateway: store {path} ")
