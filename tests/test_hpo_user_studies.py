@@ -1,0 +1,124 @@
+"""A user's own trainables, as a user runs them: the example folders copied outside the repo, run
+by the installed ``hpo-node run`` (a subprocess: its own Ray, the folder shipped as the job's
+runtime_env, its own gateway child process) and by :func:`hpo_node.study.optimize` from Python
+(the module imported from the copied folder, Ray already started by the caller)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from hpo_node.study import load_study, optimize  # noqa: E402
+from hpo_node.trainables import load_trainable  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+HPO_NODE = Path(sys.executable).with_name("hpo-node")
+OUTPUTS = ("trials.csv", "best.json", "summary.json", "curves.png", "best_vs_epochs.png",
+           "best_vs_epochs.csv")
+# (example folder, its trainable, its hyperparameters, TOML overrides that keep the test short)
+TORCH = ("torch_regression", "regression_trainable:train", {"lr", "weight_decay", "width",
+                                                           "batch_size"}, {"data_seed"})
+OSCILLATOR = ("oscillator", "oscillator_fit:fit", {"omega0", "lr", "beta1"},
+              {"steps_per_epoch", "data_seed"})
+
+
+def _user_folder(tmp_path: Path, name: str) -> Path:
+    """The example folder, copied where a user would keep it (outside the repository)."""
+    folder = tmp_path / "my_project" / name
+    shutil.copytree(EXAMPLES / name, folder)
+    return folder
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _check_outputs(study_dir: Path, space: set[str], constants: set[str], algorithm: str,
+                   n: int) -> dict[str, Any]:
+    for name in OUTPUTS:
+        assert (study_dir / name).stat().st_size > 0, name
+    rows = _rows(study_dir / "trials.csv")
+    assert len(rows) == n
+    keys = {k.removeprefix("config.") for k in rows[0] if k.startswith("config.")}
+    assert keys == space | constants | {"max_epochs"}
+    summary = json.loads((study_dir / "summary.json").read_text())
+    assert summary["algorithm"] == algorithm and summary["trials"] == n
+    assert summary["trials_by_decision"].get("error", 0) == 0
+    assert summary["epochs_used"] == sum(int(r["epochs"]) for r in rows)
+    # one best_vs_epochs row per epoch trained, in the order Tune received them
+    trace = _rows(study_dir / "best_vs_epochs.csv")
+    assert [int(r["epochs"]) for r in trace] == list(range(1, summary["epochs_used"] + 1))
+    best = json.loads((study_dir / "best.json").read_text())
+    assert best["found"] and set(best["config"]) == space | constants | {"max_epochs"}
+    final = [float(r["final_val_loss"]) for r in rows if r["final_val_loss"]]
+    assert best["value"] == min(final)
+    assert float(trace[-1]["best_val_loss_at_R"]) == best["value"]
+    return summary
+
+
+def _run_cli(folder: Path, cwd: Path, *sets: str) -> subprocess.CompletedProcess[str]:
+    args = [str(HPO_NODE), "run", str(folder / "study.toml"), "--progress-every", "60"]
+    for s in sets:
+        args += ["--set", s]
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=400)
+
+
+@pytest.mark.parametrize(("example", "algorithm"), [(TORCH, "swift-asha"), (OSCILLATOR, "asha")])
+def test_hpo_user_study_cli_runs_a_trainable_beside_its_toml(
+    tmp_path: Path, example: tuple[str, str, set[str], set[str]], algorithm: str
+) -> None:
+    name, _, space, constants = example
+    folder = _user_folder(tmp_path, name)
+    cwd = tmp_path / "elsewhere"  # not the folder: the module must be found beside the TOML
+    cwd.mkdir()
+    proc = _run_cli(folder, cwd, f'algorithm.name="{algorithm}"', "study.trials=18")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"shipping {folder.resolve()} to the Ray workers" in proc.stdout
+    if algorithm.startswith("swift"):
+        assert "qpu-gateway started on" in proc.stdout and "qpu-gateway stopped (exit 0)" in (
+            proc.stdout)
+    study_dir = cwd / "results" / load_study(folder / "study.toml").name
+    summary = _check_outputs(study_dir, space, constants, algorithm, 18)
+    if algorithm.startswith("swift"):
+        # d = 15 would give no prediction with 18 trials: adapted, said, and predictions made
+        assert summary["notes"] and "d adapted to 3" in summary["notes"][0]
+        assert summary["notes"][0] in proc.stdout
+        assert summary["predictor"]["decisions_with_prediction"] >= 1
+        assert summary["predictor"]["fits_ok"] >= 1
+
+
+@pytest.mark.parametrize(("example", "algorithm"), [(OSCILLATOR, "swift-asha"), (TORCH, "asha")])
+def test_hpo_user_study_python_entry_point_with_a_callable(
+    tmp_path: Path, ray_local: Any, gateway_address: str,
+    example: tuple[str, str, set[str], set[str]], algorithm: str,
+) -> None:
+    name, function, space, constants = example
+    folder = _user_folder(tmp_path, name)
+    # the user's own import of their trainable, from their folder
+    train = load_trainable(function, folder)
+    assert Path(train.__code__.co_filename).resolve().parent == folder.resolve()
+    out = tmp_path / "out"
+    res = optimize(train, folder / "study.toml", gateway=gateway_address,
+                   overrides={"algorithm.name": algorithm, "study.trials": 18,
+                              "study.output_dir": str(out)})
+    assert res.study_dir == out / load_study(folder / "study.toml").name
+    summary = _check_outputs(res.study_dir, space, constants, algorithm, 18)
+    assert res.summary == summary
+    assert len(res.trials) == 18 and {f"config.{k}" for k in space} <= set(res.trials[0])
+    best = json.loads((res.study_dir / "best.json").read_text())
+    assert res.best_config == best["config"] and res.best_value == best["value"]
+    if algorithm.startswith("swift"):
+        assert summary["gateway"] == gateway_address
+        assert summary["predictor"]["decisions_with_prediction"] >= 1
