@@ -19,6 +19,7 @@ Bytes that do not parse as the method's request message end the call with ``INVA
 from __future__ import annotations
 
 import contextvars
+import inspect
 import json
 import logging
 import time
@@ -110,6 +111,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             return handler
         if handler.stream_stream is not None:
             return _checked_stream(handler, details.method.rsplit("/", 1)[-1])
+        if handler.unary_stream is not None:
+            return _checked_unary_stream(handler, details.method.rsplit("/", 1)[-1])
         if handler.unary_unary is None:
             return handler
         method = details.method.rsplit("/", 1)[-1]
@@ -172,6 +175,32 @@ def _checked_stream(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMeth
             yield reply
 
     return grpc.stream_stream_rpc_method_handler(
+        wrapped,
+        request_deserializer=_tolerant(handler.request_deserializer),
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _checked_unary_stream(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """A unary-stream handler (health's Watch) whose undecodable request ends the call with
+    ``INVALID_ARGUMENT``; the servicer may yield its replies or ``context.write`` them."""
+    behaviour = handler.unary_stream
+    if inspect.isasyncgenfunction(behaviour):
+
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, _Undecodable):
+                await _refuse(context, method, request)
+            async for reply in behaviour(request, context):
+                yield reply
+
+    else:
+
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:  # type: ignore[misc]
+            if isinstance(request, _Undecodable):
+                await _refuse(context, method, request)
+            return await behaviour(request, context)
+
+    return grpc.unary_stream_rpc_method_handler(
         wrapped,
         request_deserializer=_tolerant(handler.request_deserializer),
         response_serializer=handler.response_serializer,

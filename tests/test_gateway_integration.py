@@ -272,3 +272,17 @@ def test_gateway_undecodable_reflection_request_is_invalid_argument(
         code, details = _code(lambda: list(call(iter([b"\xff\xff\xff"]), timeout=10)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT, details
     assert "Traceback" not in gateway_process.log()[before:]
+
+
+def test_gateway_health_watch_answers_and_refuses_undecodable_bytes(
+    gateway_process: GatewayProcess,
+) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(gateway_process.address) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=10)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
+        raw = channel.unary_stream("/grpc.health.v1.Health/Watch")
+        code, _ = _code(lambda: list(raw(b"\xff\xff\xff", timeout=10)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
