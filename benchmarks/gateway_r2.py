@@ -89,6 +89,7 @@ def _run(protocol: str, args: argparse.Namespace, sampler: object) -> None:
     rows: dict[str, list[float]] = {}
     fit_seconds: dict[str, list[float]] = {}
     rank_corr: list[float] = []
+    cbf_corr: list[float] = []
     splits, score = _splits(protocol, args.splits)
     for seed, (x_tr, y_tr, x_te, y_te) in enumerate(splits):
         if protocol == "published":
@@ -119,6 +120,8 @@ def _run(protocol: str, args: argparse.Namespace, sampler: object) -> None:
                 member_r2 = [score(y_te, p) for p in members]
                 if len(members) > 2:
                     rank_corr.append(float(spearmanr(model.member_train_mse_, member_r2)[0]))
+                    if np.ptp(model.member_chain_break_) > 0:
+                        cbf_corr.append(float(spearmanr(model.member_chain_break_, member_r2)[0]))
                 for size in sizes:
                     m = min(size, members.shape[0])
                     for method in ENSEMBLE_METHODS:
@@ -147,6 +150,9 @@ def _run(protocol: str, args: argparse.Namespace, sampler: object) -> None:
     if rank_corr:
         print(f"\nSpearman rank correlation of a member's training MSE with its test R², mean over "
               f"fits: {np.nanmean(rank_corr):.3f}")
+    if cbf_corr:
+        print(f"Spearman rank correlation of a member's chain-break fraction with its test R², mean "
+              f"over fits: {np.nanmean(cbf_corr):.3f}")
 
 
 def main() -> None:
