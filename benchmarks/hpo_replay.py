@@ -1,5 +1,8 @@
 """Replay benchmark of the hpo_node schedulers (issue 3 figures).
 
+The Swift rows are the published rule (``rule="paper"``) and its issue-3 options; issue 14's
+forecast rule (today's default) is benchmarked by ``benchmarks/hpo_rules.py``.
+
 Runs on the MLPF Delphes table (``<repo>/../shared/data/mlpf_delphes_curves.csv``), R = 100,
 eta = 2, seeds 0..N-1, and as cross-checks on tables the defaults were not chosen on: two synthetic
 tables (:func:`hpo_node.synthetic.synthetic_table`) and the MLPF table sub-sampled to every 2nd
@@ -127,7 +130,9 @@ def suite(
             res[f"swift-hyperband {pred} known_curve={kc} W=1"] = stats(
                 runs(
                     table,
-                    lambda s, f=factory, kc=kc: SwiftHyperband(r_max, eta, f, known_curve=kc, seed=s),
+                    lambda s, f=factory, kc=kc: SwiftHyperband(
+                        r_max, eta, f, rule="paper", known_curve=kc, seed=s
+                    ),
                     seeds,
                     r_max,
                     1,
@@ -140,7 +145,7 @@ def suite(
                 runs(
                     table,
                     lambda s, f=factory, kc=kc: SwiftHyperband(
-                        r_max, eta, f, known_curve=kc, scale_free=True, seed=s
+                        r_max, eta, f, rule="paper", known_curve=kc, scale_free=True, seed=s
                     ),
                     seeds,
                     r_max,
@@ -150,7 +155,7 @@ def suite(
     res["swift-hyperband svr known_curve=0.25 d=10 W=1"] = stats(
         runs(
             table,
-            lambda s: SwiftHyperband(r_max, eta, svr, known_curve=0.25, d=10, seed=s),
+            lambda s: SwiftHyperband(r_max, eta, svr, rule="paper", known_curve=0.25, d=10, seed=s),
             seeds,
             r_max,
             1,
@@ -159,7 +164,7 @@ def suite(
     res["swift-hyperband svr fallback=last-value W=1"] = stats(
         runs(
             table,
-            lambda s: SwiftHyperband(r_max, eta, svr, fallback="last-value", seed=s),
+            lambda s: SwiftHyperband(r_max, eta, svr, rule="paper", fallback="last-value", seed=s),
             seeds,
             r_max,
             1,
@@ -170,7 +175,7 @@ def suite(
         res[f"swift-hyperband oracle known_curve={kc} W=1"] = stats(
             runs(
                 table,
-                lambda s, kc=kc: SwiftHyperband(r_max, eta, oracle, known_curve=kc, seed=s),
+                lambda s, kc=kc: SwiftHyperband(r_max, eta, oracle, rule="paper", known_curve=kc, seed=s),
                 seeds,
                 r_max,
                 1,
@@ -182,19 +187,19 @@ def suite(
         res[f"swift-asha svr known_curve={kc} W=8"] = stats(
             runs(
                 table,
-                lambda s, kc=kc: SwiftASHA(r_max, eta, n, svr, known_curve=kc, seed=s),
+                lambda s, kc=kc: SwiftASHA(r_max, eta, n, svr, rule="paper", known_curve=kc, seed=s),
                 seeds,
                 r_max,
                 8,
             )
         )
     res["swift-asha svr d=5 W=8"] = stats(
-        runs(table, lambda s: SwiftASHA(r_max, eta, n, svr, d=5, seed=s), seeds, r_max, 8)
+        runs(table, lambda s: SwiftASHA(r_max, eta, n, svr, rule="paper", d=5, seed=s), seeds, r_max, 8)
     )
     res["swift-asha svr fallback=last-value W=8"] = stats(
         runs(
             table,
-            lambda s: SwiftASHA(r_max, eta, n, svr, fallback="last-value", seed=s),
+            lambda s: SwiftASHA(r_max, eta, n, svr, rule="paper", fallback="last-value", seed=s),
             seeds,
             r_max,
             8,
@@ -205,7 +210,7 @@ def suite(
             runs(
                 table,
                 lambda s, kc=kc: SwiftASHA(
-                    r_max, eta, n, svr, known_curve=kc, defer=True, scale_free=True,
+                    r_max, eta, n, svr, rule="paper", known_curve=kc, defer=True, scale_free=True,
                     refit_every=5, seed=s,
                 ),
                 seeds,
@@ -214,13 +219,13 @@ def suite(
             )
         )
     res["swift-asha oracle known_curve=0.5 W=8"] = stats(
-        runs(table, lambda s: SwiftASHA(r_max, eta, n, oracle, seed=s), seeds, r_max, 8)
+        runs(table, lambda s: SwiftASHA(r_max, eta, n, oracle, rule="paper", seed=s), seeds, r_max, 8)
     )
     if full:
         if "qsvr" in predictors:
             qsvr = make_predictor_factory("qsvr")
             res["swift-asha qsvr known_curve=0.5 W=8"] = stats(
-                runs(table, lambda s: SwiftASHA(r_max, eta, n, qsvr, seed=s), seeds, r_max, 8)
+                runs(table, lambda s: SwiftASHA(r_max, eta, n, qsvr, rule="paper", seed=s), seeds, r_max, 8)
             )
         for name in ("asha-stopping", "random", "optuna-sha", "optuna-hyperband"):
             res[f"{name} W=8"] = stats(

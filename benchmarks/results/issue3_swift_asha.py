@@ -98,7 +98,7 @@ def main() -> int:
             cls = true_score(table) if o.pop("_true", False) else SwiftASHA
             f = make_predictor_factory("svr", **o.pop("_pp", {}))
             build: Callable[[int], Driver] = lambda s, c=cls, f=f, o=o, r=r, n=n: c(  # noqa: E731
-                r, 2, n, f, seed=s, **o
+                r, 2, n, f, rule="paper", seed=s, **o
             )
             print(row(label, runs(table, build, args.seeds, r, 8), base), flush=True)
     return 0
