@@ -44,7 +44,7 @@ DEFAULT_Z = {
     ("swift-hyperband", "paper"): 0.0,
 }
 """Default band width ``z`` per (scheduler, rule); the published rule uses the mean prediction.
-Chosen once on the four replay tables of benchmarks/README.md (one value for all tables)."""
+Chosen once on the six replay tables of benchmarks/README.md, issue 14 (one value for all)."""
 
 
 def _window(times: FloatArray, values: FloatArray, end: float) -> FloatArray:
@@ -106,7 +106,7 @@ class FinalLossForecaster:
         self.log: dict[str, Any] | None = None
         self.log_space = True
         self._model: Predictor | None = None
-        probe = support.factory()
+        probe = support.factory()  # an oracle answers final losses itself; a model is fitted
         self._oracle = probe if isinstance(probe, FinalLossOracle) else None
         self._sigma = 0.0
         self._spread2: list[float] = []
