@@ -84,7 +84,12 @@ def plot_curves(scheduler: Any, cfg: StudyConfig, path: Path,
         ax.set_yscale("log")
     ax.set_xlim(0.5, cfg.max_resource + 0.5)
     ax.set_title(_title(cfg, len(scheduler.records)), fontsize=10)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    order = [label for label, _ in _STYLES.values()]
+    handles, labels = ax.get_legend_handles_labels()
+    ranked = sorted(zip(labels, handles, strict=True),
+                    key=lambda lh: order.index(lh[0]) if lh[0] in order else len(order))
+    ax.legend([h for _, h in ranked], [lb for lb, _ in ranked], loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
