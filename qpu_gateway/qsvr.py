@@ -3,8 +3,9 @@
 A scikit-learn regressor. ``fit`` min-max scales X and y on the training data, builds the QUBO of
 :mod:`qpu_gateway.qubo`, samples it with any ``dimod.Sampler`` (simulated annealing by default),
 keeps the ``top_k`` distinct lowest-energy solutions as candidate members and combines them (by
-default the ``robust`` ensemble: members with broken chains or an above-median training error are
-dropped); ``predict`` answers in the caller's units, optionally with the members' spread.
+default the ``robust`` ensemble: members with an above-median training error are dropped, the rest
+weighted by their intact chains); ``predict`` answers in the caller's units, optionally with the
+members' spread.
 """
 
 from __future__ import annotations
@@ -132,10 +133,10 @@ class QSVR(RegressorMixin, BaseEstimator):
     num_reads : samples requested from the sampler.
     num_sweeps : sweeps per read, passed to samplers that take it (simulated annealing).
     top_k : distinct lowest-energy solutions taken as candidate ensemble members.
-    ensemble : ``robust`` (default: drop the members with the most broken chains or an
-        above-median training error, average the rest), ``mean``, ``best``, ``energy_softmax`` or
-        ``inverse_error`` (see :func:`qpu_gateway.ensemble.member_weights`). ``robust`` keeps only
-        the members it trusts; the other methods keep all ``top_k``.
+    ensemble : ``robust`` (default: drop the members whose training error is above the median,
+        weight the rest by ``1 - chain-break fraction``), ``mean``, ``best``, ``energy_softmax``
+        or ``inverse_error`` (see :func:`qpu_gateway.ensemble.member_weights`). ``robust`` keeps
+        only the members it weights (and its spread is theirs); the others keep all ``top_k``.
     sampler : a ``dimod.Sampler``; ``None`` means dwave-samplers' simulated annealing. A
         :class:`DualSolver` (e.g. the ``classical`` backend) instead yields one member with the
         exact continuous solution.
@@ -149,7 +150,8 @@ class QSVR(RegressorMixin, BaseEstimator):
     member_energies_ : (M,) QUBO energies, ascending.
     c_ : the box bound C in effect.
     member_train_mse_ : (M,) mean squared error of each member on the scaled training targets.
-    member_chain_break_ : (M,) chain-break fraction of each member's sample (0 off the QPU path).
+    member_chain_break_ : (M,) chain-break fraction of each member's sample: the fewest among the
+        reads that returned it (0 off the QPU path).
     weights_ : (M,) combination weights.
     x_min_, x_scale_ : (F,) input scaling; y_min_, y_scale_ : target scaling.
     train_r2_ : R² of the ensemble on the training data.
