@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -70,3 +71,53 @@ def ray_local() -> Iterator[None]:
                  configure_logging=False)
     yield
     ray.shutdown()
+
+
+# A user's trainable, written as the Ray Tune docs show; ``flaw`` selects one contract violation.
+USER_TRAINABLE = '''
+import os
+import tempfile
+
+from ray import tune
+
+
+def train(config):
+    flaw = config["flaw"]
+    start = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None and flaw != "ignores-checkpoint":
+        with checkpoint.as_directory() as d:
+            with open(os.path.join(d, "epoch")) as f:
+                start = int(f.read())
+    last = 2 if flaw == "returns-early" else 3
+    for epoch in range(start + 1, last + 1):
+        metrics = {"val_loss": config["x"] / epoch}
+        if flaw != "no-epoch-key":
+            metrics["epoch"] = epoch
+        if flaw == "no-checkpoint":
+            tune.report(metrics)
+            continue
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "epoch"), "w") as f:
+                f.write(str(epoch))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+'''
+
+
+def user_module(folder: Path, name: str, source: str) -> Any:
+    """Import ``folder/name.py`` (written from ``source``) and ship it to Ray's workers by value."""
+    import importlib.util
+    import sys
+
+    import ray.cloudpickle
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    ray.cloudpickle.register_pickle_by_value(module)
+    return module

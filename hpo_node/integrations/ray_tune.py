@@ -39,7 +39,15 @@ checkpoint schedulers (the one in ``tuner.pkl`` is the one from the start, which
 ASHA loses its rungs on ``Tuner.restore``, ray-project/ray#30838), so :class:`SchedulerStateCallback`
 stores the state with every experiment snapshot and puts it back on ``Tuner.restore``: trials the
 core had running are resumed first, paused ones wait for their promotion, and the rungs/brackets
-continue where they were.
+continue where they were. The scheduler adds that callback to the Tuner itself when the user's
+``RunConfig`` lacks it, and on ``Tuner.restore`` reads its state back from the snapshot either
+way; an experiment whose snapshots hold no scheduler state is refused with a message.
+
+Searchers: Tune's own (``BasicVariantGenerator``, ``OptunaSearch``, ...) work unchanged: every
+trial they create is held until the core starts it. ``ConcurrencyLimiter`` is refused: it counts
+the trials held at rungs as running, so the searcher stops suggesting while the core waits for new
+configurations (the study would hang or end early); bound concurrency with ``max_concurrent``.
+A scheduler holds one study: reusing it for a second ``Tuner.fit`` is refused.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ import json
 import logging
 import math
 import os
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,7 +69,7 @@ from ray.tune.schedulers import TrialScheduler
 from hpo_node.algorithms import build, get_algorithm
 from hpo_node.core import Decision, Scheduler, check_choice, check_int
 from hpo_node.predictors import Predictor
-from hpo_node.resilient import PredictionLog
+from hpo_node.resilient import PredictionLog, ensure_guarded
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -127,6 +136,55 @@ _TUNE_KEYS = frozenset({
     "trial_id", "date", "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip",
     "time_since_restore", "iterations_since_restore", "experiment_tag", "config",
 })
+
+
+def _has_progress(trial: Trial) -> bool:
+    """Whether a trial Tune adds has run before (a ``Tuner.restore``)."""
+    return trial.status != Trial.PENDING or bool(trial.last_result.get("training_iteration"))
+
+
+def _check_searcher(search_alg: Any) -> None:
+    """``ValueError`` for a Tune searcher that cannot work with a :class:`CoreTrialScheduler`."""
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    searcher = getattr(search_alg, "searcher", search_alg)
+    for _ in range(8):  # wrappers (SearchGenerator, ConcurrencyLimiter, Repeater) nest a few deep
+        if searcher is None:
+            return
+        limit = None
+        if isinstance(searcher, ConcurrencyLimiter):
+            limit = f"ConcurrencyLimiter(max_concurrent={searcher.max_concurrent})"
+        elif isinstance(searcher, BasicVariantGenerator) and searcher.max_concurrent > 0:
+            limit = f"BasicVariantGenerator(max_concurrent={searcher.max_concurrent})"
+        if limit is not None:
+            n = searcher.max_concurrent
+            raise ValueError(
+                f"{limit} (or TuneConfig(max_concurrent_trials={n})) cannot be used with an "
+                "hpo_node scheduler: it counts the trials the scheduler holds at rungs as "
+                "running, so no new trial comes while the scheduler waits for one, and the study "
+                "hangs or ends early. Leave the searcher unlimited and bound concurrency with the "
+                f"scheduler: e.g. ASHAScheduler(..., max_concurrent={n})"
+            )
+        searcher = getattr(searcher, "searcher", None)
+
+
+def _saved_state(controller: Any) -> dict[str, Any] | None:
+    """The scheduler state in the newest callback snapshot of a restored Tune run, if any."""
+    from ray.tune.callback import CallbackList
+    from ray.tune.utils.util import _load_newest_checkpoint
+
+    storage = getattr(controller, "_storage", None)
+    if storage is None:
+        return None
+    saved = _load_newest_checkpoint(
+        storage.experiment_driver_staging_path, CallbackList.CKPT_FILE_TMPL.format("*")
+    )
+    for entry in (saved or {}).values():
+        if isinstance(entry, Mapping) and isinstance(entry.get("scheduler"), str):
+            state = json.loads(entry["scheduler"])
+            if isinstance(state, dict) and state.get("version") == STATE_VERSION:
+                return state
+    return None
 
 
 def merge_metric_mode(
@@ -199,9 +257,17 @@ class CoreTrialScheduler(TrialScheduler):
         self._worst: float | None = None
         self._finished = False
         self._trials: dict[str, Trial] = {}
-        # trials (re)started by Ray whose first result is still to come: resumed ones must
-        # continue where they paused (the checkpoint rule of the contract)
-        self._starting: set[str] = set()
+        # trials (re)started by Ray whose first result is still to come -> the resource of the
+        # checkpoint they start from (None: none, -1: unknown); the checkpoint rule of the contract
+        self._starting: dict[str, int | None] = {}
+        # trials with results from a restored state, not yet resumed in this run
+        self._restored: set[str] = set()
+        # set when a Tune run first uses this scheduler (weakly: not pickled); a second run is
+        # refused
+        self._ran = False
+        self._run: weakref.ref[Any] | None = None
+        # a restore this scheduler cannot continue (raised at the next scheduling step)
+        self._refused: ValueError | None = None
         # the first TrainableContractError of the study (it ends the study)
         self.violation: TrainableContractError | None = None
         # Set by a searcher that creates trials on demand (hpo_node.integrations.ray_search.TuneSearcher):
@@ -222,8 +288,26 @@ class CoreTrialScheduler(TrialScheduler):
         return True
 
     def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
+        self._join(tune_controller)
         tid = trial.trial_id
         self._trials[tid] = trial
+        if not self.records and _has_progress(trial):
+            # a Tuner.restore whose RunConfig lacked SchedulerStateCallback: the state is in the
+            # snapshot if this scheduler added the callback itself
+            state = _saved_state(getattr(tune_controller, "_tune_controller", tune_controller))
+            if state is not None:
+                self.set_state(state)
+        if not self.records and _has_progress(trial) and self._refused is None:
+            # Raised during a restore, Tune would log it and start the experiment afresh: the
+            # next scheduling step raises it instead.
+            self._refused = ValueError(
+                f"Tuner.restore: trial {tid} has results but this scheduler's state was not "
+                "saved with the experiment, so its rungs cannot be rebuilt. Start a new "
+                "experiment; runs with this hpo_node version save the state by themselves "
+                "(SchedulerStateCallback)"
+            )
+        if self._refused is not None:
+            return
         if tid not in self.records:
             rec = TrialRecord(config=_jsonable(dict(trial.config)))
             self.records[tid] = rec
@@ -250,7 +334,7 @@ class CoreTrialScheduler(TrialScheduler):
     ) -> str:
         # A contract violation stops the trial here; the next scheduling step raises it, which
         # ends Tuner.fit with the TrainableContractError itself (raised here, Tune would wrap it).
-        if self.violation is None:
+        if self.violation is None and self._refused is None:
             try:
                 return self._on_result(tune_controller, trial, result)
             except TrainableContractError:
@@ -268,10 +352,20 @@ class CoreTrialScheduler(TrialScheduler):
             return TrialScheduler.PAUSE if rec.status == "paused" else TrialScheduler.STOP
         resource, value = self._resource_and_value(tid, result)
         known = len(rec.curve)
-        first = tid in self._starting
-        self._starting.discard(tid)
-        if first and resource <= known and not result.get("done"):
-            raise self._violated(self._restart_message(trial, resource, known))
+        if tid in self._starting and resource <= known and not result.get("done"):
+            start = self._starting.pop(tid)
+            restored = tid in self._restored
+            if (start is None and not restored) or (
+                start is not None and start >= 0 and resource != start + 1
+            ):
+                raise self._violated(self._restart_message(trial, resource, known, start))
+            # A Tuner.restore can hold a result whose checkpoint was not saved yet: the trial
+            # resumes from an older checkpoint (or none) and those epochs are trained again.
+            logger.warning("trial %s resumed from an older checkpoint after a restore: %s %d-%d "
+                           "are trained again (counted once)", tid, self.resource_attr, resource,
+                           known)
+        self._starting.pop(tid, None)
+        self._restored.discard(tid)
         if resource <= known:
             # Tune repeats the last result (with "done") when a function trainable returns
             return TrialScheduler.CONTINUE
@@ -323,12 +417,14 @@ class CoreTrialScheduler(TrialScheduler):
         logger.debug("trial %s removed", trial.trial_id)
 
     def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
+        if self._refused is not None:
+            raise self._refused
         if self.violation is not None:
             raise self.violation
         for tid in self._active:
             trial = self._trials.get(tid)
             if trial is not None and trial.status == Trial.PAUSED:
-                self._starting.add(tid)
+                self._starting[tid] = self._checkpoint_resource(trial)
                 return trial
         if self.max_concurrent is not None and len(self._live_active()) >= self.max_concurrent:
             return None
@@ -347,7 +443,7 @@ class CoreTrialScheduler(TrialScheduler):
         trial = self._trials[job.trial_id]
         if trial.status != Trial.PAUSED:
             return None
-        self._starting.add(job.trial_id)
+        self._starting[job.trial_id] = self._checkpoint_resource(trial)
         return trial
 
     def debug_string(self) -> str:
@@ -364,6 +460,34 @@ class CoreTrialScheduler(TrialScheduler):
     def restore(self, checkpoint_path: str) -> None:
         """Load a state written by :meth:`save`."""
         self.set_state(json.loads(Path(checkpoint_path).read_text()))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_run"] = None
+        return state
+
+    # -- the Tune run ----------------------------------------------------------------------------
+
+    def _join(self, tune_controller: TuneController) -> None:
+        """On the first call from a Tune run: check its searcher, refuse a reused scheduler,
+        make sure the state is saved with the snapshots and, on a restore, load it."""
+        controller = getattr(tune_controller, "_tune_controller", tune_controller)
+        if self._run is not None and self._run() is controller:
+            return
+        if self._ran:
+            raise ValueError(
+                f"this {type(self).__name__} already ran a study ({len(self.records)} trials); "
+                "a scheduler holds one study's state: create a new one for each Tuner"
+            )
+        _check_searcher(getattr(controller, "search_alg", None))
+        self._run = weakref.ref(controller)
+        self._ran = True
+        callbacks = getattr(getattr(controller, "_callbacks", None), "_callbacks", None)
+        if not isinstance(callbacks, list):
+            return
+        if any(isinstance(c, SchedulerStateCallback) and c.scheduler is self for c in callbacks):
+            return
+        callbacks.append(SchedulerStateCallback(self))
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -392,6 +516,7 @@ class CoreTrialScheduler(TrialScheduler):
             )
         self.core.load_state_dict(state["core"])
         self.records = {t: TrialRecord(**r) for t, r in state["records"].items()}
+        self._restored = {t for t, r in self.records.items() if r.curve}
         self._active = list(state["active"])
         self._worst = state["worst"]
         self._finished = bool(state["finished"])
@@ -468,11 +593,20 @@ class CoreTrialScheduler(TrialScheduler):
         self._finished = True
         return self.violation
 
-    def _restart_message(self, trial: Trial, resource: int, known: int) -> str:
+    def _checkpoint_resource(self, trial: Trial) -> int | None:
+        """The resource of the checkpoint Tune starts ``trial`` from (None: none, -1: unknown)."""
+        latest = trial.latest_checkpoint_result
+        if latest is None or latest.checkpoint is None:
+            return None
+        value = (latest.metrics or {}).get(self.resource_attr)
+        return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else -1
+
+    def _restart_message(self, trial: Trial, resource: int, known: int, start: int | None) -> str:
         why = (
             "it saved no checkpoint"
-            if trial.checkpoint is None
-            else "it did not restore the checkpoint Tune gave it (tune.get_checkpoint())"
+            if start is None
+            else f"it did not restore the checkpoint of {self.resource_attr} {start} Tune gave it "
+            "(tune.get_checkpoint())"
         )
         return (
             f"trial {trial.trial_id} was resumed after {self.resource_attr} {known} but reported "
@@ -645,7 +779,8 @@ class HyperbandScheduler(CoreTrialScheduler):
 
 
 class SwiftASHAScheduler(CoreTrialScheduler):
-    """Ray Tune scheduler: :class:`hpo_node.asha.SwiftASHA` with ``predictor`` (a factory)."""
+    """Ray Tune scheduler: :class:`hpo_node.asha.SwiftASHA` with ``predictor`` (a factory, made
+    guarded: :func:`hpo_node.resilient.ensure_guarded`; ``log`` counts outages)."""
 
     def __init__(
         self,
@@ -658,6 +793,8 @@ class SwiftASHAScheduler(CoreTrialScheduler):
         **kwargs: Any,
     ) -> None:
         options = kwargs.pop("options", None)
+        if predictor is not None:
+            predictor, kwargs["log"] = ensure_guarded(predictor, kwargs.get("log"))
         core = make_core("swift-asha", max_resource=max_resource, eta=eta, n_trials=n_trials,
                          predictor=predictor, seed=seed, options=options)
         super().__init__(core, **kwargs)
@@ -665,7 +802,8 @@ class SwiftASHAScheduler(CoreTrialScheduler):
 
 
 class SwiftHyperbandScheduler(CoreTrialScheduler):
-    """Ray Tune scheduler: :class:`hpo_node.hyperband.SwiftHyperband` with ``predictor``."""
+    """Ray Tune scheduler: :class:`hpo_node.hyperband.SwiftHyperband` with ``predictor`` (made
+    guarded, as in :class:`SwiftASHAScheduler`)."""
 
     def __init__(
         self,
@@ -677,6 +815,8 @@ class SwiftHyperbandScheduler(CoreTrialScheduler):
         **kwargs: Any,
     ) -> None:
         options = kwargs.pop("options", None)
+        if predictor is not None:
+            predictor, kwargs["log"] = ensure_guarded(predictor, kwargs.get("log"))
         core = make_core("swift-hyperband", max_resource=max_resource, eta=eta,
                          predictor=predictor, seed=seed, options=options)
         super().__init__(core, **kwargs)

@@ -1,0 +1,137 @@
+"""Ray Tune habits with hpo_node's schedulers, from a user's own Tuner script: Tune's searchers,
+concurrency limits, ``Tuner.restore`` without our callback, and a scheduler reused for a second
+study."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+from ray import tune
+from ray.tune.callback import Callback
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.basic_variant import BasicVariantGenerator
+from ray.tune.search.optuna import OptunaSearch
+
+from hpo_node.integrations.ray_tune import ASHAScheduler
+from tests.conftest import USER_TRAINABLE, user_module
+
+# ASHA, R = 3, eta = 3 over six configurations: 6 epochs at rung 1, then the best two train
+# epochs 2 and 3 (2 x 2 more): 10 epochs, whatever the order.
+EPOCHS = 10
+
+
+class InterruptOnce(Callback):
+    """Sends SIGINT to the driver (Tune stops the experiment) after ``after`` results, once:
+    ``marker`` records it (the restored run unpickles this callback as it was at the start)."""
+
+    def __init__(self, after: int, marker: Path) -> None:
+        self.after = after
+        self.marker = marker
+        self.count = 0
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict,
+                        **info: Any) -> None:
+        self.count += 1
+        if self.count == self.after and not self.marker.exists():
+            self.marker.write_text("interrupted")
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def _tuner(tmp_path: Path, scheduler: ASHAScheduler, search_alg: Any = None,
+           callbacks: tuple[Callback, ...] = (), **tune_config: Any) -> tune.Tuner:
+    """The user's Tuner: metric and mode in TuneConfig, no hpo_node callback."""
+    train = user_module(tmp_path, "my_habits_trainable", USER_TRAINABLE).train
+    return tune.Tuner(
+        train,
+        param_space={"x": tune.uniform(0.1, 1.0), "flaw": "none"},
+        tune_config=tune.TuneConfig(scheduler=scheduler, search_alg=search_alg, num_samples=6,
+                                    metric="val_loss", mode="min", reuse_actors=True,
+                                    **tune_config),
+        run_config=tune.RunConfig(name="habits", storage_path=str(tmp_path / "ray"), verbose=0,
+                                  callbacks=list(callbacks)),
+    )
+
+
+def test_ray_tune_habits_optuna_search_runs_the_asha_schedule(tmp_path: Path,
+                                                              ray_local: Any) -> None:
+    scheduler = ASHAScheduler(3, 3, 6)
+    results = _tuner(tmp_path, scheduler, OptunaSearch(seed=0)).fit()
+    assert results.num_errors == 0
+    assert scheduler.epochs_used() == EPOCHS
+    assert scheduler.status_counts() == {"stopped": 4, "finished": 2}
+    assert scheduler.best() is not None
+
+
+@pytest.mark.parametrize(
+    ("search_alg", "tune_config", "limit"),
+    [
+        (lambda: ConcurrencyLimiter(OptunaSearch(), 2), {}, "ConcurrencyLimiter"),
+        (lambda: BasicVariantGenerator(max_concurrent=2), {}, "BasicVariantGenerator"),
+        (lambda: None, {"max_concurrent_trials": 2}, "BasicVariantGenerator"),
+    ],
+)
+def test_ray_tune_habits_concurrency_limits_are_refused_with_the_reason(
+    tmp_path: Path, ray_local: Any, search_alg: Any, tune_config: dict[str, Any], limit: str
+) -> None:
+    scheduler = ASHAScheduler(3, 3, 6)
+    tuner = _tuner(tmp_path, scheduler, search_alg(), **tune_config)
+    with pytest.raises(ValueError, match=rf"{limit}\(max_concurrent=2\).*holds at rungs as "
+                                         r"running.*ASHAScheduler\(\.\.\., max_concurrent=2\)"):
+        tuner.fit()
+    assert scheduler.epochs_used() == 0
+
+
+def test_ray_tune_habits_scheduler_reused_for_a_second_fit_is_refused(
+    tmp_path: Path, ray_local: Any
+) -> None:
+    scheduler = ASHAScheduler(3, 3, 6)
+    _tuner(tmp_path / "first", scheduler).fit()
+    assert scheduler.epochs_used() == EPOCHS
+    with pytest.raises(ValueError, match=r"already ran a study \(6 trials\).*create a new one"):
+        _tuner(tmp_path / "second", scheduler).fit()
+    assert scheduler.epochs_used() == EPOCHS
+
+
+def _restored_scheduler(tuner: tune.Tuner) -> ASHAScheduler:
+    return tuner._local_tuner._tune_config.scheduler  # the one unpickled from tuner.pkl
+
+
+def test_ray_tune_habits_tuner_restore_without_our_callback_resumes_the_rungs(
+    tmp_path: Path, ray_local: Any
+) -> None:
+    scheduler = ASHAScheduler(3, 3, 6)
+    _tuner(tmp_path, scheduler, callbacks=(InterruptOnce(4, tmp_path / "interrupted"),)).fit()
+    before = scheduler.epochs_used()
+    assert 0 < before < EPOCHS
+    train = user_module(tmp_path, "my_habits_trainable", USER_TRAINABLE).train
+    tuner = tune.Tuner.restore(str(tmp_path / "ray" / "habits"), trainable=train,
+                               resume_unfinished=True)
+    tuner.fit()
+    restored = _restored_scheduler(tuner)
+    # every epoch trained once over both runs: the rungs came back from the snapshot
+    assert restored.epochs_used() == EPOCHS
+    assert restored.status_counts() == {"stopped": 4, "finished": 2}
+
+
+def test_ray_tune_habits_tuner_restore_without_any_saved_state_is_refused(
+    tmp_path: Path, ray_local: Any
+) -> None:
+    scheduler = ASHAScheduler(3, 3, 6)
+    _tuner(tmp_path, scheduler, callbacks=(InterruptOnce(4, tmp_path / "interrupted"),)).fit()
+    # an experiment of older versions: no scheduler state in the snapshot (nor in the copy Ray
+    # keeps in this session's folder, which a restore in a new process would not have)
+    experiment = tmp_path / "ray" / "habits"
+    session = Path(ray._private.worker._global_node.get_session_dir_path())
+    for folder in (experiment, *session.glob("artifacts/*/habits/driver_artifacts")):
+        for state in folder.glob("callback-states-*.pkl"):
+            state.unlink()
+    train = user_module(tmp_path, "my_habits_trainable", USER_TRAINABLE).train
+    tuner = tune.Tuner.restore(str(experiment), trainable=train, resume_unfinished=True)
+    with pytest.raises(ValueError, match=r"Tuner.restore: trial \w+ has results but this "
+                                         r"scheduler's state was not saved"):
+        tuner.fit()
