@@ -15,6 +15,7 @@ QSVR (in-process or through the gateway) does the same itself, as the reference 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import count
@@ -304,6 +305,9 @@ class TableOracle:
 
 
 _GATEWAY_IDS = count()
+# Model ids carry this process's namespace: two studies (processes) on one gateway never share a
+# model id, so one study's cleanup never deletes another's models.
+_GATEWAY_NAMESPACE = uuid.uuid4().hex[:12]
 
 
 class GatewayPredictor(_FeaturePredictor):
@@ -316,6 +320,9 @@ class GatewayPredictor(_FeaturePredictor):
     A secured gateway: ``tls_ca`` (TLS), ``tls_cert`` + ``tls_key`` (mutual TLS), and
     ``token_env``, the *name* of an environment variable holding the bearer token. The token is
     read when connecting, so it never sits in this object (which Ray pickles into checkpoints).
+
+    The model id is ``{model_prefix}-{process namespace}-{n}``: unique to this process, so that
+    studies sharing a gateway never touch each other's models (:meth:`close` deletes its own).
     """
 
     def __init__(
@@ -344,7 +351,7 @@ class GatewayPredictor(_FeaturePredictor):
         self.token_env = token_env
         self.tls = {"tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key}
         self.params = dict(params)
-        self.model_id = f"{model_prefix}-{next(_GATEWAY_IDS)}"
+        self.model_id = f"{model_prefix}-{_GATEWAY_NAMESPACE}-{next(_GATEWAY_IDS)}"
         self._client: Any = None
         self._version: int | None = None
 
@@ -424,7 +431,11 @@ def make_predictor_factory(
         return lambda: QSVRPredictor(features, **params)
     if gateway is None:
         raise ValueError("gateway must be HOST:PORT for predictor 'gateway', got None")
-    return lambda: GatewayPredictor(gateway, features, **params)
+    # guarded: while the gateway is unreachable, Swift decides as its plain algorithm (the
+    # factory's ``log`` counts it; hpo_node.resilient)
+    from hpo_node.resilient import GatewayFactory, PredictionLog, guarded_factory
+
+    return guarded_factory(GatewayFactory(gateway, features, **params), PredictionLog())
 
 
 class PredictorSupport:

@@ -248,10 +248,23 @@ class GuardedPredictor:
 
 
 def guarded_factory(factory: Callable[[], Predictor], log: PredictionLog) -> Callable[[], Predictor]:
-    """Wrap a predictor factory so that every predictor it makes is a :class:`GuardedPredictor`."""
+    """Wrap a predictor factory so that every predictor it makes is a :class:`GuardedPredictor`;
+    the result has the ``log`` as its ``log`` attribute."""
     if not callable(factory):
         raise TypeError(f"factory must be callable, got {factory!r}")
     return _GuardedFactory(factory, log)
+
+
+def ensure_guarded(
+    factory: Callable[[], Predictor], log: PredictionLog | None = None
+) -> tuple[Callable[[], Predictor], PredictionLog]:
+    """``factory`` made guarded (unchanged if it already is) and the :class:`PredictionLog` its
+    predictors report to (``log``, else a new one). Guarding a local predictor (SVR, QSVR)
+    changes nothing: it raises no ``grpc.RpcError``."""
+    if isinstance(factory, _GuardedFactory):
+        return factory, factory.log
+    log = log if log is not None else PredictionLog()
+    return guarded_factory(factory, log), log
 
 
 class GatewayFactory:
@@ -284,6 +297,8 @@ class _GuardedFactory:
     """Picklable factory (Ray pickles schedulers with their predictor factories)."""
 
     def __init__(self, factory: Callable[[], Predictor], log: PredictionLog) -> None:
+        if not isinstance(log, PredictionLog):
+            raise TypeError(f"log must be a PredictionLog, got {type(log).__name__}")
         self.factory = factory
         self.log = log
 

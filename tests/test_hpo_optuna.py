@@ -100,18 +100,85 @@ def test_hpo_optuna_pruner_rung_rule_is_asha_stopping(digits: Any) -> None:
     assert pruner.predictor_calls() == {"fit": 0, "predict": 0}
 
 
-def test_hpo_optuna_pruner_rejects_skipped_steps(digits: Any) -> None:
-    pruner = SwiftPruner(R, ETA, lambda: SVRPredictor(), d=3)
-    study = _study(pruner)
-    trial = study.ask()
-    trial.report(1.0, 1)
-    trial.report(0.9, 3)
-    with pytest.raises(ValueError, match="steps must be reported as 1, 2, 3"):
-        trial.should_prune()
-
-
 def test_hpo_optuna_pruner_requires_a_predictor() -> None:
     with pytest.raises(TypeError, match="predictor"):
         SwiftPruner(R, ETA, None)
     with pytest.raises(ValueError, match="known_curve"):
         SwiftPruner(R, ETA, lambda: SVRPredictor(), known_curve=0.0)
+
+
+def _closed_port_address() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"127.0.0.1:{port}"
+
+
+def _synthetic_objective(first_step: int = 1, every: int = 1) -> Any:
+    """Curves ``a / epoch + b`` (fast), reported every ``every`` epochs at step
+    ``epoch - 1 + first_step``."""
+
+    def objective(trial: optuna.Trial) -> float:
+        a = trial.suggest_float("a", 0.1, 1.0)
+        b = trial.suggest_float("b", 0.0, 1.0)
+        loss = float("inf")
+        for epoch in range(1, R + 1):
+            loss = a / epoch + b
+            if epoch % every == 0:
+                trial.report(loss, epoch - 1 + first_step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+        return loss
+
+    return objective
+
+
+def test_hpo_optuna_pruner_guards_a_raw_gateway_factory() -> None:
+    """A user's own ``lambda: GatewayPredictor(...)`` to a dead gateway: the study runs as
+    ASHA-stopping, and the pruner's log counts the decisions made without prediction."""
+    from hpo_node.predictors import GatewayPredictor
+
+    address = _closed_port_address()
+    pruner = SwiftPruner(R, ETA, lambda: GatewayPredictor(address, timeout=0.5), d=2,
+                         refit_every=100)
+    study = _study(pruner, seed=2)
+    study.optimize(_synthetic_objective(), n_trials=12)
+    assert pruner.log is not None
+    counts = pruner.log.counters()
+    assert counts["outages"] >= 1 and counts["decisions_without_prediction"] >= 1
+    assert counts["decisions_with_prediction"] == 0
+    assert "prediction" not in pruner.pruned_reasons().values()
+    assert any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def _outcome(first_step: int, every: int, d: int = 3) -> tuple[list[Any], dict[str, str], int]:
+    pruner = SwiftPruner(R, ETA, lambda: SVRPredictor(), d=d, seed=0)
+    study = _study(pruner, seed=3)
+    study.optimize(_synthetic_objective(first_step, every), n_trials=20)
+    reasons = {k.rsplit(":", 1)[1]: v for k, v in pruner.pruned_reasons().items()}
+    return [t.state for t in study.trials], reasons, pruner.predictor_calls()["predict"]
+
+
+def test_hpo_optuna_pruner_steps_from_zero_decide_as_steps_from_one() -> None:
+    states_1, reasons_1, predicts_1 = _outcome(first_step=1, every=1)
+    states_0, reasons_0, predicts_0 = _outcome(first_step=0, every=1)
+    assert "prediction" in reasons_1.values() and "rung" in reasons_1.values()
+    assert (states_0, reasons_0, predicts_0) == (states_1, reasons_1, predicts_1)
+
+
+@pytest.mark.parametrize("first_step", [0, 1])
+def test_hpo_optuna_pruner_reports_every_k_epochs(first_step: int) -> None:
+    """Reports at epochs 3, 6, 9: each rung is judged by the first value at or after it."""
+    pruner = SwiftPruner(R, ETA, lambda: SVRPredictor(), d=1000)
+    study = _study(pruner, seed=3)
+    study.optimize(_synthetic_objective(first_step, every=3), n_trials=20)
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert pruned and complete
+    assert set(pruner.pruned_reasons().values()) == {"rung"}
+    # a trial pruned at its first report (epoch 3) was judged at rungs 1 and 3 by that value
+    assert all(len(t.intermediate_values) in (1, 2) for t in pruned)
+    assert all(len(t.intermediate_values) == 3 for t in complete)
+

@@ -120,3 +120,66 @@ def test_hpo_ray_resilient_unreachable_gateway_is_the_plain_algorithm(name: str)
         assert [swift.rung_members(k) for k in range(len(swift.rungs))] == [
             plain.rung_members(k) for k in range(len(plain.rungs))
         ]
+
+
+def test_hpo_ray_resilient_public_gateway_factory_is_guarded() -> None:
+    from hpo_node.predictors import make_predictor_factory
+
+    factory = make_predictor_factory("gateway", gateway=_closed_port_address(), timeout=0.5)
+    predictor = factory()
+    curves, targets = _data()
+    predictor.fit(curves, targets, seed=0)  # no grpc.RpcError: the outage is logged
+    mean, spread = predictor.predict(curves[:3])
+    assert np.all(mean == -np.inf) and np.all(spread == 0.0)
+    counts = factory.log.counters()
+    assert counts["outages"] == 1 and counts["fits_failed"] == 1
+    assert counts["decisions_without_prediction"] == 3
+
+
+def test_hpo_ray_resilient_swift_schedulers_guard_a_raw_gateway_factory() -> None:
+    """A user's own ``lambda: GatewayPredictor(...)`` is guarded by the Ray schedulers too."""
+    from hpo_node.integrations.ray_tune import SwiftASHAScheduler, SwiftHyperbandScheduler
+    from hpo_node.predictors import GatewayPredictor
+
+    address = _closed_port_address()
+    for cls in (SwiftASHAScheduler, SwiftHyperbandScheduler):
+        scheduler = cls(9, 3, predictor=lambda: GatewayPredictor(address, timeout=0.5))
+        assert isinstance(scheduler.log, PredictionLog)
+        model = scheduler.predictor()
+        curves, targets = _data()
+        model.fit(curves, targets, seed=0)
+        mean, _ = model.predict(curves[:2])
+        assert np.all(mean == -np.inf)
+        assert scheduler.log.counters()["outages"] == 1
+
+
+def test_hpo_ray_resilient_two_studies_on_one_gateway_keep_their_own_models(
+    gateway_address: str,
+) -> None:
+    """Another study (process) fits a model on the same gateway; this one's cleanup leaves it."""
+    import subprocess
+    import sys
+
+    from hpo_node.predictors import make_predictor_factory
+    from qpu_gateway.client import GatewayClient
+
+    other = subprocess.run(
+        [sys.executable, "-c",
+         "import numpy as np\n"
+         "from hpo_node.predictors import make_predictor_factory\n"
+         f"p = make_predictor_factory('gateway', gateway={gateway_address!r}, num_reads=20)()\n"
+         "c = np.cumsum(np.random.default_rng(1).uniform(-0.1, 0, (12, 4)), axis=1) + 1\n"
+         "p.fit(c, c[:, -1], seed=0)\n"
+         "print(p.inner.model_id)\n"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    other_id = other.stdout.strip().splitlines()[-1]
+    mine = make_predictor_factory("gateway", gateway=gateway_address, num_reads=20)()
+    curves, targets = _data()
+    mine.fit(curves, targets, seed=0)
+    mine_id = mine.inner.model_id
+    assert mine_id != other_id
+    mine.close()  # this study's cleanup
+    with GatewayClient(gateway_address, timeout=10) as client:
+        ids = {m.model_id for m in client.list_models()}
+    assert other_id in ids and mine_id not in ids

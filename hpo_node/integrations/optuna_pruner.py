@@ -11,14 +11,19 @@ known_curve)``: once ``d`` trials have reached ``r_k``, a predictor fitted on th
 ``r_k``, and the trial is pruned when ``mean - z * spread`` is above the rung's current cutoff
 (design.md §3, as in :class:`hpo_node.asha.SwiftASHA`).
 
-Predictions come from any :mod:`hpo_node.predictors` factory; :meth:`SwiftPruner.with_gateway`
-builds the gateway one wrapped in :class:`hpo_node.resilient.GuardedPredictor`, so that an
-unreachable gateway makes the pruner plain ASHA-stopping (counted in :attr:`SwiftPruner.log`).
+Predictions come from any :mod:`hpo_node.predictors` factory, always wrapped in
+:class:`hpo_node.resilient.GuardedPredictor`, so that an unreachable gateway makes the pruner plain
+ASHA-stopping (counted in :attr:`SwiftPruner.log`); :meth:`SwiftPruner.with_gateway` builds the
+gateway one.
 
-Trials report one value per epoch at steps ``1, 2, ..., R`` (``trial.report(loss, epoch)``) and
-call ``trial.should_prune()``; the pruner reads every intermediate value it has not seen yet. The
-state lives in the pruner object: use one process (Optuna's ``n_jobs`` threads are fine: calls are
-serialised by a lock), not several processes sharing an RDB storage.
+Steps, as Optuna's own pruners take them: ``trial.report(loss, step)`` with steps counted from 1
+(``1, 2, ..., R``: the step is the epoch) or from 0 (a trial whose first step is 0 reports epoch
+``step + 1``), every epoch or every ``k`` epochs. A report covers the epochs since the previous one:
+each gets its value, so a rung is judged by the first value reported at or after it, as Optuna's
+``SuccessiveHalvingPruner`` does, and the predictor sees step-wise curves. Steps past ``R`` are not
+used. Trials call ``trial.should_prune()``; the pruner reads every intermediate value it has not
+seen yet. The state lives in the pruner object: use one process (Optuna's ``n_jobs`` threads are
+fine: calls are serialised by a lock), not several processes sharing an RDB storage.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import optuna
 from hpo_node.asha import ASHA
 from hpo_node.core import Decision, check_float, check_int, decision_point
 from hpo_node.predictors import Predictor, PredictorSupport
-from hpo_node.resilient import GatewayFactory, PredictionLog, guarded_factory
+from hpo_node.resilient import GatewayFactory, PredictionLog, ensure_guarded, guarded_factory
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +50,9 @@ class SwiftPruner(optuna.pruners.BasePruner):
 
     ``max_resource`` R (the last step), ``eta`` the reduction factor, ``predictor`` a factory of
     :class:`hpo_node.predictors.Predictor`; ``d``, ``known_curve``, ``z``, ``refit_every`` as in
-    :class:`hpo_node.asha.SwiftASHA`; ``seed`` drives the predictor fits; ``log`` is the
-    :class:`hpo_node.resilient.PredictionLog` of a guarded predictor (for counters).
+    :class:`hpo_node.asha.SwiftASHA`; ``seed`` drives the predictor fits. Predictors are always
+    guarded (:func:`hpo_node.resilient.ensure_guarded`): an unreachable gateway makes the pruner
+    plain ASHA-stopping; ``log`` (default: the guarded factory's, else a new one) counts it.
     """
 
     def __init__(
@@ -65,6 +71,7 @@ class SwiftPruner(optuna.pruners.BasePruner):
     ) -> None:
         if predictor is None:
             raise TypeError("predictor must be a callable returning a Predictor, got None")
+        predictor, log = ensure_guarded(predictor, log)
         self.core = ASHA(max_resource, eta, None, min_resource=min_resource, mode="stopping")
         self.d = check_int("d", d, 2)
         self.known_curve = check_float("known_curve", known_curve, 0.0, 1.0, low_open=True)
@@ -74,6 +81,7 @@ class SwiftPruner(optuna.pruners.BasePruner):
         self._support = PredictorSupport(predictor, seed)
         self._lock = threading.Lock()
         self._curves: dict[str, list[float]] = {}
+        self._offsets: dict[str, int] = {}
         self._pruned: dict[str, str] = {}
         self._done: set[str] = set()
         self._models: dict[int, tuple[int, Predictor]] = {}
@@ -131,39 +139,41 @@ class SwiftPruner(optuna.pruners.BasePruner):
     def _prune(self, key: str, trial: optuna.trial.FrozenTrial, sign: float) -> bool:
         if key in self._pruned:
             return True
+        values = trial.intermediate_values
+        if not values:
+            return False
         if key not in self._curves:
             self._curves[key] = []
+            self._offsets[key] = 1 if min(values) == 0 else 0
             self.core.add_trial(key)
             job = self.core.next_job()
             if job is None or job.trial_id != key:
                 raise RuntimeError(f"the ASHA core did not start trial {key}")
         curve = self._curves[key]
-        values = trial.intermediate_values
+        offset = self._offsets[key]
         for step in sorted(values):
-            if step <= len(curve):
+            epoch = min(step + offset, self.core.max_resource)
+            if epoch <= len(curve):
                 continue
-            if step != len(curve) + 1:
-                raise ValueError(
-                    f"trial {trial.number}: steps must be reported as 1, 2, 3, ... (epochs), "
-                    f"got step {step} after {len(curve)}"
-                )
             if key in self._done:
                 return False
             loss = sign * float(values[step])
             if not math.isfinite(loss):
                 self._pruned[key] = "diverged"
                 return True
-            curve.append(loss)
-            decision = self.core.report(key, step, loss)
-            if decision == Decision.STOP and step < self.core.max_resource:
-                self._pruned[key] = "rung"
-                return True
-            if decision == Decision.STOP:
-                self._done.add(key)
-                return False
-            if decision == Decision.CONTINUE and step in self._dps and self._predict_stop(key, step):
-                self._pruned[key] = "prediction"
-                return True
+            # the report covers the epochs since the previous one
+            for r in range(len(curve) + 1, epoch + 1):
+                curve.append(loss)
+                decision = self.core.report(key, r, loss)
+                if decision == Decision.STOP and r < self.core.max_resource:
+                    self._pruned[key] = "rung"
+                    return True
+                if decision == Decision.STOP:
+                    self._done.add(key)
+                    return False
+                if decision == Decision.CONTINUE and r in self._dps and self._predict_stop(key, r):
+                    self._pruned[key] = "prediction"
+                    return True
         return False
 
     def _predict_stop(self, key: str, dp: int) -> bool:
