@@ -4,6 +4,12 @@ The child binds ``HOST:0`` (a free port) unless told otherwise; :meth:`GatewayPr
 returns once the server logged ``serving on HOST:PORT``, which it does only after it started
 with its health status SERVING. :meth:`GatewayProcess.stop` is graceful (SIGTERM: in-flight
 calls finish, the store closes) and kills after a timeout.
+
+The child never outlives its parent, even one killed with SIGKILL (else a resumed study would
+start a second gateway on the same store): on Linux it asks the kernel for SIGTERM when the parent
+dies (``prctl(PR_SET_PDEATHSIG)``; only when started from the main thread, as the signal follows
+the thread that started the child), and everywhere a thread polls the parent's pid every
+``PARENT_POLL_S`` seconds and sends the child SIGTERM once the parent is gone.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +27,45 @@ from pathlib import Path
 __all__ = ["GatewayProcess"]
 
 _SERVING = re.compile(r"serving on (\S+:\d+)")
+PARENT_POLL_S = 1.0
+_PR_SET_PDEATHSIG = 1
+_CHILD = (
+    "import sys; from qpu_gateway.process import _serve_child; "
+    "sys.exit(_serve_child(int(sys.argv[1]), sys.argv[2] == '1', sys.argv[3:]))"
+)
+
+
+def _set_parent_death_signal(sig: int) -> bool:
+    """Linux: ask the kernel to send ``sig`` to this process when its parent dies."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent: int, interval: float) -> None:
+    """SIGTERM to this process once ``parent`` is no longer its parent (it died)."""
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _serve_child(parent: int, death_signal: bool, argv: list[str]) -> int:
+    """The child's entry point: bind its life to ``parent``, then run ``qpu-gateway argv``."""
+    if death_signal:
+        _set_parent_death_signal(signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the watch began
+        return 1
+    threading.Thread(target=_watch_parent, args=(parent, PARENT_POLL_S), daemon=True,
+                     name="parent-watch").start()
+    from qpu_gateway.cli import main
+
+    return main(argv)
 
 
 class GatewayProcess:
@@ -55,8 +101,10 @@ class GatewayProcess:
     def start(self, timeout: float = 60.0) -> GatewayProcess:
         """Start the child and wait until it serves; ``RuntimeError`` with its log otherwise."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "qpu_gateway", "serve", "--address", self.bind,
-               "--store", str(self.store), *self.extra]
+        # PR_SET_PDEATHSIG fires when the *thread* that started the child ends: only from main
+        death_signal = threading.current_thread() is threading.main_thread()
+        cmd = [sys.executable, "-c", _CHILD, str(os.getpid()), "1" if death_signal else "0",
+               "serve", "--address", self.bind, "--store", str(self.store), *self.extra]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                          env={**os.environ, **self.env})
