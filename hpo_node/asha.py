@@ -291,6 +291,13 @@ class SwiftASHA(ASHA):
     def predictor_calls(self) -> dict[str, int]:
         return {"fit": self._support.fits, "predict": self._support.predicts}
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (Ray Tune pickles its scheduler) without fitted models, which may hold gRPC
+        channels; a copy rebuilds them from the fit logs, uncounted, as after a restore."""
+        state = self.__dict__.copy()
+        state["_models"] = {}
+        return state
+
     def _next_job(self) -> Job | None:
         if self.rule == "forecast":
             for k in range(len(self.rungs) - 1, -1, -1):

@@ -112,6 +112,13 @@ class FinalLossForecaster:
         self._spread2: list[float] = []
         self.version = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the fitted model (a gateway predictor holds a gRPC channel): a copy
+        refits it, uncounted, from the fit log at its next :meth:`update`, as after :meth:`load`."""
+        state = self.__dict__.copy()
+        state["_model"] = None
+        return state
+
     # -- fitting -------------------------------------------------------------------------------
 
     def update(self, curves: Mapping[str, Sequence[float]], order: Sequence[str]) -> bool:

@@ -454,6 +454,13 @@ class PredictorSupport:
         self.predicts = 0
         self._live: list[Predictor] = []
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its live models (a gateway predictor holds a gRPC channel); the
+        schedulers rebuild the models they need from their fit logs."""
+        state = self.__dict__.copy()
+        state["_live"] = []
+        return state
+
     def next_seed(self) -> int:
         """A fresh fit seed from the generator."""
         return int(self.rng.integers(0, 2**31 - 1))

@@ -720,3 +720,28 @@ def test_swift_hyperband_forecast_rule_promotes_at_most_n_next_per_round(
         members, starts = starts[: rounds[0][0]], starts[rounds[0][0] :]
         for (_, r_i), (n_next, _) in itertools.pairwise(rounds):
             assert sum(rec.reached[t] > r_i for t in members) <= n_next
+
+
+@pytest.mark.parametrize("name", ["swift-asha", "swift-hyperband"])
+def test_forecast_rule_scheduler_pickles_mid_run_and_the_copy_decides_identically(
+    name: str,
+) -> None:
+    import pickle
+
+    table = _small_table(6, rows=120)
+    full = Recorder(_forecast_build(name, _svr, 6))
+    simulate(table, full, seed=6, max_resource=27, workers=2)
+
+    class PickleRecorder(Recorder):
+        """Swaps in a pickled copy after 150 reports (Ray Tune pickles its scheduler)."""
+
+        def report(self, trial_id: str, resource: int, loss: float) -> Decision:
+            decision = Recorder.report(self, trial_id, resource, loss)
+            if sum(1 for e in self.log if e[0] == "report") == 150:
+                assert self.driver.predictor_calls()["fit"] >= 1
+                self.driver = pickle.loads(pickle.dumps(self.driver))
+            return decision
+
+    rec = PickleRecorder(_forecast_build(name, _svr, 6))
+    simulate(table, rec, seed=6, max_resource=27, workers=2)
+    assert rec.log == full.log
