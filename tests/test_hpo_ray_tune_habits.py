@@ -17,7 +17,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from hpo_node.integrations.ray_tune import ASHAScheduler
+from hpo_node.integrations.ray_tune import ASHAScheduler, HyperbandScheduler
 from tests.conftest import USER_TRAINABLE, user_module
 
 # ASHA, R = 3, eta = 3 over six configurations: 6 epochs at rung 1, then the best two train
@@ -135,3 +135,16 @@ def test_ray_tune_habits_tuner_restore_without_any_saved_state_is_refused(
     with pytest.raises(ValueError, match=r"Tuner.restore: trial \w+ has results but this "
                                          r"scheduler's state was not saved"):
         tuner.fit()
+
+
+def test_ray_tune_habits_hyperband_with_too_few_samples_is_refused(
+    tmp_path: Path, ray_local: Any
+) -> None:
+    scheduler = HyperbandScheduler(9, 3)  # brackets of 9, 5 and 3 configurations
+    tuner = _tuner(tmp_path, scheduler)  # num_samples=6
+    with pytest.raises(ValueError, match=r"hyperband \(max_resource 9\) runs 17 configurations, "
+                                         r"but the searcher made 6: set "
+                                         r"TuneConfig\(num_samples=17\)"):
+        tuner.fit()
+    assert scheduler.epochs_used() == 0
+

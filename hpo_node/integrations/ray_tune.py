@@ -266,6 +266,8 @@ class CoreTrialScheduler(TrialScheduler):
         # refused
         self._ran = False
         self._run: weakref.ref[Any] | None = None
+        # whether the searcher's supply of configurations was compared with the core's need
+        self._supply_checked = False
         # a restore this scheduler cannot continue (raised at the next scheduling step)
         self._refused: ValueError | None = None
         # the first TrainableContractError of the study (it ends the study)
@@ -421,6 +423,8 @@ class CoreTrialScheduler(TrialScheduler):
             raise self._refused
         if self.violation is not None:
             raise self.violation
+        if not self._supply_checked:
+            self._check_supply(tune_controller)
         for tid in self._active:
             trial = self._trials.get(tid)
             if trial is not None and trial.status == Trial.PAUSED:
@@ -488,6 +492,23 @@ class CoreTrialScheduler(TrialScheduler):
         if any(isinstance(c, SchedulerStateCallback) and c.scheduler is self for c in callbacks):
             return
         callbacks.append(SchedulerStateCallback(self))
+
+    def _check_supply(self, tune_controller: TuneController) -> None:
+        """Once the searcher has made all its trials: ``ValueError`` if the core needs more
+        (Hyperband runs a fixed number of configurations; with fewer it would start none)."""
+        search_alg = getattr(tune_controller, "search_alg", None)
+        finished = getattr(search_alg, "is_finished", None)
+        if not callable(finished) or not finished():
+            return
+        self._supply_checked = True
+        needed = self.core.trials_needed()
+        if needed is not None and len(self.records) < needed:
+            self._finished = True
+            raise ValueError(
+                f"{self.core.name} (max_resource {self.core.max_resource}) runs {needed} "
+                f"configurations, but the searcher made {len(self.records)}: set "
+                f"TuneConfig(num_samples={needed})"
+            )
 
     # -- state ---------------------------------------------------------------------------------
 
