@@ -154,7 +154,9 @@ def test_fit_past_its_deadline_is_stopped_and_frees_its_slot(tmp_path: Path) -> 
 
 def test_sigterm_lets_an_in_flight_fit_finish_then_refuses_calls(tmp_path: Path) -> None:
     store = tmp_path / "m.sqlite"
-    proc = GatewayProcess(store).start()
+    # A grace long enough for the Fit on a loaded machine (its worker runs at a lower priority).
+    cfg = _config(tmp_path / "g.toml", "[server]\ngrace_seconds = 60.0\n")
+    proc = GatewayProcess(store, "--config", cfg).start()
     x, y = _data(20)
     result: dict[str, object] = {}
     client = GatewayClient(proc.address, timeout=60)
