@@ -156,30 +156,30 @@ def test_hpo_ray_resilient_swift_schedulers_guard_a_raw_gateway_factory() -> Non
 def test_hpo_ray_resilient_two_studies_on_one_gateway_keep_their_own_models(
     gateway_address: str,
 ) -> None:
-    """Another study (process) fits a model on the same gateway; this one's cleanup leaves it."""
+    """Two studies (processes) each fit a model on the same gateway; the second one's cleanup
+    leaves the first one's model alone."""
     import subprocess
     import sys
 
-    from hpo_node.predictors import make_predictor_factory
     from qpu_gateway.client import GatewayClient
 
-    other = subprocess.run(
-        [sys.executable, "-c",
-         "import numpy as np\n"
-         "from hpo_node.predictors import make_predictor_factory\n"
-         f"p = make_predictor_factory('gateway', gateway={gateway_address!r}, num_reads=20)()\n"
-         "c = np.cumsum(np.random.default_rng(1).uniform(-0.1, 0, (12, 4)), axis=1) + 1\n"
-         "p.fit(c, c[:, -1], seed=0)\n"
-         "print(p.inner.model_id)\n"],
-        capture_output=True, text=True, timeout=120, check=True,
-    )
-    other_id = other.stdout.strip().splitlines()[-1]
-    mine = make_predictor_factory("gateway", gateway=gateway_address, num_reads=20)()
-    curves, targets = _data()
-    mine.fit(curves, targets, seed=0)
-    mine_id = mine.inner.model_id
-    assert mine_id != other_id
-    mine.close()  # this study's cleanup
+    def study(close: bool) -> str:
+        code = (
+            "import numpy as np\n"
+            "from hpo_node.predictors import make_predictor_factory\n"
+            f"p = make_predictor_factory('gateway', gateway={gateway_address!r}, num_reads=20)()\n"
+            "c = np.cumsum(np.random.default_rng(1).uniform(-0.1, 0, (12, 4)), axis=1) + 1\n"
+            "p.fit(c, c[:, -1], seed=0)\n"
+            "print(p.inner.model_id)\n"
+            + ("p.close()\n" if close else "")
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120, check=True)
+        return done.stdout.strip().splitlines()[-1]
+
+    first = study(close=False)
+    second = study(close=True)  # the second study's cleanup
+    assert first != second
     with GatewayClient(gateway_address, timeout=10) as client:
         ids = {m.model_id for m in client.list_models()}
-    assert other_id in ids and mine_id not in ids
+    assert first in ids and second not in ids
