@@ -473,8 +473,8 @@ class CoreTrialScheduler(TrialScheduler):
     # -- the Tune run ----------------------------------------------------------------------------
 
     def _join(self, tune_controller: TuneController) -> None:
-        """On the first call from a Tune run: check its searcher, refuse a reused scheduler,
-        make sure the state is saved with the snapshots and, on a restore, load it."""
+        """On the first call from a Tune run: check its searcher, refuse a reused scheduler and
+        make sure the state is saved with the snapshots (``on_trial_add`` loads it on a restore)."""
         controller = getattr(tune_controller, "_tune_controller", tune_controller)
         if self._run is not None and self._run() is controller:
             return
