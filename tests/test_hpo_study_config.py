@@ -265,11 +265,14 @@ def test_hpo_study_config_same_module_name_in_two_folders(tmp_path: Path) -> Non
         ("a1_absent_module:train", r"trainable.function: module 'a1_absent_module' not found"),
         ("a1_user_bad:missing", r"trainable.function: 'a1_user_bad' has no attribute 'missing'"),
         ("a1_user_bad:VALUE", r"trainable.function: 'a1_user_bad:VALUE' must name a callable"),
+        ("a1_user_needs:train", r"trainable.function: importing 'a1_user_needs' failed: No "
+                                r"module named 'a1_not_installed'"),
     ],
 )
 def test_hpo_study_config_user_function_errors_name_the_key(tmp_path: Path, function: str,
                                                             match: str) -> None:
     (tmp_path / "a1_user_bad.py").write_text("VALUE = 3\n")
+    (tmp_path / "a1_user_needs.py").write_text("import a1_not_installed\n")
     doc = _doc(trainable={"function": function}, space={"anything": {"type": "uniform", "low": 0,
                                                                      "high": 1}})
     with pytest.raises(ValueError, match=match):
