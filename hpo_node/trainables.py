@@ -376,7 +376,7 @@ def load_trainable(spec: str, base: Path | None = None, *, key: str = "trainable
     try:
         module = importlib.import_module(mod_name)
     except ModuleNotFoundError as exc:
-        if exc.name is not None and not mod_name.startswith(exc.name):
+        if exc.name is not None and not f"{mod_name}.".startswith(f"{exc.name}."):
             raise ValueError(f"{key}: importing {mod_name!r} failed: {exc}") from exc
         where = f"{base} or sys.path" if base is not None else "sys.path"
         raise ValueError(f"{key}: module {mod_name!r} not found in {where} ({exc})") from exc
