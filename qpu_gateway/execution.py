@@ -186,7 +186,7 @@ class SamplingPool:
         settings: Mapping[str, Mapping[str, Any]] | None = None,
         *,
         warm: Sequence[str] = (),
-        stop_grace: float = 0.5,
+        stop_grace: float = 0.25,
         nice: int = 5,
         start_method: str = "forkserver",
     ) -> None:
