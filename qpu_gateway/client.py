@@ -126,11 +126,15 @@ class GatewayClient:
         seed: int | None = None,
         timeout: float | None = None,
         feature_names: list[str] | None = None,
+        idempotency_key: str = "",
         **params: Any,
     ) -> pb.ModelInfo:
         """Fit a model (or a new version of ``model_id``); x: (N, F), y: (N,). Returns its info.
 
-        ``feature_names`` (F,) are stored with the model (``ModelInfo.feature_names``)."""
+        ``feature_names`` (F,) are stored with the model (``ModelInfo.feature_names``). With an
+        ``idempotency_key``, resending the same request (e.g. after a lost reply) returns the
+        version the first one stored instead of fitting again; Fits are never retried
+        automatically."""
         unknown = set(params) - set(WIRE_PARAMS)
         if unknown:
             raise TypeError(f"unknown QSVR parameters {sorted(unknown)}; known: {list(WIRE_PARAMS)}")
@@ -141,6 +145,7 @@ class GatewayClient:
             params=pb.QSVRParams(**{k: v for k, v in params.items() if v is not None}),
             backend=backend,
             feature_names=list(feature_names or []),
+            idempotency_key=idempotency_key,
         )
         if seed is not None:
             request.seed = seed

@@ -293,7 +293,9 @@ class GatewayService:
             field = field or ("base" if str(exc).startswith("base and k0") else "")
             raise InvalidArgumentError(f"params.{field}" if field else "params", str(exc)) from exc
         chain = self._chain_for(backend)
-        request_hash = _request_hash(x, y, model_id, params, backend, seed) if idempotency_key else ""
+        request_hash = (
+            _request_hash(x, y, model_id, params, backend, seed, names) if idempotency_key else ""
+        )
         if idempotency_key:
             prior = self._find_idempotent(idempotency_key, request_hash)
             if prior is not None:
@@ -590,11 +592,12 @@ def _request_hash(
     params: Mapping[str, Any],
     backend: str,
     seed: int | None,
+    feature_names: Sequence[str] | None,
 ) -> str:
     """SHA-256 of everything that makes a Fit request what it is (for idempotency keys)."""
     h = hashlib.sha256()
     head = {"model_id": model_id, "params": dict(params), "backend": backend, "seed": seed,
-            "shape": list(x.shape)}
+            "shape": list(x.shape), "feature_names": list(feature_names or [])}
     h.update(json.dumps(head, sort_keys=True, default=str).encode())
     h.update(np.ascontiguousarray(x, dtype=np.float64).tobytes())
     h.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())

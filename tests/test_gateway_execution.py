@@ -163,6 +163,15 @@ def test_idempotency_key_makes_a_retried_fit_store_once(stub: pb_grpc.GatewayStu
     assert "idempotency_key" in clash.value.details() and "different request" in clash.value.details()
 
 
+def test_idempotency_key_through_the_python_client(server: GatewayProcess) -> None:
+    x = np.random.default_rng(5).random((10, 3))
+    with GatewayClient(server.address, timeout=60) as gw:
+        first = gw.fit(x, x.sum(axis=1), idempotency_key="client-retry", **SMALL)
+        again = gw.fit(x, x.sum(axis=1), idempotency_key="client-retry", **SMALL)
+        assert (again.model_id, again.version) == (first.model_id, first.version)
+        assert [m.version for m in gw.list_models(model_id=first.model_id)] == [first.version]
+
+
 def test_outside_write_lock_blocks_neither_health_nor_reads(
     server: GatewayProcess, stub: pb_grpc.GatewayStub
 ) -> None:

@@ -212,6 +212,9 @@ def test_service_fit_with_an_idempotency_key_stores_once(service: GatewayService
     with pytest.raises(InvalidArgumentError, match=r"idempotency_key: .* different request") as info:
         service.fit(x, y + 1.0, params=FAST, idempotency_key="retry-1")
     assert info.value.field == "idempotency_key"
+    names = [f"f{i}" for i in range(x.shape[1])]
+    with pytest.raises(InvalidArgumentError, match=r"idempotency_key: .* different request"):
+        service.fit(x, y, params=FAST, idempotency_key="retry-1", feature_names=names)
     with pytest.raises(InvalidArgumentError, match="idempotency_key: must be 1-128 printable"):
         service.fit(x, y, params=FAST, idempotency_key="has space")
 
