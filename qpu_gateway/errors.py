@@ -12,6 +12,7 @@ __all__ = [
     "PermissionDeniedError",
     "ProblemTooLargeError",
     "ShuttingDownError",
+    "StoreBusyError",
 ]
 
 
@@ -65,3 +66,8 @@ class DeadlineExceededError(GatewayError):
 
 class ShuttingDownError(GatewayError):
     """The server is shutting down; the call was stopped and stored nothing."""
+
+
+class StoreBusyError(GatewayError):
+    """The model store stayed locked by another process past its busy timeout; nothing was
+    written, and the call may be retried."""

@@ -43,6 +43,7 @@ from qpu_gateway.errors import (
     ModelNotFoundError,
     PermissionDeniedError,
     ShuttingDownError,
+    StoreBusyError,
 )
 from qpu_gateway.observability import Metrics, ObservabilityInterceptor
 from qpu_gateway.reflection import enable_reflection
@@ -73,7 +74,7 @@ async def _guard(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable
         await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
     except (asyncio.CancelledError, grpc.aio.AbortError):
         raise
-    except ShuttingDownError as exc:
+    except (ShuttingDownError, StoreBusyError) as exc:
         await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
     except FitCancelledError as exc:
         await context.abort(grpc.StatusCode.CANCELLED, str(exc))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from qpu_gateway.errors import ModelNotFoundError
+from qpu_gateway.errors import ModelNotFoundError, StoreBusyError
 
 __all__ = ["SCHEMA_VERSION", "ModelStore", "StoreError", "StoredModel"]
 
@@ -208,7 +208,7 @@ class ModelStore:
         state_json = json.dumps(state, allow_nan=False)
         with self._write_lock:
             conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             try:
                 if idempotency is not None:
                     prior = self._find_key(conn, idempotency[0])
@@ -235,6 +235,19 @@ class ModelStore:
                 raise
             conn.execute("COMMIT")
         return model_id, version, True
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """Start a write transaction; ``StoreBusyError`` when another process held the write lock
+        for longer than ``busy_timeout``."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StoreBusyError(
+                    f"the model store was locked by another process for more than "
+                    f"{self.busy_timeout:g} s; nothing was written, retry later"
+                ) from exc
+            raise
 
     @staticmethod
     def _find_key(conn: sqlite3.Connection, key: str) -> tuple[str, str, int] | None:
@@ -305,7 +318,7 @@ class ModelStore:
         (``ModelNotFoundError`` if 0). Its version numbers stay used."""
         with self._write_lock:
             conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             try:
                 cur = conn.execute("DELETE FROM models WHERE model_id = ?", (model_id,))
                 conn.execute("DELETE FROM idempotency WHERE model_id = ?", (model_id,))

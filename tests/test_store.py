@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from qpu_gateway.errors import ModelNotFoundError
+from qpu_gateway.errors import ModelNotFoundError, StoreBusyError
 from qpu_gateway.store import ModelStore, StoreError
 
 
@@ -134,7 +134,7 @@ def test_store_reads_never_wait_for_a_write_blocked_by_an_outside_lock(tmp_path:
     assert store.get("a").info == {"n": 1} and store.count() == 1
     assert time.monotonic() - start < 1.5, "a read waited for the blocked write"
     writer.join(10)
-    assert isinstance(errors[0], sqlite3.OperationalError) and "locked" in str(errors[0])
+    assert isinstance(errors[0], StoreBusyError) and "locked by another process" in str(errors[0])
     assert time.monotonic() - start < 6.0, "the blocked write did not give up within busy_timeout"
     assert store.check() == "", "another process holding the write lock is not a store problem"
     outside.execute("ROLLBACK")
@@ -209,3 +209,21 @@ def test_store_check_reports_a_full_file_system(tmp_path: Path) -> None:
         store.close()
     finally:
         subprocess.run(["umount", str(fs)], check=True)
+
+
+def test_store_write_locked_from_outside_past_busy_timeout_is_store_busy(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "m.sqlite", busy_timeout=0.2)
+    store.put("a", {}, {"w": 1}, 1.0)
+    outside = sqlite3.connect(tmp_path / "m.sqlite", isolation_level=None)
+    outside.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreBusyError, match=r"locked by another process .* nothing was written"):
+            store.put("a", {}, {"w": 2}, 2.0)
+        with pytest.raises(StoreBusyError):
+            store.delete("a")
+    finally:
+        outside.execute("ROLLBACK")
+        outside.close()
+    assert [m.version for m in store.list("a")] == [1]
+    assert store.put("a", {}, {"w": 3}, 3.0) == 2
+    store.close()
