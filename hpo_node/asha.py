@@ -170,11 +170,12 @@ def _fit_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class SwiftASHA(ASHA):
-    """ASHA (promotion variant) that pauses trials which cannot make the cut, by forecast.
+    """ASHA (promotion variant) that stops or pauses trials predicted not to make the cut.
 
-    ``rule="forecast"`` (default, issue 14): a :class:`hpo_node.forecast.FinalLossForecaster`
-    (the predictor learns one scale-free step of the curve from windows of every known curve,
-    iterated to R, spread calibrated by cross-validation) forecasts each trial's loss at R as a
+    ``rule="paper"`` (default) is the published rule, below. ``rule="forecast"`` (issue 14): a
+    :class:`hpo_node.forecast.FinalLossForecaster` (the predictor learns one scale-free step of
+    the curve from windows of every known curve, iterated to R, spread calibrated by
+    cross-validation) forecasts each trial's loss at R as a
     band ``low <= mean`` (``low = mean - z spread`` in log space). On its way from ``r_from`` to
     rung ``r_to`` a trial is judged after ``1, 2, 4, ...`` epochs of the job: the cut is the
     ``floor(size / eta)``-th best mean forecast among the members of rung ``r_to`` (the trial
@@ -186,7 +187,9 @@ class SwiftASHA(ASHA):
     ceiling). ``d``: windows needed before the first fit; ``top_rung=False``: no decision on the
     way to R. Until a forecast exists the trial runs as under ASHA.
 
-    ``rule="paper"``: the published rule (García Amboage et al. 2023) with its opt-in variants.
+    ``rule="paper"`` (default): the published rule (García Amboage et al. 2023) with its opt-in
+    variants; it saves more than the forecast rule on 100-epoch tables and the digits study, the
+    forecast rule far more on short (12-epoch) curves (benchmarks/README.md, issue 14).
     A job taking a trial from ``r_from`` (0 for a new trial) to rung resource ``r_to`` judges it at
     ``dp = r_from + ceil((r_to - r_from) known_curve)``. The rung's promotion cutoff is the loss of
     the ``floor(size / eta)``-th best trial recorded at ``r_to`` (none while that is 0). If at least
@@ -224,7 +227,7 @@ class SwiftASHA(ASHA):
         n_trials: int | None = None,
         predictor: Callable[[], Predictor] | None = None,
         *,
-        rule: str = "forecast",
+        rule: str = "paper",
         d: int = 15,
         known_curve: float = 0.5,
         z: float | None = None,
@@ -377,17 +380,20 @@ class SwiftASHA(ASHA):
             k = self.rungs.index(r_to)
             if self.defer:
                 if self.rung_size(k) + 1 >= self.eta:
-                    score = self._score(trial_id, resource, r_to)
-                    if score is not None and not self._gets_slot(k, score, arriving=True):
+                    predicted = self._score(trial_id, resource, r_to)
+                    if predicted is not None and not self._gets_slot(k, predicted[0], arriving=True):
                         self._phantom[k].append(trial_id)
-                        self._waiting[k][trial_id] = score
+                        self._waiting[k][trial_id] = predicted[0]
+                        self._record_prediction(trial_id, *predicted[1:])
                         return Decision.PAUSE
                 return super()._on_report(trial_id, resource, loss)
             cutoff = self._cutoff(k)
             if cutoff is not None:
-                score = self._score(trial_id, resource, r_to)
-                if score is not None:
-                    stop = score > cutoff
+                predicted = self._score(trial_id, resource, r_to)
+                if predicted is not None:
+                    stop = predicted[0] > cutoff
+                    if stop:
+                        self._record_prediction(trial_id, *predicted[1:])
                 else:
                     at_dp = self._cutoff(k, at=resource)
                     stop = self.fallback == "last-value" and at_dp is not None and loss > at_dp
@@ -464,8 +470,11 @@ class SwiftASHA(ASHA):
         cut = self._rule_cut(k, arriving=trial_id not in self._phantom[k])
         if cut is None:
             return False
-        low = float(self._band([(trial_id, resource)])[0, 0])
-        return bool(low > cut) and not self._leads(trial_id, resource)
+        low, mean, high = (float(v) for v in self._band([(trial_id, resource)])[0])
+        if low > cut and not self._leads(trial_id, resource):
+            self._record_prediction(trial_id, mean, (high - low) / 2.0)
+            return True
+        return False
 
     def _forecast_resumable(self, k: int) -> str | None:
         """The waiting trial of rung ``k`` with the best optimistic forecast, if it now makes
@@ -481,17 +490,19 @@ class SwiftASHA(ASHA):
         j = int(np.argmin(np.where(np.isnan(low), np.inf, low)))
         return keys[j][0] if low[j] <= cut else None
 
-    def _score(self, trial_id: str, dp: int, r_to: int) -> float | None:
-        """``mean - z * spread`` of the predicted loss at ``r_to``, ``None`` without a predictor."""
+    def _score(self, trial_id: str, dp: int, r_to: int) -> tuple[float, float, float] | None:
+        """``(mean - z * spread, mean, spread)`` of the predicted loss at ``r_to``, ``None``
+        without a predictor."""
         if self.scale_free:
             model = self._scale_free_model(dp, r_to)
             if model is None:
                 return None
-            mean, spread = self._support.predict(
+            step, spread = self._support.predict(
                 model, np.array([scale_free_window(self._curve[trial_id][:dp])]), None
             )
             level = self._loss_at(trial_id, dp)
-            return float(level * np.exp(mean[0] - self.z * spread[0]))
+            mean = float(level * np.exp(step[0]))
+            return float(level * np.exp(step[0] - self.z * spread[0])), mean, mean * float(spread[0])
         model = self._model_for(dp, r_to)
         if model is None:
             return None
@@ -500,7 +511,7 @@ class SwiftASHA(ASHA):
             np.array([self._curve[trial_id][:dp]]),
             hparam_matrix([self._hparams[trial_id]]),
         )
-        return float(mean[0] - self.z * spread[0])
+        return float(mean[0] - self.z * spread[0]), float(mean[0]), float(spread[0])
 
     def waiting(self, k: int) -> list[str]:
         """Trials paused at their decision point for rung ``k`` (``defer=True``)."""

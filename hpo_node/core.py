@@ -190,6 +190,7 @@ class Scheduler(ABC):
         self._target: dict[str, int] = {}
         self._pending: list[str] = []
         self._stopped_out: list[str] = []
+        self._predicted: dict[str, tuple[float, float]] = {}
 
     # -- public interface --------------------------------------------------------------------
 
@@ -221,6 +222,7 @@ class Scheduler(ABC):
             tid = job.trial_id
             if tid in self._pending:
                 self._pending.remove(tid)
+            self._predicted.pop(tid, None)
             self._state[tid] = TrialState.RUNNING
             self._target[tid] = job.resource
         return job
@@ -260,6 +262,12 @@ class Scheduler(ABC):
         out, self._stopped_out = self._stopped_out, []
         return out
 
+    def prediction(self, trial_id: str) -> tuple[float, float] | None:
+        """``(mean, spread)`` of the predicted loss by which the scheduler paused or stopped
+        ``trial_id`` (spread: the predictor's, or the half-width of a forecast band), or ``None``
+        when no prediction decided its current pause or stop. Engines report it with the trial."""
+        return self._predicted.get(trial_id)
+
     @property
     def n_pending(self) -> int:
         """Number of added trials not started yet."""
@@ -289,6 +297,7 @@ class Scheduler(ABC):
             "target": dict(self._target),
             "pending": list(self._pending),
             "stopped_out": list(self._stopped_out),
+            "predicted": {t: list(v) for t, v in self._predicted.items()},
             "extra": self._extra_state(),
         }
 
@@ -309,6 +318,9 @@ class Scheduler(ABC):
         self._target = {t: int(v) for t, v in state["target"].items()}
         self._pending = list(state["pending"])
         self._stopped_out = list(state["stopped_out"])
+        self._predicted = {
+            t: (float(v[0]), float(v[1])) for t, v in state.get("predicted", {}).items()
+        }
         self._load_extra_state(state["extra"])
 
     # -- helpers for subclasses ---------------------------------------------------------------
@@ -321,6 +333,10 @@ class Scheduler(ABC):
 
     def _loss_at(self, trial_id: str, resource: int) -> float:
         return self._curve[trial_id][resource - 1]
+
+    def _record_prediction(self, trial_id: str, mean: float, margin: float) -> None:
+        """Remember the prediction by which ``trial_id`` is being paused or stopped."""
+        self._predicted[trial_id] = (float(mean), float(margin))
 
     def _stop_paused(self, trial_id: str) -> None:
         if self._state[trial_id] == TrialState.PAUSED:

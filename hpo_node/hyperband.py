@@ -524,6 +524,9 @@ class SwiftHyperband(Hyperband):
         keep = {t for t, low in zip(alive, band[:, 0], strict=True) if low <= cut}
         keep.add(alive[int(np.argmin(band[:, 1]))])
         keep.add(min(alive, key=lambda t: self._loss_at(t, dp)))
+        for t, (low, mean, high) in zip(alive, band, strict=True):
+            if t not in keep:
+                self._record_prediction(t, mean, (high - low) / 2.0)
         return keep
 
     def _barrier(self) -> bool:
@@ -560,13 +563,15 @@ class SwiftHyperband(Hyperband):
             hparam_matrix([self._hparams[t] for t in known]),
             self._support.next_seed(),
         )
-        mean, _ = self._support.predict(
+        mean, spread = self._support.predict(
             model,
             np.array([self._curve[t][:dp] for t in self._partials]),
             hparam_matrix([self._hparams[t] for t in self._partials]),
         )
         self._support.release(model)
-        return self._threshold_select(mean, np.array([self._loss_at(t, r_i) for t in self._sent]))
+        return self._threshold_select(
+            mean, np.array([self._loss_at(t, r_i) for t in self._sent]), spread
+        )
 
     def _select_scale_free(self, r_i: int) -> set[str]:
         """Predict ``log L(r_i) - log L(dp)`` from windows of every known curve (see class doc)."""
@@ -583,21 +588,30 @@ class SwiftHyperband(Hyperband):
             keep = np.sort(rng.choice(x.shape[0], size=self.max_windows, replace=False))
             x, y = x[keep], y[keep]
         model = self._support.fit(x, y, None, self._support.next_seed())
-        step, _ = self._support.predict(
+        step, spread = self._support.predict(
             model, np.array([scale_free_window(self._curve[t][:dp]) for t in self._partials]), None
         )
         self._support.release(model)
         mean = np.array([self._loss_at(t, dp) for t in self._partials]) * np.exp(step)
-        return self._threshold_select(mean, np.array([self._loss_at(t, r_i) for t in self._sent]))
+        return self._threshold_select(
+            mean, np.array([self._loss_at(t, r_i) for t in self._sent]), mean * spread
+        )
 
-    def _threshold_select(self, mean: np.ndarray, reference: np.ndarray) -> set[str]:
-        """Partials scored ``mean`` below the quantile of ``reference``, filled up to n_next."""
+    def _threshold_select(
+        self, mean: np.ndarray, reference: np.ndarray, spread: np.ndarray | None = None
+    ) -> set[str]:
+        """Partials scored ``mean`` below the quantile of ``reference``, filled up to n_next;
+        with a predictor's ``spread`` the others are recorded as stopped by prediction."""
         threshold = float(np.quantile(reference, self.threshold_quantile))
         selected = [t for t, m in zip(self._partials, mean, strict=True) if m < threshold]
         n_next = max(self._n_next(), 1)
         if len(selected) + len(self._sent) < n_next:
             order = np.argsort(mean, kind="stable")
             selected = [self._partials[j] for j in order[: n_next - len(self._sent)]]
+        if spread is not None:
+            for t, m, s in zip(self._partials, mean, spread, strict=True):
+                if t not in selected:
+                    self._record_prediction(t, m, s)
         return set(selected)
 
     def _extra_state(self) -> dict[str, Any]:

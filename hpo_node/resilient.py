@@ -61,13 +61,13 @@ def _rpc_error_types() -> tuple[type[BaseException], ...]:
 
 
 class PredictionLog:
-    """State shared by the predictors of one study: outage state, counters, last prediction.
+    """State shared by the predictors of one study: outage state and counters.
 
     Counters (``counters()``): ``fits_ok``/``fits_failed``, ``predicts_ok``/``predicts_failed``,
     ``decisions_with_prediction``/``decisions_without_prediction`` (rows scored by the predictor, or
     answered optimistically because it was unreachable), ``outages`` (transitions up -> down) and
-    ``recoveries`` (down -> up). ``serial`` increases with every successful batch, whose inputs
-    and outputs are ``last_batch``.
+    ``recoveries`` (down -> up). Which prediction decided a trial is the scheduler's to say
+    (:meth:`hpo_node.core.Scheduler.prediction`).
     """
 
     def __init__(self, retry_after: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
@@ -78,8 +78,6 @@ class PredictionLog:
         self.counts = dict.fromkeys(_COUNTERS, 0)
         self.down = False
         self.last_error = ""
-        self.serial = 0
-        self.last_batch: tuple[FloatArray, FloatArray, FloatArray] | None = None
         self._next_try: float | None = None
 
     def counters(self) -> dict[str, int]:
@@ -120,24 +118,9 @@ class PredictionLog:
         self.counts["decisions_without_prediction"] += rows
         return np.full(rows, -math.inf), np.zeros(rows)
 
-    def predicted(self, curves: FloatArray, mean: FloatArray, spread: FloatArray) -> None:
-        """Record a successful batch."""
-        self.counts["decisions_with_prediction"] += len(mean)
-        self.serial += 1
-        self.last_batch = (np.array(curves, dtype=np.float64), np.array(mean), np.array(spread))
-
-    def lookup(self, curve: FloatArray, since_serial: int) -> tuple[float, float] | None:
-        """``(mean, spread)`` predicted for ``curve`` in the last batch if newer than ``since``."""
-        if self.last_batch is None or self.serial <= since_serial:
-            return None
-        curves, mean, spread = self.last_batch
-        c = np.asarray(curve, dtype=np.float64)
-        if curves.ndim != 2 or curves.shape[1] != c.shape[0]:
-            return None
-        hits = np.flatnonzero(np.all(curves == c[None, :], axis=1))
-        if hits.size == 0:
-            return None
-        return float(mean[hits[0]]), float(spread[hits[0]])
+    def predicted(self, rows: int) -> None:
+        """Count a successful batch of ``rows`` predictions."""
+        self.counts["decisions_with_prediction"] += rows
 
     def state(self) -> dict[str, Any]:
         """JSON-serialisable counters (the outage state is not kept: a restart tries again)."""
@@ -223,7 +206,7 @@ class GuardedPredictor:
         self.log.success("predict")
         mean = np.asarray(mean, dtype=np.float64)
         spread = np.asarray(spread, dtype=np.float64)
-        self.log.predicted(np.asarray(curves, dtype=np.float64), mean, spread)
+        self.log.predicted(len(mean))
         return mean, spread
 
     def _drop(self, *, release: bool = True) -> None:

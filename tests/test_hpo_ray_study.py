@@ -287,7 +287,8 @@ def test_hpo_ray_study_swift_hyperband_with_gateway(tmp_path: Path, ray_local: A
     for r in rows:
         if r["decision"] == "stopped-by-prediction":
             assert r["predicted_val_loss"] != ""
-            assert int(r["epochs"]) in (2, 6)  # decision points of rounds ending at 3 and 9
+            # the forecast rule's decision points: 1/8, 1/4, 1/2 of the rounds 0 -> 3 and 3 -> 9
+            assert int(r["epochs"]) in (1, 2, 4, 5, 6)
     assert [r["decision"] for r in rows].count("finished") >= 1
 
 

@@ -202,15 +202,16 @@ def test_cli_compare_oracle_ceiling_and_one_epoch_floor(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = _write_csv(tmp_path / "t.csv", rows=120)
-    common = ["compare", "--data", str(path), "--algorithms", "asha,swift-asha,one-epoch",
-              "--eta", "3", "--seeds", "2", "--workers", "2"]
+    common = ["compare", "--data", str(path), "--algorithms",
+              "asha,hyperband,swift-hyperband,one-epoch", "--eta", "3", "--seeds", "2",
+              "--workers", "2"]
     assert main([*common, "--predictor", "oracle", "--out", str(tmp_path / "o")]) == 0
     capsys.readouterr()
     raw = json.loads((tmp_path / "o" / "compare.json").read_text())["results"]
-    asha, swift, one = (raw[k] for k in ("asha", "swift-asha", "one-epoch"))
+    asha, hb, swift, one = (raw[k] for k in ("asha", "hyperband", "swift-hyperband", "one-epoch"))
     table = CurveTable.from_csv(path)
-    for a, s in zip(asha, swift, strict=True):
-        assert s["epochs"] < a["epochs"] and s["regret"] <= a["regret"] + 1e-12
+    for h, s in zip(hb, swift, strict=True):
+        assert s["epochs"] < h["epochs"] and s["best_loss"] <= h["best_loss"] + 1e-12
     n = asha[0]["trials_started"]
     assert all(r["epochs"] == n + (n // 27) * 26 for r in one)  # 1 epoch each, top n/eta^3 to R
     assert table.n_epochs == 27

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -89,6 +90,8 @@ def _build(name: str, r: int, eta: int, seed: int, n: int | None = None) -> Sche
         return SwiftHyperband(r, eta, _svr, rule="paper", d=5, seed=seed)
     if name == "swift-asha":
         return SwiftASHA(r, eta, n, _svr, d=5, seed=seed)
+    if name == "swift-asha-forecast":
+        return SwiftASHA(r, eta, n, _svr, rule="forecast", d=5, seed=seed)
     if name == "swift-asha-defer":
         return SwiftASHA(
             r, eta, n, _svr, rule="paper", d=5, defer=True, scale_free=True, known_curve=0.25,
@@ -271,6 +274,7 @@ ALGOS = [
     "swift-hyperband-scale-free",
     "swift-hyperband-paper",
     "swift-asha",
+    "swift-asha-forecast",
     "swift-asha-defer",
 ]
 
@@ -614,7 +618,7 @@ def _forecast_build(
     name: str, predictor: Any, seed: int, eta: int = 3, z: float | None = None
 ) -> Scheduler:
     if name == "swift-asha":
-        return SwiftASHA(27, eta, 60, predictor, d=4, z=z, seed=seed)
+        return SwiftASHA(27, eta, 60, predictor, rule="forecast", d=4, z=z, seed=seed)
     return SwiftHyperband(27, eta, predictor, d=4, z=z, seed=seed)
 
 
@@ -688,7 +692,7 @@ def test_forecast_rule_saves_epochs_with_the_oracle_and_is_selectable(name: str)
 
 def test_forecast_rule_refuses_paper_options() -> None:
     with pytest.raises(ValueError, match="options of rule='paper'"):
-        SwiftASHA(27, 3, 30, _svr, defer=True)
+        SwiftASHA(27, 3, 30, _svr, rule="forecast", defer=True)
     with pytest.raises(ValueError, match="options of rule='paper'"):
         SwiftHyperband(27, 3, _svr, scale_free=True)
 
@@ -745,3 +749,23 @@ def test_forecast_rule_scheduler_pickles_mid_run_and_the_copy_decides_identicall
     rec = PickleRecorder(_forecast_build(name, _svr, 6))
     simulate(table, rec, seed=6, max_resource=27, workers=2)
     assert rec.log == full.log
+
+
+@pytest.mark.parametrize(
+    "name", ["swift-asha", "swift-asha-forecast", "swift-hyperband", "swift-hyperband-paper"]
+)
+def test_swift_scheduler_prediction_names_what_stopped_or_paused_a_trial(name: str) -> None:
+    table = _small_table(3, rows=120)
+    sched = _build(name, 27, 3, 3, n=60)
+    simulate(table, sched, seed=3, max_resource=27, workers=2)
+    state = sched.state_dict()
+    decided = {t for t in state["order"] if sched.prediction(t) is not None}
+    assert decided, "no trial was stopped or paused by a prediction"
+    for t in decided:
+        mean, spread = sched.prediction(t)  # type: ignore[misc]
+        assert math.isfinite(mean) and spread >= 0.0
+        assert state["state"][t] in ("paused", "stopped") and len(state["curve"][t]) < 27
+    assert all(sched.prediction(t) is None for t in state["order"] if len(state["curve"][t]) == 27)
+    again = _build(name, 27, 3, 3, n=60)
+    again.load_state_dict(json.loads(json.dumps(state)))
+    assert {t: again.prediction(t) for t in decided} == {t: sched.prediction(t) for t in decided}

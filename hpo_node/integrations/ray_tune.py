@@ -377,7 +377,6 @@ class CoreTrialScheduler(TrialScheduler):
                 f"every epoch, one at a time ({CONTRACT}, rule 1)"
             )
         loss = self._loss(rec, value)
-        serial = self.log.serial if self.log is not None else 0
         decision = self.core.report(tid, resource, loss)
         rec.curve.append(value if math.isfinite(value) else None)
         rec.losses.append(loss)
@@ -391,10 +390,10 @@ class CoreTrialScheduler(TrialScheduler):
             if resource >= self.core.max_resource:
                 rec.status = "finished"
             elif resource < rec.target:
-                self._mark_early_stop(rec, serial)
+                self._mark_early_stop(tid, rec)
             else:
                 rec.status = "stopped"
-        self._stop_drained(tune_controller, serial)
+        self._stop_drained(tune_controller)
         return _TO_RAY[decision]
 
     def on_trial_complete(
@@ -432,9 +431,8 @@ class CoreTrialScheduler(TrialScheduler):
                 return trial
         if self.max_concurrent is not None and len(self._live_active()) >= self.max_concurrent:
             return None
-        serial = self.log.serial if self.log is not None else 0
         job = self.core.next_job()
-        self._stop_drained(tune_controller, serial)
+        self._stop_drained(tune_controller)
         if job is None:
             if self.more_trials is None or not self.more_trials():
                 self._finish_if_idle(tune_controller)
@@ -646,8 +644,8 @@ class CoreTrialScheduler(TrialScheduler):
             return self.nonfinite_loss
         return self._worst if self._worst is not None else 0.0
 
-    def _mark_early_stop(self, rec: TrialRecord, serial: int) -> None:
-        hit = None if self.log is None else self.log.lookup(rec.losses, serial)
+    def _mark_early_stop(self, tid: str, rec: TrialRecord) -> None:
+        hit = self.core.prediction(tid)
         if hit is None:
             rec.status = "stopped-early"
             return
@@ -656,11 +654,11 @@ class CoreTrialScheduler(TrialScheduler):
         rec.predicted = -mean if self._mode == "max" else mean
         rec.predicted_spread = spread
 
-    def _stop_drained(self, tune_controller: TuneController, serial: int) -> None:
+    def _stop_drained(self, tune_controller: TuneController) -> None:
         for tid in self.core.drain_stopped():
             rec = self.records[tid]
             if rec.status == "paused":
-                self._mark_early_stop(rec, serial)
+                self._mark_early_stop(tid, rec)
                 if rec.status == "stopped-early":
                     rec.status = "stopped"
             trial = self._trials.get(tid)
