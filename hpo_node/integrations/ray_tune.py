@@ -678,7 +678,9 @@ class CoreTrialScheduler(TrialScheduler):
             if trial.status in (Trial.PAUSED, Trial.PENDING):
                 rec = self.records[tid]
                 if rec.status == "paused":
-                    rec.status = "stopped"
+                    self._mark_early_stop(tid, rec)
+                    if rec.status == "stopped-early":
+                        rec.status = "stopped"
                 tune_controller.stop_trial(trial)
 
 
