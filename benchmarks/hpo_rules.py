@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from hpo_replay import runs  # the same seeds loop as the issue-3 tables
 
 from hpo_node.asha import ASHA, SwiftASHA
 from hpo_node.hyperband import Hyperband, OneEpoch, SwiftHyperband
 from hpo_node.peers import OptunaPeer
 from hpo_node.predictors import make_predictor_factory
-from hpo_node.replay import CurveTable, Driver, RunResult, simulate
+from hpo_node.replay import CurveTable, Driver, RunResult
 from hpo_node.synthetic import synthetic_table
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mlpf_delphes_curves.csv"
@@ -45,19 +46,6 @@ def load(name: str) -> tuple[CurveTable, int, int]:
         return synthetic_table(300, 100, 12, noise=0.003), 100, 163
     seed = int(name.rsplit("-", 1)[1])
     return synthetic_table(300, 12, seed), 12, 300
-
-
-def runs(
-    table: CurveTable, build: Callable[[int], Driver], seeds: int, r_max: int, workers: int
-) -> list[RunResult]:
-    out = []
-    for seed in range(seeds):
-        driver = build(seed)
-        try:
-            out.append(simulate(table, driver, seed=seed, max_resource=r_max, workers=workers))
-        finally:
-            driver.close()
-    return out
 
 
 def stats(rs: list[RunResult], wall: float) -> dict[str, Any]:
@@ -139,11 +127,12 @@ def main() -> int:
     if "asha" not in skip:
         add(asha, lambda s: ASHA(r_max, eta, n), w, None)
         add(f"swift-asha {args.predictor} W={w}",
-            lambda s: SwiftASHA(r_max, eta, n, pred, seed=s), w, asha)
+            lambda s: SwiftASHA(r_max, eta, n, pred, rule="forecast", seed=s), w, asha)
         for z in [float(x) for x in args.asha_z.split(",") if x]:
             add(f"swift-asha {args.predictor} z={z} W={w}",
-                lambda s, z=z: SwiftASHA(r_max, eta, n, pred, z=z, seed=s), w, asha)
-        add(f"swift-asha oracle W={w}", lambda s: SwiftASHA(r_max, eta, n, oracle, seed=s), w, asha)
+                lambda s, z=z: SwiftASHA(r_max, eta, n, pred, rule="forecast", z=z, seed=s), w, asha)
+        add(f"swift-asha oracle W={w}",
+            lambda s: SwiftASHA(r_max, eta, n, oracle, rule="forecast", seed=s), w, asha)
         if "paper" not in skip:
             add(f"swift-asha {args.predictor} rule=paper W={w}",
                 lambda s: SwiftASHA(r_max, eta, n, pred, rule="paper", seed=s), w, asha)
