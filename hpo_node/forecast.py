@@ -40,7 +40,7 @@ SWIFT_RULES = ("forecast", "paper")
 DEFAULT_Z = {
     ("swift-asha", "forecast"): 1.0,
     ("swift-asha", "paper"): 0.0,
-    ("swift-hyperband", "forecast"): 0.75,
+    ("swift-hyperband", "forecast"): 1.5,  # of its horizon-calibrated band (hyperband.py)
     ("swift-hyperband", "paper"): 0.0,
 }
 """Default band width ``z`` per (scheduler, rule); the published rule uses the mean prediction.
