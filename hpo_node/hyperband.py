@@ -430,13 +430,14 @@ class SwiftHyperband(Hyperband):
     ``r_i``, ``n_next`` survivors, 1 in a bracket's last round) is judged at the decision points
     ``r_prev + ceil((r_i - r_prev) f)`` for ``f = known_curve, 2 known_curve, ...`` below 1
     (default 1/8, 1/4, 1/2): all alive configurations train to the point, a
-    :class:`hpo_node.forecast.FinalLossForecaster` forecasts each one's loss at R as a band
-    ``low <= mean`` (``z`` spreads), and those whose ``low`` is above the ``n_next``-th best mean
-    stop; the best-forecast configuration and the one with the lowest loss at the point always
-    go on. Survivors are then SHA's: the best ``n_next`` at ``r_i``. The "send ``k n_next``
-    configurations to ``r_i`` first" and "collect ``d`` curves" rules of the paper are not
-    needed (the forecaster learns from windows of every curve; ``d`` counts windows). With a
-    :class:`hpo_node.predictors.TableOracle` the forecast is the true loss at R (the ceiling).
+    :class:`HorizonForecaster` forecasts each one's loss at R as a band ``low <= mean`` (``z``
+    spreads calibrated at the forecast's horizon; default z = 1.5), and those whose ``low`` is
+    above the ``n_next``-th best mean stop; the best-forecast configuration and the one with the
+    lowest loss at the point always go on. Survivors are then SHA's: the best ``n_next`` at
+    ``r_i``. The "send ``k n_next`` configurations to ``r_i`` first" and "collect ``d`` curves"
+    rules of the paper are not needed (the forecaster learns from windows of every curve; ``d``
+    counts windows). With a :class:`hpo_node.predictors.TableOracle` the forecast is the true loss
+    at R (the ceiling).
 
     ``rule="paper"``: Swift-Hyperband as published (García Amboage et al. 2023,
     arXiv:2311.17508), with the options below.
