@@ -347,6 +347,11 @@ class HorizonForecaster(FinalLossForecaster):
             int(log["seed"]),
         )
 
+    def load(self, state: Mapping[str, Any] | None) -> None:
+        """Restore a fit log; the calibration is rebuilt with the model at the next update."""
+        super().load(state)
+        self._horizons = []
+
     def _calibrate(
         self, cut: list[list[float]], seed: int
     ) -> list[tuple[float, float, float]]:
