@@ -40,19 +40,31 @@ def r2(y: np.ndarray, pred: np.ndarray) -> float:
 
 
 def svr_baseline(
-    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, gamma: float, c: float | None = None
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    gamma: float,
+    c: float | None = None,
+    relevance_power: float = 0.0,
 ) -> np.ndarray:
     """scikit-learn SVR on QSVR's kernel, scaling and C (``None``: the sum of the K = 3 precision
     weights of the reference QUBO), ε = 0.02: fit on (x_train (n, f), y_train (n,)), predict
-    x_test (m, f) -> (m,)."""
+    x_test (m, f) -> (m,). ``relevance_power`` weights the inputs as QSVR does
+    (:func:`qpu_gateway.qsvr.relevance_weights`); 0 is plain min-max scaling."""
     from sklearn.svm import SVR
 
+    from qpu_gateway.qsvr import relevance_weights
+
     lo, span = x_train.min(0), np.ptp(x_train, 0)
+    span = np.where(span > 0, span, 1.0)
     ylo, yspan = y_train.min(), np.ptp(y_train)
+    xs = (x_train - lo) / span
+    ys = (y_train - ylo) / yspan
+    w = np.sqrt(relevance_weights(xs, ys, relevance_power))
     c = float((0.5 ** (np.arange(3) - 0.005)).sum()) if c is None else c
     svr = SVR(gamma=gamma, epsilon=0.02, C=c)
-    svr.fit((x_train - lo) / span, (y_train - ylo) / yspan)
-    return svr.predict((x_test - lo) / span) * yspan + ylo
+    svr.fit(xs * w, ys)
+    return svr.predict((x_test - lo) / span * w) * yspan + ylo
 
 
 # The seed authors' published protocol (their notebook 20_points_SVR.ipynb; issue 14).

@@ -18,6 +18,7 @@ the samples from a gateway backend (e.g. ``mock-qpu``) instead of in-process sim
     .venv/bin/python benchmarks/gateway_r2.py --protocols published,ours --splits 100
     .venv/bin/python benchmarks/gateway_r2.py --protocols ours --splits 20 --backend mock-qpu
     .venv/bin/python benchmarks/gateway_r2.py --protocols published --splits 1000 --no-qsvr
+    .venv/bin/python benchmarks/gateway_r2.py --params relevance_power=0  # the reference scaling
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from _data import (
 from scipy.stats import spearmanr
 
 from qpu_gateway.ensemble import ENSEMBLE_METHODS, member_weights
-from qpu_gateway.qsvr import DEFAULT_TOP_K, PARAM_NAMES, QSVR
+from qpu_gateway.qsvr import DEFAULT_RELEVANCE_POWER, DEFAULT_TOP_K, PARAM_NAMES, QSVR
 
 SIZES = (1, 4, 8, 16, 32)
 Split = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -86,6 +87,7 @@ def _run(protocol: str, args: argparse.Namespace, sampler: object) -> None:
     sizes = [s for s in SIZES if s <= args.top_k]
     svr_cs = [float(c) for c in args.svr_c.split(",") if c]
     params = _params(args.params)
+    power = params.get("relevance_power", DEFAULT_RELEVANCE_POWER)
     rows: dict[str, list[float]] = {}
     fit_seconds: dict[str, list[float]] = {}
     rank_corr: list[float] = []
@@ -101,13 +103,19 @@ def _run(protocol: str, args: argparse.Namespace, sampler: object) -> None:
             )
         for gamma in gammas:
             pred = svr_baseline(x_tr, y_tr, x_te, gamma)
-            rows.setdefault(f"sklearn SVR, QSVR's scaling and C=Σp_k, γ={gamma}", []).append(
+            rows.setdefault(f"sklearn SVR, min-max scaling and C=Σp_k, γ={gamma}", []).append(
                 score(y_te, pred)
             )
+            if power > 0:
+                pred = svr_baseline(x_tr, y_tr, x_te, gamma, relevance_power=power)
+                rows.setdefault(
+                    f"sklearn SVR, QSVR's scaling (relevance_power={power:g}) and C=Σp_k, γ={gamma}",
+                    [],
+                ).append(score(y_te, pred))
             for c in svr_cs:
-                rows.setdefault(f"sklearn SVR, QSVR's scaling, γ={gamma}, C={c}", []).append(
-                    score(y_te, svr_baseline(x_tr, y_tr, x_te, gamma, c))
-                )
+                rows.setdefault(
+                    f"sklearn SVR, QSVR's scaling (relevance_power={power:g}), γ={gamma}, C={c}", []
+                ).append(score(y_te, svr_baseline(x_tr, y_tr, x_te, gamma, c, power)))
             for sw in [] if args.no_qsvr else sweeps:
                 t0 = time.perf_counter()
                 model = QSVR(gamma=gamma, num_reads=args.reads, num_sweeps=sw, top_k=args.top_k,
@@ -165,7 +173,8 @@ def main() -> None:
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
     p.add_argument("--svr-c", default="", help="extra SVR baselines at these C (QSVR's scaling)")
     p.add_argument("--no-qsvr", action="store_true", help="score the SVR baselines only")
-    p.add_argument("--params", default="", help="other QSVR parameters, e.g. k=4,k0=-3")
+    p.add_argument("--params", default="",
+                   help="other QSVR parameters, e.g. k=4,k0=-3 or relevance_power=0 (min-max scaling)")
     p.add_argument("--backend", default="neal",
                    help="neal: in-process simulated annealing (QSVR's default); else a gateway backend")
     args = p.parse_args()

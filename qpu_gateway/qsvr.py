@@ -1,6 +1,7 @@
 """QSVR: support-vector regression trained by sampling a QUBO (Pasetto et al. 2022).
 
-A scikit-learn regressor. ``fit`` min-max scales X and y on the training data, builds the QUBO of
+A scikit-learn regressor. ``fit`` min-max scales X and y on the training data (y centred),
+weights each input by its rank correlation with the target (``relevance_power``), builds the QUBO of
 :mod:`qpu_gateway.qubo`, samples it with any ``dimod.Sampler`` (simulated annealing by default),
 keeps the ``top_k`` distinct lowest-energy solutions as candidate members and combines them (by
 default the ``robust`` ensemble: members with an above-median training error are dropped, the rest
@@ -16,6 +17,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 import dimod
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -25,6 +27,7 @@ from qpu_gateway.qubo import build_svr_qubo, decode, dual_objective, precision_w
 __all__ = [
     "DEFAULT_ENSEMBLE",
     "DEFAULT_NUM_SWEEPS",
+    "DEFAULT_RELEVANCE_POWER",
     "DEFAULT_TOP_K",
     "PARAM_NAMES",
     "QSVR",
@@ -32,6 +35,7 @@ __all__ = [
     "STATE_VERSION",
     "DualSolver",
     "NonFiniteProblemError",
+    "relevance_weights",
 ]
 
 DEFAULT_ENSEMBLE: Final = "robust"
@@ -40,14 +44,22 @@ DEFAULT_NUM_SWEEPS: Final = 100
 # Candidate members per fit; ``robust`` keeps the better half by training error (issue 14's
 # measurements in benchmarks/README.md: more candidates, fewer bad splits, same Fit time).
 DEFAULT_TOP_K: Final = 32
+# Exponent p of the inputs' relevance weights |rho|**p (:func:`relevance_weights`), chosen in
+# benchmarks/README.md (issue 14); 0 is the reference model (Pasetto et al.), as fitted before
+# state version 3.
+DEFAULT_RELEVANCE_POWER: Final = 32.0
 STATE_FORMAT: Final = "qhpo.qsvr"
-STATE_VERSION: Final = 2
+STATE_VERSION: Final = 3
 # Version 1 (before the robust ensemble) lacks ``member_chain_break``; it loads with zeros.
-_READABLE_VERSIONS: Final = (1, 2)
+# Versions 1 and 2 (before relevance weights and centred targets) lack ``feature_weights`` and
+# ``y_offset``; they load with ones, ``relevance_power=0`` and ``y_offset = y_min``, which is
+# what they computed.
+_READABLE_VERSIONS: Final = (1, 2, 3)
 
 # Hyperparameters of the model itself (everything but the sampler and the seed).
 PARAM_NAMES: Final = (
     "k", "base", "k0", "xi", "gamma", "epsilon", "c", "num_reads", "num_sweeps", "top_k", "ensemble",
+    "relevance_power",
 )
 
 
@@ -93,6 +105,33 @@ def _seed_from(random_state: int | np.random.Generator | None) -> int | None:
     )
 
 
+def relevance_weights(
+    xs: NDArray[np.float64], y: NDArray[np.float64], power: float
+) -> NDArray[np.float64]:
+    """Weights of the inputs in the kernel's squared distance, shape (F,), mean 1.
+
+    ``w_j ∝ |rho_j|**power`` with ``rho_j`` the Spearman rank correlation of column j of
+    ``xs`` (N, F) with ``y`` (N,): a supervised scaling that lets the inputs that order the
+    targets dominate the distance (for learning curves, the later epochs). A constant column has
+    rho = 0. ``power=0``, a constant ``y`` or no correlated column give uniform weights.
+    """
+    f = xs.shape[1]
+    if power == 0 or xs.shape[0] < 2:
+        return np.ones(f)
+    rx = rankdata(xs, axis=0)
+    ry = rankdata(y)
+    rx -= rx.mean(axis=0)
+    ry -= ry.mean()
+    norm = np.sqrt((rx**2).sum(axis=0) * (ry**2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.where(norm > 0, (rx * ry[:, None]).sum(axis=0) / norm, 0.0)
+    w = np.abs(rho) ** float(power)
+    total = w.sum()
+    if not (np.isfinite(total) and total > 0):
+        return np.ones(f)
+    return w * (f / total)
+
+
 def _member_bias(
     alpha: NDArray[np.float64],
     alpha_hat: NDArray[np.float64],
@@ -126,7 +165,8 @@ class QSVR(RegressorMixin, BaseEstimator):
     k : binary variables per dual coefficient (K).
     base, k0 : precision weights ``p_k = base**(k - k0)``.
     xi : penalty weight of ``sum(alpha - alpha_hat) = 0``.
-    gamma : RBF kernel width on min-max scaled inputs.
+    gamma : RBF kernel width on the min-max scaled, relevance-weighted inputs:
+        ``k(x, x') = exp(-gamma * sum_j w_j (x_j - x'_j)**2)``.
     epsilon : epsilon-insensitive tube on min-max scaled targets.
     c : box bound C used to tell free support vectors (``0 < alpha < C``) for the bias; ``None``
         means the largest coefficient the encoding represents, ``sum_k p_k``.
@@ -137,6 +177,9 @@ class QSVR(RegressorMixin, BaseEstimator):
         weight the rest by ``1 - chain-break fraction``), ``mean``, ``best``, ``energy_softmax``
         or ``inverse_error`` (see :func:`qpu_gateway.ensemble.member_weights`). ``robust`` keeps
         only the members it weights (and its spread is theirs); the others keep all ``top_k``.
+    relevance_power : exponent p of the input weights ``w_j ∝ |rho_j|**p`` (mean 1), rho_j the
+        Spearman correlation of min-max scaled input j with the target on the training data
+        (:func:`relevance_weights`); 0 weights every input alike (the reference model).
     sampler : a ``dimod.Sampler``; ``None`` means dwave-samplers' simulated annealing. A
         :class:`DualSolver` (e.g. the ``classical`` backend) instead yields one member with the
         exact continuous solution.
@@ -144,7 +187,8 @@ class QSVR(RegressorMixin, BaseEstimator):
 
     Attributes
     ----------
-    x_train_ : (N, F) scaled training inputs.
+    x_train_ : (N, F) scaled, weighted training inputs.
+    feature_weights_ : (F,) the weights ``w_j`` of the inputs (ones for ``relevance_power=0``).
     dual_coef_ : (M, N) ``alpha - alpha_hat`` of each member.
     intercept_ : (M,) bias of each member (scaled units).
     member_energies_ : (M,) QUBO energies, ascending.
@@ -153,7 +197,9 @@ class QSVR(RegressorMixin, BaseEstimator):
     member_chain_break_ : (M,) chain-break fraction of each member's sample: the fewest among the
         reads that returned it (0 off the QPU path).
     weights_ : (M,) combination weights.
-    x_min_, x_scale_ : (F,) input scaling; y_min_, y_scale_ : target scaling.
+    x_min_, x_scale_ : (F,) input scaling; y_min_, y_scale_ : minimum and range of the training
+        targets; y_offset_ : their midrange, so that the QUBO's targets are
+        ``(y - y_offset_) / y_scale_``, in [-1/2, 1/2].
     train_r2_ : R² of the ensemble on the training data.
     fit_stats_ : dict with build_seconds, sample_seconds, num_variables, num_reads,
         distinct_solutions, best_energy, candidates (members before the ``robust`` rejection),
@@ -173,6 +219,7 @@ class QSVR(RegressorMixin, BaseEstimator):
         num_sweeps: int | None = DEFAULT_NUM_SWEEPS,
         top_k: int = DEFAULT_TOP_K,
         ensemble: str = DEFAULT_ENSEMBLE,
+        relevance_power: float = DEFAULT_RELEVANCE_POWER,
         sampler: dimod.Sampler | None = None,
         random_state: int | np.random.Generator | None = None,
     ) -> None:
@@ -187,6 +234,7 @@ class QSVR(RegressorMixin, BaseEstimator):
         self.num_sweeps = num_sweeps
         self.top_k = top_k
         self.ensemble = ensemble
+        self.relevance_power = relevance_power
         self.sampler = sampler
         self.random_state = random_state
 
@@ -201,6 +249,11 @@ class QSVR(RegressorMixin, BaseEstimator):
             np.isfinite(self.gamma) and self.gamma > 0
         ):
             raise ValueError(f"gamma must be a finite number > 0, got {self.gamma!r}")
+        rp = self.relevance_power
+        if not isinstance(rp, (int, float, np.number)) or isinstance(rp, bool) or not (
+            np.isfinite(rp) and rp >= 0
+        ):
+            raise ValueError(f"relevance_power must be a finite number >= 0, got {rp!r}")
         if self.c is not None and not (np.isfinite(self.c) and self.c > 0):
             raise ValueError(f"c must be a finite number > 0 or None, got {self.c!r}")
         for name, lo in (("num_reads", 1), ("top_k", 1)):
@@ -246,7 +299,12 @@ class QSVR(RegressorMixin, BaseEstimator):
         x_min, x_scale = _minmax(X)
         y_min, y_scale = _minmax(y[:, None])
         xs = (X - x_min) / x_scale
-        ys = (y - y_min[0]) / y_scale[0]
+        # Centred targets (in [-1/2, 1/2]): the QUBO has no bias, and the soft penalty on
+        # sum(beta) = 0 would otherwise let the targets' offset pull every coefficient one way.
+        y_offset = float(y_min[0] + y_scale[0] / 2)
+        ys = (y - y_offset) / y_scale[0]
+        feature_weights = relevance_weights(xs, ys, float(self.relevance_power))
+        xs = xs * np.sqrt(feature_weights)
         n = xs.shape[0]
         k = int(self.k)
 
@@ -305,6 +363,7 @@ class QSVR(RegressorMixin, BaseEstimator):
 
         self.c_ = c
         self.x_train_ = xs
+        self.feature_weights_ = feature_weights
         self.dual_coef_ = beta
         self.intercept_ = bias
         self.member_energies_ = energies
@@ -313,6 +372,7 @@ class QSVR(RegressorMixin, BaseEstimator):
         self.weights_ = weights
         self.x_min_, self.x_scale_ = x_min, x_scale
         self.y_min_, self.y_scale_ = float(y_min[0]), float(y_scale[0])
+        self.y_offset_ = y_offset
         self.train_r2_ = _r2(y, self.predict(X))
         self.fit_stats_ = {
             "build_seconds": build_seconds,
@@ -330,10 +390,10 @@ class QSVR(RegressorMixin, BaseEstimator):
         """Predictions of every member in the caller's units, shape (M, rows)."""
         check_is_fitted(self, "dual_coef_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        xs = (X - self.x_min_) / self.x_scale_
+        xs = (X - self.x_min_) / self.x_scale_ * np.sqrt(self.feature_weights_)
         kx = rbf_kernel(self.x_train_, xs, float(self.gamma))
         scaled = self.dual_coef_ @ kx + self.intercept_[:, None]
-        return scaled * self.y_scale_ + self.y_min_
+        return scaled * self.y_scale_ + self.y_offset_
 
     def predict(
         self, X: ArrayLike, return_std: bool = False
@@ -359,6 +419,7 @@ class QSVR(RegressorMixin, BaseEstimator):
             "n_features_in": int(self.n_features_in_),
             "c": self.c_,
             "x_train": self.x_train_.tolist(),
+            "feature_weights": self.feature_weights_.tolist(),
             "dual_coef": self.dual_coef_.tolist(),
             "intercept": self.intercept_.tolist(),
             "member_energies": self.member_energies_.tolist(),
@@ -369,6 +430,7 @@ class QSVR(RegressorMixin, BaseEstimator):
             "x_scale": self.x_scale_.tolist(),
             "y_min": self.y_min_,
             "y_scale": self.y_scale_,
+            "y_offset": self.y_offset_,
             "train_r2": self.train_r2_,
             "fit_stats": dict(self.fit_stats_),
         }
@@ -383,11 +445,17 @@ class QSVR(RegressorMixin, BaseEstimator):
                 f"state version {state.get('version')!r} is not supported (readable: "
                 f"{', '.join(map(str, _READABLE_VERSIONS))})"
             )
-        model = cls(**state["params"])
+        params = dict(state["params"])
+        if state["version"] < 3:  # fitted before relevance weights: plain min-max scaling
+            params["relevance_power"] = 0.0
+        model = cls(**params)
         model.n_features_in_ = int(state["n_features_in"])
         model.c_ = float(state["c"])
         model.x_train_ = np.asarray(state["x_train"], dtype=np.float64).reshape(
             -1, model.n_features_in_
+        )
+        model.feature_weights_ = np.asarray(
+            state.get("feature_weights", np.ones(model.n_features_in_)), dtype=np.float64
         )
         model.dual_coef_ = np.asarray(state["dual_coef"], dtype=np.float64).reshape(
             -1, model.x_train_.shape[0]
@@ -403,6 +471,7 @@ class QSVR(RegressorMixin, BaseEstimator):
         model.x_scale_ = np.asarray(state["x_scale"], dtype=np.float64)
         model.y_min_ = float(state["y_min"])
         model.y_scale_ = float(state["y_scale"])
+        model.y_offset_ = float(state.get("y_offset", model.y_min_))
         model.train_r2_ = float(state["train_r2"])
         model.fit_stats_ = dict(state["fit_stats"])
         return model

@@ -20,7 +20,7 @@ class Matrix(_message.Message):
     def __init__(self, rows: _Optional[int] = ..., cols: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class QSVRParams(_message.Message):
-    __slots__ = ("k", "base", "k0", "xi", "gamma", "epsilon", "c", "num_reads", "top_k", "ensemble", "num_sweeps")
+    __slots__ = ("k", "base", "k0", "xi", "gamma", "epsilon", "c", "num_reads", "top_k", "ensemble", "num_sweeps", "relevance_power")
     K_FIELD_NUMBER: _ClassVar[int]
     BASE_FIELD_NUMBER: _ClassVar[int]
     K0_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class QSVRParams(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     ENSEMBLE_FIELD_NUMBER: _ClassVar[int]
     NUM_SWEEPS_FIELD_NUMBER: _ClassVar[int]
+    RELEVANCE_POWER_FIELD_NUMBER: _ClassVar[int]
     k: int
     base: float
     k0: float
@@ -43,7 +44,8 @@ class QSVRParams(_message.Message):
     top_k: int
     ensemble: str
     num_sweeps: int
-    def __init__(self, k: _Optional[int] = ..., base: _Optional[float] = ..., k0: _Optional[float] = ..., xi: _Optional[float] = ..., gamma: _Optional[float] = ..., epsilon: _Optional[float] = ..., c: _Optional[float] = ..., num_reads: _Optional[int] = ..., top_k: _Optional[int] = ..., ensemble: _Optional[str] = ..., num_sweeps: _Optional[int] = ...) -> None: ...
+    relevance_power: float
+    def __init__(self, k: _Optional[int] = ..., base: _Optional[float] = ..., k0: _Optional[float] = ..., xi: _Optional[float] = ..., gamma: _Optional[float] = ..., epsilon: _Optional[float] = ..., c: _Optional[float] = ..., num_reads: _Optional[int] = ..., top_k: _Optional[int] = ..., ensemble: _Optional[str] = ..., num_sweeps: _Optional[int] = ..., relevance_power: _Optional[float] = ...) -> None: ...
 
 class FitRequest(_message.Message):
     __slots__ = ("model_id", "x", "y", "params", "backend", "seed", "idempotency_key", "feature_names")
