@@ -1,4 +1,4 @@
-"""Forecasts of a trial's loss at R with a calibrated spread: the Swift schedulers' default rule.
+"""Forecasts of a trial's loss at R with a calibrated spread: the Swift schedulers' forecast rule.
 
 :class:`FinalLossForecaster` learns one step of a learning curve, ``log L(2e) - log L(e)``, from the
 shape of the curve up to ``e`` (``log L(f e) - log L(e)`` at ``f = 0.1 .. 1``, the scale-free window
@@ -13,6 +13,11 @@ predictor's own spread (e.g. a QSVR ensemble's), added over the steps as indepen
 forecast at R within a factor of two from every resource). With positive losses all of this
 is in log space; when a known loss is ``<= 0`` (a negated metric) the forecaster works in loss
 units instead (differences rather than log ratios).
+
+:class:`HorizonForecaster` (Swift-Hyperband's) replaces the ``sqrt(steps) * sigma`` band by one
+measured per horizon on held-out curves forecast over ``2**k``-fold horizons: on the synthetic
+replay tables the errors of a forecast at R grew faster than ``sqrt(steps)`` and with the drop
+still ahead of a curve (benchmarks/README.md, issue 14).
 
 :class:`hpo_node.predictors.TableOracle` (predictor ``oracle``) is the ceiling instrument: the
 forecaster then answers the table's true loss at R.
@@ -272,3 +277,119 @@ class FinalLossForecaster:
             self.support.release(self._model)
             self._model = None
 
+
+class HorizonForecaster(FinalLossForecaster):
+    """:class:`hpo_node.forecast.FinalLossForecaster` whose band is calibrated per horizon.
+
+    Swift-Hyperband's forecaster. The half-width of the band (before ``z``) of a forecast from
+    epoch ``e`` is ``c(s) (|D| + Dbar(s))``, in the working space (log or loss units): ``s =
+    log2(R / e)`` is the horizon in doublings, ``D`` the forecast's own drop from ``e`` to R.
+    ``c`` and ``Dbar`` are measured at each fit on curves held out of it (``folds`` folds by
+    curve; each fold's model learns the windows of the other curves): every held-out curve of
+    length ``L`` is forecast from ``round(L / 2**k)`` (at least 2 epochs) to ``L``, for ``k = 1,
+    2, ...``. Per ``k`` (with at least :attr:`min_residuals` forecasts): ``s_k`` = their mean
+    horizon, ``Dbar_k`` = their mean ``|D|`` and ``c_k`` = the root mean square of ``residual /
+    (|D| + Dbar_k)``. Between the ``s_k`` both are interpolated linearly; beyond the last, ``c``
+    is held and ``Dbar`` grows in proportion to ``s`` (the errors of iterated steps add up).
+
+    Why: the parent's ``sqrt(steps) sigma`` assumes independent one-step errors of one size. On
+    the replay tables of benchmarks/README.md (issue 14) the errors of a forecast at R grew
+    faster than ``sqrt(steps)`` and with the drop still ahead of a curve: trials that start slow
+    and end best were stopped at early decision points. Without any calibrated horizon (curves
+    too short) the parent's band is used.
+    """
+
+    min_residuals = 5
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._horizons: list[tuple[float, float, float]] = []
+
+    def _build(
+        self, log: Mapping[str, Any], curves: Mapping[str, Sequence[float]], *, counted: bool
+    ) -> None:
+        super()._build(log, curves, counted=counted)
+        self._horizons = self._calibrate(
+            [list(curves[t][:n]) for t, n in zip(log["ids"], log["lens"], strict=True)],
+            int(log["seed"]),
+        )
+
+    def load(self, state: Mapping[str, Any] | None) -> None:
+        """Restore a fit log; the calibration is rebuilt with the model at the next update."""
+        super().load(state)
+        self._horizons = []
+
+    def _calibrate(
+        self, cut: list[list[float]], seed: int
+    ) -> list[tuple[float, float, float]]:
+        """``[(s_k, c_k, Dbar_k), ...]`` from held-out forecasts (see class doc); uncounted."""
+        rng = np.random.default_rng([seed, 1])
+        groups = rng.integers(0, self.folds, size=len(cut))
+        x, y = step_pairs(cut, self.log_space)
+        owner = np.repeat(np.arange(len(cut)), [len(c) // 2 for c in cut])
+        keep = np.arange(x.shape[0])
+        if keep.size > self.max_windows:
+            keep = np.sort(rng.choice(keep.size, size=self.max_windows, replace=False))
+        x, owner, y = x[keep], owner[keep], y[keep]
+        fit_seed = int(rng.integers(0, 2**31 - 1))
+        ks = range(1, int(math.log2(self.max_resource)) + 1)
+        found: dict[int, list[tuple[float, float, float]]] = {k: [] for k in ks}
+        predicts = self.support.predicts
+        for fold in range(self.folds):
+            train = groups[owner] != fold
+            held = [c for c, g in zip(cut, groups, strict=True) if g == fold]
+            if not held or train.sum() < 2:
+                continue
+            model = self.support.fit(x[train], y[train], None, fit_seed + fold, counted=False)
+            for k in ks:
+                starts = [c[: round(len(c) / 2**k)] for c in held]
+                pairs = [(s, c) for s, c in zip(starts, held, strict=True) if 2 <= len(s) < len(c)]
+                if not pairs:
+                    continue
+                rolled = self._roll(model, [s for s, _ in pairs], [float(len(c)) for _, c in pairs])
+                for (s, c), (_, v) in zip(pairs, rolled, strict=True):
+                    true = math.log(c[-1]) if self.log_space else c[-1]
+                    if math.isfinite(v[-1]):
+                        found[k].append((math.log2(len(c) / len(s)), v[-1] - true, v[-1] - v[len(s) - 1]))
+            self.support.release(model)
+        self.support.predicts = predicts  # calibration predictions are not the scheduler's
+        out = []
+        for k in ks:
+            if len(found[k]) < self.min_residuals:
+                continue
+            s, res, drop = (np.array(a) for a in zip(*found[k], strict=True))
+            dbar = float(np.mean(np.abs(drop)))
+            if dbar > 0:
+                c = float(np.sqrt(np.mean((res / (np.abs(drop) + dbar)) ** 2)))
+                out.append((float(np.mean(s)), c, dbar))
+        return out
+
+    def forecast(self, curves: Sequence[Sequence[float]]) -> np.ndarray:
+        """``(m, 3)``: low, mean, high of the loss at R (NaN: none), band as in the class doc."""
+        if self._oracle is not None or self._model is None or not self._horizons:
+            return super().forecast(curves)
+        out = np.full((len(curves), 3), np.nan)
+        r = self.max_resource
+        for j, c in enumerate(curves):
+            if len(c) >= r:
+                out[j] = c[r - 1]
+        active = [
+            j for j, c in enumerate(curves)
+            if 0 < len(c) < r and not (self.log_space and min(c) <= 0)
+        ]
+        if not active:
+            return out
+        rolled = self._roll(self._model, [curves[j] for j in active], [float(r)] * len(active), True)
+        end_v = np.array([v[-1] for _, v in rolled])
+        drop = np.abs(end_v - np.array([v[len(curves[j]) - 1] for j, (_, v) in
+                                        zip(active, rolled, strict=True)]))
+        steps = np.array([math.log2(r / len(curves[j])) for j in active])
+        s_k, c_k, dbar_k = (np.array(a) for a in zip(*self._horizons, strict=True))
+        dbar = np.where(steps > s_k[-1], dbar_k[-1] * steps / s_k[-1],
+                        np.interp(steps, s_k, dbar_k))
+        sigma = np.interp(steps, s_k, c_k) * (drop + dbar)
+        width = self.z * np.sqrt(sigma**2 + np.array(self._spread2))
+        ok = np.isfinite(end_v) & np.isfinite(width)
+        band = np.stack([end_v[ok] - width[ok], end_v[ok], end_v[ok] + width[ok]], axis=1)
+        out[np.array(active)[ok]] = np.exp(band) if self.log_space else band
+        return out

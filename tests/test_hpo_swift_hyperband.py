@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from hpo_node.core import Decision, Job
-from hpo_node.forecast import FinalLossForecaster
-from hpo_node.hyperband import HorizonForecaster, Hyperband, SwiftHyperband
+from hpo_node.forecast import FinalLossForecaster, HorizonForecaster
+from hpo_node.hyperband import Hyperband, SwiftHyperband
 from hpo_node.predictors import PredictorSupport, SVRPredictor
 from hpo_node.replay import simulate
 from hpo_node.synthetic import synthetic_table
