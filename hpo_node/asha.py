@@ -239,6 +239,7 @@ class SwiftASHA(ASHA):
         max_windows: int = 400,
         min_resource: int = 1,
         early_stopping_rate: int = 0,
+        mode: str = "promotion",
         seed: int | None = None,
     ) -> None:
         super().__init__(
@@ -247,7 +248,7 @@ class SwiftASHA(ASHA):
             n_trials,
             min_resource=min_resource,
             early_stopping_rate=early_stopping_rate,
-            mode="promotion",
+            mode=mode,
         )
         if predictor is None:
             raise TypeError("predictor must be a callable returning a Predictor, got None")
@@ -266,6 +267,11 @@ class SwiftASHA(ASHA):
             raise ValueError(
                 f"fallback must be 'none' with defer=True (a deferred trial is paused at its "
                 f"decision point, never stopped there), got {fallback!r}"
+            )
+        if self.mode == "stopping" and (self.rule != "paper" or defer):
+            raise ValueError(
+                "mode='stopping' (trials never paused) takes rule='paper' without defer, got "
+                f"rule={self.rule!r}, defer={defer}"
             )
         if self.rule == "forecast" and (defer or scale_free or self.fallback != "none"):
             raise ValueError(
@@ -324,12 +330,40 @@ class SwiftASHA(ASHA):
         job = super()._next_job()
         if job is not None:
             r_from = self._resource(job.trial_id)
-            dp = decision_point(r_from, job.resource, self.known_curve)
-            if dp < job.resource and (self.top_rung or job.resource < self.max_resource):
+            dp = self._next_dp(r_from) if self.mode == "stopping" else decision_point(
+                r_from, job.resource, self.known_curve
+            )
+            if dp is not None and dp < job.resource and (
+                self.top_rung or self._rung_after(dp) < self.max_resource
+            ):
                 self._dp[job.trial_id] = dp
             else:
                 self._dp.pop(job.trial_id, None)
         return job
+
+    def _rung_after(self, resource: int) -> int:
+        """The lowest rung resource above ``resource``."""
+        return min(r for r in self.rungs if r > resource)
+
+    def decision_points(self) -> dict[int, int]:
+        """``mode="stopping"``: ``{decision point: the rung resource it predicts}``."""
+        out: dict[int, int] = {}
+        dp = self._next_dp(0)
+        while dp is not None:
+            out[dp] = self._rung_after(dp)
+            dp = self._next_dp(dp)
+        return out
+
+    def _next_dp(self, resource: int) -> int | None:
+        """``mode="stopping"``: the next decision point after ``resource``, one inside each rung
+        interval ``(r_{k-1}, r_k]`` (``r_{-1} = 0``), ``None`` when none is left."""
+        prev = 0
+        for r in self.rungs:
+            dp = decision_point(prev, r, self.known_curve)
+            if resource < dp < r and (self.top_rung or r < self.max_resource):
+                return dp
+            prev = r
+        return None
 
     def _resumable(self, k: int) -> str | None:
         """The best-scored trial waiting for rung ``k`` if ASHA would now promote it from there."""
@@ -376,7 +410,7 @@ class SwiftASHA(ASHA):
             self._phantom[k_at].remove(trial_id)
         if self._dp.get(trial_id) == resource:
             del self._dp[trial_id]
-            r_to = self._target[trial_id]
+            r_to = self._rung_after(resource)
             k = self.rungs.index(r_to)
             if self.defer:
                 if self.rung_size(k) + 1 >= self.eta:
@@ -398,9 +432,15 @@ class SwiftASHA(ASHA):
                     at_dp = self._cutoff(k, at=resource)
                     stop = self.fallback == "last-value" and at_dp is not None and loss > at_dp
                 if stop:
-                    self._phantom[k].append(trial_id)
+                    if self.mode == "promotion":
+                        self._phantom[k].append(trial_id)
                     return Decision.STOP
-        return super()._on_report(trial_id, resource, loss)
+        decision = super()._on_report(trial_id, resource, loss)
+        if self.mode == "stopping" and decision == Decision.CONTINUE and trial_id not in self._dp:
+            dp = self._next_dp(resource)
+            if dp is not None:
+                self._dp[trial_id] = dp
+        return decision
 
     # -- rule "forecast" -------------------------------------------------------------------------
 
@@ -530,7 +570,14 @@ class SwiftASHA(ASHA):
         return list(self._phantom[k])
 
     def _cutoff(self, k: int, at: int | None = None) -> float | None:
-        """Loss of the ``floor(size / eta)``-th best member of rung ``k`` (at resource ``at``)."""
+        """Loss of the ``floor(size / eta)``-th best member of rung ``k`` (at resource ``at``);
+        ``mode="stopping"``: the rung's stopping cut, the ``1/eta`` quantile of its losses."""
+        if self.mode == "stopping":
+            members = self._members[k]
+            if not members:
+                return None
+            at_res = [self._loss_at(t, at) if at is not None else self._losses[k][t] for t in members]
+            return float(np.quantile(at_res, 1.0 / self.eta))
         m = self.rung_size(k) // self.eta
         if m == 0 or m > len(self._members[k]):
             return None

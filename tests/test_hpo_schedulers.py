@@ -769,3 +769,25 @@ def test_swift_scheduler_prediction_names_what_stopped_or_paused_a_trial(name: s
     again = _build(name, 27, 3, 3, n=60)
     again.load_state_dict(json.loads(json.dumps(state)))
     assert {t: again.prediction(t) for t in decided} == {t: sched.prediction(t) for t in decided}
+
+
+def test_swift_asha_stopping_mode_never_pauses_and_stops_by_prediction() -> None:
+    """``mode="stopping"`` (the Optuna pruner's core): trials run towards R and stop at a rung or
+    at the decision point inside a rung interval; with too few curves it is ASHA-stopping."""
+    table = _small_table(5, rows=120)
+    plain = Recorder(ASHA(27, 3, 60, mode="stopping"))
+    simulate(table, plain, seed=5, max_resource=27, workers=3)
+    never = Recorder(SwiftASHA(27, 3, 60, _svr, mode="stopping", d=1000, seed=5))
+    simulate(table, never, seed=5, max_resource=27, workers=3)
+    assert never.log == plain.log
+    sched = SwiftASHA(27, 3, 60, _svr, mode="stopping", d=4, seed=5)
+    assert sched.decision_points() == {2: 3, 6: 9, 18: 27}
+    rec = Recorder(sched)
+    run = simulate(table, rec, seed=5, max_resource=27, workers=3)
+    assert all(e[3] != Decision.PAUSE for e in rec.log if e[0] == "report")
+    by_prediction = [t for t in sched.state_dict()["order"] if sched.prediction(t) is not None]
+    assert by_prediction and all(rec.reached[t] in (2, 6, 18) for t in by_prediction)
+    assert run.epochs < simulate(table, ASHA(27, 3, 60, mode="stopping"), seed=5,
+                                 max_resource=27, workers=3).epochs
+    with pytest.raises(ValueError, match="mode='stopping'"):
+        SwiftASHA(27, 3, 60, _svr, rule="forecast", mode="stopping")

@@ -1,15 +1,14 @@
 """``SwiftPruner``: Swift-ASHA's predictor-assisted stopping rule as an Optuna pruner.
 
-Optuna trials cannot be paused and resumed, so the pruner is the *stopping* variant of Swift-ASHA:
-the rungs ``r_k = R eta**(k - s_max)`` and the rule at a rung are those of
-:class:`hpo_node.asha.ASHA` with ``mode="stopping"`` (the core scheduler is driven underneath: a
-trial is stopped at rung ``k`` unless its loss is within the ``1/eta`` quantile of the losses
-recorded at rung ``k`` so far, like Optuna's ``SuccessiveHalvingPruner``). Swift adds a decision
-point inside each rung interval ``(r_{k-1}, r_k]``, at ``dp = r_{k-1} + ceil((r_k - r_{k-1})
-known_curve)``: once ``d`` trials have reached ``r_k``, a predictor fitted on their curves cut at
-``dp`` -> loss at ``r_k`` (refitted after ``refit_every`` new curves) predicts the trial's loss at
-``r_k``, and the trial is pruned when ``mean - z * spread`` is above the rung's current cutoff
-(design.md §3, as in :class:`hpo_node.asha.SwiftASHA`).
+Optuna trials cannot be paused and resumed, so the pruner drives the *stopping* variant of
+Swift-ASHA: :class:`hpo_node.asha.SwiftASHA` with ``mode="stopping"`` and the published rule is
+its core, and the pruner only converts Optuna's calls into that scheduler's ``report`` calls (the
+rule lives in one place). A trial is stopped at rung ``k`` unless its loss is within the ``1/eta``
+quantile of the losses recorded at rung ``k`` so far (like Optuna's ``SuccessiveHalvingPruner``),
+and at the decision point inside each rung interval ``(r_{k-1}, r_k]``, ``dp = r_{k-1} +
+ceil((r_k - r_{k-1}) known_curve)``, when the loss predicted at ``r_k`` (``mean - z * spread``,
+from a predictor fitted on the curves of the ``d`` or more trials that reached ``r_k``) is above
+that cut (design.md §3).
 
 Predictions come from any :mod:`hpo_node.predictors` factory, always wrapped in
 :class:`hpo_node.resilient.GuardedPredictor`, so that an unreachable gateway makes the pruner plain
@@ -28,21 +27,17 @@ fine: calls are serialised by a lock), not several processes sharing an RDB stor
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import optuna
 
-from hpo_node.asha import ASHA
-from hpo_node.core import Decision, check_float, check_int, decision_point
-from hpo_node.predictors import Predictor, PredictorSupport
+from hpo_node.asha import SwiftASHA
+from hpo_node.core import Decision
+from hpo_node.predictors import Predictor
 from hpo_node.resilient import GatewayFactory, PredictionLog, ensure_guarded, guarded_factory
-
-logger = logging.getLogger(__name__)
 
 
 class SwiftPruner(optuna.pruners.BasePruner):
@@ -50,9 +45,10 @@ class SwiftPruner(optuna.pruners.BasePruner):
 
     ``max_resource`` R (the last step), ``eta`` the reduction factor, ``predictor`` a factory of
     :class:`hpo_node.predictors.Predictor`; ``d``, ``known_curve``, ``z``, ``refit_every`` as in
-    :class:`hpo_node.asha.SwiftASHA`; ``seed`` drives the predictor fits. Predictors are always
-    guarded (:func:`hpo_node.resilient.ensure_guarded`): an unreachable gateway makes the pruner
-    plain ASHA-stopping; ``log`` (default: the guarded factory's, else a new one) counts it.
+    :class:`hpo_node.asha.SwiftASHA` (``rule="paper"``); ``seed`` drives the predictor fits.
+    Predictors are always guarded (:func:`hpo_node.resilient.ensure_guarded`): an unreachable
+    gateway makes the pruner plain ASHA-stopping; ``log`` (default: the guarded factory's, else a
+    new one) counts it.
     """
 
     def __init__(
@@ -72,27 +68,17 @@ class SwiftPruner(optuna.pruners.BasePruner):
         if predictor is None:
             raise TypeError("predictor must be a callable returning a Predictor, got None")
         predictor, log = ensure_guarded(predictor, log)
-        self.core = ASHA(max_resource, eta, None, min_resource=min_resource, mode="stopping")
-        self.d = check_int("d", d, 2)
-        self.known_curve = check_float("known_curve", known_curve, 0.0, 1.0, low_open=True)
-        self.z = check_float("z", z, 0.0, float("inf"), high_open=True)
-        self.refit_every = check_int("refit_every", refit_every, 1)
+        self.core = SwiftASHA(
+            max_resource, eta, None, predictor, rule="paper", mode="stopping", d=d,
+            known_curve=known_curve, z=z, refit_every=refit_every, min_resource=min_resource,
+            seed=seed,
+        )
         self.log = log
-        self._support = PredictorSupport(predictor, seed)
         self._lock = threading.Lock()
         self._curves: dict[str, list[float]] = {}
         self._offsets: dict[str, int] = {}
         self._pruned: dict[str, str] = {}
         self._done: set[str] = set()
-        self._models: dict[int, tuple[int, Predictor]] = {}
-        self.predictions: dict[str, tuple[int, float, float]] = {}
-        prev = 0
-        self._dps: dict[int, int] = {}
-        for r in self.core.rungs:
-            dp = decision_point(prev, r, self.known_curve)
-            if dp < r:
-                self._dps[dp] = r
-            prev = r
 
     @classmethod
     def with_gateway(
@@ -120,15 +106,27 @@ class SwiftPruner(optuna.pruners.BasePruner):
 
     def decision_points(self) -> dict[int, int]:
         """``{decision point: rung resource it predicts}``."""
-        return dict(self._dps)
+        return self.core.decision_points()
 
     def pruned_reasons(self) -> dict[str, str]:
-        """``{trial key: "rung" | "prediction"}`` for every pruned trial."""
+        """``{trial key: "rung" | "prediction" | "diverged"}`` for every pruned trial."""
         return dict(self._pruned)
+
+    @property
+    def predictions(self) -> dict[str, tuple[int, float, float]]:
+        """``{trial key: (rung resource, predicted mean, spread)}`` for trials pruned by a
+        prediction: the loss predicted at the rung the trial was heading for."""
+        out = {}
+        for key, reason in self._pruned.items():
+            made = self.core.prediction(key)
+            if reason == "prediction" and made is not None:
+                r_to = min(r for r in self.core.rungs if r > len(self._curves[key]))
+                out[key] = (r_to, made[0], made[1])
+        return out
 
     def predictor_calls(self) -> dict[str, int]:
         """Predictor fit/predict counts."""
-        return {"fit": self._support.fits, "predict": self._support.predicts}
+        return self.core.predictor_calls()
 
     def prune(self, study: optuna.study.Study, trial: optuna.trial.FrozenTrial) -> bool:
         sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
@@ -164,50 +162,16 @@ class SwiftPruner(optuna.pruners.BasePruner):
             # the report covers the epochs since the previous one
             for r in range(len(curve) + 1, epoch + 1):
                 curve.append(loss)
-                decision = self.core.report(key, r, loss)
-                if decision == Decision.STOP and r < self.core.max_resource:
-                    self._pruned[key] = "rung"
+                if self.core.report(key, r, loss) != Decision.STOP:
+                    continue
+                if r < self.core.max_resource:
+                    self._pruned[key] = "rung" if self.core.prediction(key) is None else "prediction"
                     return True
-                if decision == Decision.STOP:
-                    self._done.add(key)
-                    return False
-                if decision == Decision.CONTINUE and r in self._dps and self._predict_stop(key, r):
-                    self._pruned[key] = "prediction"
-                    return True
+                self._done.add(key)
+                return False
         return False
-
-    def _predict_stop(self, key: str, dp: int) -> bool:
-        r_to = self._dps[dp]
-        k = self.core.rungs.index(r_to)
-        members = self.core.rung_members(k)
-        if not members:
-            return False
-        cutoff = float(np.quantile([self.core.rung_loss(k, t) for t in members], 1.0 / self.core.eta))
-        known = [t for t, c in self._curves.items() if len(c) >= r_to]
-        if len(known) < self.d:
-            return False
-        model = self._model(dp, r_to, known)
-        mean, spread = self._support.predict(model, np.array([self._curves[key][:dp]]), None)
-        self.predictions[key] = (r_to, float(mean[0]), float(spread[0]))
-        return bool(mean[0] - self.z * spread[0] > cutoff)
-
-    def _model(self, dp: int, r_to: int, known: list[str]) -> Predictor:
-        held = self._models.get(dp)
-        if held is not None and len(known) - held[0] < self.refit_every:
-            return held[1]
-        if held is not None:
-            self._support.release(held[1])
-        model = self._support.fit(
-            np.array([self._curves[t][:dp] for t in known]),
-            np.array([self._curves[t][r_to - 1] for t in known]),
-            None,
-            self._support.next_seed(),
-        )
-        self._models[dp] = (len(known), model)
-        return model
 
     def close(self) -> None:
         """Release the predictor models (gateway models are deleted)."""
         with self._lock:
-            self._support.close()
-            self._models = {}
+            self.core.close()
