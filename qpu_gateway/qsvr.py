@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_TOP_K",
     "PARAM_NAMES",
     "QSVR",
+    "RELEVANCE_UNIFORM_SHARE",
     "STATE_FORMAT",
     "STATE_VERSION",
     "DualSolver",
@@ -48,6 +49,9 @@ DEFAULT_TOP_K: Final = 32
 # benchmarks/README.md (issue 14); 0 is the reference model (Pasetto et al.), as fitted before
 # state version 3.
 DEFAULT_RELEVANCE_POWER: Final = 32.0
+# Share of uniform weight mixed into the relevance weights, so that no input drops out entirely
+# (benchmarks/README.md, issue 14: better under both R² protocols than 0).
+RELEVANCE_UNIFORM_SHARE: Final = 0.1
 STATE_FORMAT: Final = "qhpo.qsvr"
 STATE_VERSION: Final = 3
 # Version 1 (before the robust ensemble) lacks ``member_chain_break``; it loads with zeros.
@@ -110,10 +114,11 @@ def relevance_weights(
 ) -> NDArray[np.float64]:
     """Weights of the inputs in the kernel's squared distance, shape (F,), mean 1.
 
-    ``w_j ∝ |rho_j|**power`` with ``rho_j`` the Spearman rank correlation of column j of
-    ``xs`` (N, F) with ``y`` (N,): a supervised scaling that lets the inputs that order the
-    targets dominate the distance (for learning curves, the later epochs). A constant column has
-    rho = 0. ``power=0``, a constant ``y`` or no correlated column give uniform weights.
+    ``w = (1 - s) * r + s`` with ``s`` = :data:`RELEVANCE_UNIFORM_SHARE` and ``r_j ∝
+    |rho_j|**power`` (mean 1), ``rho_j`` the Spearman rank correlation of column j of ``xs``
+    (N, F) with ``y`` (N,): a supervised scaling that lets the inputs that order the targets
+    dominate the distance (for learning curves, the later epochs). A constant column has rho = 0.
+    ``power=0``, a constant ``y`` or no correlated column give uniform weights.
     """
     f = xs.shape[1]
     if power == 0 or xs.shape[0] < 2:
@@ -129,7 +134,7 @@ def relevance_weights(
     total = w.sum()
     if not (np.isfinite(total) and total > 0):
         return np.ones(f)
-    return w * (f / total)
+    return (1.0 - RELEVANCE_UNIFORM_SHARE) * w * (f / total) + RELEVANCE_UNIFORM_SHARE
 
 
 def _member_bias(

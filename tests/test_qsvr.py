@@ -157,7 +157,8 @@ def test_relevance_weights_favour_the_inputs_that_order_the_target() -> None:
     x[:, 2] = 0.5  # constant
     y = x[:, 0] + 0.01 * rng.normal(size=20)
     w = relevance_weights(x, y, 8.0)
-    assert w[0] > 2.9 and w[1] < 0.1 and w[2] == 0
+    # A share of RELEVANCE_UNIFORM_SHARE = 0.1 is uniform: no input drops out entirely.
+    assert w[0] > 2.7 and w[1] < 0.2 and w[2] == pytest.approx(0.1)
     np.testing.assert_array_equal(relevance_weights(x, y, 0.0), np.ones(3))
     np.testing.assert_array_equal(relevance_weights(x, np.ones(20), 8.0), np.ones(3))
 
