@@ -181,8 +181,11 @@ def test_classical_backend_is_sklearn_svr_through_the_same_api() -> None:
     record = service.fit(x, y)
     assert record.info["backend"] == "classical" and record.info["members"] == 1
     mean, std, _ = service.predict(record.model_id, x)
+    from qpu_gateway.qsvr import DEFAULT_RELEVANCE_POWER, relevance_weights
+
     xs = (x - x.min(0)) / np.ptp(x, 0)
     ys = (y - y.min()) / np.ptp(y)
+    xs = xs * np.sqrt(relevance_weights(xs, ys, DEFAULT_RELEVANCE_POWER))  # QSVR's input scaling
     ref = SVR(gamma=0.1, epsilon=0.02, C=record.info["params"]["c"]).fit(xs, ys).predict(xs)
     np.testing.assert_allclose(mean, ref * np.ptp(y) + y.min(), atol=1e-6)
     assert np.all(std == 0)
