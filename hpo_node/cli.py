@@ -58,7 +58,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="scheduler constructor argument, e.g. --set known_curve=0.25 --set d=10 (repeatable)",
+        help="scheduler constructor argument, e.g. --set known_curve=0.25 --set d=10 (repeatable); "
+        "ALGORITHM.KEY=VALUE applies to that algorithm only, e.g. --set swift-hyperband.z=1",
     )
 
 
@@ -128,7 +129,7 @@ def _runs(
         params["num_reads"] = args.num_reads
     if args.predictor == "oracle":  # the ceiling: the table's true losses, not a model
         params = {"curves": table.curves, "max_resource": r_max}
-    options = _options(args.set)
+    options = _options(args.set, name)
     features = CurveFeatures(
         max_points=args.feature_points or None,
         differences=args.feature_diffs,
@@ -164,16 +165,25 @@ def _runs(
     return out
 
 
-def _options(items: list[str]) -> dict[str, Any]:
+def _options(items: list[str], algorithm: str) -> dict[str, Any]:
+    """``--set`` items for ``algorithm``: ``KEY=VALUE`` (every algorithm) and
+    ``ALGORITHM.KEY=VALUE`` (that algorithm only)."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set must be KEY=VALUE, got {item!r}")
+        scope, dot, name = key.rpartition(".")
+        if dot and scope not in ALGORITHMS:
+            raise ValueError(
+                f"--set {item!r}: {scope!r} is not an algorithm (one of {', '.join(ALGORITHMS)})"
+            )
+        if not sep or not name:
+            raise ValueError(f"--set must be KEY=VALUE or ALGORITHM.KEY=VALUE, got {item!r}")
+        if dot and scope != algorithm:
+            continue
         try:
-            out[key] = json.loads(value)
+            out[name] = json.loads(value)
         except json.JSONDecodeError:
-            out[key] = value
+            out[name] = value
     return out
 
 

@@ -215,3 +215,22 @@ def test_cli_compare_oracle_ceiling_and_one_epoch_floor(
     n = asha[0]["trials_started"]
     assert all(r["epochs"] == n + (n // 27) * 26 for r in one)  # 1 epoch each, top n/eta^3 to R
     assert table.n_epochs == 27
+
+
+def test_cli_set_scoped_to_one_algorithm_in_compare(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--set ALGORITHM.KEY=VALUE`` reaches that algorithm only (an unscoped z would be refused
+    by Hyperband, which has no band)."""
+    path = _write_csv(tmp_path / "t.csv", rows=120)
+    base = ["compare", "--data", str(path), "--algorithms", "hyperband,swift-hyperband",
+            "--eta", "3", "--seeds", "1"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert main([*base, "--set", "swift-hyperband.z=0", "--out", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    a, b = (json.loads((tmp_path / d / "compare.json").read_text())["results"] for d in "ab")
+    assert a["hyperband"][0]["epochs"] == b["hyperband"][0]["epochs"]
+    assert a["swift-hyperband"][0]["epochs"] > b["swift-hyperband"][0]["epochs"]
+    assert main([*base, "--set", "z=0"]) == 2
+    assert main([*base, "--set", "swift-hyperbnd.z=0"]) == 2
+    assert "not an algorithm" in capsys.readouterr().err
