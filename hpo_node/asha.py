@@ -140,11 +140,15 @@ class ASHA(Scheduler):
             if resource >= self.max_resource:
                 return Decision.STOP
             if self.mode == "stopping":
-                cut = float(np.quantile(list(self._losses[k].values()), 1.0 / self.eta))
+                cut = self._stopping_cut(list(self._losses[k].values()))
                 return Decision.STOP if loss > cut else Decision.CONTINUE
         if resource < self._target[trial_id]:
             return Decision.CONTINUE
         return Decision.STOP if resource >= self.max_resource else Decision.PAUSE
+
+    def _stopping_cut(self, losses: list[float]) -> float:
+        """The stopping variant's cut: the ``1/eta`` quantile (linear interpolation) of ``losses``."""
+        return float(np.quantile(losses, 1.0 / self.eta))
 
     def _extra_state(self) -> dict[str, Any]:
         return {
@@ -577,7 +581,7 @@ class SwiftASHA(ASHA):
             if not members:
                 return None
             at_res = [self._loss_at(t, at) if at is not None else self._losses[k][t] for t in members]
-            return float(np.quantile(at_res, 1.0 / self.eta))
+            return self._stopping_cut(at_res)
         m = self.rung_size(k) // self.eta
         if m == 0 or m > len(self._members[k]):
             return None

@@ -152,15 +152,7 @@ class FinalLossForecaster:
     ) -> None:
         cut = [list(curves[t][:n]) for t, n in zip(log["ids"], log["lens"], strict=True)]
         self.log_space = bool(all(min(c) > 0 for c in cut))
-        rng = np.random.default_rng(int(log["seed"]))
-        groups = rng.integers(0, self.folds, size=len(cut))
-        x, y = step_pairs(cut, self.log_space)
-        owner = np.repeat(np.arange(len(cut)), [len(c) // 2 for c in cut])
-        keep = np.arange(x.shape[0])
-        if keep.size > self.max_windows:
-            keep = np.sort(rng.choice(keep.size, size=self.max_windows, replace=False))
-        x, y, owner = x[keep], y[keep], owner[keep]
-        seed = int(rng.integers(0, 2**31 - 1))
+        x, y, owner, groups, seed = self._fold_windows(cut, np.random.default_rng(int(log["seed"])))
         if self._model is not None:
             self.support.release(self._model)
         self._model = self.support.fit(x, y, None, seed, counted=counted)
@@ -177,6 +169,20 @@ class FinalLossForecaster:
         res = res[np.isfinite(res)]
         self._sigma = float(np.sqrt(np.mean(res**2))) if res.size else 0.0
         self.version += 1
+
+    def _fold_windows(
+        self, cut: list[list[float]], rng: np.random.Generator
+    ) -> tuple[FloatArray, FloatArray, NDArray[np.int64], NDArray[np.int64], int]:
+        """Step pairs of ``cut`` for a fit with ``folds``-fold cross-validation by curve: windows
+        ``x (m, 10)``, steps ``y (m,)``, each window's curve index ``owner (m,)``, each curve's fold
+        ``groups (len(cut),)`` (at most ``max_windows`` windows, a seeded subset) and a fit seed."""
+        groups = rng.integers(0, self.folds, size=len(cut))
+        x, y = step_pairs(cut, self.log_space)
+        owner = np.repeat(np.arange(len(cut)), [len(c) // 2 for c in cut])
+        keep = np.arange(x.shape[0])
+        if keep.size > self.max_windows:
+            keep = np.sort(rng.choice(keep.size, size=self.max_windows, replace=False))
+        return x[keep], y[keep], owner[keep], groups, int(rng.integers(0, 2**31 - 1))
 
     @property
     def ready(self) -> bool:
@@ -323,15 +329,7 @@ class HorizonForecaster(FinalLossForecaster):
         self, cut: list[list[float]], seed: int
     ) -> list[tuple[float, float, float]]:
         """``[(s_k, c_k, Dbar_k), ...]`` from held-out forecasts (see class doc); uncounted."""
-        rng = np.random.default_rng([seed, 1])
-        groups = rng.integers(0, self.folds, size=len(cut))
-        x, y = step_pairs(cut, self.log_space)
-        owner = np.repeat(np.arange(len(cut)), [len(c) // 2 for c in cut])
-        keep = np.arange(x.shape[0])
-        if keep.size > self.max_windows:
-            keep = np.sort(rng.choice(keep.size, size=self.max_windows, replace=False))
-        x, owner, y = x[keep], owner[keep], y[keep]
-        fit_seed = int(rng.integers(0, 2**31 - 1))
+        x, y, owner, groups, fit_seed = self._fold_windows(cut, np.random.default_rng([seed, 1]))
         ks = range(1, int(math.log2(self.max_resource)) + 1)
         found: dict[int, list[tuple[float, float, float]]] = {k: [] for k in ks}
         predicts = self.support.predicts
