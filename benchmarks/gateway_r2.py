@@ -17,8 +17,14 @@ the samples from a gateway backend (e.g. ``mock-qpu``) instead of in-process sim
 
     .venv/bin/python benchmarks/gateway_r2.py --protocols published,ours --splits 100
     .venv/bin/python benchmarks/gateway_r2.py --protocols ours --splits 20 --backend mock-qpu
+    .venv/bin/python benchmarks/gateway_r2.py --splits 100 --first-split 100  # held-out splits
     .venv/bin/python benchmarks/gateway_r2.py --protocols published --splits 1000 --no-qsvr
     .venv/bin/python benchmarks/gateway_r2.py --params relevance_power=0  # the reference scaling
+    .venv/bin/python benchmarks/gateway_r2.py --params linear_share=0  # the pure RBF kernel
+
+The row "sklearn SVR on QSVR's kernel" is QSVR's own kernel, scaling and C solved exactly by the
+``classical`` backend (sklearn's SVR on the precomputed kernel): the fast proxy of QSVR for any
+``--params`` (with ``--no-qsvr``, the only QSVR-like row).
 """
 
 from __future__ import annotations
@@ -41,8 +47,15 @@ from _data import (
 )
 from scipy.stats import spearmanr
 
+from qpu_gateway.backends.classical import ClassicalSVRSolver
 from qpu_gateway.ensemble import ENSEMBLE_METHODS, member_weights
-from qpu_gateway.qsvr import DEFAULT_RELEVANCE_POWER, DEFAULT_TOP_K, PARAM_NAMES, QSVR
+from qpu_gateway.qsvr import (
+    DEFAULT_GAMMA,
+    DEFAULT_RELEVANCE_POWER,
+    DEFAULT_TOP_K,
+    QSVR,
+    STATE_PARAM_NAMES,
+)
 
 SIZES = (1, 4, 8, 16, 32)
 Split = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -56,14 +69,17 @@ def _summary(values: list[float]) -> str:
     )
 
 
-def _splits(protocol: str, n: int) -> tuple[Iterator[Split], Callable[[np.ndarray, np.ndarray], float]]:
+def _splits(
+    protocol: str, n: int, first: int = 0
+) -> tuple[Iterator[Split], Callable[[np.ndarray, np.ndarray], float]]:
+    """Splits ``first .. first + n - 1`` of ``protocol`` and its score."""
     if protocol == "published":
         x, y = load_mlpf_published()
-        return (published_split(x, y, i) for i in range(n)), r2_published
+        return (published_split(x, y, i) for i in range(first, first + n)), r2_published
     x, y = load_mlpf()
 
     def ours() -> Iterator[Split]:
-        for seed in range(n):
+        for seed in range(first, first + n):
             tr, te = split(len(y), seed)
             yield x[tr], y[tr], x[te], y[te]
 
@@ -75,7 +91,7 @@ def _params(text: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for item in filter(None, text.split(",")):
         name, _, value = item.partition("=")
-        if name not in PARAM_NAMES or name in ("gamma", "num_reads", "num_sweeps", "top_k", "ensemble"):
+        if name not in STATE_PARAM_NAMES or name in ("gamma", "num_reads", "num_sweeps", "top_k", "ensemble"):
             raise SystemExit(f"--params: {name!r} is not a QSVR parameter this option sets")
         out[name] = int(value) if name == "k" else float(value)
     return out
@@ -92,8 +108,8 @@ def _run(protocol: str, args: argparse.Namespace, sampler: object) -> None:
     fit_seconds: dict[str, list[float]] = {}
     rank_corr: list[float] = []
     cbf_corr: list[float] = []
-    splits, score = _splits(protocol, args.splits)
-    for seed, (x_tr, y_tr, x_te, y_te) in enumerate(splits):
+    splits, score = _splits(protocol, args.splits, args.first_split)
+    for seed, (x_tr, y_tr, x_te, y_te) in enumerate(splits, start=args.first_split):
         if protocol == "published":
             from sklearn.svm import SVR
 
@@ -116,6 +132,10 @@ def _run(protocol: str, args: argparse.Namespace, sampler: object) -> None:
                 rows.setdefault(
                     f"sklearn SVR, QSVR's scaling (relevance_power={power:g}), γ={gamma}, C={c}", []
                 ).append(score(y_te, svr_baseline(x_tr, y_tr, x_te, gamma, c, power)))
+            pred = QSVR(gamma=gamma, sampler=ClassicalSVRSolver(), **params).fit(x_tr, y_tr).predict(x_te)
+            rows.setdefault(f"sklearn SVR on QSVR's kernel (classical backend), γ={gamma}", []).append(
+                score(y_te, pred)
+            )
             for sw in [] if args.no_qsvr else sweeps:
                 t0 = time.perf_counter()
                 model = QSVR(gamma=gamma, num_reads=args.reads, num_sweeps=sw, top_k=args.top_k,
@@ -140,15 +160,15 @@ def _run(protocol: str, args: argparse.Namespace, sampler: object) -> None:
                                            model.member_chain_break_[:m])
                         key = f"QSVR γ={gamma}, sweeps={sw}, top_k={size}, {method}"
                         rows.setdefault(key, []).append(score(y_te, w @ members[:m]))
-                if seed == 0 and args.top_k == DEFAULT_TOP_K:
+                if seed == args.first_split and args.top_k == DEFAULT_TOP_K:
                     default = QSVR(gamma=gamma, num_reads=args.reads, num_sweeps=sw,
                                    sampler=sampler, random_state=seed, **params).fit(x_tr, y_tr)
                     w = member_weights("robust", model.member_energies_, model.member_train_mse_,
                                        model.member_chain_break_)
                     np.testing.assert_allclose(default.predict(x_te), w @ members, rtol=1e-9)
 
-    print(f"\n## protocol: {protocol}; {args.splits} splits, 20 training curves, {args.reads} reads, "
-          f"backend {args.backend}, QSVR params {params or 'defaults'}\n")
+    print(f"\n## protocol: {protocol}; {args.splits} splits from split {args.first_split}, 20 training "
+          f"curves, {args.reads} reads, backend {args.backend}, QSVR params {params or 'defaults'}\n")
     print("| model | mean | 5th pct | min | std | splits < 0.5 |\n|---|---|---|---|---|---|")
     for key, values in rows.items():
         print(f"| {key} | {_summary(values)} |")
@@ -167,8 +187,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--protocols", default="published,ours")
     p.add_argument("--splits", type=int, default=100)
+    p.add_argument("--first-split", type=int, default=0,
+                   help="index of the first split (split i is seeded with i; e.g. 100 for held-out splits)")
     p.add_argument("--sweeps", default="100")
-    p.add_argument("--gammas", default="0.1")
+    p.add_argument("--gammas", default=str(DEFAULT_GAMMA))
     p.add_argument("--reads", type=int, default=1000)
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
     p.add_argument("--svr-c", default="", help="extra SVR baselines at these C (QSVR's scaling)")

@@ -14,7 +14,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from qpu_gateway.backends import BackendRegistry
 from qpu_gateway.ensemble import member_weights
-from qpu_gateway.qsvr import DEFAULT_TOP_K, QSVR, relevance_weights
+from qpu_gateway.qsvr import DEFAULT_TOP_K, QSVR, STATE_VERSION, relevance_weights
 from qpu_gateway.qubo import build_svr_qubo, rbf_kernel
 
 # Small sampler budgets keep the checks fast: the checks fit on up to a few hundred samples
@@ -74,7 +74,7 @@ def test_qsvr_exact_sampler_reaches_the_ground_state() -> None:
     x, y = _curves(3, 3)
     model = QSVR(k=1, top_k=2, sampler=dimod.ExactSolver()).fit(x, y)
     ys = (y - model.y_offset_) / model.y_scale_
-    q = build_svr_qubo(rbf_kernel(model.x_train_, model.x_train_, model.gamma), ys, k=1)
+    q = build_svr_qubo(model.kernel(model.x_train_, model.x_train_), ys, k=1)
     ground = dimod.ExactSolver().sample(dimod.BinaryQuadraticModel(q, "BINARY")).first.energy
     # The lowest energy sampled, before ``robust`` may drop that member for its training error.
     assert model.fit_stats_["best_energy"] == pytest.approx(ground, abs=1e-12)
@@ -94,16 +94,21 @@ def test_qsvr_state_round_trips_through_json() -> None:
 
 
 def _as_old_state(state: dict, version: int) -> dict:
-    """A version-3 state of a ``relevance_power=0`` model written as ``version`` (1 or 2) did:
-    no input weights, targets offset by their minimum (intercepts +1/2 in scaled units)."""
+    """A current state of a ``relevance_power=0, linear_share=0`` model written as ``version``
+    (1 to 3) did: version 3 without ``linear_share``; 1 and 2 also without input weights, targets
+    offset by their minimum (intercepts +1/2 in scaled units)."""
     old = json.loads(json.dumps(state))
+    assert old["params"]["linear_share"] == 0
+    del old["params"]["linear_share"]
+    old["version"] = version
+    if version == 3:
+        return old
     assert old["feature_weights"] == [1.0] * old["n_features_in"]
     del old["feature_weights"], old["y_offset"], old["params"]["relevance_power"]
     old["intercept"] = [b + (state["y_offset"] - state["y_min"]) / state["y_scale"]
                         for b in state["intercept"]]
     if version == 1:
         del old["member_chain_break"]
-    old["version"] = version
     return old
 
 
@@ -111,25 +116,81 @@ def test_qsvr_robust_default_state_round_trips_and_old_states_still_load() -> No
     x, y = _curves(30, 4)
     model = QSVR(num_reads=100, num_sweeps=30, random_state=0).fit(x, y)
     state = json.loads(json.dumps(model.get_state()))
-    assert state["version"] == 3 and state["params"]["ensemble"] == "robust"
+    assert state["version"] == STATE_VERSION and state["params"]["ensemble"] == "robust"
     loaded = QSVR.from_state(state)
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
     np.testing.assert_array_equal(loaded.member_chain_break_, model.member_chain_break_)
     np.testing.assert_array_equal(loaded.feature_weights_, model.feature_weights_)
-    # Versions 1 (before issue 14: no chain breaks, top_k=4, mean) and 2 (before the relevance
-    # weights and centred targets) still load, as the plain min-max models they were.
+    # Versions 1 (before issue 14: no chain breaks, top_k=4, mean), 2 (before the relevance
+    # weights and centred targets) and 3 (before the linear kernel share) still load, as the
+    # models they were.
     old = QSVR(num_reads=100, num_sweeps=30, top_k=4, ensemble="mean", relevance_power=0,
-               gamma=0.1, random_state=0).fit(x, y)
-    for version in (1, 2):
+               gamma=0.1, linear_share=0, random_state=0).fit(x, y)
+    for version in (1, 2, 3):
         restored = QSVR.from_state(_as_old_state(old.get_state(), version))
         np.testing.assert_allclose(restored.predict(x), old.predict(x), rtol=1e-12)
         np.testing.assert_array_equal(restored.feature_weights_, np.ones(x.shape[1]))
         assert restored.relevance_power == 0 and restored.gamma == 0.1
+        assert restored.linear_share == 0
         assert restored.ensemble == "mean" and restored.top_k == 4
-        assert restored.y_offset_ == restored.y_min_
+        assert (restored.y_offset_ == restored.y_min_) == (version < 3)
     np.testing.assert_array_equal(
         QSVR.from_state(_as_old_state(old.get_state(), 1)).member_chain_break_, np.zeros(4)
     )
+
+
+def test_qsvr_version_3_state_loads_as_the_pure_rbf_kernel() -> None:
+    # A version-3 state (relevance weights, no linear kernel share) predicts as it did.
+    x, y = _curves(30, 4)
+    v3 = QSVR(num_reads=100, num_sweeps=30, linear_share=0, random_state=0).fit(x, y)
+    state = json.loads(json.dumps(v3.get_state()))
+    del state["params"]["linear_share"]
+    state["version"] = 3
+    restored = QSVR.from_state(state)
+    assert restored.linear_share == 0
+    np.testing.assert_array_equal(restored.predict(x), v3.predict(x))
+
+
+def test_qsvr_linear_share_is_a_clipped_centred_linear_kernel_in_the_qubo() -> None:
+    x, y = _curves(3, 3)
+    model = QSVR(k=1, top_k=2, linear_share=2.0, sampler=dimod.ExactSolver()).fit(x, y)
+    xs, f = model.x_train_, x.shape[1]
+    u = xs - xs.mean(axis=0)
+    expected = rbf_kernel(xs, xs, model.gamma) + 2.0 / f * (u @ u.T)
+    np.testing.assert_allclose(model.kernel(xs, xs), expected, rtol=1e-12)
+    # The QUBO was built on that kernel: the sampled ground state is the one of this QUBO.
+    ys = (y - model.y_offset_) / model.y_scale_
+    q = build_svr_qubo(expected, ys, k=1)
+    ground = dimod.ExactSolver().sample(dimod.BinaryQuadraticModel(q, "BINARY")).first.energy
+    assert model.fit_stats_["best_energy"] == pytest.approx(ground, abs=1e-12)
+    # Beyond the training box the linear part stays at the box's edge (no extrapolation).
+    top = np.sqrt(model.feature_weights_)
+    far = np.vstack([top * 1.5, -0.5 * top])
+    edge = np.vstack([top, np.zeros(f)])
+    lin = model.kernel(xs, far) - rbf_kernel(xs, far, model.gamma)
+    np.testing.assert_allclose(lin, model.kernel(xs, edge) - rbf_kernel(xs, edge, model.gamma),
+                               rtol=1e-12)
+    # linear_share=0 is the pure RBF kernel.
+    pure = QSVR(k=1, top_k=2, linear_share=0, sampler=dimod.ExactSolver()).fit(x, y)
+    np.testing.assert_array_equal(pure.kernel(xs, xs), rbf_kernel(xs, xs, pure.gamma))
+
+
+def test_qsvr_linear_share_extends_a_trend_past_the_training_targets() -> None:
+    # Targets follow the inputs linearly; training covers only the lower 60% of the targets.
+    # The RBF part falls back towards the bias beyond the training curves; the linear share
+    # keeps the trend up to the edge of the training box, so the spread of the predictions on
+    # the rest is larger and their error smaller.
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(60, 4))
+    y = x.mean(axis=1)
+    train = y <= np.quantile(y, 0.6)
+    x_tr, y_tr, x_te, y_te = x[train][:20], y[train][:20], x[~train], y[~train]
+    errors = {}
+    for share in (0.0, 3.0):
+        pred = QSVR(num_reads=200, num_sweeps=50, linear_share=share, relevance_power=0,
+                    random_state=1).fit(x_tr, y_tr).predict(x_te)
+        errors[share] = float(((pred - y_te) ** 2).mean())
+    assert errors[3.0] < errors[0.0], errors
 
 
 @settings(max_examples=50, deadline=None)
@@ -168,14 +229,15 @@ def test_qsvr_default_worst_split_beats_the_reference_scaling_on_mlpf(
 ) -> None:
     """Statistical test on fixed seeds: 8 MLPF splits of the design brief's protocol (20 training
     curves, first 25 epochs -> final loss, R² on the other 276), default neal sampler. The
-    default (relevance-weighted inputs) has a better worst split and mean than the reference
-    scaling (every min-max scaled input alike, ``relevance_power=0``), the default before."""
+    default (relevance-weighted inputs, RBF plus linear kernel) has a better worst split and mean
+    than the reference model (every min-max scaled input alike, pure RBF kernel, gamma=0.1)."""
     x, y = mlpf_curves[:, :25], mlpf_curves[:, -1]
     reference, default = [], []
     for seed in range(8):
         idx = np.random.default_rng(seed).permutation(len(y))
         tr, te = idx[:20], idx[20:]
-        for out, model in ((reference, QSVR(relevance_power=0, random_state=seed)),
+        reference_model = QSVR(relevance_power=0, linear_share=0, gamma=0.1, random_state=seed)
+        for out, model in ((reference, reference_model),
                            (default, QSVR(random_state=seed))):
             pred = model.fit(x[tr], y[tr]).predict(x[te])
             out.append(1 - ((y[te] - pred) ** 2).sum() / ((y[te] - y[te].mean()) ** 2).sum())
@@ -234,6 +296,8 @@ def test_qsvr_from_state_rejects_other_formats_and_versions() -> None:
         ("k", 0, r"k must be an integer in \[1, 64\]"),
         ("base", -1.0, "base must be a finite number > 0"),
         ("gamma", 0.0, "gamma must be a finite number > 0"),
+        ("linear_share", -1.0, "linear_share must be a finite number >= 0"),
+        ("linear_share", float("inf"), "linear_share must be a finite number >= 0"),
         ("epsilon", -0.1, "epsilon must be a finite number >= 0"),
         ("xi", float("nan"), "xi must be a finite number >= 0"),
         ("c", 0.0, "c must be a finite number > 0"),
