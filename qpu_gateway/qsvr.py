@@ -75,10 +75,10 @@ _READABLE_VERSIONS: Final = (1, 2, 3, 4)
 # request carries (the fields of the wire's ``QSVRParams``).
 PARAM_NAMES: Final = (
     "k", "base", "k0", "xi", "gamma", "epsilon", "c", "num_reads", "num_sweeps", "top_k", "ensemble",
-    "relevance_power",
+    "relevance_power", "linear_share",
 )
-# Hyperparameters a checkpoint records: PARAM_NAMES and those not (yet) on the wire.
-STATE_PARAM_NAMES: Final = (*PARAM_NAMES, "linear_share")
+# Hyperparameters a checkpoint records (all of them are on the wire).
+STATE_PARAM_NAMES: Final = PARAM_NAMES
 
 
 class NonFiniteProblemError(ValueError):

@@ -181,12 +181,21 @@ def test_classical_backend_is_sklearn_svr_through_the_same_api() -> None:
     record = service.fit(x, y)
     assert record.info["backend"] == "classical" and record.info["members"] == 1
     mean, std, _ = service.predict(record.model_id, x)
-    from qpu_gateway.qsvr import DEFAULT_RELEVANCE_POWER, relevance_weights
+    from qpu_gateway.qsvr import (
+        DEFAULT_GAMMA,
+        DEFAULT_LINEAR_SHARE,
+        DEFAULT_RELEVANCE_POWER,
+        relevance_weights,
+    )
+    from qpu_gateway.qubo import rbf_kernel
 
     xs = (x - x.min(0)) / np.ptp(x, 0)
     ys = (y - y.min()) / np.ptp(y)
     xs = xs * np.sqrt(relevance_weights(xs, ys, DEFAULT_RELEVANCE_POWER))  # QSVR's input scaling
-    ref = SVR(gamma=0.1, epsilon=0.02, C=record.info["params"]["c"]).fit(xs, ys).predict(xs)
+    u = xs - xs.mean(0)  # QSVR's kernel: RBF plus a share of centred linear kernel
+    kmat = rbf_kernel(xs, xs, DEFAULT_GAMMA) + DEFAULT_LINEAR_SHARE / x.shape[1] * (u @ u.T)
+    svr = SVR(kernel="precomputed", epsilon=0.02, C=record.info["params"]["c"])
+    ref = svr.fit(kmat, ys).predict(kmat)
     np.testing.assert_allclose(mean, ref * np.ptp(y) + y.min(), atol=1e-6)
     assert np.all(std == 0)
 

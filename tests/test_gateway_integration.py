@@ -12,6 +12,7 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from qpu_gateway.client import GatewayClient
+from qpu_gateway.qsvr import DEFAULT_GAMMA, DEFAULT_LINEAR_SHARE
 from qpu_gateway.v1 import gateway_pb2 as pb
 from qpu_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from tests.conftest import GatewayProcess
@@ -96,6 +97,16 @@ def test_gateway_undecodable_request_is_invalid_argument_without_traceback(
     assert "Traceback" not in logged and "not a valid" in logged
 
 
+def test_gateway_fit_reference_kernel_over_the_wire(gateway_address: str) -> None:
+    x, y = _curves(30)
+    with GatewayClient(gateway_address) as client:
+        info = client.fit(x[:20], y[:20], seed=3, linear_share=0.0, relevance_power=0.0, gamma=0.1, **FAST)
+        assert info.params.HasField("linear_share") and info.params.linear_share == 0.0
+        assert (info.params.relevance_power, info.params.gamma) == (0.0, pytest.approx(0.1))
+        mean, _ = client.predict(info.model_id, x[20:])
+        assert mean.shape == (10,) and np.all(np.isfinite(mean))
+
+
 def test_gateway_fit_then_predict_in_caller_units(gateway_address: str) -> None:
     x, y = _curves(60)
     y_units = 400 + 100 * y
@@ -104,7 +115,8 @@ def test_gateway_fit_then_predict_in_caller_units(gateway_address: str) -> None:
         assert info.model_id and info.version == 1 and info.backend == "neal"
         assert (info.n_train, info.n_features, info.num_variables) == (20, 10, 120)
         assert 1 <= info.members <= info.params.top_k and not info.fallback and info.created_at.seconds > 0
-        assert info.params.gamma == pytest.approx(0.1) and info.params.num_reads == 100
+        assert info.params.gamma == pytest.approx(DEFAULT_GAMMA) and info.params.num_reads == 100
+        assert info.params.linear_share == pytest.approx(DEFAULT_LINEAR_SHARE)
         mean, std = client.predict(info.model_id, x[20:])
         assert mean.shape == std.shape == (40,) and np.all(std >= 0)
         r2 = 1 - ((mean - y_units[20:]) ** 2).sum() / ((y_units[20:] - y_units[20:].mean()) ** 2).sum()
@@ -150,6 +162,8 @@ def _fit_request(**over) -> pb.FitRequest:
         (_fit_request(params=pb.QSVRParams(k=0)), "params.k"),
         (_fit_request(params=pb.QSVRParams(base=0.0)), "params.base"),
         (_fit_request(params=pb.QSVRParams(gamma=-1.0)), "params.gamma"),
+        (_fit_request(params=pb.QSVRParams(relevance_power=-1.0)), "params.relevance_power"),
+        (_fit_request(params=pb.QSVRParams(linear_share=math.inf)), "params.linear_share"),
         (_fit_request(params=pb.QSVRParams(top_k=0)), "params.top_k"),
         (_fit_request(params=pb.QSVRParams(num_reads=0)), "params.num_reads"),
         (_fit_request(params=pb.QSVRParams(ensemble="vote")), "params.ensemble"),
