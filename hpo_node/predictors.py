@@ -216,9 +216,8 @@ class SVRPredictor(_FeaturePredictor):
 class QSVRPredictor(_FeaturePredictor):
     """The gateway's QSVR estimator in-process (``qpu_gateway.qsvr.QSVR``, simulated annealing).
 
-    Reference parameters (design.md §2): K = 3, B = 0.5, k0 = 0.005, xi = 0.01, gamma = 0.1,
-    epsilon = 0.02, top 4 solutions, N <= 20 training curves (``max_train``: a seeded random subset
-    when more curves are known). ``spread`` is the spread of the ensemble members. QSVR min-max scales
+    QSVR's defaults (``qpu_gateway.qsvr``; ``params`` override them), N <= 20 training curves
+    (``max_train``: a seeded random subset when more curves are known). ``spread`` is the spread of the ensemble members. QSVR min-max scales
     features and targets itself.
     """
 
