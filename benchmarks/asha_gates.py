@@ -1,0 +1,208 @@
+"""Research instrument: a champion gate for Swift-ASHA, and what forecast accuracy it needs (issue 14).
+
+Not a shipped rule (benchmarks/README.md, "Swift-ASHA: the champion gate"). :class:`ChampionGate`
+is Swift-ASHA's forecast rule plus a gate: a trial is paused (on its way to a rung, or instead of
+a promotion) when its optimistic forecast at R is above the pessimistic forecast of a *guarded*
+trial, both forecast from the same resource ``min(r, r_guard)`` (so a bias shared by forecasts
+from one resource cancels). Guarded: every trial that reached R and the *champion*, the trial
+whose forecast is best (it changes only when another trial dominates it at the same resource);
+when nothing else can run, the champion is trained to R, so every pause is backed by a trial
+that reaches R. ``old=True`` keeps today's rung cut as a second reason to pause. ``noise > 0``
+replaces the forecasts by the table's true loss at R times log-normal noise of ``noise`` times
+the spread measured for the ``svr`` forecasts per resource (unbiased): the accuracy the gate
+needs.
+
+    .venv/bin/python benchmarks/asha_gates.py --table mlpf --seeds 10 \
+        --variants svr:z=0.25:old=1,oracle:old=1,noisy:noise=0.5:z=1
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import zlib
+from typing import Any
+
+import numpy as np
+from hpo_replay import runs
+from hpo_rules import load
+
+from hpo_node.asha import ASHA, SwiftASHA
+from hpo_node.core import Job, TrialState
+from hpo_node.forecast import HorizonForecaster
+from hpo_node.predictors import make_predictor_factory
+from hpo_node.replay import RunResult
+
+# Spread (log) of the svr forecasts at R around their bias on MLPF, by floor(log2(resource)).
+SVR_SPREAD = {0: 0.12, 1: 0.05, 2: 0.013, 3: 0.009, 4: 0.005, 5: 0.004, 6: 0.004}
+
+
+class ChampionGate(SwiftASHA):
+    """Swift-ASHA (forecast rule) with the champion gate (module doc)."""
+
+    def __init__(
+        self, *args: Any, old: bool = False, horizon: bool = False, noise: float = 0.0, **kw: Any
+    ) -> None:
+        super().__init__(*args, rule="forecast", **kw)
+        self.old = old
+        self.noise = noise
+        if horizon:
+            self._forecaster = HorizonForecaster(
+                self._support, self.max_resource, z=self.z, min_pairs=self.d,
+                max_windows=self.max_windows,
+            )
+        self.counts = {"paused": 0, "held": 0, "forced": 0, "champions": 0, "resumed": 0}
+        self._champ: str | None = None
+        self._committed: set[str] = set()
+
+    def _band(self, keys: list[tuple[str, int]]) -> np.ndarray:
+        exact = super()._band(keys)
+        if not self.noise:
+            return exact
+        out = exact.copy()
+        for i, (t, r) in enumerate(keys):
+            if r >= self.max_resource:
+                continue
+            sd = self.noise * SVR_SPREAD[min(6, int(math.log2(max(r, 1))))]
+            eps = np.random.default_rng(zlib.crc32(f"{t}:{r}".encode())).standard_normal() * sd
+            m = math.log(exact[i, 1]) + eps
+            out[i] = np.exp([m - self.z * sd, m, m + self.z * sd])
+        return out
+
+    def _dominates(self, g: str, t: str, r: int) -> bool:
+        """``g``'s pessimistic forecast is below ``t``'s optimistic one, both from one resource."""
+        rc = min(r, self._resource(g))
+        if rc < 1:
+            return False
+        b = self._band([(t, rc), (g, rc)])
+        return bool(np.isfinite(b[0, 0]) and np.isfinite(b[1, 2]) and b[0, 0] > b[1, 2])
+
+    def _champion(self) -> str | None:
+        if self._champ is not None and self._resource(self._champ) >= self.max_resource:
+            self._champ = None
+        return self._champ
+
+    def _observe(self, t: str, r: int) -> None:
+        """The reporting trial becomes the champion if it dominates it (or there is none)."""
+        c = self._champion()
+        if r >= self.max_resource or c == t:
+            return
+        if c is None:
+            if any(g != t and self._dominates(g, t, r) for g in self._members[-1]):
+                return
+            if not np.isfinite(self._band([(t, r)])[0, 2]):
+                return
+        elif not self._dominates(t, c, r):
+            return
+        self.counts["champions"] += 1
+        self._champ = t
+
+    def _gated(self, t: str, r: int) -> bool:
+        if t in self._committed or t == self._champion() or self._leads(t, r):
+            return False
+        guard = [*self._members[-1], *([self._champ] if self._champ else [])]
+        return any(g != t and self._dominates(g, t, r) for g in guard)
+
+    def _on_report(self, trial_id: str, resource: int, loss: float) -> Any:
+        self._observe(trial_id, resource)
+        return super()._on_report(trial_id, resource, loss)
+
+    def _cannot_make_cut(self, trial_id: str, resource: int, k: int) -> bool:
+        if trial_id == self._champ or self._leads(trial_id, resource):
+            return False
+        if self._gated(trial_id, resource):
+            self.counts["paused"] += 1
+            return True
+        return self.old and super()._cannot_make_cut(trial_id, resource, k)
+
+    def _forecast_resumable(self, k: int) -> str | None:
+        waiting = self._waiting[k]
+        for t, r in sorted(waiting.items(), key=lambda x: self._order.index(x[0])):
+            if self._state[t] != TrialState.PAUSED or self._gated(t, int(r)):
+                continue
+            if self.old and SwiftASHA._cannot_make_cut(self, t, int(r), k):
+                continue
+            self.counts["resumed"] += 1
+            return t
+        return None
+
+    def _promotable(self, k: int) -> str | None:
+        while True:
+            t = super()._promotable(k)
+            if t is None or not self._gated(t, self.rungs[k]):
+                return t
+            self.counts["held"] += 1
+            self._promoted[k].append(t)
+            self._phantom[k + 1].append(t)
+            self._waiting[k + 1][t] = float(self.rungs[k])
+
+    def _next_job(self) -> Job | None:
+        job = super()._next_job()
+        if job is not None or any(s == TrialState.RUNNING for s in self._state.values()):
+            return job
+        c = self._champion()
+        if c is None or self._state[c] != TrialState.PAUSED:
+            return None
+        for waiting in self._waiting:
+            waiting.pop(c, None)
+        self._from[c] = self._resource(c)
+        self._committed.add(c)
+        self.counts["forced"] += 1
+        return Job(c, self.max_resource, resume=True)
+
+
+def _line(label: str, rs: list[RunResult], ref: list[RunResult] | None, extra: str = "") -> str:
+    epochs = float(np.mean([r.epochs for r in rs]))
+    regret = float(np.mean([np.nan if r.regret is None else r.regret for r in rs]))
+    out = f"| {label} | {epochs:.1f} | {regret:.4g} |"
+    if ref is None:
+        return out + " | | |"
+    fewer = 100 * (1 - epochs / np.mean([r.epochs for r in ref]))
+    worse = sum(a.regret is None or a.regret > b.regret + 1e-12 for a, b in zip(rs, ref, strict=True))
+    return out + f" {fewer:.1f}% | {worse} | {extra}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--table", default="mlpf")
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--variants", default="svr:z=0.25:old=1,oracle:old=1",
+                   help="PREDICTOR[:z=Z][:old=0|1][:horizon=0|1][:noise=S], comma-separated; "
+                        "PREDICTOR svr, oracle or noisy (the oracle with noise S)")
+    a = p.parse_args()
+    table, r_max, n = load(a.table)
+    factories = {
+        "svr": make_predictor_factory("svr"),
+        "oracle": make_predictor_factory("oracle", curves=table.curves, max_resource=r_max),
+    }
+    factories["noisy"] = factories["oracle"]
+    print(f"### {a.table}, R = {r_max}, eta = 2, W = {a.workers}, {a.seeds} seeds\n")
+    print("| rule | epochs | regret | fewer than asha | seeds worse | per run |\n|---|---|---|---|---|---|")
+    ref = runs(table, lambda s: ASHA(r_max, 2, n), a.seeds, r_max, a.workers)
+    print(_line("asha", ref, None), flush=True)
+    for variant in a.variants.split(","):
+        name, *opts = variant.split(":")
+        kw: dict[str, Any] = {}
+        for o in opts:
+            key, value = o.split("=")
+            kw[key] = float(value) if key in ("z", "noise") else bool(int(value))
+        drivers: list[ChampionGate] = []
+
+        def build(
+            seed: int, name: str = name, kw: dict[str, Any] = kw,
+            drivers: list[ChampionGate] = drivers,
+        ) -> ChampionGate:
+            d = ChampionGate(r_max, 2, n, factories[name], seed=seed, **kw)
+            drivers.append(d)
+            return d
+
+        rs = runs(table, build, a.seeds, r_max, a.workers)
+        per_run = " ".join(
+            f"{k} {np.mean([d.counts[k] for d in drivers]):.1f}" for k in drivers[0].counts
+        )
+        print(_line(f"champion gate {variant}", rs, ref, per_run), flush=True)
+
+
+if __name__ == "__main__":
+    main()
