@@ -29,8 +29,9 @@ it restores from when Tune hands it one (paused trials are resumed, not restarte
 5. writes ``<output_dir>/<name>/``: ``trials.csv``, ``best.json``, ``curves.png``,
    ``best_vs_epochs.png``, ``summary.json``
    (epochs used, trials per outcome, predictor counters), ``scheduler_state.json``, and Ray's own
-   experiment directory ``ray/<name>`` (``--resume`` continues an interrupted study from it with
-   ``Tuner.restore``, the scheduler's state included); stops the gateway it started.
+   experiment directory ``ray/<name>``, or ``<storage>/<name>`` with ``[study] storage``
+   (``--resume`` continues an interrupted study from it with ``Tuner.restore``, the scheduler's
+   state included); stops the gateway it started.
 
 Study TOML::
 
@@ -44,6 +45,10 @@ Study TOML::
     mode = "min"
     resource_attr = "epoch"      # the result key that counts epochs (1, 2, ... one per report)
     num_cpus = 2                 # local Ray only
+    storage = "ray"              # Ray Tune's storage_path (trial checkpoints, experiment state):
+                                 # a local path, relative to <output_dir>/<name>/ (default "ray"),
+                                 # or a URI passed to Ray unchanged (s3://bucket/prefix, gs://...,
+                                 # file:///abs/path): every node must reach it
 
     [algorithm]                  # asha | hyperband | swift-asha | swift-hyperband
     name = "swift-asha"

@@ -41,7 +41,7 @@ def _fill_run_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="connect to this Ray cluster instead of starting a local Ray")
     p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted study from its Ray experiment directory")
+                   help="continue an interrupted study from its Ray experiment (in study.storage)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config entry, e.g. --set study.seed=1 (repeatable)")
     p.add_argument("--progress-every", type=float, default=5.0, metavar="SECONDS",

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from hpo_node.algorithms import RAY_ALGORITHMS, get_algorithm
 from hpo_node.core import check_choice, check_float, check_int
@@ -17,6 +18,49 @@ PREDICTOR_KINDS = ("gateway", "svr", "qsvr")
 # How to reach a secured gateway: token_env names the environment variable holding the token.
 GATEWAY_CONNECTION_KEYS = ("token_env", "tls_ca", "tls_cert", "tls_key")
 _SECTIONS = ("study", "algorithm", "predictor", "gateway", "resources", "trainable", "space")
+# Ray's experiment storage, relative to the study's folder (<output_dir>/<name>/ray by default)
+DEFAULT_STORAGE = "ray"
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_storage_uri(storage: str) -> bool:
+    """``storage`` is a URI (``scheme://...``, e.g. ``s3://bucket/prefix``), not a local path."""
+    return _URI.match(storage) is not None
+
+
+def join_storage(storage: str, name: str) -> str:
+    """``storage``/``name`` for a local path or a URI (a URI's ``?query`` stays at the end)."""
+    if not is_storage_uri(storage):
+        return str(Path(storage) / name)
+    base, sep, query = storage.partition("?")
+    return f"{base}{'' if base.endswith('/') else '/'}{name}{sep}{query}"
+
+
+def check_storage(value: Any) -> str:
+    """``study.storage``: a non-empty local path or a ``scheme://...`` URI (Ray's
+    ``storage_path``); ``TypeError``/``ValueError`` naming the key otherwise."""
+    if not isinstance(value, str):
+        raise TypeError(
+            f"study.storage must be a string (a local path or a URI such as s3://bucket/prefix), "
+            f"got {type(value).__name__} {value!r}"
+        )
+    if not value.strip():
+        raise ValueError(
+            f"study.storage must be a non-empty local path or URI (s3://bucket/prefix), "
+            f"got {value!r}"
+        )
+    if "://" in value:
+        if not is_storage_uri(value):
+            raise ValueError(
+                f"study.storage must be a local path or a URI scheme://location with a scheme of "
+                f"letters, digits, '+', '.', '-' (s3://bucket/prefix), got {value!r}"
+            )
+        if not value.partition("://")[2].strip("/"):
+            raise ValueError(
+                f"study.storage must name a location after the URI's scheme:// "
+                f"(s3://bucket/prefix, file:///abs/path), got {value!r}"
+            )
+    return value
 
 
 @dataclass(frozen=True)
@@ -54,11 +98,43 @@ class StudyConfig:
     trainable_fn: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
     # what building the study adapted or warns about (hpo_node.study.build.check_study)
     notes: tuple[str, ...] = ()
+    # Ray's experiment storage: a local path (relative: to study_dir) or a URI; None: "ray"
+    storage: str | None = None
 
     @property
     def study_dir(self) -> Path:
         """``output_dir / name``."""
         return self.output_dir / self.name
+
+    @property
+    def storage_is_uri(self) -> bool:
+        """``study.storage`` is a URI (``s3://``, ``gs://``, ``file://``, ...)."""
+        return self.storage is not None and is_storage_uri(self.storage)
+
+    @property
+    def ray_storage(self) -> str:
+        """Ray Tune's ``storage_path``: the URI unchanged, else the absolute local path
+        (``study_dir / storage``; default ``study_dir / "ray"``)."""
+        storage = self.storage or DEFAULT_STORAGE
+        if is_storage_uri(storage):
+            return storage
+        return str((self.study_dir / storage).resolve())
+
+    @property
+    def ray_experiment(self) -> str:
+        """Ray's experiment directory (what ``Tuner.restore`` takes): ``ray_storage/name``."""
+        return join_storage(self.ray_storage, self.name)
+
+    @property
+    def local_storage_dir(self) -> Path | None:
+        """The storage as a local folder (a path or a ``file://`` URI), else ``None``."""
+        storage = self.ray_storage
+        if not is_storage_uri(storage):
+            return Path(storage)
+        parts = urlsplit(storage)
+        if parts.scheme.lower() == "file" and parts.netloc in ("", "localhost"):
+            return Path(unquote(parts.path))
+        return None
 
     @property
     def trainable_callable(self) -> Callable[..., Any]:
@@ -120,7 +196,7 @@ def parse_study(
         "study",
         st,
         ("name", "output_dir", "seed", "trials", "time_budget_s", "metric", "mode", "num_cpus",
-         "resource_attr"),
+         "resource_attr", "storage"),
     )
     al = _section(doc, "algorithm")
     _no_extra("algorithm", al, ("name", "max_resource", "eta", "params", "searcher",
@@ -171,6 +247,9 @@ def parse_study(
     budget = st.get("time_budget_s")
     if budget is not None:
         budget = check_float("study.time_budget_s", budget, 0.0, math.inf, low_open=True)
+    storage = st.get("storage")
+    if storage is not None:
+        storage = check_storage(storage)
     num_cpus = st.get("num_cpus")
     if num_cpus is not None:
         num_cpus = check_int("study.num_cpus", num_cpus, 1)
@@ -234,6 +313,7 @@ def parse_study(
         function=function,
         base_dir=base,
         trainable_fn=trainable,
+        storage=storage,
     )
     return cfg
 

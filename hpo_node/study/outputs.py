@@ -73,7 +73,10 @@ class StudyResult:
 
 
 def summarize(cfg: StudyConfig, scheduler: Any, wall_s: float, gateway: str | None,
-             experiment_dir: Path) -> dict[str, Any]:
+             experiment_dir: str | Path) -> dict[str, Any]:
+    """The content of ``summary.json``; ``experiment_dir``: Ray's experiment directory, a local
+    path or a URI (``s3://bucket/prefix/<name>``), recorded as given (a ``Path`` would turn
+    ``s3://`` into ``s3:/``)."""
     counts = scheduler.status_counts()
     epochs_by = {}
     for rec in scheduler.records.values():

@@ -47,12 +47,20 @@ def _check_gateway(client_cls: Any, address: str, token: str | None, conn: Mappi
         ) from None
 
 
-def _excluded_outputs(folder: Path, study_dir: Path) -> tuple[str, ...]:
-    """The study's output folder, when inside the shipped ``folder`` (gitignore syntax)."""
-    out = study_dir.resolve()
-    if out.is_relative_to(folder):
-        return ("/" + out.relative_to(folder).as_posix(),)
-    return ()
+def _excluded_outputs(folder: Path, study_dir: Path, *others: Path | None) -> tuple[str, ...]:
+    """The study's output folder (and ``others``: a local Ray storage elsewhere), those inside
+    the shipped ``folder`` (gitignore syntax)."""
+    folder = folder.resolve()
+    found: list[str] = []
+    for path in (study_dir, *others):
+        if path is None:
+            continue
+        out = path.resolve()
+        if out.is_relative_to(folder) and out != folder:
+            entry = "/" + out.relative_to(folder).as_posix()
+            if entry not in found:
+                found.append(entry)
+    return tuple(found)
 
 
 def _restored_scheduler(tuner: Any) -> Any:
@@ -140,7 +148,8 @@ def run_study(
             env = None
             if folder is not None:
                 # every worker, on every node, imports the trainable from this copy of its folder
-                env = runtime_env(folder, _excluded_outputs(folder, study_dir))
+                env = runtime_env(folder, _excluded_outputs(folder, study_dir,
+                                                            cfg.local_storage_dir))
                 print(f"shipping {folder} to the Ray workers (runtime_env working_dir)", file=out,
                       flush=True)
             if ray_address is not None:
@@ -166,11 +175,14 @@ def run_study(
                 f"resources per trial (cpu {cfg.cpu}, gpu {cfg.gpu}) exceed the cluster's "
                 f"(cpu {resources.get('CPU', 0)}, gpu {resources.get('GPU', 0)})"
             )
-        storage = (study_dir / "ray").resolve()
-        experiment = storage / cfg.name
+        # a local folder (absolute) or a URI (s3://, gs://, file://) that Ray's pyarrow reads
+        storage = cfg.ray_storage
+        experiment = cfg.ray_experiment
+        if cfg.storage is not None:
+            print(f"Ray experiment storage: {experiment}", file=out, flush=True)
         trainable = tune.with_resources(fn, {"cpu": cfg.cpu, "gpu": cfg.gpu})
-        if resume and tune.Tuner.can_restore(str(experiment)):
-            tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True)
+        if resume and tune.Tuner.can_restore(experiment):
+            tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True)
             scheduler = _restored_scheduler(tuner)
             trace = _restored_trace(tuner) or EpochTrace(cfg.metric, cfg.resource_attr)
             predictor = getattr(scheduler, "predictor", None)
@@ -216,7 +228,7 @@ def run_study(
                 ),
                 run_config=tune.RunConfig(
                     name=cfg.name,
-                    storage_path=str(storage),
+                    storage_path=storage,
                     verbose=0,
                     callbacks=[
                         SchedulerStateCallback(scheduler),
