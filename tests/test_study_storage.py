@@ -22,7 +22,7 @@ import pytest
 
 from hpo_node.study import apply_overrides, load_study, study_from_dict
 from hpo_node.study.command import _parse_set
-from hpo_node.study.config import is_storage_uri, join_storage
+from hpo_node.study.config import is_storage_uri, join_storage, redact_storage
 from hpo_node.study.outputs import summarize
 from hpo_node.study.run import _excluded_outputs
 
@@ -134,6 +134,9 @@ def test_join_storage_and_uri_detection() -> None:
     assert join_storage("s3://b/p/", "n") == "s3://b/p/n"
     assert join_storage("s3://b/p?region=x", "n") == "s3://b/p/n?region=x"
     assert join_storage("/tmp/r", "n") == str(Path("/tmp/r/n"))
+    assert redact_storage("s3://b/p?region=x&secret_key=abc&SESSION_TOKEN=t&access_key=k") == (
+        "s3://b/p?region=x&secret_key=***&SESSION_TOKEN=***&access_key=k")
+    assert redact_storage("/tmp/secret_key=x") == "/tmp/secret_key=x"
 
 
 class _Sched:
@@ -178,6 +181,10 @@ def test_local_storage_inside_the_shipped_folder_is_excluded(tmp_path: Path) -> 
         "/results/tiny", "/ray_store")
     uri = study_from_dict(_doc(tmp_path, storage="s3://bucket/p"))
     assert _excluded_outputs(folder, uri.study_dir, uri.local_storage_dir) == ()
+    # the default storage is inside the study folder: one entry, as before
+    default = study_from_dict(_doc(tmp_path, output_dir=str(folder / "results")))
+    assert _excluded_outputs(folder, default.study_dir, default.local_storage_dir) == (
+        "/results/tiny",)
 
 
 # --- a real study on a file:// URI -------------------------------------------------------------

@@ -36,6 +36,15 @@ def join_storage(storage: str, name: str) -> str:
     return f"{base}{'' if base.endswith('/') else '/'}{name}{sep}{query}"
 
 
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:secret_key|session_token)=)[^&#]*")
+
+
+def redact_storage(storage: str) -> str:
+    """``storage`` for printing and ``summary.json``: a URI's ``secret_key`` and
+    ``session_token`` query values replaced by ``***`` (prefer the environment for those)."""
+    return _SECRET_QUERY.sub(r"\1***", storage) if is_storage_uri(storage) else storage
+
+
 def check_storage(value: Any) -> str:
     """``study.storage``: a non-empty local path or a ``scheme://...`` URI (Ray's
     ``storage_path``); ``TypeError``/``ValueError`` naming the key otherwise."""

@@ -17,7 +17,7 @@ from hpo_node.study.build import (
     n_trials,
     param_space,
 )
-from hpo_node.study.config import StudyConfig, apply_overrides
+from hpo_node.study.config import StudyConfig, apply_overrides, redact_storage
 from hpo_node.study.load import load_study, study_from_dict
 from hpo_node.study.outputs import StudyResult, print_summary, summarize, trial_rows, write_outputs
 from qpu_gateway.process import GatewayProcess
@@ -52,8 +52,9 @@ def _excluded_outputs(folder: Path, study_dir: Path, *others: Path | None) -> tu
     the shipped ``folder`` (gitignore syntax)."""
     folder = folder.resolve()
     found: list[str] = []
+    study = study_dir.resolve()
     for path in (study_dir, *others):
-        if path is None:
+        if path is None or (path is not study_dir and path.resolve().is_relative_to(study)):
             continue
         out = path.resolve()
         if out.is_relative_to(folder) and out != folder:
@@ -179,7 +180,7 @@ def run_study(
         storage = cfg.ray_storage
         experiment = cfg.ray_experiment
         if cfg.storage is not None:
-            print(f"Ray experiment storage: {experiment}", file=out, flush=True)
+            print(f"Ray experiment storage: {redact_storage(experiment)}", file=out, flush=True)
         trainable = tune.with_resources(fn, {"cpu": cfg.cpu, "gpu": cfg.gpu})
         if resume and tune.Tuner.can_restore(experiment):
             tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True)
@@ -194,11 +195,12 @@ def run_study(
                                            None), "search_alg", None)
             if hasattr(restored_alg, "attach"):
                 restored_alg.attach(scheduler)
-            print(f"resuming {experiment} ({len(scheduler.records)} trials known)", file=out,
-                  flush=True)
+            print(f"resuming {redact_storage(experiment)} ({len(scheduler.records)} trials "
+                  "known)", file=out, flush=True)
         else:
             if resume:
-                print(f"nothing to resume at {experiment}; starting the study", file=out, flush=True)
+                print(f"nothing to resume at {redact_storage(experiment)}; starting the study",
+                      file=out, flush=True)
             scheduler = build_scheduler(cfg, address)
             trace = EpochTrace(cfg.metric, cfg.resource_attr)
             scheduler.max_concurrent = slots
@@ -242,7 +244,8 @@ def run_study(
                 ),
             )
         tuner.fit()
-        summary = summarize(cfg, scheduler, time.monotonic() - t0, address, experiment)
+        summary = summarize(cfg, scheduler, time.monotonic() - t0, address,
+                            redact_storage(experiment))
         write_outputs(cfg, scheduler, summary, trace.events)
     finally:
         if started_ray:
