@@ -217,8 +217,8 @@ class QSVRPredictor(_FeaturePredictor):
     """The gateway's QSVR estimator in-process (``qpu_gateway.qsvr.QSVR``, simulated annealing).
 
     QSVR's defaults (``qpu_gateway.qsvr``; ``params`` override them), N <= 20 training curves
-    (``max_train``: a seeded random subset when more curves are known). ``spread`` is the spread of the ensemble members. QSVR min-max scales
-    features and targets itself.
+    (``max_train``: a seeded random subset when more curves are known). ``spread`` is the spread
+    of the ensemble members. QSVR scales features and targets itself.
     """
 
     def __init__(
