@@ -41,13 +41,23 @@ TLS_FLAGS: Final = {
     "--tls-key": "PEM private key of --tls-cert",
     "--tls-server-name": "name to check the server's certificate against, if not the host",
 }
+# ``health --wait`` polls every 50 ms, but a channel whose connection was refused (a gateway still
+# starting) tries again only after gRPC's reconnect backoff: about 1, 2.6, 5.2, 9.3 s ... after
+# the first try. These bound the backoff, so the wait ends within about 0.25 s of SERVING.
+WAIT_CHANNEL_OPTIONS: Final = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 250),
+]
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from qpu_gateway.execution import SamplingPool, default_workers, start_forkserver
+
+    # First: the sampling workers' forkserver imports (about a second) while this process does.
+    start_forkserver()
     from qpu_gateway.auth import load_tokens
     from qpu_gateway.backends import BackendRegistry
     from qpu_gateway.config import load_config
-    from qpu_gateway.execution import SamplingPool, default_workers
     from qpu_gateway.observability import Metrics
     from qpu_gateway.server import ServerOptions, TLSFiles, create_server
     from qpu_gateway.service import GatewayService
@@ -183,13 +193,15 @@ def _token(args: argparse.Namespace) -> str | None:
     return os.environ.get(args.token_env) or None
 
 
-def _client(args: argparse.Namespace) -> Any:
+def _client(args: argparse.Namespace, options: Sequence[tuple[str, Any]] = ()) -> Any:
     from qpu_gateway.client import GatewayClient
 
-    options = [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
+    opts = [*options]
+    if args.tls_server_name:
+        opts.append(("grpc.ssl_target_name_override", args.tls_server_name))
     return GatewayClient(
         args.gateway, timeout=args.timeout, token=_token(args), tls_ca=args.tls_ca,
-        tls_cert=args.tls_cert, tls_key=args.tls_key, options=options,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, options=opts,
     )
 
 
@@ -250,7 +262,7 @@ def _health(args: argparse.Namespace) -> int:
     """Print the health status; exit 0 when SERVING (for probes and scripts), 1 otherwise."""
     import grpc
 
-    with _client(args) as client:
+    with _client(args, WAIT_CHANNEL_OPTIONS if args.wait else ()) as client:
         if args.wait:
             try:
                 client.wait_until_serving(timeout=args.wait)

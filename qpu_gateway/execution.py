@@ -11,14 +11,22 @@ caller cancelled, server shutting down) -- and only after the attempt's work has
   (imports, samplers of the chain) and run at a lower CPU priority than the server. A stop first
   asks the worker to interrupt its sampler; a worker that has not answered ``stop_grace``
   seconds later is killed and replaced. Workers die with the server (``PR_SET_PDEATHSIG``).
+
+Start-up: the forkserver's imports (about a second: scikit-learn, SciPy, dimod) are the same as the
+server's own, so ``qpu-gateway serve`` calls :func:`start_forkserver` before importing them, and
+the two processes import in parallel. This module itself imports none of them (the workers'
+modules are imported where they are used), so that call comes first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
+import importlib
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import queue
 import signal
@@ -28,16 +36,16 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any, Final, Protocol
-
-import dimod
-import numpy as np
-from numpy.typing import NDArray
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from qpu_gateway.backends import BackendRegistry
 from qpu_gateway.errors import BackendFailure, ProblemTooLargeError, ShuttingDownError
 from qpu_gateway.observability import worker_logging
-from qpu_gateway.qsvr import QSVR, DualSolver, NonFiniteProblemError
+
+if TYPE_CHECKING:
+    import dimod
+    import numpy as np
+    from numpy.typing import NDArray
 
 __all__ = [
     "Attempt",
@@ -48,6 +56,7 @@ __all__ = [
     "WorkerFailedError",
     "default_workers",
     "run_attempt",
+    "start_forkserver",
 ]
 
 log = logging.getLogger("qpu_gateway.execution")
@@ -80,6 +89,8 @@ def run_attempt(
     registry: BackendRegistry, attempt: Attempt, interrupted: Callable[[], bool]
 ) -> dict[str, Any]:
     """Fit a QSVR on ``attempt.backend``; its state dict, or :class:`Interrupted`."""
+    from qpu_gateway.qsvr import QSVR, DualSolver
+
     deadline = attempt.deadline
 
     def stop() -> bool:
@@ -89,7 +100,7 @@ def run_attempt(
         raise Interrupted
     model = QSVR(**dict(attempt.params), random_state=attempt.seed)
     sampler = registry.sampler(attempt.backend)
-    model.sampler = sampler if isinstance(sampler, DualSolver) else _Stoppable(sampler, stop)
+    model.sampler = sampler if isinstance(sampler, DualSolver) else _stoppable()(sampler, stop)
     timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
     model.fit(attempt.x, attempt.y, timeout=timeout, interrupt_function=stop)
     if stop():
@@ -97,27 +108,34 @@ def run_attempt(
     return model.get_state()
 
 
-class _Stoppable(dimod.Sampler):
-    """Wraps a sampler: an interrupted sampling raises :class:`Interrupted` at once instead of
-    handing its partial samples to the (then wasted) decoding."""
+@functools.cache
+def _stoppable() -> type[dimod.Sampler]:
+    """The class ``_Stoppable(child, stop)``, defined on first use (it subclasses a dimod class)."""
+    import dimod
 
-    def __init__(self, child: dimod.Sampler, stop: Callable[[], bool]) -> None:
-        self.child = child
-        self.stop = stop
+    class _Stoppable(dimod.Sampler):
+        """Wraps a sampler: an interrupted sampling raises :class:`Interrupted` at once instead
+        of handing its partial samples to the (then wasted) decoding."""
 
-    @property
-    def parameters(self) -> dict[str, Any]:
-        return self.child.parameters
+        def __init__(self, child: dimod.Sampler, stop: Callable[[], bool]) -> None:
+            self.child = child
+            self.stop = stop
 
-    @property
-    def properties(self) -> dict[str, Any]:
-        return self.child.properties
+        @property
+        def parameters(self) -> dict[str, Any]:
+            return self.child.parameters
 
-    def sample(self, bqm: dimod.BinaryQuadraticModel, **kwargs: Any) -> dimod.SampleSet:
-        sampleset = self.child.sample(bqm, **kwargs)
-        if self.stop():
-            raise Interrupted
-        return sampleset
+        @property
+        def properties(self) -> dict[str, Any]:
+            return self.child.properties
+
+        def sample(self, bqm: dimod.BinaryQuadraticModel, **kwargs: Any) -> dimod.SampleSet:
+            sampleset = self.child.sample(bqm, **kwargs)
+            if self.stop():
+                raise Interrupted
+            return sampleset
+
+    return _Stoppable
 
 
 class Executor(Protocol):
@@ -145,6 +163,13 @@ class InlineExecutor:
 
     def close(self, grace: float = 0.0) -> None:
         """Nothing to release."""
+
+
+def start_forkserver() -> None:
+    """Start the forkserver of :class:`SamplingPool` now (if not running): it imports the workers'
+    modules in the background while the caller goes on. A pool started later forks from it."""
+    multiprocessing.get_context("forkserver").set_forkserver_preload(_PRELOAD)
+    multiprocessing.forkserver.ensure_running()
 
 
 def default_workers() -> int:
@@ -302,6 +327,8 @@ class SamplingPool:
         if error is not None:
             raise error(reply[2])
         if reply[1] == "NonFiniteProblemError":
+            from qpu_gateway.qsvr import NonFiniteProblemError
+
             raise NonFiniteProblemError(reply[2])
         raise WorkerFailedError(f"sampling worker failed: {reply[1]}: {reply[2]}")
 
@@ -378,6 +405,9 @@ def _worker_main(
     if nice:
         with contextlib.suppress(OSError):
             os.nice(nice)
+    for module in _PRELOAD:  # a Fit's modules: imported already when forked from the forkserver
+        importlib.import_module(module)
+    _stoppable()
     registry = BackendRegistry(settings)
     for name in warm:
         with contextlib.suppress(Exception):

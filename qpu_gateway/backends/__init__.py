@@ -13,12 +13,13 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
-
-import dimod
+from typing import TYPE_CHECKING, Any
 
 from qpu_gateway.errors import BackendFailure
 from qpu_gateway.redact import scrub
+
+if TYPE_CHECKING:  # dimod (with networkx) loads with the first backend module, not with the registry
+    import dimod
 
 __all__ = ["BackendRegistry", "available_backends", "register", "unregister"]
 
