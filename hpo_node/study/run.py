@@ -206,7 +206,8 @@ def run_study(
             scheduler.max_concurrent = slots
             n = n_trials(cfg)
             for note in cfg.notes:
-                logger.warning("%s", note)
+                if logger.hasHandlers():  # else logging's last resort repeats the printed line
+                    logger.warning("%s", note)
                 print(note, file=out, flush=True)
             print(f"study {cfg.name}: {cfg.algorithm}, searcher {cfg.searcher}, {n} "
                   f"configurations, R = {cfg.max_resource} epochs, eta = {cfg.eta}, {slots} "
