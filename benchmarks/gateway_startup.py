@@ -9,7 +9,8 @@ would only see SERVING at its next reconnect: 1 s, 2.6 s, 5.2 s ... after the fi
 - ``--compare DIR``: runs alternate with the ``qpu_gateway`` package in DIR (put first on
   ``PYTHONPATH``), e.g. the parent commit's: ``git archive HEAD~1 qpu_gateway | tar -x -C DIR``.
 - ``--probe``: also start ``qpu-gateway health --wait 60`` with the server, as a deployment
-  script would, and time its exit (it polls on one channel, so it sees the reconnect backoff).
+  script would, and time its exit (it polls on one channel, so it sees the reconnect backoff);
+  ``--probe-lead S`` starts it S seconds before the server (a script waiting for a restart).
 - ``--first-fit``: after SERVING, time a first and a second small Fit and a Predict (a warm
   server answers the first as fast as the second).
 - ``--imports``: import time per package, ``-X importtime`` summed over each package's modules,
@@ -51,6 +52,7 @@ MEASURES = {
     "serving": "start -> health SERVING",
     "log": "start -> 'serving on' logged",
     "probe": "start -> `health --wait` exits 0",
+    "probe_late": "SERVING -> `health --wait` exits 0",
     "fit1": "first Fit after SERVING",
     "fit2": "second Fit",
     "predict": "Predict of 20 rows",
@@ -114,24 +116,27 @@ def first_fits(address: str) -> tuple[float, float, float]:
     return out[0], out[1], out[2]
 
 
-def one_run(source: str | None, probe: bool, fit: bool) -> dict[str, float]:
+def one_run(
+    source: str | None, probe: bool, fit: bool, probe_lead: float = 0.0
+) -> dict[str, float]:
     """Start the server, wait for SERVING, optionally Fit, stop it; the timings in seconds."""
     port = free_port()
     address = f"127.0.0.1:{port}"
     env = environment(source)
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "serve.log"
+        waiter = (
+            subprocess.Popen([*command(), "health", "--gateway", address, "--wait", "60"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            if probe else None
+        )
+        time.sleep(probe_lead if probe else 0.0)
         with open(log_path, "wb") as log:
             wall0 = time.time()
             t0 = time.perf_counter()
             server = subprocess.Popen(
                 [*command(), "serve", "--address", address, "--store", f"{tmp}/m.sqlite"],
                 stdout=log, stderr=subprocess.STDOUT, env=env,
-            )
-            waiter = (
-                subprocess.Popen([*command(), "health", "--gateway", address, "--wait", "60"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-                if probe else None
             )
         result: dict[str, float] = {}
         try:
@@ -145,6 +150,7 @@ def one_run(source: str | None, probe: bool, fit: bool) -> dict[str, float]:
             if waiter is not None:
                 waiter.wait(90)
                 result["probe"] = time.perf_counter() - t0
+                result["probe_late"] = result["probe"] - result["serving"]
                 if waiter.returncode != 0:
                     raise RuntimeError(f"qpu-gateway health --wait exited {waiter.returncode}")
             m = _LOGGED.search(log_path.read_text())
@@ -203,11 +209,15 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=7, help="start-ups per source")
     p.add_argument("--compare", help="a folder with another qpu_gateway package; runs alternate")
     p.add_argument("--probe", action="store_true", help="also time qpu-gateway health --wait")
+    p.add_argument("--probe-lead", type=float, default=0.0,
+                   help="with --probe: start the probe this many seconds before the server")
     p.add_argument("--first-fit", action="store_true", help="time a first Fit after SERVING")
     p.add_argument("--imports", action="store_true", help="print the import-time breakdown")
     args = p.parse_args()
     if args.runs < 1:
         raise ValueError(f"--runs must be >= 1, got {args.runs}")
+    if not args.probe_lead >= 0:
+        raise ValueError(f"--probe-lead must be >= 0 seconds, got {args.probe_lead}")
     sources: dict[str, str | None] = {HERE: None}
     if args.compare:
         if not (Path(args.compare) / "qpu_gateway" / "__init__.py").exists():
@@ -219,7 +229,7 @@ def main() -> None:
     one_run(None, False, False)  # warm the file cache; not counted
     for i in range(args.runs):
         for label, source in sources.items():
-            r = one_run(source, args.probe, args.first_fit)
+            r = one_run(source, args.probe, args.first_fit, args.probe_lead)
             runs[label].append(r)
             print(f"run {i + 1} {label}: " + " ".join(f"{k}={v:.3f}" for k, v in r.items()),
                   flush=True)
