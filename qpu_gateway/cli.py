@@ -41,13 +41,6 @@ TLS_FLAGS: Final = {
     "--tls-key": "PEM private key of --tls-cert",
     "--tls-server-name": "name to check the server's certificate against, if not the host",
 }
-# ``health --wait`` polls every 50 ms, but a channel whose connection was refused (a gateway still
-# starting) tries again only after gRPC's reconnect backoff: about 1, 2.6, 5.2, 9.3 s ... after
-# the first try. These bound the backoff, so the wait ends within about 0.25 s of SERVING.
-WAIT_CHANNEL_OPTIONS: Final = [
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 250),
-]
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -262,7 +255,7 @@ def _health(args: argparse.Namespace) -> int:
     """Print the health status; exit 0 when SERVING (for probes and scripts), 1 otherwise."""
     import grpc
 
-    with _client(args, WAIT_CHANNEL_OPTIONS if args.wait else ()) as client:
+    with _client(args) as client:  # GatewayClient bounds its reconnect backoff
         if args.wait:
             try:
                 client.wait_until_serving(timeout=args.wait)

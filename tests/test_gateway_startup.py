@@ -90,3 +90,27 @@ def test_a_spawned_worker_fits_like_the_inline_executor() -> None:
     finally:
         pool.close()
     assert state["dual_coef"] == run_attempt(BackendRegistry(), attempt, lambda: False)["dual_coef"]
+
+
+def test_client_channel_bounds_the_reconnect_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    import grpc
+
+    from qpu_gateway.client import RECONNECT_OPTIONS, GatewayClient
+
+    real = grpc.insecure_channel
+    seen: list[dict[str, object]] = []
+
+    def spy(address: str, options: list[tuple[str, object]]) -> grpc.Channel:
+        seen.append(dict(options))
+        assert len(seen[-1]) == len(options)  # one value per key
+        return real(address, options=options)
+
+    monkeypatch.setattr(grpc, "insecure_channel", spy)
+    with GatewayClient("127.0.0.1:9"):
+        pass
+    with GatewayClient("127.0.0.1:9", options=[("grpc.max_reconnect_backoff_ms", 500)]):
+        pass
+    assert all(seen[0][k] == v for k, v in RECONNECT_OPTIONS)
+    assert seen[1]["grpc.max_reconnect_backoff_ms"] == 500  # the caller's value replaces ours
+    assert seen[1]["grpc.initial_reconnect_backoff_ms"] == dict(RECONNECT_OPTIONS)[
+        "grpc.initial_reconnect_backoff_ms"]
