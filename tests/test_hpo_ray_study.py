@@ -17,6 +17,7 @@ from ray.tune.callback import Callback  # noqa: E402
 
 from hpo_node.study import load_study, run_main, run_study, study_from_dict  # noqa: E402
 from tests.conftest import GatewayProcess  # noqa: E402
+from tests.ray_callbacks import InterruptOnce  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -139,22 +140,6 @@ def test_hpo_ray_study_gateway_killed_mid_study(tmp_path: Path, ray_local: Any) 
     assert curves == {t: len(v) for t, v in results.seen.items()}
     for t, seen in results.seen.items():
         assert [e for e, _ in seen] == list(range(1, len(seen) + 1)), t
-
-
-class InterruptOnce(Callback):
-    """Sends SIGINT to this process after ``after`` results, once (a marker file remembers)."""
-
-    def __init__(self, after: int, marker: str) -> None:
-        self.after = after
-        self.marker = marker
-        self.count = 0
-
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict,
-                        **info: Any) -> None:
-        self.count += 1
-        if self.count == self.after and not os.path.exists(self.marker):
-            Path(self.marker).write_text("interrupted")
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 class FirstStepProbe(Callback):

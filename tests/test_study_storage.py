@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -206,34 +205,14 @@ def _project(tmp_path: Path, storage: str) -> Path:
     return folder / "study.toml"
 
 
-def _interrupt_once_cls() -> type:
-    from ray.tune.callback import Callback
-
-    class InterruptOnce(Callback):
-        """SIGINT to this process after ``after`` results, once (a marker file remembers)."""
-
-        def __init__(self, after: int, marker: str) -> None:
-            self.after = after
-            self.marker = marker
-            self.count = 0
-
-        def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict,
-                            **info: Any) -> None:
-            self.count += 1
-            if self.count == self.after and not os.path.exists(self.marker):
-                Path(self.marker).write_text("interrupted")
-                os.kill(os.getpid(), signal.SIGINT)
-
-    return InterruptOnce
-
-
 def _run_interrupted_then_resume(tmp_path: Path, storage: str, capsys: Any) -> dict[str, Any]:
     """Run the study until a SIGINT after 5 epochs, then ``hpo-node run --resume``; the summary."""
     from hpo_node.study import run_main, run_study
+    from tests.ray_callbacks import InterruptOnce
 
     toml = _project(tmp_path, storage)
     marker = str(tmp_path / "interrupted")
-    first = run_study(load_study(toml), callbacks=[_interrupt_once_cls()(5, marker)])
+    first = run_study(load_study(toml), callbacks=[InterruptOnce(5, marker)])
     assert os.path.exists(marker)
     assert 0 < first.scheduler.epochs_used() < 15
     capsys.readouterr()
