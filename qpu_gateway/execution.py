@@ -111,23 +111,15 @@ def run_attempt(
 @functools.cache
 def _stoppable() -> type[dimod.Sampler]:
     """The class ``_Stoppable(child, stop)``, defined on first use (it subclasses a dimod class)."""
-    import dimod
+    from qpu_gateway.backends._wrap import WrappedSampler
 
-    class _Stoppable(dimod.Sampler):
+    class _Stoppable(WrappedSampler):
         """Wraps a sampler: an interrupted sampling raises :class:`Interrupted` at once instead
         of handing its partial samples to the (then wasted) decoding."""
 
         def __init__(self, child: dimod.Sampler, stop: Callable[[], bool]) -> None:
-            self.child = child
+            super().__init__(child)
             self.stop = stop
-
-        @property
-        def parameters(self) -> dict[str, Any]:
-            return self.child.parameters
-
-        @property
-        def properties(self) -> dict[str, Any]:
-            return self.child.properties
 
         def sample(self, bqm: dimod.BinaryQuadraticModel, **kwargs: Any) -> dimod.SampleSet:
             sampleset = self.child.sample(bqm, **kwargs)

@@ -13,6 +13,7 @@ import dimod
 from dwave.samplers import SimulatedAnnealingSampler
 
 from qpu_gateway.backends._seed import bounded_seed
+from qpu_gateway.backends._wrap import WrappedSampler
 
 __all__ = ["create"]
 
@@ -26,20 +27,12 @@ def create(settings: Mapping[str, Any]) -> dimod.Sampler:
     return _NealSampler(child, dict(settings))
 
 
-class _NealSampler(dimod.Sampler):
+class _NealSampler(WrappedSampler):
     """Wraps the annealer: configured keyword defaults on every call, any uint64 seed."""
 
     def __init__(self, child: dimod.Sampler, defaults: dict[str, Any]) -> None:
-        self.child = child
+        super().__init__(child)
         self.defaults = defaults
-
-    @property
-    def parameters(self) -> dict[str, Any]:
-        return self.child.parameters
-
-    @property
-    def properties(self) -> dict[str, Any]:
-        return self.child.properties
 
     def sample(self, bqm: dimod.BinaryQuadraticModel, **kwargs: Any) -> dimod.SampleSet:
         params = {**self.defaults, **kwargs}
