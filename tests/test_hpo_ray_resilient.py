@@ -35,7 +35,7 @@ def test_hpo_ray_resilient_outage_counted_and_predictions_resume(tmp_path: Path)
     store = tmp_path / "gw.sqlite"
     first = GatewayProcess(store).start()
     log = PredictionLog(retry_after=0.0)
-    pred = GuardedPredictor(GatewayFactory(first.address, timeout=2.0, num_reads=50), log)
+    pred = GuardedPredictor(GatewayFactory(first.address, timeout=5.0, num_reads=50), log)
     curves, targets = _data()
     try:
         pred.fit(curves, targets, seed=0)
@@ -66,7 +66,7 @@ def test_hpo_ray_resilient_outage_counted_and_predictions_resume(tmp_path: Path)
 def test_hpo_ray_resilient_failed_fit_is_retried_at_predict(tmp_path: Path) -> None:
     address = _closed_port_address()
     log = PredictionLog(retry_after=0.0)
-    pred = GuardedPredictor(GatewayFactory(address, timeout=2.0, num_reads=50), log)
+    pred = GuardedPredictor(GatewayFactory(address, timeout=5.0, num_reads=50), log)
     curves, targets = _data()
     pred.fit(curves, targets, seed=0)
     assert log.counters()["fits_failed"] == 1
