@@ -34,13 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _data import MLPF as DATA
 
 from hpo_node.algorithms import make_driver
 from hpo_node.core import Decision, Job
 from hpo_node.replay import CurveTable, simulate
 from qpu_gateway.process import GatewayProcess
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mlpf_delphes_curves.csv"
 R, ETA, SEED = 100, 2, 0
 
 

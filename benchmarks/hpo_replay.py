@@ -3,7 +3,7 @@
 The Swift rows are the published rule (``rule="paper"``) and its issue-3 options; issue 14's
 forecast rule (today's default) is benchmarked by ``benchmarks/hpo_rules.py``.
 
-Runs on the MLPF Delphes table (``<repo>/../shared/data/mlpf_delphes_curves.csv``), R = 100,
+Runs on the MLPF Delphes table (``<repo>/data/mlpf_delphes_curves.csv``), R = 100,
 eta = 2, seeds 0..N-1, and as cross-checks on tables the defaults were not chosen on: two synthetic
 tables (:func:`hpo_node.synthetic.synthetic_table`) and the MLPF table sub-sampled to every 2nd
 epoch (R = 50). Prints markdown and writes the raw numbers as JSON.
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _data import MLPF as DATA
 
 from hpo_node.algorithms import default_n_trials, make_driver
 from hpo_node.asha import ASHA, SwiftASHA
@@ -29,8 +30,6 @@ from hpo_node.hyperband import Hyperband, SwiftHyperband
 from hpo_node.predictors import make_predictor_factory
 from hpo_node.replay import CurveTable, Driver, RunResult, simulate
 from hpo_node.synthetic import synthetic_table
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mlpf_delphes_curves.csv"
 
 
 class OraclePredictor:
@@ -261,7 +260,7 @@ def main() -> int:
     p.add_argument("--skip-cross-check", action="store_true")
     args = p.parse_args()
     if not DATA.exists():
-        print(f"skipped: MLPF table not found at {DATA} (../shared/data is absent)", file=sys.stderr)
+        print(f"skipped: MLPF table not found at {DATA}", file=sys.stderr)
         return 0
     preds = [x for x in args.predictors.split(",") if x]
     warm = synthetic_table(60, 9, seed=0)

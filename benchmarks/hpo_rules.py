@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _data import MLPF as DATA
 from hpo_replay import runs  # the same seeds loop as the issue-3 tables
 
 from hpo_node.asha import ASHA, SwiftASHA
@@ -28,8 +29,6 @@ from hpo_node.peers import OptunaPeer
 from hpo_node.predictors import make_predictor_factory
 from hpo_node.replay import CurveTable, Driver, RunResult
 from hpo_node.synthetic import synthetic_table
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mlpf_delphes_curves.csv"
 
 TABLES = ("mlpf", "mlpf-2", "synthetic-11", "synthetic-12", "synthetic-12ep-11", "synthetic-12ep-12")
 

@@ -1,6 +1,6 @@
 """Replay benchmark of searcher x scheduler pairs (issue 8 figures).
 
-On the MLPF Delphes table (``<repo>/../shared/data/mlpf_delphes_curves.csv``), R = 100, eta = 2,
+On the MLPF Delphes table (``<repo>/data/mlpf_delphes_curves.csv``), R = 100, eta = 2,
 seeds 0..N-1, W = 1: best final loss found and epochs consumed per pair, epochs until the best
 final loss found is within ``--within`` (relative, default 0.5%) of the table's best at R, and
 epochs until it is the table's best. The Optuna peer ``optuna-tpe+hyperband-pruner`` (Optuna's
@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _data import MLPF as DATA
 
 from hpo_node.algorithms import default_n_trials, make_driver
 from hpo_node.peers import OptunaPeer
 from hpo_node.replay import CurveTable, RunResult, simulate
 from hpo_node.search import SEARCHERS, SearchSpace, make_searcher
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mlpf_delphes_curves.csv"
 OPTUNA_LABEL = "optuna-tpe+hyperband-pruner"
 COMPARED = ("tpe+swift-asha", OPTUNA_LABEL, "tpe+hyperband")
 
@@ -108,7 +108,7 @@ def main() -> int:
                    help="skip the Optuna TPESampler + HyperbandPruner peer")
     args = p.parse_args()
     if not args.data.exists():
-        print(f"skipped: learning-curve table {args.data} not found (../shared/data is absent)")
+        print(f"skipped: learning-curve table {args.data} not found")
         return 0
     table = CurveTable.from_csv(args.data)
     space = SearchSpace.from_table(table.hparams, table.hparam_names, table.categorical)

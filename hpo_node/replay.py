@@ -1,6 +1,6 @@
 """Learning-curve replay: a table of recorded curves as search space, an event-driven simulator.
 
-Table format (``../shared/data/README.md``): per-epoch metric columns ``<metric>_<epoch>``, every
+Table format (``data/README.md``): per-epoch metric columns ``<metric>_<epoch>``, every
 other column a hyperparameter. The simulator samples rows without replacement (by seed), feeds each
 trial its recorded values epoch by epoch, and runs ``workers`` trials at once; one epoch is one
 time unit. Internally values are losses (lower is better): for ``mode="max"`` the metric is negated

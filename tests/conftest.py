@@ -23,7 +23,8 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data" / "mlpf_delphes_curves.csv"
+MLPF_CSV = REPO / "data" / "mlpf_delphes_curves.csv"
+"""The MLPF Delphes learning curves (data/README.md): 296 rows, ``loss_0 .. loss_99``."""
 
 
 def free_port() -> int:
@@ -52,12 +53,10 @@ def gateway_address(gateway_process: GatewayProcess) -> str:
 
 @pytest.fixture(scope="session")
 def mlpf_curves() -> np.ndarray:
-    """The MLPF learning curves, (296, 100); skips when ../shared/data is absent."""
-    if not SHARED_DATA.exists():
-        pytest.skip(f"shared learning-curve data not found at {SHARED_DATA}")
+    """The MLPF learning curves, (296, 100)."""
     import pandas as pd
 
-    df = pd.read_csv(SHARED_DATA)
+    df = pd.read_csv(MLPF_CSV)
     return df[[f"loss_{i}" for i in range(100)]].to_numpy(dtype=np.float64)
 
 

@@ -14,14 +14,7 @@ from hpo_node.cli import main
 from hpo_node.hyperband import Hyperband
 from hpo_node.replay import CurveTable, simulate
 from hpo_node.synthetic import synthetic_table
-
-MLPF = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mlpf_delphes_curves.csv"
-
-
-def _mlpf() -> Path:
-    if not MLPF.exists():
-        pytest.skip(f"MLPF learning-curve table not found at {MLPF} (../shared/data is absent)")
-    return MLPF
+from tests.conftest import MLPF_CSV
 
 
 def _write_csv(path: Path, rows: int = 200, epochs: int = 27, seed: int = 0) -> Path:
@@ -152,7 +145,7 @@ def test_cli_compare_writes_table_png_and_json(
 
 
 def test_mlpf_table_and_hyperband_3213_on_it() -> None:
-    table = CurveTable.from_csv(_mlpf())
+    table = CurveTable.from_csv(MLPF_CSV)
     assert table.curves.shape == (296, 100)
     assert len(table.hparam_names) == 7
     assert table.best_final_loss() == pytest.approx(442.2677, abs=1e-3)
