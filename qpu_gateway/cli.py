@@ -251,6 +251,19 @@ def _delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tls_hint(args: argparse.Namespace, details: str) -> str:
+    """A hint when a plaintext client's connection was closed during set-up, as by a TLS server."""
+    if getattr(args, "tls_ca", None) is None and "Socket closed" in details:
+        return " (a TLS gateway closes plaintext connections: pass --tls-ca or set QPU_GATEWAY_TLS_CA)"
+    return ""
+
+
+def _rpc_error(exc: Any, args: argparse.Namespace) -> str:
+    """``CODE: details`` of a failed call, with :func:`_tls_hint`."""
+    details = str(exc.details())
+    return f"{exc.code().name}: {details}{_tls_hint(args, details)}"
+
+
 def _health(args: argparse.Namespace) -> int:
     """Print the health status; exit 0 when SERVING (for probes and scripts), 1 otherwise."""
     import grpc
@@ -260,18 +273,20 @@ def _health(args: argparse.Namespace) -> int:
             try:
                 client.wait_until_serving(timeout=args.wait)
             except TimeoutError as exc:
-                print(f"qpu-gateway: {exc}", file=sys.stderr)
+                print(f"qpu-gateway: {exc}{_tls_hint(args, str(exc))}", file=sys.stderr)
                 return 1
         try:
             status = client.health(args.service, timeout=args.timeout)
         except grpc.RpcError as exc:
-            print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
+            print(f"qpu-gateway: {_rpc_error(exc, args)}", file=sys.stderr)
             return 1
     print(status)
     return 0 if status == "SERVING" else 1
 
 
 def _parser() -> argparse.ArgumentParser:
+    from qpu_gateway.backends import available_backends
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--log-level", default=argparse.SUPPRESS, help="default INFO")
     common.add_argument("--log-format", choices=("text", "json"), default=argparse.SUPPRESS,
@@ -286,7 +301,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = add("serve", help="run the gRPC server until SIGINT/SIGTERM")
     s.add_argument("--address", help="HOST:PORT to bind (port 0 picks a free one)")
-    s.add_argument("--backend", help="sampler backend (neal, exact, mock-qpu, qpu, hybrid, classical)")
+    s.add_argument("--backend", help=f"sampler backend ({', '.join(available_backends())})")
     s.add_argument("--store", help="SQLite file of the model store")
     s.add_argument("--config", help="TOML configuration file")
     s.add_argument("--no-reflection", action="store_true", help="do not serve gRPC reflection")
@@ -352,6 +367,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # gRPC core's own INFO lines (e.g. one per failed TLS handshake of a plaintext client) would
+    # interleave unformatted with the log; its errors still show. GRPC_VERBOSITY set by the
+    # caller wins. Read when grpc loads, so before the first import of it (observability's).
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     from qpu_gateway.errors import GatewayError
     from qpu_gateway.observability import JsonFormatter, RequestIdFilter
     from qpu_gateway.redact import install_log_redaction
@@ -371,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except grpc.RpcError as exc:
-        print(f"qpu-gateway: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        print(f"qpu-gateway: {_rpc_error(exc, args)}", file=sys.stderr)
         return 1
     except (ValueError, OSError, GatewayError) as exc:
         print(f"qpu-gateway: {exc}", file=sys.stderr)

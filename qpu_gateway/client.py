@@ -229,7 +229,8 @@ class GatewayClient:
             except grpc.RpcError as exc:
                 last = exc
             time.sleep(0.05)
-        raise TimeoutError(f"gateway at {self.address} not SERVING after {timeout}s ({last})")
+        why = f"{last.code().name}: {last.details()}" if isinstance(last, grpc.RpcError) else last
+        raise TimeoutError(f"gateway at {self.address} not SERVING after {timeout}s ({why})")
 
     def close(self) -> None:
         self._channel.close()

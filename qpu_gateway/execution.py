@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from qpu_gateway.backends import BackendRegistry
 from qpu_gateway.errors import BackendFailure, ProblemTooLargeError, ShuttingDownError
-from qpu_gateway.observability import worker_logging
+from qpu_gateway.observability import json_logging, worker_logging
 
 if TYPE_CHECKING:
     import dimod
@@ -259,7 +259,8 @@ class SamplingPool:
         cancel = self._ctx.Event()
         proc = self._ctx.Process(
             target=_worker_main,
-            args=(child, cancel, self.settings, self.warm, self.nice, logging.getLogger().level),
+            args=(child, cancel, self.settings, self.warm, self.nice, logging.getLogger().level,
+                  json_logging()),
             name="qpu-gateway-sampler", daemon=True,
         )
         proc.start()
@@ -387,11 +388,11 @@ def _die_with_parent() -> None:
 
 def _worker_main(
     conn: Connection, cancel: Any, settings: Mapping[str, Mapping[str, Any]],
-    warm: Sequence[str], nice: int, log_level: int = logging.WARNING,
+    warm: Sequence[str], nice: int, log_level: int = logging.WARNING, json_lines: bool = False,
 ) -> None:
     """A sampling worker: warm up, say ready, then run attempts until told to stop."""
     _die_with_parent()
-    worker_logging(log_level)
+    worker_logging(log_level, json_lines)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if nice:

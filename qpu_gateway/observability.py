@@ -25,6 +25,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -35,6 +36,7 @@ __all__ = [
     "Metrics",
     "ObservabilityInterceptor",
     "RequestIdFilter",
+    "json_logging",
     "request_id",
     "worker_logging",
 ]
@@ -136,8 +138,10 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 failed = True
                 raise
             finally:
+                code = _status(context.code(), failed)
+                if code is not grpc.StatusCode.OK and not isinstance(request, _Undecodable):
+                    _log_refusal(method, code, context)
                 if metrics is not None:
-                    code = _status(context.code(), failed)
                     metrics.in_flight.labels(method).dec()
                     metrics.latency.labels(method).observe(time.perf_counter() - start)
                     metrics.requests.labels(method, code.name).inc()
@@ -148,6 +152,27 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+# Status codes that point at the caller's credentials, the server's capacity or a fault: WARNING;
+# the others (a bad field, an unknown model, a deadline or cancel) are the caller's own: INFO.
+_WARN_CODES = frozenset({
+    grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS, grpc.StatusCode.UNIMPLEMENTED,
+})
+
+
+def _log_refusal(method: str, code: grpc.StatusCode, context: grpc.aio.ServicerContext) -> None:
+    """One line per call that did not end ``OK``: method, status, details and peer (the request
+    id comes with the record), so that an operator sees who was refused and why."""
+    details = context.details() if hasattr(context, "details") else None
+    if isinstance(details, bytes):
+        details = details.decode("utf-8", "replace")
+    log.log(
+        logging.WARNING if code in _WARN_CODES else logging.INFO,
+        "%s %s: %s (peer %s)", method, code.name, details or "-", context.peer(),
+    )
 
 
 async def _refuse(context: grpc.aio.ServicerContext, method: str, request: _Undecodable) -> None:
@@ -227,14 +252,16 @@ class RequestIdFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, request_id, message (and exc_info)."""
+    """One JSON object per line: ts (UTC, ms), level, logger, request_id, pid, message (and
+    exc_info)."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "ts": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "request_id": getattr(record, "request_id", "-"),
+            "pid": record.process,
             "message": record.getMessage(),
         }
         if record.exc_text or record.exc_info:
@@ -242,13 +269,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def worker_logging(level: int) -> None:
-    """Logging of a sampling worker process: the server's level, to stderr (the server's log),
-    every record scrubbed of secrets (:func:`qpu_gateway.redact.install_log_redaction`)."""
+def json_logging() -> bool:
+    """Whether this process logs JSON lines (a root handler with :class:`JsonFormatter`)."""
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+
+
+def worker_logging(level: int, json_lines: bool = False) -> None:
+    """Logging of a sampling worker process: the server's level and format (``json_lines``), to
+    stderr (the server's log), every record scrubbed of secrets
+    (:func:`qpu_gateway.redact.install_log_redaction`)."""
     from qpu_gateway.redact import install_log_redaction
 
     install_log_redaction()
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(
+    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s [worker %(process)d]: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)

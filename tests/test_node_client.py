@@ -2,21 +2,26 @@
 
 ``tests/node/gateway_client.mjs`` loads ``proto/qpu_gateway/v1/gateway.proto`` as-is, fits (with
 a uint64 seed of 2^64 - 1 and feature names), predicts and reads an ``INVALID_ARGUMENT`` with its
-``google.rpc.BadRequest`` details. Skips where node or the installed modules are absent
-(``cd tests/node && npm ci``; ``.ci/run`` does it when npm exists). Needs no network.
+``google.rpc.BadRequest`` details; and the same over TLS with a bearer token, as an operator's
+gateway asks for them (``QPU_GATEWAY_TLS_CA``, ``QPU_GATEWAY_TOKEN``). Skips where node or the
+installed modules are absent (``cd tests/node && npm ci``; ``.ci/run`` does it when npm exists).
+Needs no network.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from qpu_gateway.client import GatewayClient
-from tests.conftest import REPO
+from tests._certs import make_pki
+from tests.conftest import REPO, GatewayProcess
 
 NODE_DIR = REPO / "tests" / "node"
 PROTO = REPO / "proto" / "qpu_gateway" / "v1" / "gateway.proto"
@@ -32,10 +37,14 @@ def _node() -> str:
     return node
 
 
+def _run(address: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([_node(), str(NODE_DIR / "gateway_client.mjs"), address, str(PROTO)],
+                          capture_output=True, text=True, timeout=120, cwd=NODE_DIR,
+                          env={**os.environ, **(env or {})})
+
+
 def test_node_client_fits_predicts_and_reads_bad_request_details(gateway_address: str) -> None:
-    node = _node()
-    out = subprocess.run([node, str(NODE_DIR / "gateway_client.mjs"), gateway_address, str(PROTO)],
-                         capture_output=True, text=True, timeout=120, cwd=NODE_DIR)
+    out = _run(gateway_address)
     assert out.returncode == 0, out.stderr
     reply = json.loads(out.stdout)
     fit = reply["fit"]
@@ -55,3 +64,25 @@ def test_node_client_fits_predicts_and_reads_bad_request_details(gateway_address
     assert error["bad_request"]["violations"] == [
         {"field": "params.k", "description": error["details"][len("params.k: "):]}
     ]
+
+
+def test_node_client_over_tls_with_a_bearer_token(tmp_path: Path) -> None:
+    _node()
+    (tmp_path / "pki").mkdir()
+    pki = make_pki(tmp_path / "pki")
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("admin:node-admin-token-0123456789\n")
+    tokens.chmod(0o600)
+    proc = GatewayProcess(tmp_path / "m.sqlite", "--tls-cert", pki["server"], "--tls-key",
+                          pki["server_key"], "--tokens-file", str(tokens)).start()
+    try:
+        tls = {"QPU_GATEWAY_TLS_CA": pki["ca"]}
+        refused = _run(proc.address, tls)  # TLS without the token
+        assert refused.returncode != 0 and "UNAUTHENTICATED" in refused.stderr
+        out = _run(proc.address, {**tls, "QPU_GATEWAY_TOKEN": "node-admin-token-0123456789"})
+        assert out.returncode == 0, out.stderr
+        reply = json.loads(out.stdout)
+        assert reply["fit"]["n_train"] == 8 and len(reply["predict"]["mean"]) == 8
+        assert reply["error"]["bad_request"]["violations"][0]["field"] == "params.k"
+    finally:
+        proc.stop()

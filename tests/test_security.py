@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import time
 from pathlib import Path
 
 import grpc
@@ -169,3 +172,42 @@ def test_tokens_file_errors_never_print_a_token(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="entry 1: tokens must be at least 16 characters") as info:
         load_tokens(None, env={"QPU_GATEWAY_TOKENS": "admin:short-tok"})
     assert "short-tok" not in str(info.value)
+
+
+def test_refused_calls_are_logged_with_status_request_id_and_peer(tls_server, pki) -> None:
+    x, y = _x()
+    with _client(tls_server, pki, BAD) as client:
+        assert _code(lambda: client.list_models()) == UNAUTH
+    with _client(tls_server, pki, PREDICT) as client:
+        assert _code(lambda: client.fit(x, y, num_reads=10, num_sweeps=10)) == DENIED
+    deadline = time.monotonic() + 10  # the server logs after the status has gone out
+    while True:
+        lines = tls_server.log().splitlines()
+        unauth = [line for line in lines if "ListModels UNAUTHENTICATED" in line]
+        denied = [line for line in lines if "Fit PERMISSION_DENIED" in line]
+        if (unauth and denied) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert unauth and denied
+    assert all(" WARNING " in line and "(peer ipv" in line for line in unauth + denied)
+    assert all("[-]" not in line for line in unauth + denied)  # the call's request id, not "-"
+
+
+def test_json_log_stays_one_object_per_line_when_plaintext_clients_hit_tls(
+    tmp_path: Path, pki: dict[str, str]
+) -> None:
+    proc = GatewayProcess(tmp_path / "m.sqlite", "--tls-cert", pki["server"], "--tls-key",
+                          pki["server_key"], "--log-format", "json").start()
+    try:
+        for _ in range(3):
+            with GatewayClient(proc.address, timeout=0.5) as plain:
+                assert _code(lambda: plain.list_models(timeout=0.5)) != OK
+        with GatewayClient(proc.address, tls_ca=pki["ca"], timeout=10) as client:
+            assert _code(lambda: client.predict("missing", np.zeros((1, 2)))) == grpc.StatusCode.NOT_FOUND
+    finally:
+        proc.stop()
+    records = [json.loads(line) for line in proc.log().splitlines() if line.strip()]
+    assert records and all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", r["ts"])
+                           for r in records)
+    refused = [r for r in records if r["message"].startswith("Predict NOT_FOUND")]
+    assert refused and refused[0]["level"] == "INFO" and refused[0]["request_id"] != "-"

@@ -1,7 +1,11 @@
 // A Node.js client of qpu_gateway.v1.Gateway, written from the .proto alone.
 // Usage: node gateway_client.mjs HOST:PORT PATH/TO/gateway.proto
+// TLS and a bearer token, as an operator's gateway asks for them: QPU_GATEWAY_TLS_CA (PEM file of
+// the server's CA) and QPU_GATEWAY_TOKEN (sent as `authorization: Bearer <token>` metadata on
+// every call; gRPC sends call credentials over TLS only).
 // Prints one JSON object: the Fit's ModelInfo, the Predict reply and an INVALID_ARGUMENT
 // error with its google.rpc.BadRequest details decoded.
+import fs from "node:fs";
 import path from "node:path";
 
 import * as grpc from "@grpc/grpc-js";
@@ -36,7 +40,20 @@ const definition = protoLoader.loadSync(path.resolve(protoFile), {
   defaults: true,
 });
 const pkg = grpc.loadPackageDefinition(definition);
-const client = new pkg.qpu_gateway.v1.Gateway(address, grpc.credentials.createInsecure());
+function credentials() {
+  const ca = process.env.QPU_GATEWAY_TLS_CA;
+  const token = process.env.QPU_GATEWAY_TOKEN;
+  if (!ca) return grpc.credentials.createInsecure();
+  const tls = grpc.credentials.createSsl(fs.readFileSync(ca));
+  if (!token) return tls;
+  const bearer = grpc.credentials.createFromMetadataGenerator((_params, done) => {
+    const metadata = new grpc.Metadata();
+    metadata.set("authorization", `Bearer ${token}`);
+    done(null, metadata);
+  });
+  return grpc.credentials.combineChannelCredentials(tls, bearer);
+}
+const client = new pkg.qpu_gateway.v1.Gateway(address, credentials());
 
 function call(method, request, seconds = 60) {
   const deadline = new Date(Date.now() + seconds * 1000);
