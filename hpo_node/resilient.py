@@ -4,7 +4,10 @@
 :class:`hpo_node.predictors.GatewayPredictor`). A ``grpc.RpcError`` from ``fit``, ``predict`` or
 ``close`` (``UNAVAILABLE`` when the gateway is down, ``DEADLINE_EXCEEDED`` past the deadline) is
 caught, counted and logged once per outage in the shared :class:`PredictionLog`; the answer is
-then *optimistic*: mean ``-inf``, spread ``0`` for every row.
+then *optimistic*: mean ``-inf``, spread ``0`` for every row. A gateway that refuses the token
+(``UNAUTHENTICATED``, ``PERMISSION_DENIED``: :func:`auth_error`) is handled the same way but
+logged as an authentication/permission error, not as an unreachable gateway (``hpo-node run``
+checks the token before a study starts).
 
 Why that is exactly the plain algorithm (checked against ``hpo_node/asha.py`` and
 ``hpo_node/hyperband.py``):
@@ -60,6 +63,20 @@ def _rpc_error_types() -> tuple[type[BaseException], ...]:
     return (grpc.RpcError,)
 
 
+def auth_error(exc: BaseException) -> str | None:
+    """``"UNAUTHENTICATED: <details>"`` / ``"PERMISSION_DENIED: <details>"`` for a gRPC error that
+    says the gateway refused the token (a configuration error, not an outage), else ``None``."""
+    import grpc
+
+    code = getattr(exc, "code", None)
+    code = code() if callable(code) else None
+    if code not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return None
+    details = getattr(exc, "details", None)
+    text = details() if callable(details) else ""
+    return f"{code.name}: {text}" if text else code.name
+
+
 class PredictionLog:
     """State shared by the predictors of one study: outage state and counters.
 
@@ -89,7 +106,8 @@ class PredictionLog:
         return self._next_try is None or self.clock() >= self._next_try
 
     def failure(self, operation: str, exc: BaseException) -> None:
-        """Count a failed call; the first failure of an outage is logged as a warning."""
+        """Count a failed call; the first failure of an outage is logged as a warning (as an error
+        naming authentication/permission when the gateway refused the token: :func:`auth_error`)."""
         self.counts[f"{operation}s_failed"] += 1
         code = getattr(exc, "code", None)
         detail = f"{code() if callable(code) else type(exc).__name__}"
@@ -97,11 +115,20 @@ class PredictionLog:
         if not self.down:
             self.down = True
             self.counts["outages"] += 1
-            logger.warning(
-                "predictor unreachable (%s); deciding without predictions (the plain algorithm) "
-                "until it answers again",
-                self.last_error,
-            )
+            refused = auth_error(exc)
+            if refused is not None:
+                logger.error(
+                    "predictor refused by the gateway: authentication/permission error (%s: %s); "
+                    "check the token (gateway.token_env) and its scope (Fit needs 'admin'); "
+                    "deciding without predictions (the plain algorithm) until it is accepted",
+                    operation, refused,
+                )
+            else:
+                logger.warning(
+                    "predictor unreachable (%s); deciding without predictions (the plain "
+                    "algorithm) until it answers again",
+                    self.last_error,
+                )
         self._next_try = self.clock() + self.retry_after
 
     def success(self, operation: str) -> None:

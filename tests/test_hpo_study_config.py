@@ -214,7 +214,8 @@ def test_hpo_study_config_add_run_parser_wires_into_a_cli(tmp_path: Path, capsys
     assert "algorithm.name must be one of" in capsys.readouterr().err
 
 
-def test_hpo_study_config_gateway_connection_keys() -> None:
+def test_hpo_study_config_gateway_connection_keys(monkeypatch: Any) -> None:
+    monkeypatch.setenv("QHPO_TOKEN", "a-token")  # an unset token_env is refused
     cfg = load_study(EXAMPLE, {"gateway.address": "gw:50051", "gateway.token_env": "QHPO_TOKEN",
                                "gateway.tls_ca": "ca.pem"})
     assert cfg.gateway_connection == {"token_env": "QHPO_TOKEN", "tls_ca": "ca.pem"}

@@ -801,7 +801,11 @@ class HyperbandScheduler(CoreTrialScheduler):
 
 class SwiftASHAScheduler(CoreTrialScheduler):
     """Ray Tune scheduler: :class:`hpo_node.asha.SwiftASHA` with ``predictor`` (a factory, made
-    guarded: :func:`hpo_node.resilient.ensure_guarded`; ``log`` counts outages)."""
+    guarded: :func:`hpo_node.resilient.ensure_guarded`; ``log`` counts outages).
+
+    With ``n_trials`` given, a ``d`` that no rung reaches is adapted when ``options`` leaves it
+    unset, else warned about (:func:`swift_d_rule`, as ``hpo-node run`` does): the note is logged
+    as a warning and kept in ``notes``."""
 
     def __init__(
         self,
@@ -816,15 +820,16 @@ class SwiftASHAScheduler(CoreTrialScheduler):
         options = kwargs.pop("options", None)
         if predictor is not None:
             predictor, kwargs["log"] = ensure_guarded(predictor, kwargs.get("log"))
-        core = make_core("swift-asha", max_resource=max_resource, eta=eta, n_trials=n_trials,
-                         predictor=predictor, seed=seed, options=options)
+        core, note = _swift_core("swift-asha", options, n_trials, max_resource=max_resource,
+                                 eta=eta, predictor=predictor, seed=seed)
         super().__init__(core, **kwargs)
         self.predictor = predictor
+        self.notes: tuple[str, ...] = () if note is None else (note,)
 
 
 class SwiftHyperbandScheduler(CoreTrialScheduler):
     """Ray Tune scheduler: :class:`hpo_node.hyperband.SwiftHyperband` with ``predictor`` (made
-    guarded, as in :class:`SwiftASHAScheduler`)."""
+    guarded, and ``d`` checked by :func:`swift_d_rule`, as in :class:`SwiftASHAScheduler`)."""
 
     def __init__(
         self,
@@ -838,10 +843,95 @@ class SwiftHyperbandScheduler(CoreTrialScheduler):
         options = kwargs.pop("options", None)
         if predictor is not None:
             predictor, kwargs["log"] = ensure_guarded(predictor, kwargs.get("log"))
-        core = make_core("swift-hyperband", max_resource=max_resource, eta=eta,
-                         predictor=predictor, seed=seed, options=options)
+        core, note = _swift_core("swift-hyperband", options, None, max_resource=max_resource,
+                                 eta=eta, predictor=predictor, seed=seed)
         super().__init__(core, **kwargs)
         self.predictor = predictor
+        self.notes: tuple[str, ...] = () if note is None else (note,)
+
+
+def _judged_per_rung(core: Scheduler, fixed_trials: bool, n_trials: int) -> dict[int, int]:
+    """Trials that reach each rung resource above the lowest, over the whole study: with
+    Swift-ASHA ``floor(n / eta^k)`` at rung ``k``; with Swift-Hyperband the trials of every bracket
+    still running when it gets there."""
+    from hpo_node.core import hyperband_brackets
+
+    r_max, eta = int(core.max_resource), int(core.eta)  # type: ignore[attr-defined]
+    if fixed_trials:
+        brackets = hyperband_brackets(r_max, eta)
+        rungs = sorted({r for _, rounds in brackets for _, r in rounds})
+        out = dict.fromkeys(rungs[1:], 0)
+        for _, rounds in brackets:
+            for r in out:
+                out[r] += next((n for n, res in rounds if res >= r), 0)
+        return out
+    rungs = list(core.rungs)  # type: ignore[attr-defined]
+    return {r: n_trials // eta**k for k, r in enumerate(rungs) if k >= 1}
+
+
+def swift_d_rule(
+    core: Scheduler,
+    n_trials: int,
+    d_given: bool,
+    *,
+    d_key: str = "options['d']",
+    trials_key: str = "n_trials",
+    resource_key: str = "max_resource",
+) -> tuple[int | None, str | None]:
+    """``(d, note)`` for a Swift study (``core``, ``n_trials`` configurations) whose ``d`` no
+    rung ever reaches; the one rule of ``hpo-node run`` / ``optimize``
+    (:func:`hpo_node.study.build.swift_d`) and of :class:`SwiftASHAScheduler` /
+    :class:`SwiftHyperbandScheduler`.
+
+    A Swift predictor for a rung is fitted once ``d`` trials reached it, and only the trials
+    judged after that get a prediction, so a rung that at most ``m <= d`` trials reach never gives
+    one. When no rung gives one: ``d`` not given (``d_given`` false) and ``m >= 3`` ->
+    ``(max(2, m // 2), note)`` (half the largest rung's trials fit the predictor, half are judged
+    by it); ``d`` given, or ``m < 3`` -> ``(None, warning)``. ``(None, None)`` when nothing is
+    wrong (or ``scale_free``, whose predictor is fitted on windows of every curve). The ``*_key``
+    arguments name the settings in the messages.
+    """
+    if getattr(core, "scale_free", False) or not hasattr(core, "d"):
+        return None, None
+    d = int(core.d)  # type: ignore[attr-defined]
+    algo = get_algorithm(core.name, ray=True)
+    judged = _judged_per_rung(core, algo.fixed_trials, n_trials)
+    m = max(judged.values(), default=0)
+    if m > d:
+        return None, None
+    eta = int(core.eta)  # type: ignore[attr-defined]
+    where = (f"{core.name} with {n_trials} configurations, R = {core.max_resource}, "
+             f"eta = {eta}: at most {m} trials reach a rung, so with d = {d} no trial would "
+             "ever get a prediction")
+    more = (f"a larger {resource_key}" if algo.fixed_trials else
+            f"more {trials_key} (at least {3 * eta} for any prediction)")
+    if not d_given and m >= 3:
+        new = max(2, m // 2)
+        return new, f"note: {where}; d adapted to {new} (set {d_key} to choose, or give {more})"
+    fix = f"lower {d_key} below {m}, or give {more}" if m >= 3 else f"give {more}"
+    return None, (f"warning: {where}; the study runs as plain "
+                  f"{core.name.removeprefix('swift-')}: {fix}")
+
+
+def _swift_core(name: str, options: Mapping[str, Any] | None, n_trials: int | None,
+                **kwargs: Any) -> tuple[Scheduler, str | None]:
+    """A Swift core with :func:`swift_d_rule` applied (``d`` adapted when ``options`` leaves it
+    unset), and the rule's note, also logged as a warning (``None`` when nothing is wrong)."""
+    options = dict(options or {})
+    core = make_core(name, n_trials=n_trials, options=options, **kwargs)
+    if kwargs.get("predictor") is None:
+        return core, None
+    needed = get_algorithm(name, ray=True).trials_needed(core.max_resource, kwargs["eta"],
+                                                         n_trials)
+    if n_trials is None and not get_algorithm(name, ray=True).fixed_trials:
+        return core, None  # Tune's num_samples decides; unknown here
+    d, note = swift_d_rule(core, needed, "d" in options)
+    if note is None:
+        return core, None
+    if d is not None:
+        core = make_core(name, n_trials=n_trials, options={**options, "d": d}, **kwargs)
+    logger.warning("%s", note)
+    return core, note
 
 
 def trials_needed(name: str, max_resource: int, eta: int, n_trials: int | None) -> int:

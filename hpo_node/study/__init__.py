@@ -33,6 +33,14 @@ it restores from when Tune hands it one (paused trials are resumed, not restarte
    (``--resume`` continues an interrupted study from it with ``Tuner.restore``, the scheduler's
    state included); stops the gateway it started.
 
+A second run of a ``study.name`` whose folder holds a study is refused (one line, exit 2):
+``--resume`` continues it (its config must match the ``study.json`` saved when it started, but
+for ``study.time_budget_s``, ``study.num_cpus``, ``predictor.timeout_s``,
+``predictor.retry_after_s``, ``[gateway]`` and ``[resources]``), ``--overwrite`` deletes it and
+starts over. Exit status: 0 when the study ended (also at its time budget), 2 for a configuration
+error (a TOML error, an unset ``gateway.token_env``, a token the gateway refuses for ``Fit``),
+130 after Ctrl-C (the command that resumes is printed).
+
 Study TOML::
 
     [study]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -113,48 +113,12 @@ def check_study(cfg: StudyConfig) -> StudyConfig:
     return cfg
 
 
-def _judged_per_rung(cfg: StudyConfig, rungs: Sequence[int]) -> dict[int, int]:
-    """Trials that reach each rung resource above the lowest, over the whole study: with
-    Swift-ASHA ``floor(n / eta^k)`` at rung ``k``; with Swift-Hyperband the trials of every bracket
-    still running when it gets there."""
-    if cfg.fixed_trials:
-        out = dict.fromkeys(rungs[1:], 0)
-        for _, rounds in hyperband_brackets(cfg.max_resource, cfg.eta):
-            for r in out:
-                first = next((n for n, res in rounds if res >= r), 0)
-                out[r] += first
-        return out
-    n = n_trials(cfg)
-    return {r: n // cfg.eta**k for k, r in enumerate(rungs) if k >= 1}
-
-
 def swift_d(cfg: StudyConfig, core: Any) -> tuple[int | None, str | None]:
-    """``(d, note)`` for a Swift study whose ``d`` no rung ever reaches.
+    """``(d, note)`` for a Swift study whose ``d`` no rung ever reaches: the rule
+    :func:`hpo_node.integrations.ray_tune.swift_d_rule` (the Ray adapter's too), with the TOML
+    keys in its note."""
+    from hpo_node.integrations.ray_tune import swift_d_rule
 
-    A Swift predictor for a rung is fitted once ``d`` trials reached it, and only the trials
-    judged after that get a prediction, so a rung that at most ``m <= d`` trials reach never gives
-    one. When no rung gives one: ``d`` unset in ``[algorithm] params`` -> ``(max(2, m // 2),
-    note)`` (half the largest rung's trials fit the predictor, half are judged by it); ``d`` set,
-    or ``m < 3`` -> ``(None, warning)``. ``(None, None)`` when nothing is wrong (or ``scale_free``,
-    whose predictor is fitted on windows of every curve).
-    """
-    d = int(core.d)
-    if getattr(core, "scale_free", False):
-        return None, None
-    judged = _judged_per_rung(cfg, list(core.rungs) if hasattr(core, "rungs") else sorted(
-        {r for _, rounds in hyperband_brackets(cfg.max_resource, cfg.eta) for _, r in rounds}))
-    m = max(judged.values(), default=0)
-    if m > d:
-        return None, None
-    where = (f"{cfg.algorithm} with {n_trials(cfg)} configurations, R = {cfg.max_resource}, "
-             f"eta = {cfg.eta}: at most {m} trials reach a rung, so with d = {d} no trial would "
-             "ever get a prediction")
-    more = ("a larger algorithm.max_resource" if cfg.fixed_trials else
-            f"more study.trials (at least {3 * cfg.eta} for any prediction)")
-    if "d" not in cfg.algorithm_params and m >= 3:
-        new = max(2, m // 2)
-        return new, (f"note: {where}; d adapted to {new} (set algorithm.params.d to choose, or "
-                     f"give {more})")
-    fix = f"lower algorithm.params.d below {m}, or give {more}" if m >= 3 else f"give {more}"
-    return None, (f"warning: {where}; the study runs as plain "
-                  f"{cfg.algorithm.removeprefix('swift-')}: {fix}")
+    return swift_d_rule(core, n_trials(cfg), "d" in cfg.algorithm_params,
+                        d_key="algorithm.params.d", trials_key="study.trials",
+                        resource_key="algorithm.max_resource")

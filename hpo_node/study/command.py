@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -40,8 +41,13 @@ def _fill_run_parser(p: argparse.ArgumentParser) -> None:
                    help="use this running gateway instead of starting one")
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="connect to this Ray cluster instead of starting a local Ray")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted study from its Ray experiment (in study.storage)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue an interrupted study from its Ray experiment (in "
+                       "study.storage); its config must be the one it was started with")
+    again.add_argument("--overwrite", action="store_true",
+                       help="start over: delete the outputs and the local Ray experiment of a "
+                       "previous study of the same study.name (without it, that is refused)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config entry, e.g. --set study.seed=1 (repeatable)")
     p.add_argument("--progress-every", type=float, default=5.0, metavar="SECONDS",
@@ -57,14 +63,37 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     return run_args(args)
 
 
+# Exit status of a study stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
+EXIT_INTERRUPTED = 130
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    """The ``hpo-node run`` line that continues this study (same config and ``--set`` items)."""
+    words = ["hpo-node", "run", str(args.config), "--resume"]
+    for item in args.set:
+        words += ["--set", item]
+    for flag, value in (("--gateway", args.gateway), ("--ray-address", args.ray_address)):
+        if value is not None:
+            words += [flag, value]
+    return shlex.join(words)
+
+
 def run_args(args: argparse.Namespace) -> int:
-    """Run from parsed ``hpo-node run`` arguments (what ``cli.py`` calls)."""
+    """Run from parsed ``hpo-node run`` arguments (what ``cli.py`` calls): 0 when the study
+    ended, 2 for a configuration error (one line on stderr), 130 when Ctrl-C stopped it (the
+    line to resume it on stderr)."""
     try:
         cfg = load_study(args.config, _parse_set(args.set))
-        run_study(cfg, gateway=args.gateway, ray_address=args.ray_address, resume=args.resume,
-                  progress_every_s=args.progress_every)
-    except (ValueError, TypeError, FileNotFoundError, ConnectionError,
-            tomllib.TOMLDecodeError) as exc:
+        result = run_study(cfg, gateway=args.gateway, ray_address=args.ray_address,
+                           resume=args.resume, overwrite=getattr(args, "overwrite", False),
+                           progress_every_s=args.progress_every)
+    except (ValueError, TypeError, FileNotFoundError, ConnectionError) as exc:
         print(f"hpo-node run: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        result = None
+    if result is None or result.interrupted:
+        print(f"hpo-node run: interrupted; continue the study with: {_resume_command(args)}",
+              file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -170,6 +171,38 @@ class StudyConfig:
         return self.uses_predictor and self.predictor == "gateway"
 
 
+# Keys a --resume may change: how the study reaches its gateway and machines, not what it does.
+RESUME_MAY_CHANGE = ("study.time_budget_s", "study.num_cpus", "predictor.timeout_s",
+                     "predictor.retry_after_s", "gateway.*", "resources.*")
+
+
+def study_identity(cfg: StudyConfig) -> dict[str, Any]:
+    """What makes the study the study, by TOML key (JSON values; saved as ``study.json``): a
+    ``--resume`` with a config that differs in one of these is refused. Not in it:
+    :data:`RESUME_MAY_CHANGE`."""
+    import json
+
+    ident = {
+        "study.seed": cfg.seed,
+        "study.trials": cfg.trials,
+        "study.metric": cfg.metric,
+        "study.mode": cfg.mode,
+        "study.resource_attr": cfg.resource_attr,
+        "study.storage": cfg.storage,
+        "algorithm.name": cfg.algorithm,
+        "algorithm.max_resource": cfg.max_resource,
+        "algorithm.eta": cfg.eta,
+        "algorithm.params": cfg.algorithm_params,
+        "algorithm.searcher": cfg.searcher,
+        "algorithm.searcher_params": cfg.searcher_params,
+        "predictor.kind": cfg.predictor if cfg.uses_predictor else None,
+        "predictor.params": cfg.predictor_params if cfg.uses_predictor else {},
+        "trainable": {**cfg.trainable, "function": cfg.function},
+        "space": {k: cfg.space[k].spec() for k in cfg.space},
+    }
+    return json.loads(json.dumps(ident, default=str))
+
+
 def _section(doc: Mapping[str, Any], name: str) -> dict[str, Any]:
     value = doc.get(name, {})
     if not isinstance(value, Mapping):
@@ -287,6 +320,14 @@ def parse_study(
         raise ValueError(
             "gateway.address must not be 'none' with predictor.kind = 'gateway'; "
             "use predictor.kind = 'svr' to predict in-process"
+        )
+    token_env = gw.get("token_env")
+    if (get_algorithm(algorithm).needs_predictor and predictor == "gateway"
+            and token_env is not None and not os.environ.get(str(token_env))):
+        raise ValueError(
+            f"gateway.token_env: environment variable {str(token_env)!r} is not set; export it "
+            "with the gateway's token (admin scope: the predictor fits models), or remove "
+            "gateway.token_env for a gateway without tokens"
         )
     cfg = StudyConfig(
         name=name,

@@ -35,13 +35,17 @@ def load_study(
     trainable: Callable[..., Any] | None = None,
 ) -> StudyConfig:
     """Read a study TOML file; ``overrides`` (``"section.key": value``) replace entries.
+    A TOML syntax error is a ``ValueError`` that names the file.
 
     ``[trainable] function``'s module is looked up first in the file's folder; ``trainable``
     gives the function from code instead.
     """
     p = Path(path)
     with open(p, "rb") as fh:
-        doc = tomllib.load(fh)
+        try:
+            doc = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{p}: {exc}") from None
     return study_from_dict(apply_overrides(doc, overrides), p.resolve().parent,
                            trainable=trainable)
 

@@ -61,7 +61,8 @@ class StudyResult:
     ``study_dir``: where the outputs went (``trials.csv``, ``best.json``, ``curves.png``,
     ``summary.json``); ``best_config``/``best_value``: the best trial at ``max_resource``
     (``None`` if no trial got there); ``trials``: the rows of ``trials.csv``; ``summary``: the
-    content of ``summary.json``; ``scheduler``: the Ray Tune scheduler with every trial's record.
+    content of ``summary.json``; ``scheduler``: the Ray Tune scheduler with every trial's record;
+    ``interrupted``: Ctrl-C stopped the study (continue it with ``--resume``).
     """
 
     study_dir: Path
@@ -70,6 +71,7 @@ class StudyResult:
     best_config: dict[str, Any] | None = None
     best_value: float | None = None
     trials: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
 
 
 def summarize(cfg: StudyConfig, scheduler: Any, wall_s: float, gateway: str | None,

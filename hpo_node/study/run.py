@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -17,7 +19,13 @@ from hpo_node.study.build import (
     n_trials,
     param_space,
 )
-from hpo_node.study.config import StudyConfig, apply_overrides, redact_storage
+from hpo_node.study.config import (
+    RESUME_MAY_CHANGE,
+    StudyConfig,
+    apply_overrides,
+    redact_storage,
+    study_identity,
+)
 from hpo_node.study.load import load_study, study_from_dict
 from hpo_node.study.outputs import StudyResult, print_summary, summarize, trial_rows, write_outputs
 from qpu_gateway.process import GatewayProcess
@@ -45,6 +53,146 @@ def _check_gateway(client_cls: Any, address: str, token: str | None, conn: Mappi
             "(qpu-gateway serve), fix the address, or leave out --gateway to let hpo-node start "
             "its own"
         ) from None
+
+
+PREFLIGHT_MODEL = "hpo-node-preflight-no-such-model"
+
+
+def _check_token(client_cls: Any, address: str, token: str | None, conn: Mapping[str, str],
+                 token_env: str | None, wait_s: float) -> None:
+    """Check that the gateway lets this study fit models, before anything trains: one
+    ``DeleteModel`` of a model that does not exist (``NOT_FOUND``: allowed), which needs the
+    scope that ``Fit`` needs (``admin``). ``ValueError`` (one line) when the gateway refuses the
+    token (``UNAUTHENTICATED``, ``PERMISSION_DENIED``); other errors are left to the study's
+    guarded predictor."""
+    import grpc
+
+    from hpo_node.resilient import auth_error
+
+    try:
+        with client_cls(address, timeout=wait_s, token=token, **conn) as client:
+            client.delete_model(PREFLIGHT_MODEL, timeout=wait_s)
+    except grpc.RpcError as exc:
+        refused = auth_error(exc)
+        if refused is None:
+            return
+        source = (f"the token from ${token_env} (gateway.token_env)" if token_env else
+                  "no token (gateway.token_env is not set)")
+        if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
+            fix = "the Swift predictor fits models, which needs a token with the 'admin' scope"
+        else:
+            fix = ("set gateway.token_env to a variable holding one of the gateway's tokens, with "
+                   "the 'admin' scope (the Swift predictor fits models)")
+        raise ValueError(
+            f"the qpu-gateway at {address} refused {source} ({refused}): {fix}"
+        ) from None
+
+
+# What a study writes in its folder (removed by --overwrite, with the local Ray experiment).
+STUDY_FILES = ("study.json", "summary.json", "trials.csv", "best.json", "curves.png",
+               "best_vs_epochs.png", "best_vs_epochs.csv", "scheduler_state.json",
+               "gateway.sqlite", "gateway.sqlite-wal", "gateway.sqlite-shm", "gateway.log")
+
+
+def _existing_study(cfg: StudyConfig) -> bool:
+    """``cfg.study_dir`` holds a study (its ``study.json`` or ``summary.json``) or its Ray
+    experiment exists."""
+    from ray import tune
+
+    d = cfg.study_dir
+    if (d / "study.json").exists() or (d / "summary.json").exists():
+        return True
+    local = cfg.local_storage_dir
+    if local is not None:
+        return (local / cfg.name).exists()
+    try:
+        return bool(tune.Tuner.can_restore(cfg.ray_experiment))
+    except Exception:  # an unreachable store: Ray reports it when the study starts
+        return False
+
+
+def _clear_study(cfg: StudyConfig) -> None:
+    """``--overwrite``: remove the study's outputs and its local Ray experiment."""
+    import shutil
+
+    local = cfg.local_storage_dir
+    if local is None:
+        raise ValueError(
+            f"--overwrite cannot delete the Ray experiment {redact_storage(cfg.ray_experiment)}: "
+            "delete it yourself, or choose another study.name"
+        )
+    if (local / cfg.name).exists():
+        shutil.rmtree(local / cfg.name)
+    for name in STUDY_FILES:
+        (cfg.study_dir / name).unlink(missing_ok=True)
+
+
+def _check_resume(cfg: StudyConfig) -> None:
+    """``ValueError`` (one line) when the study in ``cfg.study_dir`` was started with a config
+    that differs from ``cfg`` in what changes the study (:func:`study_identity`); the keys of
+    :data:`RESUME_MAY_CHANGE` may differ. A study without ``study.json`` is compared on its
+    ``summary.json``'s algorithm, searcher, R, eta and seed."""
+    import json
+
+    d = cfg.study_dir
+    new = study_identity(cfg)
+    if (d / "study.json").exists():
+        old = json.loads((d / "study.json").read_text())["identity"]
+    elif (d / "summary.json").exists():
+        summary = json.loads((d / "summary.json").read_text())
+        keys = {"algorithm": "algorithm.name", "searcher": "algorithm.searcher",
+                "max_resource": "algorithm.max_resource", "eta": "algorithm.eta",
+                "seed": "study.seed"}
+        old = {key: summary[k] for k, key in keys.items() if k in summary}
+    else:
+        return
+    differ = [f"{k} {old[k]!r} -> {new.get(k)!r}" for k in old if old[k] != new.get(k)]
+    if differ:
+        raise ValueError(
+            f"--resume: {d} was started with another config ({'; '.join(differ)}): resume it "
+            f"with the config it was started with (a resume may change only "
+            f"{', '.join(RESUME_MAY_CHANGE)}), or start over with --overwrite or another "
+            "study.name"
+        )
+
+
+def _write_identity(cfg: StudyConfig) -> None:
+    import json
+
+    (cfg.study_dir / "study.json").write_text(
+        json.dumps({"version": 1, "identity": study_identity(cfg)}, indent=2))
+
+
+class _SigintWatch:
+    """Tells whether Ctrl-C (SIGINT) interrupted ``tuner.fit()``.
+
+    Tune catches the first SIGINT, saves the experiment and returns from ``fit`` normally; its
+    handler puts back the one it found, ours, so ours in place after ``fit`` means it fired. A
+    SIGINT that reaches ours (a second Ctrl-C, or Tune's handler off) raises
+    ``KeyboardInterrupt``."""
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self._main = threading.current_thread() is threading.main_thread()
+        self._tune_catches = self._main and not int(
+            os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.interrupted = True
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> _SigintWatch:
+        if self._main:
+            self._previous = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._main:
+            if self._tune_catches and signal.getsignal(signal.SIGINT) == self._handler:
+                self.interrupted = True
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def _excluded_outputs(folder: Path, study_dir: Path, *others: Path | None) -> tuple[str, ...]:
@@ -92,14 +240,20 @@ def run_study(
     gateway: str | None = None,
     ray_address: str | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     callbacks: Sequence[Any] = (),
     progress_every_s: float = 5.0,
     stream: str = "stdout",
 ) -> StudyResult:
     """Run (or with ``resume`` continue) the study; see the module docstring.
 
+    A study folder that already holds a study is refused (``ValueError``) unless ``resume``
+    (whose config must then match the saved ``study.json``: :func:`_check_resume`) or
+    ``overwrite`` (its outputs and local Ray experiment are deleted first).
     ``callbacks``: extra Tune callbacks, or callables that take the study's scheduler and return
     one (ignored on ``resume``: a restored study runs the callbacks it was started with).
+    The result's ``interrupted`` is true when Ctrl-C stopped the study (resume it with
+    ``resume=True``).
     """
     import ray
     from ray import tune
@@ -112,6 +266,21 @@ def run_study(
 
     out = getattr(sys, stream)
     study_dir = cfg.study_dir
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other: continue the study, or "
+                         "delete it and start over")
+    if resume:
+        _check_resume(cfg)
+    elif _existing_study(cfg):
+        if not overwrite:
+            raise ValueError(
+                f"{study_dir} already holds study {cfg.name!r}: continue it with --resume, or "
+                f"start over with --overwrite (deletes it) or another study.name (--set "
+                f"study.name='\"{cfg.name}-2\"')"
+            )
+        _clear_study(cfg)
+        print(f"--overwrite: removed the previous study {cfg.name!r} in {study_dir}", file=out,
+              flush=True)
     study_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -142,6 +311,7 @@ def run_study(
                 token_env = conn.pop("token_env", None)
                 token = os.environ.get(token_env) if token_env else None
                 _check_gateway(GatewayClient, address, token, conn, GATEWAY_WAIT_S)
+                _check_token(GatewayClient, address, token, conn, token_env, GATEWAY_WAIT_S)
                 print(f"using qpu-gateway at {address}", file=out, flush=True)
         fn = cfg.trainable_callable
         folder = code_folder(fn)
@@ -195,14 +365,15 @@ def run_study(
                                            None), "search_alg", None)
             if hasattr(restored_alg, "attach"):
                 restored_alg.attach(scheduler)
-            print(f"resuming {redact_storage(experiment)} ({len(scheduler.records)} trials "
-                  "known)", file=out, flush=True)
+            print(f"resuming {redact_storage(experiment)} (its trials and the scheduler's state "
+                  "come from its last snapshot)", file=out, flush=True)
         else:
             if resume:
                 print(f"nothing to resume at {redact_storage(experiment)}; starting the study",
                       file=out, flush=True)
             scheduler = build_scheduler(cfg, address)
             trace = EpochTrace(cfg.metric, cfg.resource_attr)
+            _write_identity(cfg)
             scheduler.max_concurrent = slots
             n = n_trials(cfg)
             for note in cfg.notes:
@@ -244,9 +415,11 @@ def run_study(
                     failure_config=tune.FailureConfig(max_failures=2),
                 ),
             )
-        tuner.fit()
+        with _SigintWatch() as watch:
+            tuner.fit()
         summary = summarize(cfg, scheduler, time.monotonic() - t0, address,
                             redact_storage(experiment))
+        summary["interrupted"] = watch.interrupted
         write_outputs(cfg, scheduler, summary, trace.events)
     finally:
         if started_ray:
@@ -261,6 +434,7 @@ def run_study(
         best_config=None if best is None else dict(scheduler.records[best[0]].config),
         best_value=None if best is None else best[1],
         trials=trial_rows(scheduler, cfg),
+        interrupted=watch.interrupted,
     )
 
 
@@ -272,6 +446,7 @@ def optimize(
     gateway: str | None = None,
     ray_address: str | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     callbacks: Sequence[Any] = (),
     progress_every_s: float = 5.0,
 ) -> StudyResult:
@@ -281,7 +456,8 @@ def optimize(
     or ``None`` for the TOML's ``[trainable] function`` (default: the digits trainable).
     ``study``: a study TOML file or the same document as a dict (``{"study": {...}, "space":
     {...}, ...}``); ``overrides``: ``{"section.key": value}`` as ``--set``. Returns the
-    :class:`StudyResult` (best config, per-trial rows, the output folder).
+    :class:`StudyResult` (best config, per-trial rows, the output folder). A second run of a
+    study name is refused unless ``resume`` (continue it) or ``overwrite`` (start over).
     """
     if isinstance(study, str | Path):
         cfg = load_study(study, overrides, trainable=trainable)
@@ -290,5 +466,5 @@ def optimize(
     else:
         raise TypeError(f"study must be a TOML path or a dict, got {type(study).__name__}")
     return run_study(cfg, gateway=gateway, ray_address=ray_address, resume=resume,
-                     callbacks=callbacks, progress_every_s=progress_every_s)
+                     overwrite=overwrite, callbacks=callbacks, progress_every_s=progress_every_s)
 

@@ -1,0 +1,65 @@
+"""The Ray adapter's Swift schedulers apply the study's ``d`` rule (``swift_d_rule``): a ``d``
+that no rung reaches is adapted, or warned about, as ``hpo-node run`` does (no Ray started)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+pytest.importorskip("ray")
+
+from hpo_node.integrations.ray_tune import (
+    SwiftASHAScheduler,
+    SwiftHyperbandScheduler,
+    swift_d_rule,
+)
+from hpo_node.predictors import make_predictor_factory
+from hpo_node.study import study_from_dict
+from hpo_node.study.build import build_scheduler
+
+
+def test_hpo_ray_swift_d_adapted_in_an_own_tuner_scheduler(caplog: Any) -> None:
+    factory = make_predictor_factory("gateway", gateway="127.0.0.1:1")
+    with caplog.at_level(logging.WARNING, logger="hpo_node.integrations.ray_tune"):
+        sched = SwiftASHAScheduler(max_resource=9, eta=3, n_trials=27, predictor=factory,
+                                   max_concurrent=2)
+    assert sched.core.d == 4
+    note = ("note: swift-asha with 27 configurations, R = 9, eta = 3: at most 9 trials reach a "
+            "rung, so with d = 15 no trial would ever get a prediction; d adapted to 4 (set "
+            "options['d'] to choose, or give more n_trials (at least 9 for any prediction))")
+    assert sched.notes == (note,)
+    assert [r.getMessage() for r in caplog.records] == [note]
+
+
+def test_hpo_ray_swift_d_set_by_the_user_is_kept_with_a_warning(caplog: Any) -> None:
+    factory = make_predictor_factory("svr")
+    with caplog.at_level(logging.WARNING, logger="hpo_node.integrations.ray_tune"):
+        sched = SwiftASHAScheduler(max_resource=9, eta=3, n_trials=27, predictor=factory,
+                                   options={"d": 12})
+    assert sched.core.d == 12
+    assert sched.notes[0].startswith("warning: swift-asha with 27 configurations")
+    assert sched.notes[0].endswith("the study runs as plain asha: lower options['d'] below 9, or "
+                                   "give more n_trials (at least 9 for any prediction)")
+    assert caplog.records[0].levelno == logging.WARNING
+    hb = SwiftHyperbandScheduler(max_resource=9, eta=3, predictor=factory)
+    assert hb.core.d == 5 and "d adapted to 5" in hb.notes[0]
+    big = SwiftASHAScheduler(max_resource=9, eta=3, n_trials=243, predictor=factory)
+    assert big.core.d == 15 and big.notes == ()
+
+
+def test_hpo_ray_swift_d_one_rule_for_the_study_and_the_adapter() -> None:
+    doc = {"study": {"name": "s", "trials": 27},
+           "algorithm": {"name": "swift-asha", "max_resource": 9, "eta": 3},
+           "predictor": {"kind": "svr"},
+           "space": {"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1}}}
+    cfg = study_from_dict(doc)
+    own = SwiftASHAScheduler(max_resource=9, eta=3, n_trials=27,
+                             predictor=make_predictor_factory("svr"))
+    assert cfg.algorithm_params["d"] == own.core.d == 4
+    core = build_scheduler(study_from_dict({**doc, "algorithm": {**doc["algorithm"],
+                                                                 "params": {"d": 15}}}),
+                           None).core
+    d, note = swift_d_rule(core, 27, True)
+    assert d is None and note is not None and "lower options['d'] below 9" in note

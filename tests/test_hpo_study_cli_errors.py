@@ -1,0 +1,146 @@
+"""``hpo-node run`` configuration errors found before anything trains: a TOML syntax error, an
+unset ``gateway.token_env``, a token the gateway refuses, a second run of a study name, a
+``--resume`` with another config (no Ray is started by these tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpo_node.study import load_study, run_main
+from hpo_node.study.run import _write_identity
+from qpu_gateway.process import GatewayProcess
+
+ADMIN = "admin-token-0123456789abcdef"
+PREDICT = "predict-token-0123456789abcdef"
+
+STUDY = (
+    '[study]\nname = "s"\ntrials = 27\noutput_dir = "{out}"\n'
+    '[algorithm]\nname = "swift-asha"\nmax_resource = 9\n'
+    '[space]\nlr = {{ type = "loguniform", low = 1e-4, high = 1e-1 }}\n'
+)
+
+
+def _toml(tmp_path: Path, extra: str = "") -> Path:
+    toml = tmp_path / "s.toml"
+    toml.write_text(STUDY.format(out=tmp_path / "results") + extra)
+    return toml
+
+
+def test_hpo_study_cli_toml_syntax_error_names_the_file(tmp_path: Path, capsys: Any) -> None:
+    toml = tmp_path / "broken.toml"
+    toml.write_text("[study]\nname = \"s\"\ntrials = 27\nseed = x\n")
+    assert run_main([str(toml)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"hpo-node run: error: {toml}: Invalid value (at line 4, column 8)\n"
+    with pytest.raises(ValueError, match=r"broken\.toml: "):
+        load_study(toml)
+
+
+def test_hpo_study_cli_unset_token_env_is_a_config_error(tmp_path: Path, capsys: Any,
+                                                         monkeypatch: Any) -> None:
+    monkeypatch.delenv("MY_GW_TOKEN", raising=False)
+    toml = _toml(tmp_path, '[gateway]\naddress = "127.0.0.1:1"\ntoken_env = "MY_GW_TOKEN"\n')
+    assert run_main([str(toml)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hpo-node run: error: gateway.token_env: environment variable "
+                          "'MY_GW_TOKEN' is not set;") and err.count("\n") == 1
+    monkeypatch.setenv("MY_GW_TOKEN", "x")
+    assert load_study(toml).gateway_connection == {"token_env": "MY_GW_TOKEN"}
+    # without the gateway predictor the variable is not needed
+    monkeypatch.delenv("MY_GW_TOKEN")
+    assert load_study(toml, {"algorithm.name": "asha"}).algorithm == "asha"
+
+
+@pytest.fixture(scope="module")
+def token_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """A gateway that wants tokens: an admin one and a predict-only one."""
+    d = tmp_path_factory.mktemp("token-gw")
+    tokens = d / "tokens.txt"
+    tokens.write_text(f"admin:{ADMIN}\npredict:{PREDICT}\n")
+    os.chmod(tokens, 0o600)
+    proc = GatewayProcess(d / "m.sqlite", "--tokens-file", str(tokens)).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.mark.parametrize(("token", "expected"), [
+    ("wrong-token-0123456789abcdef", "(UNAUTHENTICATED: unknown token): set gateway.token_env"),
+    (PREDICT, "(PERMISSION_DENIED: this token's scope 'predict' does not allow DeleteModel "
+              "(needs 'admin')): the Swift predictor fits models, which needs a token with the "
+              "'admin' scope"),
+    (None, "refused no token (gateway.token_env is not set) (UNAUTHENTICATED: missing bearer "
+           "token)"),
+])
+def test_hpo_study_cli_refused_token_fails_before_training(
+    tmp_path: Path, capsys: Any, monkeypatch: Any, token_gateway: GatewayProcess,
+    token: str | None, expected: str,
+) -> None:
+    import hpo_node.study.run as run_mod
+
+    def no_ray(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("Ray must not start")
+
+    monkeypatch.setattr("ray.init", no_ray)
+    monkeypatch.setattr(run_mod, "GATEWAY_WAIT_S", 5.0)
+    extra = f'[gateway]\naddress = "{token_gateway.address}"\n'
+    if token is not None:
+        monkeypatch.setenv("MY_GW_TOKEN", token)
+        extra += 'token_env = "MY_GW_TOKEN"\n'
+    assert run_main([str(_toml(tmp_path, extra))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hpo-node run: error: the qpu-gateway at {token_gateway.address} "
+                          "refused "), err
+    assert expected in err and err.count("\n") == 1
+    assert token is None or token not in err
+
+
+def test_hpo_study_cli_admin_token_passes_the_check(tmp_path: Path, monkeypatch: Any,
+                                                    token_gateway: GatewayProcess) -> None:
+    from hpo_node.study.run import _check_token
+    from qpu_gateway.client import GatewayClient
+
+    _check_token(GatewayClient, token_gateway.address, ADMIN, {}, "MY_GW_TOKEN", 5.0)
+
+
+def test_hpo_study_cli_second_run_of_a_name_is_refused(tmp_path: Path, capsys: Any) -> None:
+    toml = _toml(tmp_path, '[predictor]\nkind = "svr"\n')
+    study = tmp_path / "results" / "s"
+    study.mkdir(parents=True)
+    (study / "summary.json").write_text("{}")
+    assert run_main([str(toml)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"hpo-node run: error: {study} already holds study 's': continue it with "
+                   "--resume, or start over with --overwrite (deletes it) or another study.name "
+                   "(--set study.name='\"s-2\"')\n")
+    with pytest.raises(SystemExit) as info:  # argparse: not both
+        run_main([str(toml), "--resume", "--overwrite"])
+    assert info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_hpo_study_cli_resume_refuses_another_config(tmp_path: Path, capsys: Any) -> None:
+    toml = _toml(tmp_path, '[predictor]\nkind = "svr"\n')
+    cfg = load_study(toml)
+    cfg.study_dir.mkdir(parents=True)
+    _write_identity(cfg)
+    saved = json.loads((cfg.study_dir / "study.json").read_text())["identity"]
+    assert saved["algorithm.name"] == "swift-asha" and saved["algorithm.params"] == {"d": 4}
+    assert run_main([str(toml), "--resume", "--set", 'algorithm.name="asha"',
+                     "--set", "study.seed=3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"hpo-node run: error: --resume: {cfg.study_dir} was started with another config "
+        "(study.seed 0 -> 3; algorithm.name 'swift-asha' -> 'asha'; ")
+    assert "a resume may change only study.time_budget_s, study.num_cpus" in err
+    assert err.count("\n") == 1
+    # a study without study.json: its summary.json is compared
+    (cfg.study_dir / "study.json").unlink()
+    (cfg.study_dir / "summary.json").write_text(json.dumps({"algorithm": "swift-asha", "eta": 3}))
+    assert run_main([str(toml), "--resume", "--set", 'algorithm.name="asha"']) == 2
+    assert "algorithm.name 'swift-asha' -> 'asha'" in capsys.readouterr().err
