@@ -12,7 +12,9 @@
 
 Each QSVR fit keeps the ``--top-k`` lowest distinct solutions with ``ensemble="mean"``, so that
 every ensemble method and size is scored on the same samples; the ``robust`` rows at the default
-``top_k`` are exactly what ``QSVR()`` predicts (checked on the first split). ``--backend`` takes
+``top_k`` are exactly what ``QSVR()`` predicts (checked on the first split). The rows "robust's
+median rule (before)" are the ``robust`` ensemble as it was before 2026-12-02 (members with a
+training MSE above the median dropped), on the same samples. ``--backend`` takes
 the samples from a gateway backend (e.g. ``mock-qpu``) instead of in-process simulated annealing.
 
     .venv/bin/python benchmarks/gateway_r2.py --protocols published,ours --splits 100
@@ -21,6 +23,9 @@ the samples from a gateway backend (e.g. ``mock-qpu``) instead of in-process sim
     .venv/bin/python benchmarks/gateway_r2.py --protocols published --splits 1000 --no-qsvr
     .venv/bin/python benchmarks/gateway_r2.py --params relevance_power=0  # the reference scaling
     .venv/bin/python benchmarks/gateway_r2.py --params linear_share=0  # the pure RBF kernel
+    # the kernel of state version 4 (RBF + 2 x linear, clipped at the training box):
+    .venv/bin/python benchmarks/gateway_r2.py --gammas 0.05 \
+        --params linear_share=2,linear_margin=0,linear_reach=0
 
 The row "sklearn SVR on QSVR's kernel" is QSVR's own kernel, scaling and C solved exactly by the
 ``classical`` backend (sklearn's SVR on the precomputed kernel): the fast proxy of QSVR for any
@@ -97,6 +102,15 @@ def _params(text: str) -> dict[str, float]:
     return out
 
 
+def _median_rule_weights(train_mse: np.ndarray, chain_break: np.ndarray) -> np.ndarray:
+    """``robust`` as it was before 2026-12-02: the members with a training MSE at most the
+    median, weighted by their intact chains (for comparison on the same samples)."""
+    keep = train_mse <= np.median(train_mse) * (1 + 1e-9)
+    w = keep * (1.0 - chain_break)
+    w = w if w.sum() > 0 else keep.astype(np.float64)
+    return w / w.sum()
+
+
 def _run(protocol: str, args: argparse.Namespace, sampler: object) -> None:
     gammas = [float(g) for g in args.gammas.split(",")]
     sweeps = [int(s) for s in args.sweeps.split(",")]
@@ -159,6 +173,11 @@ def _run(protocol: str, args: argparse.Namespace, sampler: object) -> None:
                                            model.member_train_mse_[:m],
                                            model.member_chain_break_[:m])
                         key = f"QSVR γ={gamma}, sweeps={sw}, top_k={size}, {method}"
+                        rows.setdefault(key, []).append(score(y_te, w @ members[:m]))
+                    if size > 1:
+                        w = _median_rule_weights(model.member_train_mse_[:m],
+                                                 model.member_chain_break_[:m])
+                        key = f"QSVR γ={gamma}, sweeps={sw}, top_k={size}, robust's median rule (before)"
                         rows.setdefault(key, []).append(score(y_te, w @ members[:m]))
                 if seed == args.first_split and args.top_k == DEFAULT_TOP_K:
                     default = QSVR(gamma=gamma, num_reads=args.reads, num_sweeps=sw,

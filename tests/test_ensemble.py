@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qpu_gateway.ensemble import ENSEMBLE_METHODS, member_weights, robust_keep, select_members
+from qpu_gateway.ensemble import (
+    ENSEMBLE_METHODS,
+    ROBUST_MSE_RATIO,
+    member_weights,
+    robust_keep,
+    select_members,
+)
 
 
 def _sampleset(
@@ -76,11 +82,22 @@ def test_member_weights_reject_unknown_method() -> None:
         member_weights("median", np.zeros(2), np.zeros(2))
 
 
-def test_robust_keep_drops_members_above_the_median_training_error() -> None:
+def test_robust_keep_drops_members_twice_as_far_off_as_the_best() -> None:
+    assert ROBUST_MSE_RATIO == 2.0
     np.testing.assert_array_equal(
-        robust_keep([0.01, 0.02, 5.0, 0.015]), [True, False, False, True]
+        robust_keep([0.01, 0.03, 5.0, 0.015, 0.02]), [True, False, False, True, True]
     )
-    np.testing.assert_array_equal(robust_keep([0.3, 0.1, 0.3]), [True, True, True])
+    np.testing.assert_array_equal(robust_keep([0.3, 0.1, 0.3]), [False, True, False])
+    # Most members bad (a noisy QPU path): only the few good ones stay, not the better half.
+    np.testing.assert_array_equal(
+        robust_keep([0.04, 0.05, 0.9, 1.1, 1.3, 2.0, 3.1]), [True, True] + [False] * 5
+    )
+    # Most members good (simulated annealing): all of them stay, not only the better half.
+    np.testing.assert_array_equal(
+        robust_keep([0.030, 0.031, 0.033, 0.035, 0.04, 0.2]), [True] * 5 + [False]
+    )
+    # A perfect fit keeps only the perfect fits.
+    np.testing.assert_array_equal(robust_keep([0.0, 1e-20, 0.0]), [True, False, True])
 
 
 def test_robust_weights_down_weight_and_drop_broken_chains() -> None:

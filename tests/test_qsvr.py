@@ -94,12 +94,14 @@ def test_qsvr_state_round_trips_through_json() -> None:
 
 
 def _as_old_state(state: dict, version: int) -> dict:
-    """A current state of a ``relevance_power=0, linear_share=0`` model written as ``version``
-    (1 to 3) did: version 3 without ``linear_share``; 1 and 2 also without input weights, targets
-    offset by their minimum (intercepts +1/2 in scaled units)."""
+    """A current state of a ``relevance_power=0, linear_share=0, linear_margin=0,
+    linear_reach=0`` model written as ``version`` (1 to 3) did: version 3 without the linear
+    part's parameters; 1 and 2 also without input weights, targets offset by their minimum
+    (intercepts +1/2 in scaled units)."""
     old = json.loads(json.dumps(state))
-    assert old["params"]["linear_share"] == 0
-    del old["params"]["linear_share"]
+    for name in ("linear_share", "linear_margin", "linear_reach"):
+        assert old["params"][name] == 0
+        del old["params"][name]
     old["version"] = version
     if version == 3:
         return old
@@ -125,13 +127,14 @@ def test_qsvr_robust_default_state_round_trips_and_old_states_still_load() -> No
     # weights and centred targets) and 3 (before the linear kernel share) still load, as the
     # models they were.
     old = QSVR(num_reads=100, num_sweeps=30, top_k=4, ensemble="mean", relevance_power=0,
-               gamma=0.1, linear_share=0, random_state=0).fit(x, y)
+               gamma=0.1, linear_share=0, linear_margin=0, linear_reach=0, random_state=0)
+    old.fit(x, y)
     for version in (1, 2, 3):
         restored = QSVR.from_state(_as_old_state(old.get_state(), version))
         np.testing.assert_allclose(restored.predict(x), old.predict(x), rtol=1e-12)
         np.testing.assert_array_equal(restored.feature_weights_, np.ones(x.shape[1]))
         assert restored.relevance_power == 0 and restored.gamma == 0.1
-        assert restored.linear_share == 0
+        assert restored.linear_share == restored.linear_margin == restored.linear_reach == 0
         assert restored.ensemble == "mean" and restored.top_k == 4
         assert (restored.y_offset_ == restored.y_min_) == (version < 3)
     np.testing.assert_array_equal(
@@ -151,9 +154,59 @@ def test_qsvr_version_3_state_loads_as_the_pure_rbf_kernel() -> None:
     np.testing.assert_array_equal(restored.predict(x), v3.predict(x))
 
 
+def test_qsvr_version_4_state_loads_without_margin_or_reach() -> None:
+    # A version-4 state (linear part clipped at the box, never attenuated) predicts as it did.
+    x, y = _curves(30, 4)
+    v4 = QSVR(num_reads=100, num_sweeps=30, linear_margin=0, linear_reach=0, random_state=0)
+    v4.fit(x, y)
+    state = json.loads(json.dumps(v4.get_state()))
+    del state["params"]["linear_margin"], state["params"]["linear_reach"]
+    state["version"] = 4
+    restored = QSVR.from_state(state)
+    assert restored.linear_margin == 0 and restored.linear_reach == 0
+    far = x * 3.0  # rows outside the training box, where margin and reach would matter
+    np.testing.assert_array_equal(restored.predict(far), v4.predict(far))
+
+
+def test_qsvr_linear_margin_and_reach_shape_the_linear_part_past_the_box() -> None:
+    x, y = _curves(6, 3)
+    kw = {"k": 1, "top_k": 2, "linear_share": 4.0, "sampler": dimod.ExactSolver()}
+    plain = QSVR(linear_margin=0, linear_reach=0, **kw).fit(x, y)
+    model = QSVR(linear_margin=0.25, linear_reach=2.0, **kw).fit(x, y)
+    xs, f = model.x_train_, x.shape[1]
+    top = np.sqrt(model.feature_weights_)
+    # Training rows lie in the box: margin and reach leave the kernel, hence the QUBO, alone.
+    np.testing.assert_array_equal(model.kernel(xs, xs), plain.kernel(xs, xs))
+    np.testing.assert_array_equal(model.dual_coef_, plain.dual_coef_)
+
+    def linear(m: QSVR, rows: np.ndarray) -> np.ndarray:
+        return m.kernel(xs, rows) - rbf_kernel(xs, rows, m.gamma)
+
+    u = xs - xs.mean(axis=0)
+    # 0.1 box widths past the top in every input: followed (inside the margin), attenuated by
+    # exp(-(0.1 / 2)**2); 0.5 past: clipped at 0.25 past the box, attenuated by exp(-(0.5 / 2)**2).
+    for past, clipped in ((0.1, 0.1), (0.5, 0.25)):
+        row = (top * (1 + past))[None, :]
+        expected = 4.0 / f * np.exp(-((past / 2.0) ** 2)) * (
+            u @ (top * (1 + clipped) - xs.mean(axis=0)))[:, None]
+        np.testing.assert_allclose(linear(model, row), expected, rtol=1e-12)
+    # One input far outside the box (10 widths below): the linear part fades to nothing and the
+    # prediction falls back to the RBF part's; without reach it would stay at the box's edge.
+    far = xs.mean(axis=0)[None, :].copy()
+    far[0, 0] = -10 * top[0]
+    assert np.abs(linear(model, far)).max() < 1e-10
+    assert np.abs(linear(plain, far)).max() > 1e-3
+    rows = far / top * plain.x_scale_ + plain.x_min_
+    rbf_only = plain.dual_coef_ @ rbf_kernel(xs, far, plain.gamma) + plain.intercept_[:, None]
+    np.testing.assert_allclose(model.predict(rows),
+                               model.weights_ @ (rbf_only * model.y_scale_ + model.y_offset_),
+                               rtol=1e-9)
+
+
 def test_qsvr_linear_share_is_a_clipped_centred_linear_kernel_in_the_qubo() -> None:
     x, y = _curves(3, 3)
-    model = QSVR(k=1, top_k=2, linear_share=2.0, sampler=dimod.ExactSolver()).fit(x, y)
+    model = QSVR(k=1, top_k=2, linear_share=2.0, linear_margin=0, linear_reach=0,
+                 sampler=dimod.ExactSolver()).fit(x, y)
     xs, f = model.x_train_, x.shape[1]
     u = xs - xs.mean(axis=0)
     expected = rbf_kernel(xs, xs, model.gamma) + 2.0 / f * (u @ u.T)
@@ -245,6 +298,30 @@ def test_qsvr_default_worst_split_beats_the_reference_scaling_on_mlpf(
     assert np.mean(default) > np.mean(reference), (default, reference)
 
 
+def test_qsvr_default_extends_the_trend_on_the_published_protocols_worst_split(
+    mlpf_curves: np.ndarray,
+) -> None:
+    """Fixed seeds: split 21 of the published R² protocol (issue 14; quantile-scaled table,
+    ``r2_score(pred, true)``), whose 20 training targets span only [0.02, 0.78] of a test range
+    that reaches 1. The default kernel (strong linear part, followed a little past the training
+    box) scores >= 0.8 there; the kernel of state version 4 (linear_share=2, gamma=0.05, clipped
+    at the box) under-disperses its predictions and scores below 0.7."""
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import QuantileTransformer
+
+    curves = np.delete(mlpf_curves, int(np.argmax(mlpf_curves[:, -1])), axis=0)
+    x = QuantileTransformer(n_quantiles=50).fit_transform(curves[:, 0:25:2])
+    y = QuantileTransformer(n_quantiles=50).fit_transform(curves[:, 98:99]).ravel()
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.5, random_state=123 + 21)
+    x_tr, y_tr = x_tr[:20], y_tr[:20]
+    assert y_tr.max() < 0.8 < y_te.max()
+    default = QSVR(random_state=21).fit(x_tr, y_tr).predict(x_te)
+    v4 = QSVR(linear_share=2, gamma=0.05, linear_margin=0, linear_reach=0, random_state=21)
+    previous = v4.fit(x_tr, y_tr).predict(x_te)
+    assert r2_score(default, y_te) >= 0.8 > 0.7 > r2_score(previous, y_te)
+
+
 def test_qsvr_robust_keeps_only_the_members_it_trusts() -> None:
     x, y = _curves(30, 8)
     kw = {"num_reads": 200, "num_sweeps": 20, "top_k": 16, "random_state": 2}
@@ -252,7 +329,7 @@ def test_qsvr_robust_keeps_only_the_members_it_trusts() -> None:
     robust = QSVR(**kw).fit(x, y)
     keep = member_weights("robust", every.member_energies_, every.member_train_mse_) > 0
     np.testing.assert_array_equal(robust.dual_coef_, every.dual_coef_[keep])
-    assert robust.member_train_mse_.max() <= np.median(every.member_train_mse_) * (1 + 1e-9)
+    assert robust.member_train_mse_.max() <= 2 * every.member_train_mse_.min() * (1 + 1e-9)
     np.testing.assert_allclose(robust.predict(x), every.predict_members(x)[keep].mean(axis=0))
     assert robust.fit_stats_["candidates"] == 16 > len(robust.intercept_)
 
@@ -298,6 +375,10 @@ def test_qsvr_from_state_rejects_other_formats_and_versions() -> None:
         ("gamma", 0.0, "gamma must be a finite number > 0"),
         ("linear_share", -1.0, "linear_share must be a finite number >= 0"),
         ("linear_share", float("inf"), "linear_share must be a finite number >= 0"),
+        ("linear_margin", -0.1, "linear_margin must be a finite number >= 0"),
+        ("linear_margin", float("nan"), "linear_margin must be a finite number >= 0"),
+        ("linear_reach", -1.0, "linear_reach must be a finite number >= 0"),
+        ("linear_reach", float("inf"), "linear_reach must be a finite number >= 0"),
         ("epsilon", -0.1, "epsilon must be a finite number >= 0"),
         ("xi", float("nan"), "xi must be a finite number >= 0"),
         ("c", 0.0, "c must be a finite number > 0"),
