@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -281,7 +282,9 @@ class GatewayFactory:
     """Picklable factory of :class:`hpo_node.predictors.GatewayPredictor` for one study.
 
     ``address`` may be changed between calls (a restored study points its scheduler at the gateway
-    of the new run); ``params`` are QSVR parameters (e.g. ``num_reads``).
+    of the new run); ``params`` are QSVR parameters (e.g. ``num_reads``) and the
+    :class:`~hpo_node.predictors.GatewayPredictor` connection options (``token_env``, whose
+    variable must be set: ``ValueError`` otherwise; ``tls_*``).
     """
 
     def __init__(
@@ -298,6 +301,13 @@ class GatewayFactory:
         self.features = features
         self.timeout = check_float("timeout", timeout, 0.0, float("inf"), low_open=True)
         self.params = dict(params)
+        env = self.params.get("token_env")
+        if env and not os.environ.get(env):
+            # found now, not at the study's first Fit (where Ray Tune would bury it in a traceback)
+            raise ValueError(
+                f"token_env: environment variable {env!r} is not set; export it with the "
+                "gateway's token (admin scope: the predictor fits models)"
+            )
 
     def __call__(self) -> Predictor:
         return GatewayPredictor(self.address, self.features, timeout=self.timeout, **self.params)

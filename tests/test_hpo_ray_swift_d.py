@@ -63,3 +63,22 @@ def test_hpo_ray_swift_d_one_rule_for_the_study_and_the_adapter() -> None:
                            None).core
     d, note = swift_d_rule(core, 27, True)
     assert d is None and note is not None and "lower options['d'] below 9" in note
+
+
+def test_hpo_ray_swift_d_without_n_trials_warns_once_the_trials_are_made(caplog: Any) -> None:
+    from types import SimpleNamespace
+
+    from hpo_node.integrations.ray_tune import TrialRecord
+
+    sched = SwiftASHAScheduler(max_resource=9, eta=3, predictor=make_predictor_factory("svr"))
+    assert sched.core.d == 15 and sched.notes == ()  # Tune's num_samples: unknown here
+    sched.records = {f"t{i}": TrialRecord(config={}) for i in range(27)}
+    controller = SimpleNamespace(search_alg=SimpleNamespace(is_finished=lambda: True))
+    with caplog.at_level(logging.WARNING, logger="hpo_node.integrations.ray_tune"):
+        sched._check_supply(controller)
+    (note,) = sched.notes
+    assert note.startswith("warning: swift-asha with 27 configurations, R = 9, eta = 3: at most 9 "
+                           "trials reach a rung, so with d = 15 no trial would ever get a "
+                           "prediction; the study runs as plain asha: lower options['d'] below 9")
+    assert "more TuneConfig(num_samples)" in note
+    assert [r.getMessage() for r in caplog.records] == [note]

@@ -61,3 +61,17 @@ def test_hpo_resilient_outage_is_still_unreachable(caplog: Any) -> None:
     assert rec.levelno == logging.WARNING
     assert rec.getMessage().startswith("predictor unreachable (fit: StatusCode.UNAVAILABLE)")
     assert auth_error(_Refused(grpc.StatusCode.UNAVAILABLE, "down")) is None
+
+
+def test_hpo_resilient_unset_token_env_fails_when_the_factory_is_made(monkeypatch: Any) -> None:
+    import pytest
+
+    from hpo_node.predictors import make_predictor_factory
+
+    monkeypatch.delenv("MY_GW_TOKEN", raising=False)
+    with pytest.raises(ValueError, match="token_env: environment variable 'MY_GW_TOKEN' is not "
+                                         "set; export it"):
+        make_predictor_factory("gateway", gateway="127.0.0.1:1", token_env="MY_GW_TOKEN")
+    monkeypatch.setenv("MY_GW_TOKEN", "x")
+    assert callable(make_predictor_factory("gateway", gateway="127.0.0.1:1",
+                                           token_env="MY_GW_TOKEN"))

@@ -275,6 +275,10 @@ class CoreTrialScheduler(TrialScheduler):
         # Set by a searcher that creates trials on demand (hpo_node.integrations.ray_search.TuneSearcher):
         # while it says more trials can come, the study does not end when the core is idle.
         self.more_trials: Callable[[], bool] | None = None
+        # what building the scheduler adapted or warns about (Swift's d: swift_d_rule)
+        self.notes: tuple[str, ...] = ()
+        # a Swift scheduler without n_trials: d is checked once the searcher made every trial
+        self._check_d_at_supply = False
 
     # -- Ray Tune interface ------------------------------------------------------------------
 
@@ -499,6 +503,13 @@ class CoreTrialScheduler(TrialScheduler):
         if not callable(finished) or not finished():
             return
         self._supply_checked = True
+        if self._check_d_at_supply:
+            # too late to adapt d (the core's predictors are built): warn
+            _, note = swift_d_rule(self.core, len(self.records), True,
+                                   trials_key="TuneConfig(num_samples)")
+            if note is not None:
+                logger.warning("%s", note)
+                self.notes = (*self.notes, note)
         needed = self.core.trials_needed()
         if needed is not None and len(self.records) < needed:
             self._finished = True
@@ -805,7 +816,8 @@ class SwiftASHAScheduler(CoreTrialScheduler):
 
     With ``n_trials`` given, a ``d`` that no rung reaches is adapted when ``options`` leaves it
     unset, else warned about (:func:`swift_d_rule`, as ``hpo-node run`` does): the note is logged
-    as a warning and kept in ``notes``."""
+    as a warning and kept in ``notes``. Without ``n_trials`` (Tune's ``num_samples`` decides) the
+    check runs once the searcher has made every trial, and can only warn."""
 
     def __init__(
         self,
@@ -824,7 +836,8 @@ class SwiftASHAScheduler(CoreTrialScheduler):
                                  eta=eta, predictor=predictor, seed=seed)
         super().__init__(core, **kwargs)
         self.predictor = predictor
-        self.notes: tuple[str, ...] = () if note is None else (note,)
+        self.notes = () if note is None else (note,)
+        self._check_d_at_supply = predictor is not None and n_trials is None
 
 
 class SwiftHyperbandScheduler(CoreTrialScheduler):
@@ -847,7 +860,7 @@ class SwiftHyperbandScheduler(CoreTrialScheduler):
                                  eta=eta, predictor=predictor, seed=seed)
         super().__init__(core, **kwargs)
         self.predictor = predictor
-        self.notes: tuple[str, ...] = () if note is None else (note,)
+        self.notes = () if note is None else (note,)
 
 
 def _judged_per_rung(core: Scheduler, fixed_trials: bool, n_trials: int) -> dict[int, int]:
