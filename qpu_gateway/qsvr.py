@@ -88,11 +88,10 @@ _READABLE_VERSIONS: Final = (1, 2, 3, 4, 5)
 # request carries (the fields of the wire's ``QSVRParams``).
 PARAM_NAMES: Final = (
     "k", "base", "k0", "xi", "gamma", "epsilon", "c", "num_reads", "num_sweeps", "top_k", "ensemble",
-    "relevance_power", "linear_share",
+    "relevance_power", "linear_share", "linear_margin", "linear_reach",
 )
-# Hyperparameters a checkpoint records: the wire's, and the linear part's margin and reach
-# (constructor parameters, not Fit parameters yet: a gateway fits with their defaults).
-STATE_PARAM_NAMES: Final = (*PARAM_NAMES, "linear_margin", "linear_reach")
+# Hyperparameters a checkpoint records (all of them are on the wire).
+STATE_PARAM_NAMES: Final = PARAM_NAMES
 
 
 class NonFiniteProblemError(ValueError):

@@ -12,7 +12,7 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from qpu_gateway.client import GatewayClient
-from qpu_gateway.qsvr import DEFAULT_GAMMA, DEFAULT_LINEAR_SHARE
+from qpu_gateway.qsvr import DEFAULT_GAMMA, DEFAULT_LINEAR_MARGIN, DEFAULT_LINEAR_REACH, DEFAULT_LINEAR_SHARE
 from qpu_gateway.v1 import gateway_pb2 as pb
 from qpu_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from tests.conftest import GatewayProcess
@@ -100,8 +100,10 @@ def test_gateway_undecodable_request_is_invalid_argument_without_traceback(
 def test_gateway_fit_reference_kernel_over_the_wire(gateway_address: str) -> None:
     x, y = _curves(30)
     with GatewayClient(gateway_address) as client:
-        info = client.fit(x[:20], y[:20], seed=3, linear_share=0.0, relevance_power=0.0, gamma=0.1, **FAST)
+        info = client.fit(x[:20], y[:20], seed=3, linear_share=0.0, relevance_power=0.0, gamma=0.1,
+                          linear_margin=0.0, linear_reach=0.0, **FAST)
         assert info.params.HasField("linear_share") and info.params.linear_share == 0.0
+        assert (info.params.linear_margin, info.params.linear_reach) == (0.0, 0.0)
         assert (info.params.relevance_power, info.params.gamma) == (0.0, pytest.approx(0.1))
         mean, _ = client.predict(info.model_id, x[20:])
         assert mean.shape == (10,) and np.all(np.isfinite(mean))
@@ -117,6 +119,8 @@ def test_gateway_fit_then_predict_in_caller_units(gateway_address: str) -> None:
         assert 1 <= info.members <= info.params.top_k and not info.fallback and info.created_at.seconds > 0
         assert info.params.gamma == pytest.approx(DEFAULT_GAMMA) and info.params.num_reads == 100
         assert info.params.linear_share == pytest.approx(DEFAULT_LINEAR_SHARE)
+        assert info.params.linear_margin == pytest.approx(DEFAULT_LINEAR_MARGIN)
+        assert info.params.linear_reach == pytest.approx(DEFAULT_LINEAR_REACH)
         mean, std = client.predict(info.model_id, x[20:])
         assert mean.shape == std.shape == (40,) and np.all(std >= 0)
         r2 = 1 - ((mean - y_units[20:]) ** 2).sum() / ((y_units[20:] - y_units[20:].mean()) ** 2).sum()
@@ -164,6 +168,8 @@ def _fit_request(**over) -> pb.FitRequest:
         (_fit_request(params=pb.QSVRParams(gamma=-1.0)), "params.gamma"),
         (_fit_request(params=pb.QSVRParams(relevance_power=-1.0)), "params.relevance_power"),
         (_fit_request(params=pb.QSVRParams(linear_share=math.inf)), "params.linear_share"),
+        (_fit_request(params=pb.QSVRParams(linear_margin=-0.5)), "params.linear_margin"),
+        (_fit_request(params=pb.QSVRParams(linear_reach=math.nan)), "params.linear_reach"),
         (_fit_request(params=pb.QSVRParams(top_k=0)), "params.top_k"),
         (_fit_request(params=pb.QSVRParams(num_reads=0)), "params.num_reads"),
         (_fit_request(params=pb.QSVRParams(ensemble="vote")), "params.ensemble"),

@@ -20,7 +20,7 @@ class Matrix(_message.Message):
     def __init__(self, rows: _Optional[int] = ..., cols: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class QSVRParams(_message.Message):
-    __slots__ = ("k", "base", "k0", "xi", "gamma", "epsilon", "c", "num_reads", "top_k", "ensemble", "num_sweeps", "relevance_power", "linear_share")
+    __slots__ = ("k", "base", "k0", "xi", "gamma", "epsilon", "c", "num_reads", "top_k", "ensemble", "num_sweeps", "relevance_power", "linear_share", "linear_margin", "linear_reach")
     K_FIELD_NUMBER: _ClassVar[int]
     BASE_FIELD_NUMBER: _ClassVar[int]
     K0_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,8 @@ class QSVRParams(_message.Message):
     NUM_SWEEPS_FIELD_NUMBER: _ClassVar[int]
     RELEVANCE_POWER_FIELD_NUMBER: _ClassVar[int]
     LINEAR_SHARE_FIELD_NUMBER: _ClassVar[int]
+    LINEAR_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    LINEAR_REACH_FIELD_NUMBER: _ClassVar[int]
     k: int
     base: float
     k0: float
@@ -47,7 +49,9 @@ class QSVRParams(_message.Message):
     num_sweeps: int
     relevance_power: float
     linear_share: float
-    def __init__(self, k: _Optional[int] = ..., base: _Optional[float] = ..., k0: _Optional[float] = ..., xi: _Optional[float] = ..., gamma: _Optional[float] = ..., epsilon: _Optional[float] = ..., c: _Optional[float] = ..., num_reads: _Optional[int] = ..., top_k: _Optional[int] = ..., ensemble: _Optional[str] = ..., num_sweeps: _Optional[int] = ..., relevance_power: _Optional[float] = ..., linear_share: _Optional[float] = ...) -> None: ...
+    linear_margin: float
+    linear_reach: float
+    def __init__(self, k: _Optional[int] = ..., base: _Optional[float] = ..., k0: _Optional[float] = ..., xi: _Optional[float] = ..., gamma: _Optional[float] = ..., epsilon: _Optional[float] = ..., c: _Optional[float] = ..., num_reads: _Optional[int] = ..., top_k: _Optional[int] = ..., ensemble: _Optional[str] = ..., num_sweeps: _Optional[int] = ..., relevance_power: _Optional[float] = ..., linear_share: _Optional[float] = ..., linear_margin: _Optional[float] = ..., linear_reach: _Optional[float] = ...) -> None: ...
 
 class FitRequest(_message.Message):
     __slots__ = ("model_id", "x", "y", "params", "backend", "seed", "idempotency_key", "feature_names")
