@@ -44,7 +44,7 @@ def run(
     if algorithm != "swift-asha":
         overrides["algorithm.params"] = {}
     cfg = load_study(config, overrides)
-    res = run_study(cfg, progress_every_s=30.0)
+    res = run_study(cfg, progress_every_s=30.0, overwrite=True)
     return res.summary
 
 
