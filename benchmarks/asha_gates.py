@@ -10,10 +10,17 @@ when nothing else can run, the champion is trained to R, so every pause is backe
 that reaches R. ``old=True`` keeps today's rung cut as a second reason to pause. ``noise > 0``
 replaces the forecasts by the table's true loss at R times log-normal noise of ``noise`` times
 the spread measured for the ``svr`` forecasts per resource (unbiased): the accuracy the gate
-needs.
+needs. ``fc=NAME`` replaces the step model by a candidate of the forecaster bake-off
+(``asha_forecasters.py``, :class:`asha_forecasters.GateForecaster`: per-resource bias and band
+calibrated on held-out curves). ``final=1|2``: a guard that reached R (its loss there known)
+dominates a trial only if that loss is also below the trial's optimistic forecast (``2``: checked
+only when the guard's own forecast from the shared resource was too optimistic by more than
+``tol``, log): a guard whose curve turned up late no longer pauses everyone.
 
     .venv/bin/python benchmarks/asha_gates.py --table mlpf --seeds 10 \
         --variants svr:z=0.25:old=1,oracle:old=1,noisy:noise=0.5:z=1
+    .venv/bin/python benchmarks/asha_gates.py --table mlpf --seeds 10 \
+        --variants svr:fc=last:z=0.5,svr:fc=smooth+pow3:z=0.5:final=2:tol=0.02
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import zlib
 from typing import Any
 
 import numpy as np
+from asha_forecasters import GateForecaster
 from hpo_replay import runs
 from hpo_rules import load
 
@@ -41,15 +49,22 @@ class ChampionGate(SwiftASHA):
     """Swift-ASHA (forecast rule) with the champion gate (module doc)."""
 
     def __init__(
-        self, *args: Any, old: bool = False, horizon: bool = False, noise: float = 0.0, **kw: Any
+        self, *args: Any, old: bool = False, horizon: bool = False, noise: float = 0.0,
+        fc: str = "", p: float = 0.5, final: int = 0, tol: float = 0.0, **kw: Any,
     ) -> None:
         super().__init__(*args, rule="forecast", **kw)
         self.old = old
+        self.final = final
+        self.tol = tol
         self.noise = noise
         if horizon:
             self._forecaster = HorizonForecaster(
                 self._support, self.max_resource, z=self.z, min_pairs=self.d,
                 max_windows=self.max_windows,
+            )
+        if fc:
+            self._forecaster = GateForecaster(
+                fc, self.max_resource, z=self.z, p=p, seed=int(kw.get("seed") or 0)
             )
         self.counts = {"paused": 0, "held": 0, "forced": 0, "champions": 0, "resumed": 0}
         self._champ: str | None = None
@@ -75,7 +90,15 @@ class ChampionGate(SwiftASHA):
         if rc < 1:
             return False
         b = self._band([(t, rc), (g, rc)])
-        return bool(np.isfinite(b[0, 0]) and np.isfinite(b[1, 2]) and b[0, 0] > b[1, 2])
+        if not (np.isfinite(b[0, 0]) and np.isfinite(b[1, 2]) and b[0, 0] > b[1, 2]):
+            return False
+        if not self.final or self._resource(g) < self.max_resource:
+            return True
+        truth = self._curve[g][self.max_resource - 1]
+        if self.final == 2 and math.log(truth) <= math.log(b[1, 1]) + self.tol:
+            return True  # g's forecast from rc was not too optimistic (by more than tol, log)
+        low = self._band([(t, rc if self.final == 2 else r)])[0, 0]
+        return bool(np.isfinite(low) and low > truth)  # t must also miss g's loss at R
 
     def _champion(self) -> str | None:
         if self._champ is not None and self._resource(self._champ) >= self.max_resource:
@@ -168,8 +191,13 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--variants", default="svr:z=0.25:old=1,oracle:old=1",
-                   help="PREDICTOR[:z=Z][:old=0|1][:horizon=0|1][:noise=S], comma-separated; "
-                        "PREDICTOR svr, oracle or noisy (the oracle with noise S)")
+                   help="PREDICTOR[:z=Z][:old=0|1][:horizon=0|1][:noise=S][:fc=NAME][:p=P]"
+                        "[:final=0|1|2][:tol=T], comma-separated; PREDICTOR svr, oracle or "
+                        "noisy (the oracle with noise S); fc: a candidate of asha_forecasters.py "
+                        "as the forecaster, its band growing as horizon**P; final=1: a guard at "
+                        "R dominates a trial only if its loss at R is also below the trial's "
+                        "optimistic forecast; final=2: that only if the guard's forecast from "
+                        "the shared resource was too optimistic by more than T (log)")
     a = p.parse_args()
     table, r_max, n = load(a.table)
     factories = {
@@ -186,7 +214,10 @@ def main() -> None:
         kw: dict[str, Any] = {}
         for o in opts:
             key, value = o.split("=")
-            kw[key] = float(value) if key in ("z", "noise") else bool(int(value))
+            if key == "fc":
+                kw[key] = value
+            else:
+                kw[key] = float(value) if key in ("z", "noise", "p", "tol") else int(value)
         drivers: list[ChampionGate] = []
 
         def build(

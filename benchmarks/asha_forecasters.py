@@ -1,0 +1,567 @@
+"""Forecaster bake-off for Swift-ASHA's champion gate (issue 14): how sharp are forecasts at R?
+
+Replays the information a Swift-ASHA run has at a decision: an ASHA run (W = 8, eta = 2) is
+replayed on a table and the known curves are taken at fractions of its reports (each trial's
+curve up to the epoch it had reached then). Each candidate forecaster is fitted on the known
+curves of the other folds (5 folds by trial) and forecasts ``log L(R)`` of every trial from each
+``e = 1, 2, 4, ... < R`` it had reached; the truth is the table's loss at R. Per resource bucket
+(``e``): bias and spread (standard deviation) of ``log L_hat(R) - log L(R)``; the spread as a
+multiple ``s`` of the ``svr`` spread the noisy-oracle sweep used (``asha_gates.SVR_SPREAD``);
+and, what the champion gate needs (it compares two trials forecast from the same resource), the
+pairwise ordering error: the share of pairs of trials forecast from the same ``e`` whose
+forecasts are in the wrong order, over all pairs and over the pairs with the true top quarter.
+
+Candidates (:data:`CANDIDATES`): ``last`` (the loss at e; a per-e shift does not change a
+same-resource comparison), ``smooth`` (log-log line through the last half of the curve, at e),
+``step`` (today's :class:`hpo_node.forecast.FinalLossForecaster`, ``svr``), ``direct-svr`` /
+``direct-et`` (one multi-horizon regression: window at e and horizon ``log2(R'/e)`` to ``log
+L(R') - log L(e)``, no compounding; ``+hp`` adds the hyperparameters), ``knn`` (nearest known
+curves by normalised shape up to e, their median ratio ``L(2e)/L(e)``, chained; the
+scale-free step pairs when fewer than 3 curves reached 2e), ``pow3`` (per-curve
+``c + a t**-alpha`` fit on the curve up to e, Domhan, Springenberg and Hutter, IJCAI 2015,
+with a population prior on ``alpha``), ``ens`` (mean of ``direct-et+hp``, ``knn``, ``smooth``).
+
+    nice -n 10 .venv/bin/python benchmarks/asha_forecasters.py --table mlpf --seeds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from hpo_rules import load
+
+from hpo_node.asha import ASHA
+from hpo_node.core import Decision
+from hpo_node.forecast import FinalLossForecaster, _window
+from hpo_node.predictors import PredictorSupport, make_predictor_factory
+from hpo_node.replay import CurveTable, simulate
+
+FloatArray = NDArray[np.float64]
+
+SVR_SPREAD = {0: 0.12, 1: 0.05, 2: 0.013, 3: 0.009, 4: 0.005, 5: 0.004, 6: 0.004}
+"""Spread of the ``svr`` forecasts on MLPF by floor(log2(e)) (asha_gates.SVR_SPREAD)."""
+
+
+# -- the information at a decision ---------------------------------------------------------------
+
+
+class _Recorder(ASHA):
+    """ASHA that logs ``(trial, resource)`` of every report."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.log: list[tuple[str, int]] = []
+
+    def report(self, trial_id: str, resource: int, loss: float) -> Decision:
+        self.log.append((trial_id, resource))
+        return super().report(trial_id, resource, loss)
+
+
+def snapshots(
+    table: CurveTable, r_max: int, n: int, seed: int, fracs: Sequence[float], workers: int = 8
+) -> list[dict[int, int]]:
+    """Per fraction of an ASHA run's reports: table row -> epochs known then."""
+    d = _Recorder(r_max, 2, n)
+    simulate(table, d, seed=seed, max_resource=r_max, workers=workers)
+    out = []
+    for f in fracs:
+        known: dict[int, int] = {}
+        for tid, r in d.log[: max(1, round(f * len(d.log)))]:
+            row = int(tid.split("-")[1])
+            known[row] = max(known.get(row, 0), r)
+        out.append(known)
+    return out
+
+
+# -- candidates ------------------------------------------------------------------------------------
+# A candidate: fit(curves, hps) on known log curves, then predict(prefixes, hps) -> log L(R).
+
+
+class Last:
+    """``log L(e)``."""
+
+    def __init__(self, r_max: int) -> None:
+        self.r_max = r_max
+
+    def fit(self, curves: list[FloatArray], hps: list[FloatArray]) -> None:
+        return None
+
+    def predict(
+        self, prefixes: list[FloatArray], hps: list[FloatArray], target: int | None = None
+    ) -> FloatArray:
+        return np.array([p[-1] for p in prefixes])
+
+
+def smooth_level(p: FloatArray) -> float:
+    """Value at e of a least-squares line of ``log L`` on ``log t`` over ``t in [e/2, e]``."""
+    e = p.shape[0]
+    if e < 3:
+        return float(p[-1])
+    lo = max(0, e // 2 - 1)
+    t = np.log(np.arange(lo + 1, e + 1, dtype=np.float64))
+    a, b = np.polyfit(t, p[lo:], 1)
+    return float(a * t[-1] + b)
+
+
+class Smooth(Last):
+    """:func:`smooth_level` (the loss at e with the epoch noise smoothed out)."""
+
+    def predict(
+        self, prefixes: list[FloatArray], hps: list[FloatArray], target: int | None = None
+    ) -> FloatArray:
+        return np.array([smooth_level(p) for p in prefixes])
+
+
+class Step:
+    """Today's step model (FinalLossForecaster with ``svr``), its mean."""
+
+    def __init__(self, r_max: int, seed: int = 0) -> None:
+        self.r_max = r_max
+        self.seed = seed
+
+    def fit(self, curves: list[FloatArray], hps: list[FloatArray]) -> None:
+        self.fc = FinalLossForecaster(
+            PredictorSupport(make_predictor_factory("svr"), self.seed), self.r_max,
+            z=1.0, min_pairs=2,
+        )
+        known = {str(i): list(np.exp(c)) for i, c in enumerate(curves)}
+        self.fc.update(known, list(known))
+
+    def predict(
+        self, prefixes: list[FloatArray], hps: list[FloatArray], target: int | None = None
+    ) -> FloatArray:
+        return np.log(self.fc.forecast([list(np.exp(p)) for p in prefixes])[:, 1])
+
+
+def direct_pairs(
+    curves: list[FloatArray], hps: list[FloatArray], use_hp: bool, rng: np.random.Generator,
+    cap: int,
+) -> tuple[FloatArray, FloatArray]:
+    """Features ``[window(e), log2(R'/e), (hp)]`` -> ``log L(R') - log L(e)``, every ``e`` and
+    ``R' = 2e, 4e, ... <= n`` and ``R' = n`` of each known curve of length ``n``; at most ``cap``."""
+    xs, ys = [], []
+    for c, h in zip(curves, hps, strict=True):
+        n = c.shape[0]
+        t = np.arange(1.0, n + 1.0)
+        for e in range(1, n):
+            w = _window(t[:e], c[:e], float(e))
+            targets = {n}
+            k = 2 * e
+            while k <= n:
+                targets.add(k)
+                k *= 2
+            for r in sorted(targets):
+                f = [*w, math.log2(r / e)]
+                xs.append([*f, *h] if use_hp else f)
+                ys.append(c[r - 1] - c[e - 1])
+    x, y = np.array(xs), np.array(ys)
+    if x.shape[0] > cap:
+        keep = rng.choice(x.shape[0], size=cap, replace=False)
+        x, y = x[keep], y[keep]
+    return x, y
+
+
+class Direct:
+    """Direct multi-horizon regression (module doc); ``kind`` ``svr`` or ``et`` (extra trees)."""
+
+    def __init__(self, r_max: int, kind: str, use_hp: bool, seed: int = 0, cap: int = 3000) -> None:
+        self.r_max, self.kind, self.use_hp, self.seed, self.cap = r_max, kind, use_hp, seed, cap
+
+    def fit(self, curves: list[FloatArray], hps: list[FloatArray]) -> None:
+        from sklearn.ensemble import ExtraTreesRegressor
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import MinMaxScaler, StandardScaler
+        from sklearn.svm import SVR
+
+        rng = np.random.default_rng(self.seed)
+        x, y = direct_pairs([c for c in curves if c.shape[0] >= 2],
+                            [h for c, h in zip(curves, hps, strict=True) if c.shape[0] >= 2],
+                            self.use_hp, rng, self.cap)
+        if self.kind == "svr":
+            self.model = make_pipeline(MinMaxScaler(), SVR(C=10.0, gamma=1.0, epsilon=0.002))
+            self._sy = StandardScaler()
+            self.model.fit(x, self._sy.fit_transform(y[:, None])[:, 0])
+        else:
+            self.model = ExtraTreesRegressor(
+                n_estimators=100, min_samples_leaf=3, max_features=0.5,
+                random_state=int(rng.integers(2**31 - 1)), n_jobs=1,
+            )
+            self._sy = None
+            self.model.fit(x, y)
+
+    def predict(
+        self, prefixes: list[FloatArray], hps: list[FloatArray], target: int | None = None
+    ) -> FloatArray:
+        rows, r = [], target or self.r_max
+        for p, h in zip(prefixes, hps, strict=True):
+            e = p.shape[0]
+            f = [*_window(np.arange(1.0, e + 1.0), p, float(e)), math.log2(r / e)]
+            rows.append([*f, *h] if self.use_hp else f)
+        d = self.model.predict(np.array(rows))
+        if self._sy is not None:
+            d = self._sy.inverse_transform(d[:, None])[:, 0]
+        return np.array([p[-1] for p in prefixes]) + d
+
+
+class Knn:
+    """Nearest-neighbour curve matching, chained by doublings (module doc)."""
+
+    def __init__(self, r_max: int, k: int = 7) -> None:
+        self.r_max, self.k = r_max, k
+
+    def fit(self, curves: list[FloatArray], hps: list[FloatArray]) -> None:
+        self.curves = [c for c in curves if c.shape[0] >= 2]
+        self.lens = np.array([c.shape[0] for c in self.curves])
+        # scale-free pool: (window at e, log L(2e) - log L(e))
+        xs, ys = [], []
+        for c in self.curves:
+            t = np.arange(1.0, c.shape[0] + 1.0)
+            for e in range(1, c.shape[0] // 2 + 1):
+                xs.append(_window(t[:e], c[:e], float(e)))
+                ys.append(c[2 * e - 1] - c[e - 1])
+        self.pool_x, self.pool_y = np.array(xs).reshape(-1, 10), np.array(ys)
+
+    def _step(self, t: FloatArray, v: FloatArray, e: float, to: float) -> float:
+        w = _window(t, v, e)
+        ei, ti = round(e), math.ceil(to)
+        ok = np.flatnonzero(self.lens >= ti)
+        if ok.size >= 3 and abs(e - ei) < 1e-9:
+            ws = np.array([_window(np.arange(1.0, ei + 1.0), self.curves[j][:ei], float(ei))
+                           for j in ok])
+            near = ok[np.argsort(((ws - w) ** 2).sum(axis=1))[: self.k]]
+            return float(np.median([self.curves[j][ti - 1] - self.curves[j][ei - 1] for j in near]))
+        near = np.argsort(((self.pool_x - w) ** 2).sum(axis=1))[: self.k]
+        return float(np.median(self.pool_y[near])) * math.log(to / e) / math.log(2.0)
+
+    def predict(
+        self, prefixes: list[FloatArray], hps: list[FloatArray], target: int | None = None
+    ) -> FloatArray:
+        out, r = [], float(target or self.r_max)
+        for p in prefixes:
+            t, v = list(np.arange(1.0, p.shape[0] + 1.0)), list(p)
+            while t[-1] < r - 1e-9:
+                to = min(2.0 * t[-1], r)
+                v.append(v[-1] + self._step(np.array(t), np.array(v), t[-1], to))
+                t.append(to)
+            out.append(v[-1])
+        return np.array(out)
+
+
+class Pow3:
+    """Per-curve ``log(c + a t**-alpha)`` fit on ``t <= e`` (least squares in log space, recent
+    half weighted 2x) with a Gaussian prior on ``alpha`` from long known curves; ``c >= 0``."""
+
+    def __init__(self, r_max: int) -> None:
+        self.r_max = r_max
+        self.prior = (0.5, 0.5)
+
+    def _fit_one(self, v: FloatArray, prior: tuple[float, float] | None) -> tuple[float, ...]:
+        from scipy.optimize import least_squares
+
+        e = v.shape[0]
+        t = np.arange(1.0, e + 1.0)
+        y = np.exp(v)
+        wt = np.where(t > e / 2, 2.0, 1.0)
+
+        def res(q: FloatArray) -> FloatArray:
+            c, a, al = q
+            r = wt * (np.log(np.maximum(c + a * t**-al, 1e-12)) - v)
+            if prior is None:
+                return r
+            return np.append(r, (al - prior[0]) / prior[1] * 0.01)
+
+        q0 = [0.8 * y.min(), max(y[0] - 0.8 * y.min(), 1e-6), 0.5]
+        sol = least_squares(res, q0, bounds=([0.0, 0.0, 0.01], [y.min(), np.inf, 5.0]))
+        return tuple(float(s) for s in sol.x)
+
+    def fit(self, curves: list[FloatArray], hps: list[FloatArray]) -> None:
+        long = [c for c in curves if c.shape[0] >= 16]
+        if len(long) >= 3:
+            al = np.array([self._fit_one(c, None)[2] for c in long])
+            self.prior = (float(np.median(al)), float(max(np.std(al), 0.1)))
+
+    def predict(
+        self, prefixes: list[FloatArray], hps: list[FloatArray], target: int | None = None
+    ) -> FloatArray:
+        out, r = [], target or self.r_max
+        for p in prefixes:
+            if p.shape[0] < 4:
+                out.append(float(p[-1]))
+                continue
+            c, a, al = self._fit_one(p, self.prior)
+            out.append(math.log(max(c + a * r**-al, 1e-12)))
+        return np.array(out)
+
+
+class Pow4(Pow3):
+    """Per-curve ``log(c + A (1 + t / tau)**-alpha)`` fit on ``t <= e`` (Domhan et al.'s pow4,
+    ``c - (a t + b)**-alpha`` for an accuracy, as a loss), weak Gaussian priors on ``alpha`` and
+    ``log tau`` from long known curves; at least 6 epochs, else :class:`Pow3`."""
+
+    def __init__(self, r_max: int) -> None:
+        super().__init__(r_max)
+        self.prior4 = (0.7, 0.5, 0.0, 2.0)  # alpha mean, sd; log tau mean, sd
+
+    def _fit4(self, v: FloatArray, prior: tuple[float, float, float, float] | None) -> FloatArray:
+        from scipy.optimize import least_squares
+
+        e = v.shape[0]
+        t = np.arange(1.0, e + 1.0)
+        y = np.exp(v)
+        wt = np.where(t > e / 2, 2.0, 1.0)
+
+        def res(q: FloatArray) -> FloatArray:
+            c, amp, ltau, al = q
+            r = wt * (np.log(np.maximum(c + amp * (1.0 + t / math.exp(ltau)) ** -al, 1e-12)) - v)
+            if prior is None:
+                return r
+            return np.append(r, [(al - prior[0]) / prior[1] * 0.01,
+                                 (ltau - prior[2]) / prior[3] * 0.01])
+
+        q0 = [0.8 * y.min(), max(y[0] - 0.8 * y.min(), 1e-6), 0.0, 0.7]
+        sol = least_squares(res, q0, bounds=([0.0, 0.0, -3.0, 0.05], [y.min(), np.inf, 5.0, 5.0]))
+        return np.asarray(sol.x)
+
+    def fit(self, curves: list[FloatArray], hps: list[FloatArray]) -> None:
+        super().fit(curves, hps)
+        long = [c for c in curves if c.shape[0] >= 16]
+        if len(long) >= 3:
+            q = np.array([self._fit4(c, None) for c in long])
+            self.prior4 = (float(np.median(q[:, 3])), float(max(np.std(q[:, 3]), 0.1)),
+                           float(np.median(q[:, 2])), float(max(np.std(q[:, 2]), 0.5)))
+
+    def predict(
+        self, prefixes: list[FloatArray], hps: list[FloatArray], target: int | None = None
+    ) -> FloatArray:
+        out, r = [], target or self.r_max
+        for p in prefixes:
+            if p.shape[0] < 6:
+                out.append(float(Pow3.predict(self, [p], [np.zeros(0)], r)[0]))
+                continue
+            c, amp, ltau, al = self._fit4(p, self.prior4)
+            out.append(math.log(max(c + amp * (1.0 + r / math.exp(ltau)) ** -al, 1e-12)))
+        return np.array(out)
+
+
+class Ensemble:
+    """Mean of member forecasts."""
+
+    def __init__(self, members: list[Any]) -> None:
+        self.members = members
+
+    def fit(self, curves: list[FloatArray], hps: list[FloatArray]) -> None:
+        for m in self.members:
+            m.fit(curves, hps)
+
+    def predict(
+        self, prefixes: list[FloatArray], hps: list[FloatArray], target: int | None = None
+    ) -> FloatArray:
+        return np.mean([m.predict(prefixes, hps, target) for m in self.members], axis=0)
+
+
+CANDIDATES: dict[str, Callable[[int, int], Any]] = {
+    "last": lambda r, s: Last(r),
+    "smooth": lambda r, s: Smooth(r),
+    "step": lambda r, s: Step(r, s),
+    "direct-svr": lambda r, s: Direct(r, "svr", False, s),
+    "direct-et": lambda r, s: Direct(r, "et", False, s),
+    "direct-et+hp": lambda r, s: Direct(r, "et", True, s),
+    "knn": lambda r, s: Knn(r),
+    "pow3": lambda r, s: Pow3(r),
+    "ens": lambda r, s: Ensemble([Direct(r, "et", True, s), Knn(r), Smooth(r)]),
+    "smooth+pow3": lambda r, s: Ensemble([Smooth(r), Pow3(r)]),
+    "pow4": lambda r, s: Pow4(r),
+}
+
+
+# -- a candidate as Swift-ASHA's forecaster (asha_gates.py ``fc=NAME``) --------------------------
+
+
+class GateForecaster:
+    """A candidate in :class:`hpo_node.forecast.FinalLossForecaster`'s place, band calibrated.
+
+    Refitted when the known epochs (curves of >= 2 epochs) grew by ``growth`` since the last fit
+    (first at ``min_epochs``). Calibration at each fit (3 folds by curve, each fold's candidate
+    fitted on the other curves): every held-out curve of length ``n`` is forecast from ``e = 1, 2,
+    4, ... <= n / 2`` to ``n``; per ``k = floor(log2 e)`` (>= 5 forecasts) the residuals ``r``
+    over horizons ``h = log2(n / e)`` give a bias per doubling ``b_k = mean(r / h)`` and a spread
+    ``sd_k = std(r / h**p)``; beyond the last calibrated ``k`` both are held. A forecast from
+    ``e`` to R is ``mean = candidate - b_k H`` with ``H = log2(R / e)``, band ``mean -/+ z sd_k
+    H**p`` (log space). Without a calibrated ``k`` yet: no forecast (NaN).
+    """
+
+    def __init__(
+        self, name: str, max_resource: int, *, z: float, p: float = 0.5, seed: int = 0,
+        min_epochs: int = 30, growth: float = 0.25,
+    ) -> None:
+        if name not in CANDIDATES:
+            raise ValueError(f"name must be one of {sorted(CANDIDATES)}, got {name!r}")
+        self.name, self.max_resource, self.z, self.p = name, max_resource, z, p
+        self.rng = np.random.default_rng(seed)
+        self.min_epochs, self.growth = min_epochs, growth
+        self.version = 0
+        self._epochs = 0
+        self._model: Any = None
+        self._cal: dict[int, tuple[float, float]] = {}
+
+    def update(self, curves: Any, order: Sequence[str]) -> bool:
+        known = [np.log(np.asarray(curves[t], dtype=np.float64)) for t in order
+                 if len(curves[t]) >= 2]
+        epochs = sum(c.shape[0] for c in known)
+        if epochs < self.min_epochs or (self._epochs and epochs < (1 + self.growth) * self._epochs):
+            return False
+        self._epochs = epochs
+        seed = int(self.rng.integers(2**31 - 1))
+        self._model = CANDIDATES[self.name](self.max_resource, seed)
+        self._model.fit(known, [np.zeros(0)] * len(known))
+        groups = np.random.default_rng(seed).integers(0, 3, size=len(known))
+        found: dict[int, list[tuple[float, float]]] = {}
+        for f in range(3):
+            train = [c for c, g in zip(known, groups, strict=True) if g != f]
+            held = [c for c, g in zip(known, groups, strict=True) if g == f]
+            if len(train) < 2 or not held:
+                continue
+            m = CANDIDATES[self.name](self.max_resource, seed + f + 1)
+            m.fit(train, [np.zeros(0)] * len(train))
+            for k in range(int(math.log2(self.max_resource)) + 1):
+                e = 2**k
+                q = [c for c in held if c.shape[0] >= 2 * e]
+                for c in q:
+                    pred = m.predict([c[:e]], [np.zeros(0)], c.shape[0])[0]
+                    found.setdefault(k, []).append((pred - c[-1], math.log2(c.shape[0] / e)))
+        self._cal = {}
+        for k, rs in sorted(found.items()):
+            if len(rs) >= 5:
+                r, h = (np.array(a) for a in zip(*rs, strict=True))
+                self._cal[k] = (float(np.mean(r / h)), float(np.std(r / h**self.p)))
+        self.version += 1
+        return True
+
+    def forecast(self, curves: Sequence[Sequence[float]]) -> FloatArray:
+        out = np.full((len(curves), 3), np.nan)
+        r = self.max_resource
+        for j, c in enumerate(curves):
+            if len(c) >= r:
+                out[j] = c[r - 1]
+        act = [j for j, c in enumerate(curves) if 0 < len(c) < r and min(c) > 0]
+        if self._model is None or not self._cal or not act:
+            return out
+        pre = [np.log(np.asarray(curves[j], dtype=np.float64)) for j in act]
+        mean = self._model.predict(pre, [np.zeros(0)] * len(pre), r)
+        last = max(self._cal)
+        for i, j in enumerate(act):
+            e = len(curves[j])
+            b, sd = self._cal[min(last, int(math.log2(e)))] if min(self._cal) <= math.log2(e) \
+                else (math.nan, math.nan)
+            h = math.log2(r / e)
+            m = mean[i] - b * h
+            w = self.z * sd * h**self.p
+            out[j] = np.exp([m - w, m, m + w])
+        return out
+
+    def state(self) -> None:
+        return None
+
+    def load(self, state: Any) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+# -- measurement -----------------------------------------------------------------------------------
+
+
+def errors(
+    table: CurveTable, r_max: int, known: dict[int, int], make: Callable[[int, int], Any],
+    seed: int, folds: int = 5,
+) -> dict[int, list[tuple[float, float]]]:
+    """Per ``e``: ``(forecast, truth)`` of ``log L(R)`` for every trial that had reached ``e``."""
+    logc = np.log(table.curves[:, :r_max])
+    hp = np.asarray(table.hparams, dtype=np.float64) if table.hparams is not None else None
+    rows = sorted(known)
+    group = np.random.default_rng(seed).integers(0, folds, size=len(rows))
+    es = [2**k for k in range(int(math.log2(r_max)) + 1) if 2**k < r_max]
+    out: dict[int, list[tuple[float, float]]] = {e: [] for e in es}
+    for f in range(folds):
+        train = [r for r, g in zip(rows, group, strict=True) if g != f]
+        test = [r for r, g in zip(rows, group, strict=True) if g == f]
+        m = make(r_max, seed + f)
+        hps = [hp[r] if hp is not None else np.zeros(0) for r in train]
+        m.fit([logc[r, : known[r]] for r in train], hps)
+        for e in es:
+            q = [r for r in test if known[r] >= e]
+            if not q:
+                continue
+            pred = m.predict([logc[r, :e] for r in q], [hp[r] if hp is not None else np.zeros(0)
+                                                          for r in q])
+            out[e].extend(zip(pred.tolist(), logc[q, r_max - 1].tolist(), strict=True))
+    return out
+
+
+def pair_error(pred: FloatArray, true: FloatArray) -> tuple[float, float]:
+    """Share of wrongly ordered pairs: all pairs, and pairs with a true top-quarter trial."""
+    n = pred.shape[0]
+    if n < 2:
+        return math.nan, math.nan
+    i, j = np.triu_indices(n, 1)
+    wrong = np.sign(pred[i] - pred[j]) != np.sign(true[i] - true[j])
+    top = true <= np.quantile(true, 0.25)
+    sel = top[i] | top[j]
+    return float(wrong.mean()), float(wrong[sel].mean()) if sel.any() else math.nan
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--table", default="mlpf")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--fracs", default="0.25,0.5,1.0", help="fractions of the ASHA run's reports")
+    p.add_argument("--candidates", default=",".join(CANDIDATES))
+    a = p.parse_args()
+    table, r_max, n = load(a.table)
+    fracs = [float(f) for f in a.fracs.split(",")]
+    snaps = [(s, k) for s in range(a.seeds) for k in snapshots(table, r_max, n, s, fracs)]
+    print(f"### {a.table}, R = {r_max}: forecasts of log L(R) from e, {a.seeds} ASHA runs x "
+          f"snapshots at {a.fracs} of their reports, 5 folds by trial\n")
+    print("Cells: bias / spread (s = spread / svr spread of the noisy-oracle sweep) / wrongly "
+          "ordered pairs, all | with a true top-quarter trial; n = forecasts.\n")
+    names = a.candidates.split(",")
+    res: dict[str, dict[int, list[tuple[float, float, float, float]]]] = {}
+    counts: dict[int, int] = {}
+    for name in names:
+        res[name] = {}
+        for s, known in snaps:
+            for e, pairs in errors(table, r_max, known, CANDIDATES[name], s).items():
+                if len(pairs) < 2:
+                    continue
+                pr, tr = (np.array(x) for x in zip(*pairs, strict=True))
+                err = pr - tr
+                pe, pt = pair_error(pr, tr)
+                res[name].setdefault(e, []).append((float(err.mean()), float(err.std()), pe, pt))
+                counts[e] = counts.get(e, 0) + len(pairs) if name == names[0] else counts.get(e, 0)
+        print(f"- {name} done", file=sys.stderr, flush=True)
+    es = sorted(counts)
+    print("| candidate | " + " | ".join(f"e = {e} (n {counts[e]})" for e in es) + " |")
+    print("|---|" + "---|" * len(es))
+    for name in names:
+        cells = []
+        for e in es:
+            v = np.array(res[name].get(e, [(math.nan,) * 4]))
+            b, sd, pe, pt = np.nanmean(v, axis=0)
+            s = sd / SVR_SPREAD[min(6, int(math.log2(e)))]
+            cells.append(f"{100 * b:+.2f}% / {100 * sd:.2f}% (s {s:.2f}) / {pe:.3f} | {pt:.3f}")
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
