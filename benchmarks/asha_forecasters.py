@@ -123,7 +123,8 @@ class Smooth(Last):
 
 
 class Step:
-    """Today's step model (FinalLossForecaster with ``svr``), its mean."""
+    """Today's step model (FinalLossForecaster with ``svr``), its mean at R (``target`` is
+    ignored: a bake-off row, not usable as ``GateForecaster``'s candidate)."""
 
     def __init__(self, r_max: int, seed: int = 0) -> None:
         self.r_max = r_max
@@ -404,8 +405,10 @@ class GateForecaster:
         self, name: str, max_resource: int, *, z: float, p: float = 0.5, seed: int = 0,
         min_epochs: int = 30, growth: float = 0.25,
     ) -> None:
-        if name not in CANDIDATES:
-            raise ValueError(f"name must be one of {sorted(CANDIDATES)}, got {name!r}")
+        if name not in CANDIDATES or name == "step":
+            raise ValueError(
+                f"name must be a candidate other than 'step' ({sorted(CANDIDATES)}), got {name!r}"
+            )
         self.name, self.max_resource, self.z, self.p = name, max_resource, z, p
         self.rng = np.random.default_rng(seed)
         self.min_epochs, self.growth = min_epochs, growth
