@@ -73,10 +73,12 @@ class TokenTable:
 
 
 def _check(scope: str, token: str, where: str) -> None:
-    """Validate one entry; the error names ``where``, never the scope or token text."""
-    add_secret(scope)
+    """Validate one entry; the error names ``where``, never the scope or token text. A scope
+    field that is not a scope may hold a token (an entry written TOKEN:SCOPE): it is registered
+    as a secret too; a real scope name is not (it would mask every "predict" in the log)."""
     add_secret(token)
     if scope not in SCOPES:
+        add_secret(scope)
         raise ValueError(
             f"{where}: the token scope must be one of {', '.join(SCOPES)} (SCOPE:TOKEN); the entry is "
             "not shown, as it may hold a token"

@@ -190,6 +190,7 @@ def test_refused_calls_are_logged_with_status_request_id_and_peer(tls_server, pk
         time.sleep(0.05)
     assert unauth and denied
     assert all(" WARNING " in line and "(peer ipv" in line for line in unauth + denied)
+    assert "scope 'predict' does not allow Fit" in denied[0]  # a scope name is not a secret
     assert all("[-]" not in line for line in unauth + denied)  # the call's request id, not "-"
 
 
