@@ -388,6 +388,48 @@ CANDIDATES: dict[str, Callable[[int, int], Any]] = {
 # -- a candidate as Swift-ASHA's forecaster (asha_gates.py ``fc=NAME``) --------------------------
 
 
+AUTO = {
+    "auto": ("last", "smooth", "smooth+pow3", "pow3"),
+    "auto-fit": ("smooth+pow3", "pow3", "smooth", "last"),
+}
+"""What ``GateForecaster("auto")`` chooses from, ties to the earlier one (``auto``: the simplest
+first; ``auto-fit``: the curve fits first)."""
+
+
+Row = tuple[int, int, int, float, float]
+"""A held-out forecast: (curve, e, target t, forecast of log L(t) from e, log L(t))."""
+
+
+def ordering_error(rows: list[Row]) -> tuple[float, float]:
+    """Horizon-weighted top-quarter pair-ordering error of held-out forecasts.
+
+    Pairs: two held-out curves forecast from one ``e`` to the shorter one's length ``m`` (what
+    the gate compares: two trials from one resource, one target), weighted by the horizon
+    ``log2(m / e)`` (the gate forecasts to R; over short horizons the loss at ``e`` orders
+    well), kept when one of the two is in the true top quarter at ``m`` of the curves reaching
+    ``m``. Returns (weighted wrong pairs, weighted pairs)."""
+    by_e: dict[int, dict[int, dict[int, tuple[float, float]]]] = {}
+    for c, e, t, f, y in rows:
+        by_e.setdefault(e, {}).setdefault(c, {})[t] = (f, y)
+    wrong = total = 0.0
+    for e, cs in by_e.items():
+        ids = sorted(cs)
+        length = {c: max(cs[c]) for c in ids}
+        tops: dict[int, float] = {}
+        for i, a in enumerate(ids):
+            for b in ids[i + 1:]:
+                m = min(length[a], length[b])
+                if m not in tops:
+                    tops[m] = float(np.quantile([cs[c][m][1] for c in ids if length[c] >= m], 0.25))
+                (fa, ya), (fb, yb) = cs[a][m], cs[b][m]
+                if min(ya, yb) > tops[m]:
+                    continue
+                w = math.log2(m / e)
+                total += w
+                wrong += w * float(np.sign(fa - fb) != np.sign(ya - yb))
+    return wrong, total
+
+
 class GateForecaster:
     """A candidate in :class:`hpo_node.forecast.FinalLossForecaster`'s place, band calibrated.
 
@@ -399,23 +441,105 @@ class GateForecaster:
     ``sd_k = std(r / h**p)``; beyond the last calibrated ``k`` both are held. A forecast from
     ``e`` to R is ``mean = candidate - b_k H`` with ``H = log2(R / e)``, band ``mean -/+ z sd_k
     H**p`` (log space). Without a calibrated ``k`` yet: no forecast (NaN).
+
+    ``name="auto"`` (or ``"auto-fit"``): at each fit every candidate of :data:`AUTO` is forecast
+    on the same held-out folds (also to every shorter known length) and the one with the fewest
+    wrongly ordered top-quarter pairs (:func:`ordering_error`) is used (fitted on all curves,
+    calibrated on its own residuals); ``choices`` and ``scores`` log the picks. ``zcal``: the
+    band multiple per ``k`` is at least the one that would have paused no truly better held-out
+    trial (:meth:`_band_scale`). ``reach > 0``: no band (``[0, mean, inf]``: no pause) from ``e``
+    when ``H`` exceeds ``reach`` times the third-longest horizon calibrated at ``k``.
     """
 
     def __init__(
         self, name: str, max_resource: int, *, z: float, p: float = 0.5, seed: int = 0,
-        min_epochs: int = 30, growth: float = 0.25,
+        min_epochs: int = 30, growth: float = 0.25, zcal: bool = False,
+        reach: float = 0.0,
     ) -> None:
-        if name not in CANDIDATES or name == "step":
+        if name not in AUTO and (name not in CANDIDATES or name == "step"):
             raise ValueError(
-                f"name must be a candidate other than 'step' ({sorted(CANDIDATES)}), got {name!r}"
+                f"name must be one of {sorted(AUTO)} or a candidate other than 'step' "
+                f"({sorted(CANDIDATES)}), got {name!r}"
             )
         self.name, self.max_resource, self.z, self.p = name, max_resource, z, p
         self.rng = np.random.default_rng(seed)
-        self.min_epochs, self.growth = min_epochs, growth
+        self.min_epochs, self.growth, self.zcal = min_epochs, growth, zcal
+        self.reach = reach
+        self._zk: dict[int, float] = {}
+        self._hmax: dict[int, float] = {}
         self.version = 0
+        self.choices: list[str] = []
+        self.scores: list[dict[str, tuple[float, float]]] = []
         self._epochs = 0
         self._model: Any = None
         self._cal: dict[int, tuple[float, float]] = {}
+
+    def _held_out(
+        self, names: Sequence[str], known: list[FloatArray], seed: int, pairs: bool
+    ) -> dict[str, list[Row]]:
+        """Per candidate: held-out forecasts (3 folds) of every curve from each ``e = 2^k <= n /
+        2`` to its length ``n`` and (``pairs``) to every shorter length ``>= 2e`` of a known
+        curve."""
+        base = {"smooth+pow3": ("smooth", "pow3")}
+        need = sorted({b for nm in names for b in base.get(nm, (nm,))})
+        groups = np.random.default_rng(seed).integers(0, 3, size=len(known))
+        lengths = sorted({c.shape[0] for c in known})
+        rows: dict[str, list[Row]] = {nm: [] for nm in need}
+        for f in range(3):
+            train = [c for c, g in zip(known, groups, strict=True) if g != f]
+            held = [(i, c) for i, (c, g) in enumerate(zip(known, groups, strict=True)) if g == f]
+            if len(train) < 2 or not held:
+                continue
+            for nm in need:
+                m = CANDIDATES[nm](self.max_resource, seed + f + 1)
+                m.fit(train, [np.zeros(0)] * len(train))
+                for k in range(int(math.log2(self.max_resource)) + 1):
+                    e = 2**k
+                    for i, c in held:
+                        n = c.shape[0]
+                        if n < 2 * e:
+                            continue
+                        ts = [t for t in lengths if 2 * e <= t < n] if pairs else []
+                        for t in [*ts, n]:
+                            pred = m.predict([c[:e]], [np.zeros(0)], t)[0]
+                            rows[nm].append((i, e, t, float(pred), float(c[t - 1])))
+        out = {}
+        for nm in names:
+            parts = [rows[b] for b in base.get(nm, (nm,))]
+            out[nm] = [(i, e, t, float(np.mean([p[j][3] for p in parts])), y)
+                       for j, (i, e, t, _, y) in enumerate(parts[0])]
+        return out
+
+    def _band_scale(self, rows: list[Row]) -> dict[int, float]:
+        """Per ``k``: the band multiple that would have paused no truly better held-out trial.
+
+        Pairs as in :func:`ordering_error` (from one ``e`` to the shorter length ``m``, one in
+        the true top quarter); a wrongly ordered pair (``f_a > f_b`` with ``y_a < y_b``) would
+        have paused ``a`` unless ``z >= (f_a - f_b) / (2 sd_k log2(m / e)**p)``; the biases
+        cancel (one ``e``, one ``m``)."""
+        by_e: dict[int, dict[int, dict[int, tuple[float, float]]]] = {}
+        for c, e, t, f, y in rows:
+            by_e.setdefault(e, {}).setdefault(c, {})[t] = (f, y)
+        out: dict[int, float] = {}
+        for e, cs in by_e.items():
+            k = int(math.log2(e))
+            if k not in self._cal or self._cal[k][1] <= 0:
+                continue
+            ids = sorted(cs)
+            length = {c: max(cs[c]) for c in ids}
+            need = 0.0
+            for i, a in enumerate(ids):
+                for b in ids[i + 1:]:
+                    m = min(length[a], length[b])
+                    ys = [cs[c][m][1] for c in ids if length[c] >= m]
+                    (fa, ya), (fb, yb) = cs[a][m], cs[b][m]
+                    if min(ya, yb) > np.quantile(ys, 0.25):
+                        continue
+                    gap = (fa - fb) if ya < yb else (fb - fa)
+                    if gap > 0:
+                        need = max(need, gap / (2 * self._cal[k][1] * math.log2(m / e) ** self.p))
+            out[k] = need
+        return out
 
     def update(self, curves: Any, order: Sequence[str]) -> bool:
         known = [np.log(np.asarray(curves[t], dtype=np.float64)) for t in order
@@ -425,28 +549,31 @@ class GateForecaster:
             return False
         self._epochs = epochs
         seed = int(self.rng.integers(2**31 - 1))
-        self._model = CANDIDATES[self.name](self.max_resource, seed)
+        names = AUTO.get(self.name, (self.name,))
+        held = self._held_out(names, known, seed, len(names) > 1 or self.zcal)
+        name = names[0]
+        if len(names) > 1:
+            score = {}
+            for nm in names:
+                wrong, total = ordering_error(held[nm])
+                score[nm] = wrong / total if total else math.inf
+            self.scores.append({nm: (score[nm], len(known)) for nm in names})
+            name = min(names, key=lambda nm: score[nm])  # ties: the earlier one
+            self.choices.append(name)
+        self._model = CANDIDATES[name](self.max_resource, seed)
         self._model.fit(known, [np.zeros(0)] * len(known))
-        groups = np.random.default_rng(seed).integers(0, 3, size=len(known))
         found: dict[int, list[tuple[float, float]]] = {}
-        for f in range(3):
-            train = [c for c, g in zip(known, groups, strict=True) if g != f]
-            held = [c for c, g in zip(known, groups, strict=True) if g == f]
-            if len(train) < 2 or not held:
-                continue
-            m = CANDIDATES[self.name](self.max_resource, seed + f + 1)
-            m.fit(train, [np.zeros(0)] * len(train))
-            for k in range(int(math.log2(self.max_resource)) + 1):
-                e = 2**k
-                q = [c for c in held if c.shape[0] >= 2 * e]
-                for c in q:
-                    pred = m.predict([c[:e]], [np.zeros(0)], c.shape[0])[0]
-                    found.setdefault(k, []).append((pred - c[-1], math.log2(c.shape[0] / e)))
-        self._cal = {}
+        for i, e, t, pred, truth in held[name]:
+            if t == known[i].shape[0]:
+                found.setdefault(int(math.log2(e)), []).append((pred - truth, math.log2(t / e)))
+        self._cal, self._hmax = {}, {}
         for k, rs in sorted(found.items()):
             if len(rs) >= 5:
                 r, h = (np.array(a) for a in zip(*rs, strict=True))
                 self._cal[k] = (float(np.mean(r / h)), float(np.std(r / h**self.p)))
+                self._hmax[k] = float(np.sort(h)[-3])
+        if self.zcal:
+            self._zk = self._band_scale(held[name])
         self.version += 1
         return True
 
@@ -468,7 +595,10 @@ class GateForecaster:
                 else (math.nan, math.nan)
             h = math.log2(r / e)
             m = mean[i] - b * h
-            w = self.z * sd * h**self.p
+            k = min(last, int(math.log2(e)))
+            w = max(self.z, self._zk.get(k, 0.0)) * sd * h**self.p
+            if self.reach and h > self.reach * self._hmax.get(k, 0.0):
+                w = math.inf  # horizon beyond ``reach`` x the calibrated one: no band
             out[j] = np.exp([m - w, m, m + w])
         return out
 

@@ -12,10 +12,18 @@ replaces the forecasts by the table's true loss at R times log-normal noise of `
 the spread measured for the ``svr`` forecasts per resource (unbiased): the accuracy the gate
 needs. ``fc=NAME`` replaces the step model by a candidate of the forecaster bake-off
 (``asha_forecasters.py``, :class:`asha_forecasters.GateForecaster`: per-resource bias and band
-calibrated on held-out curves). ``final=1|2``: a guard that reached R (its loss there known)
-dominates a trial only if that loss is also below the trial's optimistic forecast (``2``: checked
-only when the guard's own forecast from the shared resource was too optimistic by more than
-``tol``, log): a guard whose curve turned up late no longer pauses everyone.
+calibrated on held-out curves; ``fc=auto`` picks the candidate at each refit by held-out
+top-quarter pair ordering; the last column gives the share of refits per pick).
+``final=1|2``: a guard that reached R (its loss there known) dominates a trial only if that
+loss is also below the trial's optimistic forecast (``2``: checked only when the guard's own
+forecast from the shared resource was too optimistic by more than ``tol``, log): a guard whose
+curve turned up late no longer pauses everyone. ``own=1``: a guard that got further than the
+shared resource dominates only if its pessimistic forecast from its own newest resource is also
+below the trial's optimistic one (a fast starter whose curve has flattened stops pausing late
+bloomers); ``own=2``: that only when its mean forecast from there is above the one from the
+shared resource by more than ``tol`` (log). ``rmin=N``: no pause from a shared resource below
+N. ``zcal=1``, ``reach=X``: ``GateForecaster``'s held-out band floor and horizon reach
+(``asha_forecasters.py``).
 
     .venv/bin/python benchmarks/asha_gates.py --table mlpf --seeds 10 \
         --variants svr:z=0.25:old=1,oracle:old=1,noisy:noise=0.5:z=1
@@ -50,10 +58,13 @@ class ChampionGate(SwiftASHA):
 
     def __init__(
         self, *args: Any, old: bool = False, horizon: bool = False, noise: float = 0.0,
-        fc: str = "", p: float = 0.5, final: int = 0, tol: float = 0.0, **kw: Any,
+        fc: str = "", p: float = 0.5, final: int = 0, tol: float = 0.0, zcal: int = 0,
+        reach: float = 0.0, rmin: int = 1, own: int = 0, **kw: Any,
     ) -> None:
         super().__init__(*args, rule="forecast", **kw)
         self.old = old
+        self.rmin = rmin
+        self.own = own
         self.final = final
         self.tol = tol
         self.noise = noise
@@ -64,7 +75,8 @@ class ChampionGate(SwiftASHA):
             )
         if fc:
             self._forecaster = GateForecaster(
-                fc, self.max_resource, z=self.z, p=p, seed=int(kw.get("seed") or 0)
+                fc, self.max_resource, z=self.z, p=p, seed=int(kw.get("seed") or 0),
+                zcal=bool(zcal), reach=reach,
             )
         self.counts = {"paused": 0, "held": 0, "forced": 0, "champions": 0, "resumed": 0}
         self._champ: str | None = None
@@ -87,11 +99,16 @@ class ChampionGate(SwiftASHA):
     def _dominates(self, g: str, t: str, r: int) -> bool:
         """``g``'s pessimistic forecast is below ``t``'s optimistic one, both from one resource."""
         rc = min(r, self._resource(g))
-        if rc < 1:
+        if rc < max(1, self.rmin):
             return False
         b = self._band([(t, rc), (g, rc)])
         if not (np.isfinite(b[0, 0]) and np.isfinite(b[1, 2]) and b[0, 0] > b[1, 2]):
             return False
+        if self.own and self._resource(g) > rc:
+            low, mean, high = self._band([(g, self._resource(g))])[0]
+            held_up = self.own == 2 and math.log(mean) <= math.log(b[1, 1]) + self.tol
+            if not held_up and not (np.isfinite(high) and b[0, 0] > high):
+                return False  # g's forecast from its newest resource does not hold up
         if not self.final or self._resource(g) < self.max_resource:
             return True
         truth = self._curve[g][self.max_resource - 1]
@@ -192,12 +209,14 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--variants", default="svr:z=0.25:old=1,oracle:old=1",
                    help="PREDICTOR[:z=Z][:old=0|1][:horizon=0|1][:noise=S][:fc=NAME][:p=P]"
-                        "[:final=0|1|2][:tol=T], comma-separated; PREDICTOR svr, oracle or "
+                        "[:final=0|1|2][:tol=T][:own=0|1][:rmin=N][:zcal=0|1][:reach=X], "
+                        "comma-separated; PREDICTOR svr, oracle or "
                         "noisy (the oracle with noise S); fc: a candidate of asha_forecasters.py "
                         "as the forecaster, its band growing as horizon**P; final=1: a guard at "
                         "R dominates a trial only if its loss at R is also below the trial's "
                         "optimistic forecast; final=2: that only if the guard's forecast from "
-                        "the shared resource was too optimistic by more than T (log)")
+                        "the shared resource was too optimistic by more than T (log); own=1, "
+                        "rmin=N, zcal=1, reach=X: see the module doc")
     a = p.parse_args()
     table, r_max, n = load(a.table)
     factories = {
@@ -217,7 +236,7 @@ def main() -> None:
             if key == "fc":
                 kw[key] = value
             else:
-                kw[key] = float(value) if key in ("z", "noise", "p", "tol") else int(value)
+                kw[key] = float(value) if key in ("z", "noise", "p", "tol", "reach") else int(value)
         drivers: list[ChampionGate] = []
 
         def build(
@@ -232,6 +251,11 @@ def main() -> None:
         per_run = " ".join(
             f"{k} {np.mean([d.counts[k] for d in drivers]):.1f}" for k in drivers[0].counts
         )
+        picks = [c for d in drivers for c in getattr(d._forecaster, "choices", [])]
+        if picks:
+            per_run += "; picks " + " ".join(
+                f"{c} {picks.count(c) / len(picks):.0%}" for c in sorted(set(picks))
+            )
         print(_line(f"champion gate {variant}", rs, ref, per_run), flush=True)
 
 
