@@ -103,6 +103,30 @@ def train(config):
 '''
 
 
+# A study's trainable (a TOML's [trainable] function): resumes from its checkpoint, trains to
+# ``max_epochs``, loss ``x / epoch``.
+STUDY_TRAINABLE = '''
+import os
+import tempfile
+
+from ray import tune
+
+
+def train(config):
+    start = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            with open(os.path.join(d, "epoch")) as f:
+                start = int(f.read())
+    for epoch in range(start + 1, config["max_epochs"] + 1):
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "epoch"), "w") as f:
+                f.write(str(epoch))
+            tune.report({"epoch": epoch, "val_loss": config["x"] / epoch},
+                        checkpoint=tune.Checkpoint.from_directory(d))
+'''
+
 def user_module(folder: Path, name: str, source: str) -> Any:
     """Import ``folder/name.py`` (written from ``source``) and ship it to Ray's workers by value."""
     import importlib.util

@@ -13,29 +13,8 @@ import pytest
 pytest.importorskip("ray")
 
 from hpo_node.study import run_main
+from tests.conftest import STUDY_TRAINABLE
 from tests.ray_callbacks import InterruptOnce
-
-TRAINABLE = '''
-import os
-import tempfile
-
-from ray import tune
-
-
-def train(config):
-    start = 0
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            with open(os.path.join(d, "epoch")) as f:
-                start = int(f.read())
-    for epoch in range(start + 1, config["max_epochs"] + 1):
-        with tempfile.TemporaryDirectory() as d:
-            with open(os.path.join(d, "epoch"), "w") as f:
-                f.write(str(epoch))
-            tune.report({"epoch": epoch, "val_loss": config["x"] / epoch},
-                        checkpoint=tune.Checkpoint.from_directory(d))
-'''
 
 
 @pytest.mark.slow
@@ -45,7 +24,7 @@ def test_hpo_study_cli_rerun_interrupt_resume_overwrite(tmp_path: Path, capsys: 
 
     folder = tmp_path / "proj"
     folder.mkdir()
-    (folder / "rerun_trainable.py").write_text(TRAINABLE)
+    (folder / "rerun_trainable.py").write_text(STUDY_TRAINABLE)
     toml = folder / "study.toml"
     toml.write_text(
         f'[study]\nname = "tiny"\noutput_dir = "{tmp_path / "results"}"\nseed = 0\n'

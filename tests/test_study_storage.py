@@ -24,28 +24,7 @@ from hpo_node.study.command import _parse_set
 from hpo_node.study.config import is_storage_uri, join_storage, redact_storage
 from hpo_node.study.outputs import summarize
 from hpo_node.study.run import _excluded_outputs
-
-TRAINABLE = '''
-import os
-import tempfile
-
-from ray import tune
-
-
-def train(config):
-    start = 0
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            with open(os.path.join(d, "epoch")) as f:
-                start = int(f.read())
-    for epoch in range(start + 1, config["max_epochs"] + 1):
-        with tempfile.TemporaryDirectory() as d:
-            with open(os.path.join(d, "epoch"), "w") as f:
-                f.write(str(epoch))
-            tune.report({"epoch": epoch, "val_loss": config["x"] / epoch},
-                        checkpoint=tune.Checkpoint.from_directory(d))
-'''
+from tests.conftest import STUDY_TRAINABLE
 
 
 def _doc(tmp_path: Path, **study: Any) -> dict[str, Any]:
@@ -193,7 +172,7 @@ def _project(tmp_path: Path, storage: str) -> Path:
     """A user's folder: the trainable and a study TOML naming it, Ray storage at ``storage``."""
     folder = tmp_path / "proj"
     folder.mkdir(parents=True)
-    (folder / "store_trainable.py").write_text(TRAINABLE)
+    (folder / "store_trainable.py").write_text(STUDY_TRAINABLE)
     (folder / "study.toml").write_text(
         f'[study]\nname = "tiny"\noutput_dir = "{tmp_path / "results"}"\nseed = 0\n'
         f'trials = 9\nnum_cpus = 2\nstorage = "{storage}"\n'
