@@ -13,7 +13,7 @@ from ray.tune.callback import Callback
 class InterruptOnce(Callback):
     """Sends SIGINT to this process after ``after`` results, once (a marker file remembers)."""
 
-    def __init__(self, after: int, marker: str) -> None:
+    def __init__(self, after: int, marker: str | os.PathLike[str]) -> None:
         self.after = after
         self.marker = marker
         self.count = 0

@@ -4,8 +4,6 @@ study."""
 
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +17,11 @@ from ray.tune.search.optuna import OptunaSearch
 
 from hpo_node.integrations.ray_tune import ASHAScheduler, HyperbandScheduler
 from tests.conftest import USER_TRAINABLE, user_module
+from tests.ray_callbacks import InterruptOnce
 
 # ASHA, R = 3, eta = 3 over six configurations: 6 epochs at rung 1, then the best two train
 # epochs 2 and 3 (2 x 2 more): 10 epochs, whatever the order.
 EPOCHS = 10
-
-
-class InterruptOnce(Callback):
-    """Sends SIGINT to the driver (Tune stops the experiment) after ``after`` results, once:
-    ``marker`` records it (the restored run unpickles this callback as it was at the start)."""
-
-    def __init__(self, after: int, marker: Path) -> None:
-        self.after = after
-        self.marker = marker
-        self.count = 0
-
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict,
-                        **info: Any) -> None:
-        self.count += 1
-        if self.count == self.after and not self.marker.exists():
-            self.marker.write_text("interrupted")
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 def _tuner(tmp_path: Path, scheduler: ASHAScheduler, search_alg: Any = None,
