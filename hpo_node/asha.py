@@ -12,6 +12,7 @@ quantile.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,7 +31,8 @@ from hpo_node.core import (
     s_max_for,
     top_k,
 )
-from hpo_node.forecast import DEFAULT_Z, SWIFT_RULES, FinalLossForecaster
+from hpo_node.curvefit import CANDIDATES, GateForecaster
+from hpo_node.forecast import DEFAULT_Z, RULES, FinalLossForecaster
 from hpo_node.hyperband import hparam_matrix, scale_free_pairs, scale_free_window
 from hpo_node.predictors import Predictor, PredictorSupport
 
@@ -165,6 +167,15 @@ class ASHA(Scheduler):
         self._started = int(extra["started"])
 
 
+GATE_FORECASTERS = ("auto", *CANDIDATES, "predictor")
+"""``forecaster`` choices of ``rule="gate"``: :class:`hpo_node.curvefit.GateForecaster`'s
+(``auto`` or one candidate) or ``predictor`` (the step model on the scheduler's predictor)."""
+
+GATE_TOL = 0.02
+"""Gate: how far (log) a guard's forecast from its newest resource may rise above its forecast
+from the shared resource before it must dominate from there too (issue 14, ``tol``)."""
+
+
 def _fit_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     """A checkpointed fit-log entry: training ids, seed, and (scale-free fits) curve lengths."""
     out: dict[str, Any] = {"ids": [str(t) for t in entry["ids"]], "seed": int(entry["seed"])}
@@ -176,7 +187,8 @@ def _fit_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
 class SwiftASHA(ASHA):
     """ASHA (promotion variant) that stops or pauses trials predicted not to make the cut.
 
-    ``rule="paper"`` (default) is the published rule, below. ``rule="forecast"`` (issue 14): a
+    Rules: ``"paper"`` (default; the published rule, below), ``"forecast"`` and ``"gate"``
+    (issue 14, both below). ``rule="forecast"``: a
     :class:`hpo_node.forecast.FinalLossForecaster` (the predictor learns one scale-free step of
     the curve from windows of every known curve, iterated to R, spread calibrated by
     cross-validation) forecasts each trial's loss at R as a
@@ -190,6 +202,22 @@ class SwiftASHA(ASHA):
     :class:`hpo_node.predictors.TableOracle` the forecast is the true loss at R (the rule's
     ceiling). ``d``: windows needed before the first fit; ``top_rung=False``: no decision on the
     way to R. Until a forecast exists the trial runs as under ASHA.
+
+    ``rule="gate"`` (the champion gate, issue 14): a trial is paused on its way to a rung, or
+    held instead of a promotion, when a *guard* dominates it: the guard's pessimistic forecast at
+    R is below the trial's optimistic one, both forecast from the same resource ``min(r,
+    r_guard)`` (a bias shared by forecasts from one resource cancels); a guard that got further
+    and whose mean forecast from its newest resource rose above that by more than
+    :data:`GATE_TOL` (log) must dominate from there too. Guards: every trial that reached R and
+    the *champion*, the trial with the best forecast (a reporting trial replaces it when it
+    dominates it); when nothing else can run, the paused champion is trained to R, so every
+    pause is backed by a trial that reaches R. The champion, a trial committed to R and the
+    trial leading at its resource are never paused; a paused trial resumes (first in start
+    order) once no guard dominates it. ``forecaster``: ``"auto"`` (default; the curve fits of
+    :mod:`hpo_node.curvefit`, chosen per refit by held-out pair ordering), one candidate there
+    (``"last"``, ``"smooth"``, ``"pow3"``, ``"smooth+pow3"``), or ``"predictor"`` (the forecast
+    rule's step model on ``predictor``; with a :class:`hpo_node.predictors.TableOracle` the
+    true loss at R). Losses must be > 0. Default ``z`` 0.35 (benchmarks/README.md, issue 14).
 
     ``rule="paper"`` (default): the published rule (García Amboage et al. 2023) with its opt-in
     variants; it saves more than the forecast rule on 100-epoch tables and the digits study, the
@@ -232,6 +260,7 @@ class SwiftASHA(ASHA):
         predictor: Callable[[], Predictor] | None = None,
         *,
         rule: str = "paper",
+        forecaster: str | None = None,
         d: int = 15,
         known_curve: float = 0.5,
         z: float | None = None,
@@ -256,7 +285,15 @@ class SwiftASHA(ASHA):
         )
         if predictor is None:
             raise TypeError("predictor must be a callable returning a Predictor, got None")
-        self.rule = check_choice("rule", rule, SWIFT_RULES)
+        self.rule = check_choice("rule", rule, RULES[self.name])
+        if forecaster is not None and self.rule != "gate":
+            raise ValueError(
+                f"forecaster is an option of rule='gate', got rule={self.rule!r} with "
+                f"forecaster={forecaster!r}"
+            )
+        self.forecaster = check_choice(
+            "forecaster", "auto" if forecaster is None else forecaster, GATE_FORECASTERS
+        )
         self.d = check_int("d", d, 2)
         self.known_curve = check_float("known_curve", known_curve, 0.0, 1.0, low_open=True)
         if z is None:
@@ -277,10 +314,11 @@ class SwiftASHA(ASHA):
                 "mode='stopping' (trials never paused) takes rule='paper' without defer, got "
                 f"rule={self.rule!r}, defer={defer}"
             )
-        if self.rule == "forecast" and (defer or scale_free or self.fallback != "none"):
+        if self.rule != "paper" and (defer or scale_free or self.fallback != "none"):
             raise ValueError(
-                "defer, scale_free and fallback are options of rule='paper', got rule='forecast' "
-                f"with defer={defer}, scale_free={scale_free}, fallback={fallback!r}"
+                f"defer, scale_free and fallback are options of rule='paper', got "
+                f"rule={self.rule!r} with defer={defer}, scale_free={scale_free}, "
+                f"fallback={fallback!r}"
             )
         self.defer = defer
         self.scale_free = scale_free
@@ -293,13 +331,21 @@ class SwiftASHA(ASHA):
         self._phantom: list[list[str]] = [[] for _ in self.rungs]
         self._waiting: list[dict[str, float]] = [{} for _ in self.rungs]
         self._resuming: list[list[str]] = [[] for _ in self.rungs]
-        self._forecaster = FinalLossForecaster(
-            self._support, self.max_resource, z=self.z, min_pairs=self.d,
-            max_windows=self.max_windows,
-        )
+        self._forecaster: FinalLossForecaster | GateForecaster
+        if self.rule == "gate" and self.forecaster != "predictor":
+            self._forecaster = GateForecaster(
+                self.forecaster, self.max_resource, z=self.z, seed=int(seed or 0)
+            )
+        else:
+            self._forecaster = FinalLossForecaster(
+                self._support, self.max_resource, z=self.z, min_pairs=self.d,
+                max_windows=self.max_windows,
+            )
         self._forecasts: dict[tuple[str, int], np.ndarray] = {}
         self._fc_version = -1
         self._from: dict[str, int] = {}
+        self._champ: str | None = None
+        self._committed: set[str] = set()
 
     def predictor_calls(self) -> dict[str, int]:
         return {"fit": self._support.fits, "predict": self._support.predicts}
@@ -312,7 +358,7 @@ class SwiftASHA(ASHA):
         return state
 
     def _next_job(self) -> Job | None:
-        if self.rule == "forecast":
+        if self.rule != "paper":
             for k in range(len(self.rungs) - 1, -1, -1):
                 tid = self._forecast_resumable(k)
                 if tid is not None:
@@ -322,6 +368,8 @@ class SwiftASHA(ASHA):
             job = ASHA._next_job(self)
             if job is not None:
                 self._from[job.trial_id] = self._resource(job.trial_id)
+            elif self.rule == "gate":
+                job = self._force_champion()
             return job
         if self.defer:
             for k in range(len(self.rungs) - 1, -1, -1):
@@ -399,12 +447,26 @@ class SwiftASHA(ASHA):
         return better < m - len(done) - len(self._resuming[k])
 
     def _promotable(self, k: int) -> str | None:
-        if len(self._promoted[k]) + len(self._resuming[k]) >= self.rung_size(k) // self.eta:
-            return None
-        return super()._promotable(k)
+        while True:
+            if len(self._promoted[k]) + len(self._resuming[k]) >= self.rung_size(k) // self.eta:
+                return None
+            tid = super()._promotable(k)
+            if tid is None or self.rule != "gate" or not self._gated(tid, self.rungs[k]):
+                return tid
+            # gate: held at rung k (its promotion slot used), waiting for rung k + 1
+            self._promoted[k].append(tid)
+            self._phantom[k + 1].append(tid)
+            self._waiting[k + 1][tid] = float(self.rungs[k])
 
     def _on_report(self, trial_id: str, resource: int, loss: float) -> Decision:
-        if self.rule == "forecast":
+        if self.rule == "gate":
+            if not loss > 0:
+                raise ValueError(
+                    f"loss must be > 0 with rule='gate' (forecasts are compared in log space), "
+                    f"got {loss} from trial {trial_id!r}"
+                )
+            self._observe(trial_id, resource)
+        if self.rule != "paper":
             return self._forecast_report(trial_id, resource, loss)
         if self.scale_free and not loss > 0:
             raise ValueError(f"loss must be > 0 with scale_free=True, got {loss}")
@@ -510,7 +572,16 @@ class SwiftASHA(ASHA):
         )
 
     def _cannot_make_cut(self, trial_id: str, resource: int, k: int) -> bool:
-        """Even the optimistic forecast at R is worse than rung ``k``'s cut (see class doc)."""
+        """Even the optimistic forecast at R is worse than rung ``k``'s cut (see class doc);
+        ``rule="gate"``: a guard dominates the trial (:meth:`_gated`)."""
+        if self.rule == "gate":
+            if trial_id == self._champ or self._leads(trial_id, resource):
+                return False
+            if not self._gated(trial_id, resource):
+                return False
+            low, mean, high = (float(v) for v in self._band([(trial_id, resource)])[0])
+            self._record_prediction(trial_id, mean, (high - low) / 2.0)
+            return True
         cut = self._rule_cut(k, arriving=trial_id not in self._phantom[k])
         if cut is None:
             return False
@@ -524,6 +595,11 @@ class SwiftASHA(ASHA):
         """The waiting trial of rung ``k`` with the best optimistic forecast, if it now makes
         the cut (the rung grew, or the forecasts were refitted)."""
         waiting = self._waiting[k]
+        if self.rule == "gate":  # the first waiting trial (in start order) no guard dominates
+            for t, r in sorted(waiting.items(), key=lambda x: self._order.index(x[0])):
+                if self._state[t] == TrialState.PAUSED and not self._gated(t, int(r)):
+                    return t
+            return None
         if not waiting:
             return None
         cut = self._rule_cut(k, arriving=False)
@@ -533,6 +609,69 @@ class SwiftASHA(ASHA):
         low = self._band(keys)[:, 0]
         j = int(np.argmin(np.where(np.isnan(low), np.inf, low)))
         return keys[j][0] if low[j] <= cut else None
+
+    # -- rule "gate" -----------------------------------------------------------------------------
+
+    def _dominates(self, g: str, t: str, r: int) -> bool:
+        """Whether guard ``g`` dominates ``t`` (at ``r``): ``g``'s pessimistic forecast is below
+        ``t``'s optimistic one, both from ``rc = min(r, resource of g)``; if ``g`` got further
+        and its mean forecast from its newest resource rose above the one from ``rc`` by more
+        than :data:`GATE_TOL` (log), its pessimistic forecast from there must be below too."""
+        rc = min(r, self._resource(g))
+        if rc < 1:
+            return False
+        b = self._band([(t, rc), (g, rc)])
+        if not (np.isfinite(b[0, 0]) and np.isfinite(b[1, 2]) and b[0, 0] > b[1, 2]):
+            return False
+        if self._resource(g) > rc:
+            _, mean, high = self._band([(g, self._resource(g))])[0]
+            held_up = math.log(mean) <= math.log(b[1, 1]) + GATE_TOL
+            if not held_up and not (np.isfinite(high) and b[0, 0] > high):
+                return False
+        return True
+
+    def _champion(self) -> str | None:
+        """The champion (the trial with the best forecast), ``None`` once it reached R."""
+        if self._champ is not None and self._resource(self._champ) >= self.max_resource:
+            self._champ = None
+        return self._champ
+
+    def _observe(self, t: str, r: int) -> None:
+        """The reporting trial becomes the champion if it dominates it (or there is none and no
+        trial at R dominates the reporting one, which has a forecast)."""
+        c = self._champion()
+        if r >= self.max_resource or c == t:
+            return
+        if c is None:
+            if any(g != t and self._dominates(g, t, r) for g in self._members[-1]):
+                return
+            if not np.isfinite(self._band([(t, r)])[0, 2]):
+                return
+        elif not self._dominates(t, c, r):
+            return
+        self._champ = t
+
+    def _gated(self, t: str, r: int) -> bool:
+        """Whether a guard (a trial at R, or the champion) dominates ``t`` at ``r``; never the
+        champion itself, a trial committed to R, or the one leading at ``r``."""
+        if t in self._committed or t == self._champion() or self._leads(t, r):
+            return False
+        guard = [*self._members[-1], *([self._champ] if self._champ else [])]
+        return any(g != t and self._dominates(g, t, r) for g in guard)
+
+    def _force_champion(self) -> Job | None:
+        """Nothing else can run: the paused champion is trained to R (committed), so every pause
+        is backed by a trial that reaches R."""
+        if any(s == TrialState.RUNNING for s in self._state.values()):
+            return None
+        c = self._champion()
+        if c is None or self._state[c] != TrialState.PAUSED:
+            return None
+        for waiting in self._waiting:
+            waiting.pop(c, None)
+        self._from[c] = self._resource(c)
+        self._committed.add(c)
+        return Job(c, self.max_resource, resume=True)
 
     def _score(self, trial_id: str, dp: int, r_to: int) -> tuple[float, float, float] | None:
         """``(mean - z * spread, mean, spread)`` of the predicted loss at ``r_to``, ``None``
@@ -683,6 +822,8 @@ class SwiftASHA(ASHA):
             support=self._support.state(),
             forecaster=self._forecaster.state(),
             job_from=dict(self._from),
+            champion=self._champ,
+            committed=sorted(self._committed),
         )
         return extra
 
@@ -700,5 +841,8 @@ class SwiftASHA(ASHA):
         self._support.load(extra["support"])
         self._forecaster.load(extra.get("forecaster"))
         self._from = {t: int(r) for t, r in extra.get("job_from", {}).items()}
+        champ = extra.get("champion")
+        self._champ = None if champ is None else str(champ)
+        self._committed = {str(t) for t in extra.get("committed", [])}
         self._forecasts = {}
         self._fc_version = -1

@@ -278,7 +278,10 @@ class GateForecaster:
 
     def update(self, curves: Mapping[str, Sequence[float]], order: Sequence[str]) -> bool:
         """Refit if due; ``True`` when the forecasts changed. ``curves`` by trial id, in
-        ``order``; losses must be > 0 (``ValueError`` naming the loss otherwise)."""
+        ``order``; losses must be > 0 (checked at a refit: ``ValueError`` naming the loss)."""
+        epochs = sum(n for n in (len(curves[t]) for t in order) if n >= 2)
+        if epochs < self.min_epochs or (self._epochs and epochs < (1 + self.growth) * self._epochs):
+            return False
         arrays = [np.asarray(curves[t], dtype=np.float64) for t in order]
         for t, a in zip(order, arrays, strict=True):
             if a.size and not a.min() > 0:
@@ -287,9 +290,6 @@ class GateForecaster:
                     f"log losses), got {a.min()} from trial {t!r}"
                 )
         known = [np.log(a) for a in arrays if a.shape[0] >= 2]
-        epochs = sum(c.shape[0] for c in known)
-        if epochs < self.min_epochs or (self._epochs and epochs < (1 + self.growth) * self._epochs):
-            return False
         self._epochs = epochs
         seed = int(self.rng.integers(2**31 - 1))
         names = AUTO if self.name == "auto" else (self.name,)

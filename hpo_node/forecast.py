@@ -40,11 +40,15 @@ STEP = 2.0
 WINDOW_POINTS = 10
 
 SWIFT_RULES = ("forecast", "paper")
-"""Stopping rules of the Swift schedulers: the forecast rule (default) and the published one."""
+"""Stopping rules of both Swift schedulers: the forecast rule and the published one."""
+
+RULES = {"swift-asha": (*SWIFT_RULES, "gate"), "swift-hyperband": SWIFT_RULES}
+"""Rules per Swift scheduler: Swift-ASHA also has the champion gate (``rule="gate"``)."""
 
 DEFAULT_Z = {
     ("swift-asha", "forecast"): 1.0,
     ("swift-asha", "paper"): 0.0,
+    ("swift-asha", "gate"): 0.35,  # of the curve-fit band (curvefit.py); issue 14, fc=auto
     ("swift-hyperband", "forecast"): 1.5,  # of its horizon-calibrated band (hyperband.py)
     ("swift-hyperband", "paper"): 0.0,
 }
