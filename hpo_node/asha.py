@@ -291,7 +291,7 @@ class SwiftASHA(ASHA):
                 f"forecaster is an option of rule='gate', got rule={self.rule!r} with "
                 f"forecaster={forecaster!r}"
             )
-        self.forecaster = check_choice(
+        self.forecaster = None if self.rule != "gate" else check_choice(
             "forecaster", "auto" if forecaster is None else forecaster, GATE_FORECASTERS
         )
         self.d = check_int("d", d, 2)
