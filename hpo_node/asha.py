@@ -173,7 +173,8 @@ GATE_FORECASTERS = ("auto", *CANDIDATES, "predictor")
 
 GATE_TOL = 0.02
 """Gate: how far (log) a guard's forecast from its newest resource may rise above its forecast
-from the shared resource before it must dominate from there too (issue 14, ``tol``)."""
+from the shared resource before it must dominate from there too (issue 14, ``tol``); in the
+forecaster's units (``SwiftASHA._held_up``), which are loss units once a loss is <= 0."""
 
 
 def _fit_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
@@ -217,7 +218,11 @@ class SwiftASHA(ASHA):
     :mod:`hpo_node.curvefit`, chosen per refit by held-out pair ordering), one candidate there
     (``"last"``, ``"smooth"``, ``"pow3"``, ``"smooth+pow3"``), or ``"predictor"`` (the forecast
     rule's step model on ``predictor``; with a :class:`hpo_node.predictors.TableOracle` the
-    true loss at R). Losses must be > 0. Default ``z`` 0.35 (benchmarks/README.md, issue 14).
+    true loss at R). Default ``z`` 0.35 (benchmarks/README.md, issue 14). Losses <= 0 (a negated
+    metric, e.g. Ray Tune's ``mode="max"``): the forecasters work in loss units instead of log
+    space once a known loss is <= 0 (:mod:`hpo_node.curvefit`: standardised losses, refitted at
+    once when the first one arrives; ``"predictor"``: loss differences), and :data:`GATE_TOL`
+    applies in those units.
 
     ``rule="paper"`` (default): the published rule (García Amboage et al. 2023) with its opt-in
     variants; it saves more than the forecast rule on 100-epoch tables and the digits study, the
@@ -460,11 +465,6 @@ class SwiftASHA(ASHA):
 
     def _on_report(self, trial_id: str, resource: int, loss: float) -> Decision:
         if self.rule == "gate":
-            if not loss > 0:
-                raise ValueError(
-                    f"loss must be > 0 with rule='gate' (forecasts are compared in log space), "
-                    f"got {loss} from trial {trial_id!r}"
-                )
             self._observe(trial_id, resource)
         if self.rule != "paper":
             return self._forecast_report(trial_id, resource, loss)
@@ -616,7 +616,8 @@ class SwiftASHA(ASHA):
         """Whether guard ``g`` dominates ``t`` (at ``r``): ``g``'s pessimistic forecast is below
         ``t``'s optimistic one, both from ``rc = min(r, resource of g)``; if ``g`` got further
         and its mean forecast from its newest resource rose above the one from ``rc`` by more
-        than :data:`GATE_TOL` (log), its pessimistic forecast from there must be below too."""
+        than :data:`GATE_TOL` (log, or the forecaster's loss units: :meth:`_held_up`), its
+        pessimistic forecast from there must be below too."""
         rc = min(r, self._resource(g))
         if rc < 1:
             return False
@@ -625,10 +626,22 @@ class SwiftASHA(ASHA):
             return False
         if self._resource(g) > rc:
             _, mean, high = self._band([(g, self._resource(g))])[0]
-            held_up = math.log(mean) <= math.log(b[1, 1]) + GATE_TOL
+            held_up = self._held_up(float(mean), float(b[1, 1]))
             if not held_up and not (np.isfinite(high) and b[0, 0] > high):
                 return False
         return True
+
+    def _held_up(self, new: float, old: float) -> bool:
+        """Whether the mean forecast ``new`` rose at most :data:`GATE_TOL` above ``old``, in the
+        forecaster's working units: log, or loss units once a known loss is <= 0 (the curve
+        fits' standardised losses, :meth:`hpo_node.curvefit.GateForecaster.units`;
+        ``"predictor"``: the losses, also when one of the two is <= 0)."""
+        fc = self._forecaster
+        if isinstance(fc, GateForecaster):
+            return fc.units(new) <= fc.units(old) + GATE_TOL
+        if fc.log_space and new > 0 and old > 0:
+            return math.log(new) <= math.log(old) + GATE_TOL
+        return new <= old + GATE_TOL
 
     def _champion(self) -> str | None:
         """The champion (the trial with the best forecast), ``None`` once it reached R."""

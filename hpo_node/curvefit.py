@@ -15,8 +15,17 @@ top-quarter pairs (:func:`ordering_error`, pairs weighted by their horizon) wins
 calibrated on its own held-out residuals (bias per doubling of the horizon, spread growing as
 ``horizon**p``). This is the forecaster ``fc=auto`` of the research instrument
 ``benchmarks/asha_forecasters.py`` (issue 14; benchmarks/README.md, "Swift-ASHA: a forecaster
-bake-off for the champion gate"), without its research-only options. Losses must be > 0 (every
-fit is in log space). Pure numpy/scipy.
+bake-off for the champion gate"), without its research-only options. Pure numpy/scipy.
+
+Non-positive losses (a negated metric, e.g. ``-accuracy`` of a maximising study): the candidates
+work on ``v = g(L)`` where "log" above reads "``g``". ``g = log`` while every known loss is > 0;
+once one is not, ``g(L) = (L - m) / s`` (*loss units*: ``m`` the median, ``s`` the standard
+deviation of every known loss at the refit), so ``last``, ``smooth`` and the calibration are
+affine-equivariant and ``pow3`` fits ``exp(v)``, a monotone transform of the loss (still a
+decreasing power law in ``t``; the standardisation keeps it well scaled whatever the metric's
+units). The forecasts are losses either way (``g^-1``); :meth:`GateForecaster.units` gives ``g``.
+The choice is made at each refit; a non-positive loss reaching a forecaster fitted in log space
+forces a refit in loss units at the next :meth:`GateForecaster.update`.
 """
 
 from __future__ import annotations
@@ -30,8 +39,8 @@ from numpy.typing import NDArray
 
 FloatArray = NDArray[np.float64]
 
-STATE_FORMAT = 1
-"""Format version of :meth:`GateForecaster.state`."""
+STATE_FORMAT = 2
+"""Format version of :meth:`GateForecaster.state` (1: before loss units, still loaded)."""
 
 
 def smooth_level(p: FloatArray) -> float:
@@ -212,6 +221,7 @@ class GateForecaster:
     std(r / h**p)``; beyond the last calibrated ``k`` both are held. A forecast from ``e`` to R
     is ``mean = candidate - b_k H`` with ``H = log2(R / e)``, band ``mean -/+ z sd_k H**p`` (log
     space), returned as losses. Without a calibrated ``k`` at or below ``e``: NaN (no forecast).
+    "Log space" is ``g`` (module doc): log, or loss units once a known loss is <= 0.
 
     The checkpoint (:meth:`state`) holds the chosen candidate, its fitted parameters and the
     calibration, so a restored forecaster forecasts as before without refitting.
@@ -234,6 +244,9 @@ class GateForecaster:
         self._chosen: str | None = None
         self._model: Last | None = None
         self._cal: dict[int, tuple[float, float]] = {}
+        self._affine: tuple[float, float] | None = None  # loss units (m, s); None: log
+        self._positive = True  # every loss seen by update is > 0
+        self._seen: dict[str, int] = {}  # per trial: how many of its losses were checked
 
     @property
     def ready(self) -> bool:
@@ -276,20 +289,49 @@ class GateForecaster:
                        for j, (i, e, t, _, y) in enumerate(parts[0])]
         return out
 
+    @property
+    def log_space(self) -> bool:
+        """Whether the current fit works on log losses (else in loss units, module doc)."""
+        return self._affine is None
+
+    def units(self, loss: float) -> float:
+        """``g(loss)``: the current fit's working units (log, or loss units; module doc); NaN
+        for a loss <= 0 in log space."""
+        if self._affine is None:
+            return math.log(loss) if loss > 0 else math.nan
+        m, s = self._affine
+        return (loss - m) / s
+
+    def _scan(self, curves: Mapping[str, Sequence[float]], order: Sequence[str]) -> None:
+        """Note whether a loss <= 0 is known (each loss checked once)."""
+        for t in order:
+            c = curves[t]
+            seen = self._seen.get(t, 0)
+            if len(c) > seen:
+                if self._positive and not min(c[seen:]) > 0:
+                    self._positive = False
+                self._seen[t] = len(c)
+
     def update(self, curves: Mapping[str, Sequence[float]], order: Sequence[str]) -> bool:
-        """Refit if due; ``True`` when the forecasts changed. ``curves`` by trial id, in
-        ``order``; losses must be > 0 (checked at a refit: ``ValueError`` naming the loss)."""
+        """Refit if due (or at once when a loss <= 0 reached a fit in log space); ``True`` when
+        the forecasts changed. ``curves`` by trial id, in ``order``."""
+        self._scan(curves, order)
         epochs = sum(n for n in (len(curves[t]) for t in order) if n >= 2)
-        if epochs < self.min_epochs or (self._epochs and epochs < (1 + self.growth) * self._epochs):
+        forced = self._model is not None and self._affine is None and not self._positive
+        if not forced and (
+            epochs < self.min_epochs or (self._epochs and epochs < (1 + self.growth) * self._epochs)
+        ):
             return False
         arrays = [np.asarray(curves[t], dtype=np.float64) for t in order]
-        for t, a in zip(order, arrays, strict=True):
-            if a.size and not a.min() > 0:
-                raise ValueError(
-                    f"loss must be > 0 for the curve-fit forecaster {self.name!r} (it works on "
-                    f"log losses), got {a.min()} from trial {t!r}"
-                )
-        known = [np.log(a) for a in arrays if a.shape[0] >= 2]
+        if self._positive:
+            self._affine = None
+            known = [np.log(a) for a in arrays if a.shape[0] >= 2]
+        else:
+            every = np.concatenate(arrays)
+            sd = float(np.std(every))
+            self._affine = (float(np.median(every)), sd if sd > 0 and math.isfinite(sd) else 1.0)
+            m, s = self._affine
+            known = [(a - m) / s for a in arrays if a.shape[0] >= 2]
         self._epochs = epochs
         seed = int(self.rng.integers(2**31 - 1))
         names = AUTO if self.name == "auto" else (self.name,)
@@ -325,10 +367,16 @@ class GateForecaster:
         for j, c in enumerate(curves):
             if len(c) >= r:
                 out[j] = c[r - 1]
-        act = [j for j, c in enumerate(curves) if 0 < len(c) < r and min(c) > 0]
+        act = [j for j, c in enumerate(curves)
+               if 0 < len(c) < r and (self._affine is not None or min(c) > 0)]
         if self._model is None or not self._cal or not act:
             return out
-        pre = [np.log(np.asarray(curves[j], dtype=np.float64)) for j in act]
+        arrays = [np.asarray(curves[j], dtype=np.float64) for j in act]
+        if self._affine is None:
+            pre = [np.log(a) for a in arrays]
+        else:
+            shift, scale = self._affine
+            pre = [(a - shift) / scale for a in arrays]
         mean = self._model.predict(pre, r)
         last = max(self._cal)
         for i, j in enumerate(act):
@@ -339,14 +387,16 @@ class GateForecaster:
             h = math.log2(r / e)
             m = mean[i] - b * h
             w = self.z * sd * h**self.p
-            out[j] = np.exp([m - w, m, m + w])
+            band = np.array([m - w, m, m + w])
+            out[j] = np.exp(band) if self._affine is None else band * scale + shift
         return out
 
     # -- checkpoint ----------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
         """JSON-serialisable checkpoint: format, refit counter, epochs at the last fit, the seed
-        generator's state, the chosen candidate, its fitted parameters and the calibration."""
+        generator's state, the chosen candidate, its fitted parameters, the calibration and the
+        working units (``affine``: ``[m, s]`` of loss units, ``None``: log)."""
         return {
             "format": STATE_FORMAT,
             "name": self.name,
@@ -357,6 +407,7 @@ class GateForecaster:
             "params": None if self._model is None else self._model.params(),
             "cal": [[k, b, sd] for k, (b, sd) in sorted(self._cal.items())],
             "choices": list(self.choices),
+            "affine": None if self._affine is None else list(self._affine),
         }
 
     def load(self, state: Mapping[str, Any] | None) -> None:
@@ -364,9 +415,9 @@ class GateForecaster:
         the fresh state is kept)."""
         if state is None:
             return
-        if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
+        if not isinstance(state, Mapping) or state.get("format") not in (1, STATE_FORMAT):
             got = state.get("format") if isinstance(state, Mapping) else type(state).__name__
-            raise ValueError(f"forecaster state format must be {STATE_FORMAT}, got {got!r}")
+            raise ValueError(f"forecaster state format must be 1 or {STATE_FORMAT}, got {got!r}")
         if state["name"] != self.name:
             raise ValueError(f"forecaster state name must be {self.name!r}, got {state['name']!r}")
         self.version = int(state["version"])
@@ -379,6 +430,10 @@ class GateForecaster:
             self._model.load_params(state["params"])
         self._cal = {int(k): (float(b), float(sd)) for k, b, sd in state["cal"]}
         self.choices = [str(c) for c in state["choices"]]
+        affine = state.get("affine")
+        self._affine = None if affine is None else (float(affine[0]), float(affine[1]))
+        self._positive = self._affine is None
+        self._seen = {}
 
     def close(self) -> None:
         return None
