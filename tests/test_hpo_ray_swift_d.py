@@ -82,3 +82,22 @@ def test_hpo_ray_swift_d_without_n_trials_warns_once_the_trials_are_made(caplog:
                            "prediction; the study runs as plain asha: lower options['d'] below 9")
     assert "more TuneConfig(num_samples)" in note
     assert [r.getMessage() for r in caplog.records] == [note]
+
+
+def test_hpo_ray_swift_d_not_applied_to_the_gate_with_a_curve_fit_forecaster(caplog: Any) -> None:
+    """The champion gate's curve fits use no per-rung predictor, so ``d`` concerns them not: no
+    adaptation, no note; with ``forecaster="predictor"`` (whose first fit waits for ``d``
+    windows) the rule applies as for the other rules."""
+    factory = make_predictor_factory("svr")
+    with caplog.at_level(logging.WARNING, logger="hpo_node.integrations.ray_tune"):
+        gate = SwiftASHAScheduler(max_resource=9, eta=3, n_trials=27, predictor=factory,
+                                  options={"rule": "gate"})
+        pinned = SwiftASHAScheduler(max_resource=9, eta=3, n_trials=27, predictor=factory,
+                                    options={"rule": "gate", "forecaster": "last", "d": 12})
+    assert gate.core.forecaster == "auto" and gate.core.d == 15 and gate.notes == ()
+    assert pinned.core.d == 12 and pinned.notes == ()
+    assert swift_d_rule(gate.core, 27, False) == (None, None)
+    assert caplog.records == []
+    step = SwiftASHAScheduler(max_resource=9, eta=3, n_trials=27, predictor=factory,
+                              options={"rule": "gate", "forecaster": "predictor"})
+    assert step.core.d == 4 and "d adapted to 4" in step.notes[0]

@@ -901,10 +901,13 @@ def swift_d_rule(
     one. When no rung gives one: ``d`` not given (``d_given`` false) and ``m >= 3`` ->
     ``(max(2, m // 2), note)`` (half the largest rung's trials fit the predictor, half are judged
     by it); ``d`` given, or ``m < 3`` -> ``(None, warning)``. ``(None, None)`` when nothing is
-    wrong (or ``scale_free``, whose predictor is fitted on windows of every curve). The ``*_key``
+    wrong (or ``scale_free``, whose predictor is fitted on windows of every curve, or
+    ``rule="gate"`` with a curve-fit forecaster, which fits no predictor). The ``*_key``
     arguments name the settings in the messages.
     """
     if getattr(core, "scale_free", False) or not hasattr(core, "d"):
+        return None, None
+    if getattr(core, "rule", None) == "gate" and getattr(core, "forecaster", None) != "predictor":
         return None, None
     d = int(core.d)  # type: ignore[attr-defined]
     algo = get_algorithm(core.name, ray=True)
