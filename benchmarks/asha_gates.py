@@ -23,7 +23,10 @@ below the trial's optimistic one (a fast starter whose curve has flattened stops
 bloomers); ``own=2``: that only when its mean forecast from there is above the one from the
 shared resource by more than ``tol`` (log). ``rmin=N``: no pause from a shared resource below
 N. ``zcal=1``, ``reach=X``: ``GateForecaster``'s held-out band floor and horizon reach
-(``asha_forecasters.py``).
+(``asha_forecasters.py``). ``top=Q``: a trial within the best share ``Q`` of the trials at
+its resource is never paused there (the library's ``protect``). ``sweep=S``: when nothing else
+can run, the paused trial that no guard dominates at ``S`` times the band, with the best
+optimistic forecast, goes on to the next rung (tried and rejected, benchmarks/README.md).
 
     .venv/bin/python benchmarks/asha_gates.py --table mlpf --seeds 10 \
         --variants svr:z=0.25:old=1,oracle:old=1,noisy:noise=0.5:z=1
@@ -59,10 +62,12 @@ class ChampionGate(SwiftASHA):
     def __init__(
         self, *args: Any, old: bool = False, horizon: bool = False, noise: float = 0.0,
         fc: str = "", p: float = 0.5, final: int = 0, tol: float = 0.0, zcal: int = 0,
-        reach: float = 0.0, rmin: int = 1, own: int = 0, **kw: Any,
+        reach: float = 0.0, rmin: int = 1, own: int = 0, top: float = 0.0, sweep: float = 0.0, **kw: Any,
     ) -> None:
         super().__init__(*args, rule="forecast", **kw)
         self.old = old
+        self.top = top
+        self.sweep = sweep
         self.rmin = rmin
         self.own = own
         self.final = final
@@ -78,7 +83,8 @@ class ChampionGate(SwiftASHA):
                 fc, self.max_resource, z=self.z, p=p, seed=int(kw.get("seed") or 0),
                 zcal=bool(zcal), reach=reach,
             )
-        self.counts = {"paused": 0, "held": 0, "forced": 0, "champions": 0, "resumed": 0}
+        self.counts = {"paused": 0, "held": 0, "forced": 0, "champions": 0, "resumed": 0,
+                       "swept": 0}
         self._champ: str | None = None
         self._committed: set[str] = set()
 
@@ -137,8 +143,18 @@ class ChampionGate(SwiftASHA):
         self.counts["champions"] += 1
         self._champ = t
 
+    def _protected(self, t: str, r: int) -> bool:
+        """``t`` is within the best ``top`` share of the trials that reached ``r`` (by loss at r)."""
+        if not self.top:
+            return False
+        mine = self._loss_at(t, r)
+        at_r = [c[r - 1] for c in self._curve.values() if len(c) >= r]
+        return sum(x < mine for x in at_r) < self.top * len(at_r)
+
     def _gated(self, t: str, r: int) -> bool:
         if t in self._committed or t == self._champion() or self._leads(t, r):
+            return False
+        if self._protected(t, r):
             return False
         guard = [*self._members[-1], *([self._champ] if self._champ else [])]
         return any(g != t and self._dominates(g, t, r) for g in guard)
@@ -182,13 +198,36 @@ class ChampionGate(SwiftASHA):
             return job
         c = self._champion()
         if c is None or self._state[c] != TrialState.PAUSED:
-            return None
+            return self._swept() if self.sweep else None
         for waiting in self._waiting:
             waiting.pop(c, None)
         self._from[c] = self._resource(c)
         self._committed.add(c)
         self.counts["forced"] += 1
         return Job(c, self.max_resource, resume=True)
+
+
+    def _swept(self) -> Job | None:
+        """``sweep=1``: when nothing else can run, the paused trial that no guard dominates with
+        the best optimistic forecast goes on to the next rung."""
+        z = self._forecaster.z
+        self._forecaster.z, self._forecasts = z * self.sweep, {}
+        try:
+            free = [t for t, st in self._state.items() if st == TrialState.PAUSED
+                    and t not in self._committed and self._resource(t) < self.max_resource
+                    and not self._gated(t, self._resource(t))]
+            low = self._band([(t, self._resource(t)) for t in free])[:, 0] if free else None
+        finally:
+            self._forecaster.z, self._forecasts = z, {}
+        if not free or low is None:
+            return None
+        t = free[int(np.argmin(np.where(np.isnan(low), np.inf, low)))]
+        r = self._resource(t)
+        for waiting in self._waiting:
+            waiting.pop(t, None)
+        self._from[t] = r
+        self.counts["swept"] = self.counts.get("swept", 0) + 1
+        return Job(t, min(x for x in self.rungs if x > r), resume=True)
 
 
 def _line(label: str, rs: list[RunResult], ref: list[RunResult] | None, extra: str = "") -> str:
@@ -236,7 +275,8 @@ def main() -> None:
             if key == "fc":
                 kw[key] = value
             else:
-                kw[key] = float(value) if key in ("z", "noise", "p", "tol", "reach") else int(value)
+                floats = ("z", "noise", "p", "tol", "reach", "top", "sweep")
+                kw[key] = float(value) if key in floats else int(value)
         drivers: list[ChampionGate] = []
 
         def build(

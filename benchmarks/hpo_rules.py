@@ -132,6 +132,11 @@ def main() -> int:
                 lambda s, z=z: SwiftASHA(r_max, eta, n, pred, rule="forecast", z=z, seed=s), w, asha)
         add(f"swift-asha oracle W={w}",
             lambda s: SwiftASHA(r_max, eta, n, oracle, rule="forecast", seed=s), w, asha)
+        add(f"swift-asha rule=gate W={w}",
+            lambda s: SwiftASHA(r_max, eta, n, pred, rule="gate", seed=s), w, asha)
+        add(f"swift-asha rule=gate oracle W={w}",
+            lambda s: SwiftASHA(r_max, eta, n, oracle, rule="gate", forecaster="predictor",
+                                seed=s), w, asha)
         if "paper" not in skip:
             add(f"swift-asha {args.predictor} rule=paper W={w}",
                 lambda s: SwiftASHA(r_max, eta, n, pred, rule="paper", seed=s), w, asha)

@@ -123,7 +123,7 @@ class _Restore(Recorder):
             if self.how == "pickle":
                 self.driver = pickle.loads(pickle.dumps(self.driver))
             else:
-                fresh = _gate(_svr, 6)
+                fresh = _gate(_svr, 3)
                 fresh.load_state_dict(json.loads(json.dumps(self.driver.state_dict())))
                 self.driver = fresh
         return decision
@@ -131,16 +131,16 @@ class _Restore(Recorder):
 
 @pytest.mark.parametrize("how", ["state", "pickle"])
 def test_gate_decides_identically_after_a_mid_run_restore(how: str) -> None:
-    table = _small_table(6, rows=120)
-    full = Recorder(_gate(_svr, 6))
-    simulate(table, full, seed=6, max_resource=27, workers=2)
+    table = _small_table(3, rows=120)
+    full = Recorder(_gate(_svr, 3))
+    simulate(table, full, seed=3, max_resource=27, workers=2)
     fc = full.driver._forecaster
     assert fc.version >= 3 and full.driver.state_dict()["extra"]["committed"]  # champion forced
     reports = sum(1 for e in full.log if e[0] == "report")
     refit_after = []
     for frac in (0.4, 0.75, 0.97):
-        rec = _Restore(_gate(_svr, 6), int(reports * frac), how)
-        simulate(table, rec, seed=6, max_resource=27, workers=2)
+        rec = _Restore(_gate(_svr, 3), int(reports * frac), how)
+        simulate(table, rec, seed=3, max_resource=27, workers=2)
         assert rec.restored_at >= 1 and rec.log == full.log
         refit_after.append(rec.restored_at < fc.version)
     assert any(refit_after)  # a restored forecaster refitted, from the restored generator
@@ -336,13 +336,18 @@ def test_gate_constructor_rejects_bad_arguments(build: Any, message: str) -> Non
         build()
 
 
-def test_gate_is_selectable_by_name_and_keeps_the_default_rule() -> None:
+def test_gate_is_swift_ashas_default_and_the_published_rule_stays_selectable() -> None:
     from hpo_node.algorithms import make_driver
 
-    driver = make_driver("swift-asha", max_resource=27, eta=3, n_trials=30, seed=1,
-                         options={"rule": "gate"})
+    driver = make_driver("swift-asha", max_resource=27, eta=3, n_trials=30, seed=1)
     assert isinstance(driver, SwiftASHA) and driver.rule == "gate" and driver.z == 0.35
+    assert driver.forecaster == "auto" and driver.protect == 0.125
     assert isinstance(driver, Scheduler)
-    assert SwiftASHA(27, 3, 30, _svr).rule == "paper"
+    assert SwiftASHA(27, 3, 30, _svr, rule="paper").rule == "paper"
+    assert SwiftASHA(27, 3, 30, _svr, mode="stopping").rule == "paper"  # no stopping gate
+    with pytest.raises(ValueError, match="protect is an option of rule='gate'"):
+        SwiftASHA(27, 3, 30, _svr, rule="paper", protect=0.1)
+    with pytest.raises(ValueError, match="protect must be"):
+        SwiftASHA(27, 3, 30, _svr, protect=1.5)
     run = simulate(_small_table(1, rows=80), driver, seed=1, max_resource=27, workers=3)
     assert run.best_loss is not None and math.isfinite(run.best_loss)

@@ -24,7 +24,7 @@ def test_hpo_ray_swift_d_adapted_in_an_own_tuner_scheduler(caplog: Any) -> None:
     factory = make_predictor_factory("gateway", gateway="127.0.0.1:1")
     with caplog.at_level(logging.WARNING, logger="hpo_node.integrations.ray_tune"):
         sched = SwiftASHAScheduler(max_resource=9, eta=3, n_trials=27, predictor=factory,
-                                   max_concurrent=2)
+                                   max_concurrent=2, options={"rule": "paper"})
     assert sched.core.d == 4
     note = ("note: swift-asha with 27 configurations, R = 9, eta = 3: at most 9 trials reach a "
             "rung, so with d = 15 no trial would ever get a prediction; d adapted to 4 (set "
@@ -37,7 +37,7 @@ def test_hpo_ray_swift_d_set_by_the_user_is_kept_with_a_warning(caplog: Any) -> 
     factory = make_predictor_factory("svr")
     with caplog.at_level(logging.WARNING, logger="hpo_node.integrations.ray_tune"):
         sched = SwiftASHAScheduler(max_resource=9, eta=3, n_trials=27, predictor=factory,
-                                   options={"d": 12})
+                                   options={"d": 12, "rule": "paper"})
     assert sched.core.d == 12
     assert sched.notes[0].startswith("warning: swift-asha with 27 configurations")
     assert sched.notes[0].endswith("the study runs as plain asha: lower options['d'] below 9, or "
@@ -45,21 +45,24 @@ def test_hpo_ray_swift_d_set_by_the_user_is_kept_with_a_warning(caplog: Any) -> 
     assert caplog.records[0].levelno == logging.WARNING
     hb = SwiftHyperbandScheduler(max_resource=9, eta=3, predictor=factory)
     assert hb.core.d == 5 and "d adapted to 5" in hb.notes[0]
-    big = SwiftASHAScheduler(max_resource=9, eta=3, n_trials=243, predictor=factory)
+    big = SwiftASHAScheduler(max_resource=9, eta=3, n_trials=243, predictor=factory,
+                             options={"rule": "paper"})
     assert big.core.d == 15 and big.notes == ()
 
 
 def test_hpo_ray_swift_d_one_rule_for_the_study_and_the_adapter() -> None:
     doc = {"study": {"name": "s", "trials": 27},
-           "algorithm": {"name": "swift-asha", "max_resource": 9, "eta": 3},
+           "algorithm": {"name": "swift-asha", "max_resource": 9, "eta": 3,
+                         "params": {"rule": "paper"}},
            "predictor": {"kind": "svr"},
            "space": {"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1}}}
     cfg = study_from_dict(doc)
     own = SwiftASHAScheduler(max_resource=9, eta=3, n_trials=27,
-                             predictor=make_predictor_factory("svr"))
+                             predictor=make_predictor_factory("svr"), options={"rule": "paper"})
     assert cfg.algorithm_params["d"] == own.core.d == 4
     core = build_scheduler(study_from_dict({**doc, "algorithm": {**doc["algorithm"],
-                                                                 "params": {"d": 15}}}),
+                                                                 "params": {"rule": "paper",
+                                                                            "d": 15}}}),
                            None).core
     d, note = swift_d_rule(core, 27, True)
     assert d is None and note is not None and "lower options['d'] below 9" in note
@@ -70,7 +73,8 @@ def test_hpo_ray_swift_d_without_n_trials_warns_once_the_trials_are_made(caplog:
 
     from hpo_node.integrations.ray_tune import TrialRecord
 
-    sched = SwiftASHAScheduler(max_resource=9, eta=3, predictor=make_predictor_factory("svr"))
+    sched = SwiftASHAScheduler(max_resource=9, eta=3, predictor=make_predictor_factory("svr"),
+                               options={"rule": "paper"})
     assert sched.core.d == 15 and sched.notes == ()  # Tune's num_samples: unknown here
     sched.records = {f"t{i}": TrialRecord(config={}) for i in range(27)}
     controller = SimpleNamespace(search_alg=SimpleNamespace(is_finished=lambda: True))

@@ -306,8 +306,9 @@ def _swift(**over: Any) -> dict[str, Any]:
 
 
 def test_hpo_study_config_swift_d_adapted_to_a_small_study() -> None:
-    cfg = study_from_dict(_swift(study__trials=18))  # 6 trials reach rung 3 at most; d = 15
-    assert cfg.algorithm_params == {"d": 3}
+    # the published rule's per-rung predictors: 6 trials reach rung 3 at most; d = 15
+    cfg = study_from_dict(_swift(study__trials=18, algorithm__params={"rule": "paper"}))
+    assert cfg.algorithm_params == {"rule": "paper", "d": 3}
     (note,) = cfg.notes
     assert note.startswith("note: swift-asha with 18 configurations") and "d adapted to 3" in note
     hb = _swift(algorithm__name="swift-hyperband")
@@ -315,21 +316,24 @@ def test_hpo_study_config_swift_d_adapted_to_a_small_study() -> None:
     cfg = study_from_dict(hb)
     assert cfg.algorithm_params == {"d": 5} and "at most 11 trials reach a rung" in cfg.notes[0]
     # large enough: nothing said, nothing changed
-    big = study_from_dict(_swift(study__trials=81, algorithm__params={"d": 6}))
-    assert big.notes == () and big.algorithm_params == {"d": 6}
+    big = study_from_dict(_swift(study__trials=81, algorithm__params={"rule": "paper", "d": 6}))
+    assert big.notes == () and big.algorithm_params == {"rule": "paper", "d": 6}
+    # the default rule (the champion gate's curve fits) has no per-rung predictor: no d rule
+    gate = study_from_dict(_swift(study__trials=18))
+    assert gate.notes == () and gate.algorithm_params == {}
 
 
 def test_hpo_study_config_swift_d_set_by_the_user_is_kept_with_a_warning() -> None:
-    cfg = study_from_dict(_swift(study__trials=18, algorithm__params={"d": 7}))
-    assert cfg.algorithm_params == {"d": 7}
+    cfg = study_from_dict(_swift(study__trials=18, algorithm__params={"rule": "paper", "d": 7}))
+    assert cfg.algorithm_params == {"rule": "paper", "d": 7}
     assert cfg.notes == (
         "warning: swift-asha with 18 configurations, R = 9, eta = 3: at most 6 trials reach a "
         "rung, so with d = 7 no trial would ever get a prediction; the study runs as plain asha: "
         "lower algorithm.params.d below 6, or give more study.trials (at least 9 for any "
         "prediction)",
     )
-    tiny = study_from_dict(_swift(study__trials=6))
-    assert tiny.algorithm_params == {} and tiny.notes[0].endswith(
+    tiny = study_from_dict(_swift(study__trials=6, algorithm__params={"rule": "paper"}))
+    assert tiny.algorithm_params == {"rule": "paper"} and tiny.notes[0].endswith(
         "give more study.trials (at least 9 for any prediction)")
 
 

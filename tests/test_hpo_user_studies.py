@@ -83,7 +83,9 @@ def test_hpo_user_study_cli_runs_a_trainable_beside_its_toml(
     folder = _user_folder(tmp_path, name)
     cwd = tmp_path / "elsewhere"  # not the folder: the module must be found beside the TOML
     cwd.mkdir()
-    proc = _run_cli(folder, cwd, f'algorithm.name="{algorithm}"', "study.trials=18")
+    # swift-asha: the published rule, whose per-rung predictors are fitted on the gateway
+    sets = ['algorithm.params={rule="paper"}'] if algorithm.startswith("swift") else []
+    proc = _run_cli(folder, cwd, f'algorithm.name="{algorithm}"', "study.trials=18", *sets)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"shipping {folder.resolve()} to the Ray workers" in proc.stdout
     if algorithm.startswith("swift"):
