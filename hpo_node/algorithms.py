@@ -144,10 +144,9 @@ def build(
     ray: bool = False,
 ) -> Driver:
     """A fresh scheduler ``name`` (``options`` go to its constructor); ``predictor`` is the
-    factory an algorithm with ``needs_predictor`` requires; ``ray``: only the Ray Tune cores."""
+    factory an algorithm with ``needs_predictor`` takes (its constructor says when it is
+    required: Swift-ASHA's default gate calls none); ``ray``: only the Ray Tune cores."""
     algo = get_algorithm(name, ray=ray)
-    if algo.needs_predictor and predictor is None:
-        raise TypeError(f"predictor must be a predictor factory for {name!r}, got None")
     check_int("max_resource", max_resource, 1)
     check_int("eta", eta, 2)
     return algo.build(BuildArgs(name, max_resource, eta, n_trials, seed,

@@ -190,6 +190,11 @@ def _fit_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _no_predictor() -> Predictor:
+    """The predictor factory of a gate whose curve fits call none (``predictor=None``)."""
+    raise TypeError("this Swift-ASHA was built without a predictor (rule='gate' with curve fits)")
+
+
 class SwiftASHA(ASHA):
     """ASHA (promotion variant) that stops or pauses trials predicted not to make the cut.
 
@@ -299,11 +304,14 @@ class SwiftASHA(ASHA):
             early_stopping_rate=early_stopping_rate,
             mode=mode,
         )
-        if predictor is None:
-            raise TypeError("predictor must be a callable returning a Predictor, got None")
         if rule is None:  # only the published rule has a stopping variant
             rule = "paper" if self.mode == "stopping" else "gate"
         self.rule = check_choice("rule", rule, RULES[self.name])
+        if predictor is None and (self.rule != "gate" or forecaster == "predictor"):
+            raise TypeError(
+                f"predictor must be a callable returning a Predictor with rule={self.rule!r}"
+                + (" and forecaster='predictor'" if self.rule == "gate" else "") + ", got None"
+            )
         if forecaster is not None and self.rule != "gate":
             raise ValueError(
                 f"forecaster is an option of rule='gate', got rule={self.rule!r} with "
@@ -350,7 +358,7 @@ class SwiftASHA(ASHA):
         self.scale_free = scale_free
         self.top_rung = top_rung
         self.max_windows = check_int("max_windows", max_windows, 2)
-        self._support = PredictorSupport(predictor, seed)
+        self._support = PredictorSupport(predictor or _no_predictor, seed)
         self._dp: dict[str, int] = {}
         self._fit_log: dict[str, dict[str, Any]] = {}
         self._models: dict[str, Predictor] = {}

@@ -351,3 +351,16 @@ def test_gate_is_swift_ashas_default_and_the_published_rule_stays_selectable() -
         SwiftASHA(27, 3, 30, _svr, protect=1.5)
     run = simulate(_small_table(1, rows=80), driver, seed=1, max_resource=27, workers=3)
     assert run.best_loss is not None and math.isfinite(run.best_loss)
+
+
+def test_gate_with_curve_fits_needs_no_predictor_and_the_other_rules_do() -> None:
+    table = _small_table(2, rows=120)
+    plain = simulate(table, ASHA(27, 3, 60), seed=2, max_resource=27, workers=2)
+    run = simulate(table, SwiftASHA(27, 3, 60, None, seed=2), seed=2, max_resource=27, workers=2)
+    assert run.epochs < plain.epochs and run.predictor_fits == 0
+    with_svr = simulate(table, SwiftASHA(27, 3, 60, _svr, seed=2), seed=2, max_resource=27,
+                        workers=2)
+    assert (with_svr.epochs, with_svr.best_loss) == (run.epochs, run.best_loss)
+    for kw in ({"rule": "paper"}, {"rule": "forecast"}, {"forecaster": "predictor"}):
+        with pytest.raises(TypeError, match="predictor must be a callable returning a Predictor"):
+            SwiftASHA(27, 3, 60, None, **kw)
