@@ -130,6 +130,8 @@ def _runs(
     if args.predictor == "oracle":  # the ceiling: the table's true losses, not a model
         params = {"curves": table.curves, "max_resource": r_max}
     options = _options(args.set, name)
+    if args.predictor == "oracle" and name == "swift-asha" and options.get("rule", "gate") == "gate":
+        options.setdefault("forecaster", "predictor")  # the gate's curve fits call no predictor
     features = CurveFeatures(
         max_points=args.feature_points or None,
         differences=args.feature_diffs,

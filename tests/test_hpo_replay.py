@@ -196,7 +196,7 @@ def test_cli_compare_oracle_ceiling_and_one_epoch_floor(
 ) -> None:
     path = _write_csv(tmp_path / "t.csv", rows=120)
     common = ["compare", "--data", str(path), "--algorithms",
-              "asha,hyperband,swift-hyperband,one-epoch", "--eta", "3", "--seeds", "2",
+              "asha,hyperband,swift-hyperband,swift-asha,one-epoch", "--eta", "3", "--seeds", "2",
               "--workers", "2"]
     assert main([*common, "--predictor", "oracle", "--out", str(tmp_path / "o")]) == 0
     capsys.readouterr()
@@ -205,6 +205,9 @@ def test_cli_compare_oracle_ceiling_and_one_epoch_floor(
     table = CurveTable.from_csv(path)
     for h, s in zip(hb, swift, strict=True):
         assert s["epochs"] < h["epochs"] and s["best_loss"] <= h["best_loss"] + 1e-12
+    # swift-asha's default gate takes the oracle as its forecaster (its curve fits call none)
+    for a, s in zip(asha, raw["swift-asha"], strict=True):
+        assert s["epochs"] < a["epochs"] and s["best_loss"] <= a["best_loss"] + 1e-12
     n = asha[0]["trials_started"]
     assert all(r["epochs"] == n + (n // 27) * 26 for r in one)  # 1 epoch each, top n/eta^3 to R
     assert table.n_epochs == 27
