@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hpo_node.asha import ASHA, SwiftASHA
+from hpo_node.asha import ASHA, SwiftASHA, swift_asha_calls_predictor
 from hpo_node.core import bracket_cost, check_choice, check_int, hyperband_brackets
 from hpo_node.hyperband import (
     Hyperband,
@@ -55,7 +55,8 @@ class Algorithm:
     a final-loss predictor factory (the Swift variants); ``fixed_trials``: generates its own
     number of configurations (Hyperband's brackets), so a study must not set ``trials``;
     ``default_trials(max_resource, eta)``: configurations used unless told otherwise; ``ray``:
-    a core that :mod:`hpo_node.integrations.ray_tune` can run.
+    a core that :mod:`hpo_node.integrations.ray_tune` can run; ``calls_predictor(options)``:
+    whether the scheduler built with ``options`` calls its predictor (default: when it takes one).
     """
 
     name: str
@@ -64,6 +65,14 @@ class Algorithm:
     fixed_trials: bool = False
     default_trials: Callable[[int, int], int] = _hyperband_trials
     ray: bool = False
+    calls_predictor: Callable[[Mapping[str, Any]], bool] | None = None
+
+    def uses_predictor(self, options: Mapping[str, Any] | None = None) -> bool:
+        """Whether the scheduler built with ``options`` calls a predictor (a study then starts
+        or reaches its gateway)."""
+        if not self.needs_predictor:
+            return False
+        return True if self.calls_predictor is None else self.calls_predictor(dict(options or {}))
 
     def trials_needed(self, max_resource: int, eta: int, n_trials: int | None = None) -> int:
         """Configurations a run generates: the fixed number, ``n_trials``, or the default."""
@@ -104,7 +113,7 @@ _ENTRIES = (
     Algorithm("swift-asha",
               lambda a: SwiftASHA(a.max_resource, a.eta, a.n_trials, a.predictor, seed=a.seed,
                                   **a.options),
-              needs_predictor=True, ray=True),
+              needs_predictor=True, ray=True, calls_predictor=swift_asha_calls_predictor),
     Algorithm("one-epoch",
               lambda a: OneEpoch(a.max_resource, a.eta, a.n_trials, **a.options)),
     *(Algorithm(name, _peer) for name in OPTUNA_PEERS),

@@ -190,6 +190,13 @@ def _fit_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def swift_asha_calls_predictor(options: Mapping[str, Any]) -> bool:
+    """Whether ``SwiftASHA(..., **options)`` calls its predictor: every rule but the gate with
+    its curve fits (the default rule; ``"paper"`` with ``mode="stopping"``)."""
+    rule = options.get("rule") or ("paper" if options.get("mode") == "stopping" else "gate")
+    return rule != "gate" or options.get("forecaster") == "predictor"
+
+
 def _no_predictor() -> Predictor:
     """The predictor factory of a gate whose curve fits call none (``predictor=None``)."""
     raise TypeError("this Swift-ASHA was built without a predictor (rule='gate' with curve fits)")

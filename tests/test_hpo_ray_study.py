@@ -36,8 +36,8 @@ def _study(tmp_path: Path, algorithm: str, **over: Any) -> dict[str, Any]:
         "space": {"lr": {"type": "loguniform", "low": 1e-4, "high": 3e-2},
                   "batch_size": {"type": "quniform", "low": 32, "high": 128, "q": 32}},
     }
-    if algorithm == "swift-asha":
-        doc["algorithm"]["params"] = {"d": 3}
+    if algorithm == "swift-asha":  # the published rule: per-rung predictors on the gateway
+        doc["algorithm"]["params"] = {"rule": "paper", "d": 3}
     for dotted, value in over.items():
         section, key = dotted.split("__")
         doc[section][key] = value
@@ -187,6 +187,27 @@ def test_hpo_ray_study_interrupt_and_tuner_restore(tmp_path: Path, ray_local: An
     assert [r["decision"] for r in rows].count("finished") == 1
     # the restored searcher knows what it suggested before: nine distinct configurations
     assert len({(r["config.lr"], r["config.batch_size"]) for r in rows}) == 9
+
+
+def test_hpo_ray_study_swift_asha_default_gate_runs_without_a_gateway(
+    tmp_path: Path, ray_local: Any
+) -> None:
+    """Swift-ASHA's default rule (the champion gate) forecasts with curve fits: the study starts
+    no gateway, calls no predictor, and pauses, resumes and finishes trials on Ray."""
+    cfg = study_from_dict(_study(tmp_path, "swift-asha", algorithm__params={}))
+    assert not cfg.uses_predictor and not cfg.needs_gateway
+    results = ResultLog()
+    res = run_study(cfg, callbacks=[results])
+    assert res.scheduler.core.rule == "gate" and res.summary["notes"] == []
+    assert res.summary["predictor_calls"] == {"fit": 0, "predict": 0}
+    rows = _rows(res.study_dir / "trials.csv")
+    assert len(rows) == 27
+    assert sum(int(r["epochs"]) for r in rows) == res.summary["epochs_used"]
+    assert {r["trial_id"]: int(r["epochs"]) for r in rows if int(r["epochs"])} == {
+        t: len(v) for t, v in results.seen.items()
+    }
+    best = json.loads((res.study_dir / "best.json").read_text())
+    assert best["found"] and best["epochs"] == 9
 
 
 def test_hpo_ray_study_hyperband_epochs_match_the_schedule(tmp_path: Path, ray_local: Any) -> None:

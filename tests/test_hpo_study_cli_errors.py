@@ -22,6 +22,7 @@ PREDICT = "predict-token-0123456789abcdef"
 STUDY = (
     '[study]\nname = "s"\ntrials = 27\noutput_dir = "{out}"\n'
     '[algorithm]\nname = "swift-asha"\nmax_resource = 9\n'
+    'params = {{ rule = "paper" }}\n'  # the published rule: the gateway fits its predictors
     '[space]\nlr = {{ type = "loguniform", low = 1e-4, high = 1e-1 }}\n'
 )
 
@@ -54,7 +55,8 @@ def test_hpo_study_cli_unset_token_env_is_a_config_error(tmp_path: Path, capsys:
     assert load_study(toml).gateway_connection == {"token_env": "MY_GW_TOKEN"}
     # without the gateway predictor the variable is not needed
     monkeypatch.delenv("MY_GW_TOKEN")
-    assert load_study(toml, {"algorithm.name": "asha"}).algorithm == "asha"
+    assert load_study(toml, {"algorithm.name": "asha", "algorithm.params": {}}).algorithm == "asha"
+    assert not load_study(toml, {"algorithm.params": {}}).uses_predictor  # swift-asha's gate
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +132,9 @@ def test_hpo_study_cli_resume_refuses_another_config(tmp_path: Path, capsys: Any
     cfg.study_dir.mkdir(parents=True)
     _write_identity(cfg)
     saved = json.loads((cfg.study_dir / "study.json").read_text())["identity"]
-    assert saved["algorithm.name"] == "swift-asha" and saved["algorithm.params"] == {"d": 4}
+    assert saved["algorithm.name"] == "swift-asha" and saved["algorithm.params"] == {"rule": "paper", "d": 4}
     assert run_main([str(toml), "--resume", "--set", 'algorithm.name="asha"',
-                     "--set", "study.seed=3"]) == 2
+                     "--set", "algorithm.params={}", "--set", "study.seed=3"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(
         f"hpo-node run: error: --resume: {cfg.study_dir} was started with another config "
@@ -142,5 +144,6 @@ def test_hpo_study_cli_resume_refuses_another_config(tmp_path: Path, capsys: Any
     # a study without study.json: its summary.json is compared
     (cfg.study_dir / "study.json").unlink()
     (cfg.study_dir / "summary.json").write_text(json.dumps({"algorithm": "swift-asha", "eta": 3}))
-    assert run_main([str(toml), "--resume", "--set", 'algorithm.name="asha"']) == 2
+    assert run_main([str(toml), "--resume", "--set", 'algorithm.name="asha"',
+                     "--set", "algorithm.params={}"]) == 2
     assert "algorithm.name 'swift-asha' -> 'asha'" in capsys.readouterr().err

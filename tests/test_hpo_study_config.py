@@ -83,8 +83,8 @@ def test_hpo_study_config_other_examples_parse(name: str, algorithm: str, trials
         ({"trainable__lr": 0.1}, ValueError, r"keys \['lr'\] are both in"),
         ({"trainable__max_epochs": 3}, ValueError, "max_epochs is set from"),
         ({"algorithm__name": "hyperband"}, ValueError, "study.trials must be omitted"),
-        ({"algorithm__name": "swift-asha", "gateway__address": "none"}, ValueError,
-         "gateway.address must not be 'none'"),
+        ({"algorithm__name": "swift-asha", "algorithm__params": {"rule": "paper"},
+          "gateway__address": "none"}, ValueError, "gateway.address must not be 'none'"),
         ({"gateway__address": "localhost"}, ValueError, "gateway.address must be"),
         ({"algorithm__params": {"eta_typo": 2}}, TypeError, "eta_typo"),
         ({"resources__cpu": 0}, ValueError, r"resources.cpu must be in \(0.0"),
@@ -353,6 +353,7 @@ def test_hpo_study_config_unreachable_gateway_is_one_line(tmp_path: Path, capsys
     toml = tmp_path / "s.toml"
     toml.write_text(f'[study]\nname = "s"\ntrials = 27\noutput_dir = "{tmp_path}"\n'
                     '[algorithm]\nname = "swift-asha"\nmax_resource = 9\n'
+                    'params = { rule = "paper" }\n'
                     '[space]\nlr = { type = "loguniform", low = 1e-4, high = 1e-1 }\n')
     address = f"127.0.0.1:{free_port()}"
     assert run_main([str(toml), "--gateway", address]) == 2
@@ -360,3 +361,12 @@ def test_hpo_study_config_unreachable_gateway_is_one_line(tmp_path: Path, capsys
     assert err == (f"hpo-node run: error: cannot reach the qpu-gateway at {address}: not SERVING "
                    "after 1 s. Start it (qpu-gateway serve), fix the address, or leave out "
                    "--gateway to let hpo-node start its own\n")
+
+
+def test_hpo_study_config_swift_asha_default_gate_needs_no_gateway() -> None:
+    """The default rule's curve fits call no predictor: no gateway to start or reach."""
+    cfg = study_from_dict(_doc(algorithm__name="swift-asha", gateway__address="none"))
+    assert not cfg.uses_predictor and not cfg.needs_gateway
+    for params in ({"rule": "paper"}, {"rule": "forecast"}, {"forecaster": "predictor"}):
+        paper = study_from_dict(_doc(algorithm__name="swift-asha", algorithm__params=params))
+        assert paper.uses_predictor and paper.needs_gateway

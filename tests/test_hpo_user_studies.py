@@ -112,9 +112,11 @@ def test_hpo_user_study_python_entry_point_with_a_callable(
     train = load_trainable(function, folder)
     assert Path(train.__code__.co_filename).resolve().parent == folder.resolve()
     out = tmp_path / "out"
+    # swift-asha: the published rule, whose per-rung predictors are fitted on the gateway
+    rule = {"algorithm.params": {"rule": "paper"}} if algorithm.startswith("swift") else {}
     res = optimize(train, folder / "study.toml", gateway=gateway_address,
                    overrides={"algorithm.name": algorithm, "study.trials": 18,
-                              "study.output_dir": str(out)})
+                              "study.output_dir": str(out), **rule})
     assert res.study_dir == out / load_study(folder / "study.toml").name
     summary = _check_outputs(res.study_dir, space, constants, algorithm, 18)
     assert res.summary == summary

@@ -157,8 +157,9 @@ class StudyConfig:
 
     @property
     def uses_predictor(self) -> bool:
-        """The algorithm needs a final-loss predictor (the Swift variants)."""
-        return get_algorithm(self.algorithm).needs_predictor
+        """The algorithm with its params calls a final-loss predictor (the Swift variants, but
+        not Swift-ASHA's default gate, whose curve fits need none)."""
+        return get_algorithm(self.algorithm).uses_predictor(self.algorithm_params)
 
     @property
     def fixed_trials(self) -> bool:
@@ -316,13 +317,14 @@ def parse_study(
     if not isinstance(gateway, str) or (gateway not in ("auto", "none") and ":" not in gateway):
         raise ValueError(f"gateway.address must be 'auto', 'none' or HOST:PORT, got {gateway!r}")
     predictor = check_choice("predictor.kind", pr.get("kind", "gateway"), PREDICTOR_KINDS)
-    if get_algorithm(algorithm).needs_predictor and predictor == "gateway" and gateway == "none":
+    calls = get_algorithm(algorithm).uses_predictor(params)
+    if calls and predictor == "gateway" and gateway == "none":
         raise ValueError(
             "gateway.address must not be 'none' with predictor.kind = 'gateway'; "
             "use predictor.kind = 'svr' to predict in-process"
         )
     token_env = gw.get("token_env")
-    if (get_algorithm(algorithm).needs_predictor and predictor == "gateway"
+    if (calls and predictor == "gateway"
             and token_env is not None and not os.environ.get(str(token_env))):
         raise ValueError(
             f"gateway.token_env: environment variable {str(token_env)!r} is not set; export it "

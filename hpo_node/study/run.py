@@ -313,6 +313,9 @@ def run_study(
                 _check_gateway(GatewayClient, address, token, conn, GATEWAY_WAIT_S)
                 _check_token(GatewayClient, address, token, conn, token_env, GATEWAY_WAIT_S)
                 print(f"using qpu-gateway at {address}", file=out, flush=True)
+        elif gateway is not None:
+            print(f"note: {cfg.algorithm} with algorithm.params {dict(cfg.algorithm_params)} "
+                  "calls no predictor; --gateway is not used", file=out, flush=True)
         fn = cfg.trainable_callable
         folder = code_folder(fn)
         if not ray.is_initialized():
