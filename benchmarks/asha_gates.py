@@ -66,7 +66,7 @@ class ChampionGate(SwiftASHA):
     ) -> None:
         super().__init__(*args, rule="forecast", **kw)
         self.old = old
-        self.top = top
+        self.top = self.protect = top  # the library's protection (SwiftASHA._protected)
         self.sweep = sweep
         self.rmin = rmin
         self.own = own
@@ -142,14 +142,6 @@ class ChampionGate(SwiftASHA):
             return
         self.counts["champions"] += 1
         self._champ = t
-
-    def _protected(self, t: str, r: int) -> bool:
-        """``t`` is within the best ``top`` share of the trials that reached ``r`` (by loss at r)."""
-        if not self.top:
-            return False
-        mine = self._loss_at(t, r)
-        at_r = [c[r - 1] for c in self._curve.values() if len(c) >= r]
-        return sum(x < mine for x in at_r) < self.top * len(at_r)
 
     def _gated(self, t: str, r: int) -> bool:
         if t in self._committed or t == self._champion() or self._leads(t, r):
