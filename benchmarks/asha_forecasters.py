@@ -20,6 +20,9 @@ curves by normalised shape up to e, their median ratio ``L(2e)/L(e)``, chained; 
 scale-free step pairs when fewer than 3 curves reached 2e), ``pow3`` (per-curve
 ``c + a t**-alpha`` fit on the curve up to e, Domhan, Springenberg and Hutter, IJCAI 2015,
 with a population prior on ``alpha``), ``ens`` (mean of ``direct-et+hp``, ``knn``, ``smooth``).
+``last``, ``smooth``, ``pow3``, ``smooth+pow3``, :func:`ordering_error` and the base of
+:class:`GateForecaster` are :mod:`hpo_node.curvefit`'s (ported from here); this script keeps the
+research-only candidates and options and the measurement.
 
     nice -n 10 .venv/bin/python benchmarks/asha_forecasters.py --table mlpf --seeds 3
 """
@@ -40,8 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from hpo_rules import load
 
+from hpo_node import curvefit
 from hpo_node.asha import ASHA
 from hpo_node.core import Decision
+from hpo_node.curvefit import _PARTS, Row, ordering_error
 from hpo_node.forecast import FinalLossForecaster, _window
 from hpo_node.predictors import PredictorSupport, make_predictor_factory
 from hpo_node.replay import CurveTable, simulate
@@ -85,41 +90,38 @@ def snapshots(
 
 # -- candidates ------------------------------------------------------------------------------------
 # A candidate: fit(curves, hps) on known log curves, then predict(prefixes, hps) -> log L(R).
+# ``last``, ``smooth``, ``pow3`` and ``smooth+pow3`` are hpo_node.curvefit's (through NoHp).
 
 
-class Last:
-    """``log L(e)``."""
+class NoHp:
+    """A :mod:`hpo_node.curvefit` candidate (curves only) as a bake-off candidate: ``hps``
+    ignored."""
 
-    def __init__(self, r_max: int) -> None:
-        self.r_max = r_max
+    def __init__(self, model: curvefit.Last) -> None:
+        self.model = model
 
     def fit(self, curves: list[FloatArray], hps: list[FloatArray]) -> None:
-        return None
+        self.model.fit(curves)
 
     def predict(
         self, prefixes: list[FloatArray], hps: list[FloatArray], target: int | None = None
     ) -> FloatArray:
-        return np.array([p[-1] for p in prefixes])
+        return self.model.predict(prefixes, target)
 
 
-def smooth_level(p: FloatArray) -> float:
-    """Value at e of a least-squares line of ``log L`` on ``log t`` over ``t in [e/2, e]``."""
-    e = p.shape[0]
-    if e < 3:
-        return float(p[-1])
-    lo = max(0, e // 2 - 1)
-    t = np.log(np.arange(lo + 1, e + 1, dtype=np.float64))
-    a, b = np.polyfit(t, p[lo:], 1)
-    return float(a * t[-1] + b)
+class CurvesOnly(curvefit.Last):
+    """A bake-off candidate in :mod:`hpo_node.curvefit`'s interface (no hyperparameters), so
+    :class:`GateForecaster` can use it."""
 
+    def __init__(self, model: Any, max_resource: int) -> None:
+        super().__init__(max_resource)
+        self.model = model
 
-class Smooth(Last):
-    """:func:`smooth_level` (the loss at e with the epoch noise smoothed out)."""
+    def fit(self, curves: list[FloatArray]) -> None:
+        self.model.fit(curves, [np.zeros(0)] * len(curves))
 
-    def predict(
-        self, prefixes: list[FloatArray], hps: list[FloatArray], target: int | None = None
-    ) -> FloatArray:
-        return np.array([smooth_level(p) for p in prefixes])
+    def predict(self, prefixes: list[FloatArray], target: int | None = None) -> FloatArray:
+        return np.asarray(self.model.predict(prefixes, [np.zeros(0)] * len(prefixes), target))
 
 
 class Step:
@@ -258,59 +260,14 @@ class Knn:
         return np.array(out)
 
 
-class Pow3:
-    """Per-curve ``log(c + a t**-alpha)`` fit on ``t <= e`` (least squares in log space, recent
-    half weighted 2x) with a Gaussian prior on ``alpha`` from long known curves; ``c >= 0``."""
-
-    def __init__(self, r_max: int) -> None:
-        self.r_max = r_max
-        self.prior = (0.5, 0.5)
-
-    def _fit_one(self, v: FloatArray, prior: tuple[float, float] | None) -> tuple[float, ...]:
-        from scipy.optimize import least_squares
-
-        e = v.shape[0]
-        t = np.arange(1.0, e + 1.0)
-        y = np.exp(v)
-        wt = np.where(t > e / 2, 2.0, 1.0)
-
-        def res(q: FloatArray) -> FloatArray:
-            c, a, al = q
-            r = wt * (np.log(np.maximum(c + a * t**-al, 1e-12)) - v)
-            if prior is None:
-                return r
-            return np.append(r, (al - prior[0]) / prior[1] * 0.01)
-
-        q0 = [0.8 * y.min(), max(y[0] - 0.8 * y.min(), 1e-6), 0.5]
-        sol = least_squares(res, q0, bounds=([0.0, 0.0, 0.01], [y.min(), np.inf, 5.0]))
-        return tuple(float(s) for s in sol.x)
-
-    def fit(self, curves: list[FloatArray], hps: list[FloatArray]) -> None:
-        long = [c for c in curves if c.shape[0] >= 16]
-        if len(long) >= 3:
-            al = np.array([self._fit_one(c, None)[2] for c in long])
-            self.prior = (float(np.median(al)), float(max(np.std(al), 0.1)))
-
-    def predict(
-        self, prefixes: list[FloatArray], hps: list[FloatArray], target: int | None = None
-    ) -> FloatArray:
-        out, r = [], target or self.r_max
-        for p in prefixes:
-            if p.shape[0] < 4:
-                out.append(float(p[-1]))
-                continue
-            c, a, al = self._fit_one(p, self.prior)
-            out.append(math.log(max(c + a * r**-al, 1e-12)))
-        return np.array(out)
-
-
-class Pow4(Pow3):
+class Pow4(curvefit.Pow3):
     """Per-curve ``log(c + A (1 + t / tau)**-alpha)`` fit on ``t <= e`` (Domhan et al.'s pow4,
     ``c - (a t + b)**-alpha`` for an accuracy, as a loss), weak Gaussian priors on ``alpha`` and
-    ``log tau`` from long known curves; at least 6 epochs, else :class:`Pow3`."""
+    ``log tau`` from long known curves; at least 6 epochs, else
+    :class:`hpo_node.curvefit.Pow3`."""
 
-    def __init__(self, r_max: int) -> None:
-        super().__init__(r_max)
+    def __init__(self, max_resource: int) -> None:
+        super().__init__(max_resource)
         self.prior4 = (0.7, 0.5, 0.0, 2.0)  # alpha mean, sd; log tau mean, sd
 
     def _fit4(self, v: FloatArray, prior: tuple[float, float, float, float] | None) -> FloatArray:
@@ -333,21 +290,23 @@ class Pow4(Pow3):
         sol = least_squares(res, q0, bounds=([0.0, 0.0, -3.0, 0.05], [y.min(), np.inf, 5.0, 5.0]))
         return np.asarray(sol.x)
 
-    def fit(self, curves: list[FloatArray], hps: list[FloatArray]) -> None:
-        super().fit(curves, hps)
+    def fit(self, curves: list[FloatArray]) -> None:
+        super().fit(curves)
         long = [c for c in curves if c.shape[0] >= 16]
         if len(long) >= 3:
             q = np.array([self._fit4(c, None) for c in long])
             self.prior4 = (float(np.median(q[:, 3])), float(max(np.std(q[:, 3]), 0.1)),
                            float(np.median(q[:, 2])), float(max(np.std(q[:, 2]), 0.5)))
 
-    def predict(
-        self, prefixes: list[FloatArray], hps: list[FloatArray], target: int | None = None
-    ) -> FloatArray:
-        out, r = [], target or self.r_max
+    def predict_targets(self, prefix: FloatArray, targets: Sequence[int]) -> list[float]:
+        """:meth:`predict` per target (not the pow3 fit of the base class)."""
+        return curvefit.Last.predict_targets(self, prefix, targets)
+
+    def predict(self, prefixes: list[FloatArray], target: int | None = None) -> FloatArray:
+        out, r = [], target or self.max_resource
         for p in prefixes:
             if p.shape[0] < 6:
-                out.append(float(Pow3.predict(self, [p], [np.zeros(0)], r)[0]))
+                out.append(float(super().predict([p], r)[0]))
                 continue
             c, amp, ltau, al = self._fit4(p, self.prior4)
             out.append(math.log(max(c + amp * (1.0 + r / math.exp(ltau)) ** -al, 1e-12)))
@@ -371,17 +330,17 @@ class Ensemble:
 
 
 CANDIDATES: dict[str, Callable[[int, int], Any]] = {
-    "last": lambda r, s: Last(r),
-    "smooth": lambda r, s: Smooth(r),
+    "last": lambda r, s: NoHp(curvefit.Last(r)),
+    "smooth": lambda r, s: NoHp(curvefit.Smooth(r)),
     "step": lambda r, s: Step(r, s),
     "direct-svr": lambda r, s: Direct(r, "svr", False, s),
     "direct-et": lambda r, s: Direct(r, "et", False, s),
     "direct-et+hp": lambda r, s: Direct(r, "et", True, s),
     "knn": lambda r, s: Knn(r),
-    "pow3": lambda r, s: Pow3(r),
-    "ens": lambda r, s: Ensemble([Direct(r, "et", True, s), Knn(r), Smooth(r)]),
-    "smooth+pow3": lambda r, s: Ensemble([Smooth(r), Pow3(r)]),
-    "pow4": lambda r, s: Pow4(r),
+    "pow3": lambda r, s: NoHp(curvefit.Pow3(r)),
+    "ens": lambda r, s: Ensemble([Direct(r, "et", True, s), Knn(r), NoHp(curvefit.Smooth(r))]),
+    "smooth+pow3": lambda r, s: NoHp(curvefit.SmoothPow3(r)),
+    "pow4": lambda r, s: NoHp(Pow4(r)),
 }
 
 
@@ -389,66 +348,24 @@ CANDIDATES: dict[str, Callable[[int, int], Any]] = {
 
 
 AUTO = {
-    "auto": ("last", "smooth", "smooth+pow3", "pow3"),
+    "auto": curvefit.AUTO,
     "auto-fit": ("smooth+pow3", "pow3", "smooth", "last"),
 }
 """What ``GateForecaster("auto")`` chooses from, ties to the earlier one (``auto``: the simplest
-first; ``auto-fit``: the curve fits first)."""
+first, :data:`hpo_node.curvefit.AUTO`; ``auto-fit``: the curve fits first)."""
 
 
-Row = tuple[int, int, int, float, float]
-"""A held-out forecast: (curve, e, target t, forecast of log L(t) from e, log L(t))."""
+class GateForecaster(curvefit.GateForecaster):
+    """:class:`hpo_node.curvefit.GateForecaster` (refits, held-out folds, ``auto``, calibration,
+    band) with the bake-off's research options.
 
-
-def ordering_error(rows: list[Row]) -> tuple[float, float]:
-    """Horizon-weighted top-quarter pair-ordering error of held-out forecasts.
-
-    Pairs: two held-out curves forecast from one ``e`` to the shorter one's length ``m`` (what
-    the gate compares: two trials from one resource, one target), weighted by the horizon
-    ``log2(m / e)`` (the gate forecasts to R; over short horizons the loss at ``e`` orders
-    well), kept when one of the two is in the true top quarter at ``m`` of the curves reaching
-    ``m``. Returns (weighted wrong pairs, weighted pairs)."""
-    by_e: dict[int, dict[int, dict[int, tuple[float, float]]]] = {}
-    for c, e, t, f, y in rows:
-        by_e.setdefault(e, {}).setdefault(c, {})[t] = (f, y)
-    wrong = total = 0.0
-    for e, cs in by_e.items():
-        ids = sorted(cs)
-        length = {c: max(cs[c]) for c in ids}
-        tops: dict[int, float] = {}
-        for i, a in enumerate(ids):
-            for b in ids[i + 1:]:
-                m = min(length[a], length[b])
-                if m not in tops:
-                    tops[m] = float(np.quantile([cs[c][m][1] for c in ids if length[c] >= m], 0.25))
-                (fa, ya), (fb, yb) = cs[a][m], cs[b][m]
-                if min(ya, yb) > tops[m]:
-                    continue
-                w = math.log2(m / e)
-                total += w
-                wrong += w * float(np.sign(fa - fb) != np.sign(ya - yb))
-    return wrong, total
-
-
-class GateForecaster:
-    """A candidate in :class:`hpo_node.forecast.FinalLossForecaster`'s place, band calibrated.
-
-    Refitted when the known epochs (curves of >= 2 epochs) grew by ``growth`` since the last fit
-    (first at ``min_epochs``). Calibration at each fit (3 folds by curve, each fold's candidate
-    fitted on the other curves): every held-out curve of length ``n`` is forecast from ``e = 1, 2,
-    4, ... <= n / 2`` to ``n``; per ``k = floor(log2 e)`` (>= 5 forecasts) the residuals ``r``
-    over horizons ``h = log2(n / e)`` give a bias per doubling ``b_k = mean(r / h)`` and a spread
-    ``sd_k = std(r / h**p)``; beyond the last calibrated ``k`` both are held. A forecast from
-    ``e`` to R is ``mean = candidate - b_k H`` with ``H = log2(R / e)``, band ``mean -/+ z sd_k
-    H**p`` (log space). Without a calibrated ``k`` yet: no forecast (NaN).
-
-    ``name="auto"`` (or ``"auto-fit"``): at each fit every candidate of :data:`AUTO` is forecast
-    on the same held-out folds (also to every shorter known length) and the one with the fewest
-    wrongly ordered top-quarter pairs (:func:`ordering_error`) is used (fitted on all curves,
-    calibrated on its own residuals); ``choices`` and ``scores`` log the picks. ``zcal``: the
-    band multiple per ``k`` is at least the one that would have paused no truly better held-out
-    trial (:meth:`_band_scale`). ``reach > 0``: no band (``[0, mean, inf]``: no pause) from ``e``
-    when ``H`` exceeds ``reach`` times the third-longest horizon calibrated at ``k``.
+    ``name``: ``"auto"``, ``"auto-fit"`` (:data:`AUTO`) or any candidate of :data:`CANDIDATES`
+    but ``step`` (seeded ``seed + fold + 1`` in the folds, ``seed`` for the final fit); log space
+    only (a curve with a loss <= 0 gets no forecast). ``choices`` and ``scores`` log the picks.
+    ``zcal``: the band multiple per ``k`` is at least the one that would have paused no truly
+    better held-out trial (:meth:`_band_scale`). ``reach > 0``: no band (``[0, mean, inf]``: no
+    pause) from ``e`` when ``H = log2(R / e)`` exceeds ``reach`` times the third-longest horizon
+    calibrated at ``k``. No checkpoint (:meth:`state` is ``None``).
     """
 
     def __init__(
@@ -461,27 +378,25 @@ class GateForecaster:
                 f"name must be one of {sorted(AUTO)} or a candidate other than 'step' "
                 f"({sorted(CANDIDATES)}), got {name!r}"
             )
-        self.name, self.max_resource, self.z, self.p = name, max_resource, z, p
-        self.rng = np.random.default_rng(seed)
-        self.min_epochs, self.growth, self.zcal = min_epochs, growth, zcal
-        self.reach = reach
+        super().__init__("auto", max_resource, z=z, p=p, seed=seed, min_epochs=min_epochs,
+                         growth=growth)
+        self.name = name  # a name of this module (AUTO, CANDIDATES): update is this class's
+        self.zcal, self.reach = zcal, reach
         self._zk: dict[int, float] = {}
         self._hmax: dict[int, float] = {}
-        self.version = 0
-        self.choices: list[str] = []
         self.scores: list[dict[str, tuple[float, float]]] = []
-        self._epochs = 0
-        self._model: Any = None
-        self._cal: dict[int, tuple[float, float]] = {}
+
+    def _candidate(self, name: str, seed: int) -> curvefit.Last:
+        """A fresh candidate ``name`` in :mod:`hpo_node.curvefit`'s interface."""
+        m = CANDIDATES[name](self.max_resource, seed)
+        return m.model if isinstance(m, NoHp) else CurvesOnly(m, self.max_resource)
 
     def _held_out(
         self, names: Sequence[str], known: list[FloatArray], seed: int, pairs: bool
     ) -> dict[str, list[Row]]:
-        """Per candidate: held-out forecasts (3 folds) of every curve from each ``e = 2^k <= n /
-        2`` to its length ``n`` and (``pairs``) to every shorter length ``>= 2e`` of a known
-        curve."""
-        base = {"smooth+pow3": ("smooth", "pow3")}
-        need = sorted({b for nm in names for b in base.get(nm, (nm,))})
+        """As :meth:`hpo_node.curvefit.GateForecaster._held_out` with this module's candidates
+        (:meth:`_candidate`, fold ``f`` seeded ``seed + f + 1``)."""
+        need = sorted({b for nm in names for b in _PARTS.get(nm, (nm,))})
         groups = np.random.default_rng(seed).integers(0, 3, size=len(known))
         lengths = sorted({c.shape[0] for c in known})
         rows: dict[str, list[Row]] = {nm: [] for nm in need}
@@ -491,8 +406,8 @@ class GateForecaster:
             if len(train) < 2 or not held:
                 continue
             for nm in need:
-                m = CANDIDATES[nm](self.max_resource, seed + f + 1)
-                m.fit(train, [np.zeros(0)] * len(train))
+                m = self._candidate(nm, seed + f + 1)
+                m.fit(train)
                 for k in range(int(math.log2(self.max_resource)) + 1):
                     e = 2**k
                     for i, c in held:
@@ -500,12 +415,13 @@ class GateForecaster:
                         if n < 2 * e:
                             continue
                         ts = [t for t in lengths if 2 * e <= t < n] if pairs else []
-                        for t in [*ts, n]:
-                            pred = m.predict([c[:e]], [np.zeros(0)], t)[0]
-                            rows[nm].append((i, e, t, float(pred), float(c[t - 1])))
+                        targets = [*ts, n]
+                        preds = m.predict_targets(c[:e], targets)
+                        rows[nm].extend((i, e, t, pred, float(c[t - 1]))
+                                        for t, pred in zip(targets, preds, strict=True))
         out = {}
         for nm in names:
-            parts = [rows[b] for b in base.get(nm, (nm,))]
+            parts = [rows[b] for b in _PARTS.get(nm, (nm,))]
             out[nm] = [(i, e, t, float(np.mean([p[j][3] for p in parts])), y)
                        for j, (i, e, t, _, y) in enumerate(parts[0])]
         return out
@@ -542,6 +458,7 @@ class GateForecaster:
         return out
 
     def update(self, curves: Any, order: Sequence[str]) -> bool:
+        """Refit if due (log space only); ``True`` when the forecasts changed."""
         known = [np.log(np.asarray(curves[t], dtype=np.float64)) for t in order
                  if len(curves[t]) >= 2]
         epochs = sum(c.shape[0] for c in known)
@@ -560,8 +477,8 @@ class GateForecaster:
             self.scores.append({nm: (score[nm], len(known)) for nm in names})
             name = min(names, key=lambda nm: score[nm])  # ties: the earlier one
             self.choices.append(name)
-        self._model = CANDIDATES[name](self.max_resource, seed)
-        self._model.fit(known, [np.zeros(0)] * len(known))
+        self._chosen, self._model = name, self._candidate(name, seed)
+        self._model.fit(known)
         found: dict[int, list[tuple[float, float]]] = {}
         for i, e, t, pred, truth in held[name]:
             if t == known[i].shape[0]:
@@ -572,43 +489,38 @@ class GateForecaster:
                 r, h = (np.array(a) for a in zip(*rs, strict=True))
                 self._cal[k] = (float(np.mean(r / h)), float(np.std(r / h**self.p)))
                 self._hmax[k] = float(np.sort(h)[-3])
-        if self.zcal:
-            self._zk = self._band_scale(held[name])
+        self._zk = self._band_scale(held[name]) if self.zcal else {}
         self.version += 1
         return True
 
     def forecast(self, curves: Sequence[Sequence[float]]) -> FloatArray:
-        out = np.full((len(curves), 3), np.nan)
-        r = self.max_resource
-        for j, c in enumerate(curves):
-            if len(c) >= r:
-                out[j] = c[r - 1]
-        act = [j for j, c in enumerate(curves) if 0 < len(c) < r and min(c) > 0]
-        if self._model is None or not self._cal or not act:
-            return out
-        pre = [np.log(np.asarray(curves[j], dtype=np.float64)) for j in act]
-        mean = self._model.predict(pre, [np.zeros(0)] * len(pre), r)
-        last = max(self._cal)
-        for i, j in enumerate(act):
-            e = len(curves[j])
-            b, sd = self._cal[min(last, int(math.log2(e)))] if min(self._cal) <= math.log2(e) \
-                else (math.nan, math.nan)
-            h = math.log2(r / e)
-            m = mean[i] - b * h
-            k = min(last, int(math.log2(e)))
-            w = max(self.z, self._zk.get(k, 0.0)) * sd * h**self.p
-            if self.reach and h > self.reach * self._hmax.get(k, 0.0):
-                w = math.inf  # horizon beyond ``reach`` x the calibrated one: no band
-            out[j] = np.exp([m - w, m, m + w])
+        """:meth:`hpo_node.curvefit.GateForecaster.forecast` with the band multiple ``max(z,
+        zcal_k)`` per ``k`` and no band beyond ``reach`` (class doc)."""
+        if not self._cal:
+            return super().forecast(curves)
+        r, last = self.max_resource, max(self._cal)
+        ks = [min(last, int(math.log2(len(c)))) if 0 < len(c) < r else -1 for c in curves]
+        if not self._zk:
+            out = super().forecast(curves)
+        else:
+            out, z = np.full((len(curves), 3), np.nan), self.z
+            try:
+                for k in sorted(set(ks)):
+                    idx = [j for j, kj in enumerate(ks) if kj == k]
+                    self.z = max(z, self._zk.get(k, 0.0))
+                    out[idx] = super().forecast([curves[j] for j in idx])
+            finally:
+                self.z = z
+        for j, k in enumerate(ks):
+            if self.reach and k >= 0 and math.isfinite(out[j, 1]) \
+                    and math.log2(r / len(curves[j])) > self.reach * self._hmax.get(k, 0.0):
+                out[j, 0], out[j, 2] = 0.0, math.inf  # beyond ``reach``: no band
         return out
 
     def state(self) -> None:
         return None
 
     def load(self, state: Any) -> None:
-        return None
-
-    def close(self) -> None:
         return None
 
 
