@@ -106,7 +106,7 @@ def test_hpo_ray_resilient_unreachable_gateway_is_the_plain_algorithm(name: str)
     log = PredictionLog(retry_after=3600.0)
     factory = guarded_factory(GatewayFactory(_closed_port_address(), timeout=2.0), log)
     if name == "swift-asha":
-        swift, plain = SwiftASHA(27, 3, 60, factory, d=3, seed=0), ASHA(27, 3, 60)
+        swift, plain = SwiftASHA(27, 3, 60, factory, rule="paper", d=3, seed=0), ASHA(27, 3, 60)
     else:
         swift, plain = SwiftHyperband(27, 3, factory, d=3, seed=0), Hyperband(27, 3)
     a = simulate(table, swift, seed=5, max_resource=27, workers=3)
