@@ -384,6 +384,10 @@ class SwiftASHA(ASHA):
             )
         self._forecasts: dict[tuple[str, int], np.ndarray] = {}
         self._fc_version = -1
+        self._reports = 0  # reports seen, and at the last forecaster update (-1: update at once)
+        self._checked = -1
+        self._at: dict[int, np.ndarray] = {}  # _losses_at, as of report self._at_reports
+        self._at_reports = -1
         self._from: dict[str, int] = {}
         self._champ: str | None = None
         self._committed: set[str] = set()
@@ -396,6 +400,7 @@ class SwiftASHA(ASHA):
         channels; a copy rebuilds them from the fit logs, uncounted, as after a restore."""
         state = self.__dict__.copy()
         state["_models"] = {}
+        state["_checked"] = -1  # the copy's forecaster rebuilds its model at the next update
         return state
 
     def _next_job(self) -> Job | None:
@@ -500,6 +505,7 @@ class SwiftASHA(ASHA):
             self._waiting[k + 1][tid] = float(self.rungs[k])
 
     def _on_report(self, trial_id: str, resource: int, loss: float) -> Decision:
+        self._reports += 1
         if self.rule == "gate":
             self._observe(trial_id, resource)
         if self.rule != "paper":
@@ -568,9 +574,10 @@ class SwiftASHA(ASHA):
 
     def _band(self, keys: list[tuple[str, int]]) -> np.ndarray:
         """Forecast (low, mean, high) of the loss at R from ``(trial, resource)``, ``(m, 3)``."""
-        if self._forecaster.update(self._curve, self._order) or (
-            self._fc_version != self._forecaster.version
-        ):
+        if self._checked != self._reports:  # refit if due, once per new report
+            self._checked = self._reports
+            self._forecaster.update(self._curve, self._order)
+        if self._fc_version != self._forecaster.version:
             self._forecasts = {}
             self._fc_version = self._forecaster.version
         missing = [key for key in keys if key not in self._forecasts]
@@ -600,12 +607,20 @@ class SwiftASHA(ASHA):
         known = [c for c in cuts if c is not None]
         return min(known) if known else None
 
+    def _losses_at(self, resource: int) -> np.ndarray:
+        """The losses at ``resource`` of every trial that got there, sorted, shape ``(m,)``
+        (kept until the next report)."""
+        if self._at_reports != self._reports:
+            self._at, self._at_reports = {}, self._reports
+        if resource not in self._at:
+            self._at[resource] = np.sort(
+                [c[resource - 1] for c in self._curve.values() if len(c) >= resource]
+            )
+        return self._at[resource]
+
     def _leads(self, trial_id: str, resource: int) -> bool:
         """Whether ``trial_id`` has the lowest loss at ``resource`` of every trial that got there."""
-        mine = self._loss_at(trial_id, resource)
-        return all(
-            c[resource - 1] >= mine for t, c in self._curve.items() if len(c) >= resource
-        )
+        return bool(self._losses_at(resource)[0] >= self._loss_at(trial_id, resource))
 
     def _cannot_make_cut(self, trial_id: str, resource: int, k: int) -> bool:
         """Even the optimistic forecast at R is worse than rung ``k``'s cut (see class doc);
@@ -632,7 +647,8 @@ class SwiftASHA(ASHA):
         the cut (the rung grew, or the forecasts were refitted)."""
         waiting = self._waiting[k]
         if self.rule == "gate":  # the first waiting trial (in start order) no guard dominates
-            for t, r in sorted(waiting.items(), key=lambda x: self._order.index(x[0])):
+            pos = {t: i for i, t in enumerate(self._order)}
+            for t, r in sorted(waiting.items(), key=lambda x: pos[x[0]]):
                 if self._state[t] == TrialState.PAUSED and not self._gated(t, int(r)):
                     return t
             return None
@@ -715,9 +731,9 @@ class SwiftASHA(ASHA):
         ``r`` of every trial that got there (ASHA-like insurance for late bloomers)."""
         if not self.protect:
             return False
-        mine = self._loss_at(t, r)
-        at_r = [c[r - 1] for c in self._curve.values() if len(c) >= r]
-        return sum(x < mine for x in at_r) < self.protect * len(at_r)
+        at_r = self._losses_at(r)
+        better = int(np.searchsorted(at_r, self._loss_at(t, r), side="left"))
+        return better < self.protect * at_r.shape[0]
 
     def _force_champion(self) -> Job | None:
         """Nothing else can run: the paused champion is trained to R (committed), so every pause
@@ -906,3 +922,4 @@ class SwiftASHA(ASHA):
         self._committed = {str(t) for t in extra.get("committed", [])}
         self._forecasts = {}
         self._fc_version = -1
+        self._checked = self._at_reports = -1
