@@ -85,8 +85,6 @@ class ChampionGate(SwiftASHA):
             )
         self.counts = {"paused": 0, "held": 0, "forced": 0, "champions": 0, "resumed": 0,
                        "swept": 0}
-        self._champ: str | None = None
-        self._committed: set[str] = set()
 
     def _band(self, keys: list[tuple[str, int]]) -> np.ndarray:
         exact = super()._band(keys)
@@ -123,25 +121,12 @@ class ChampionGate(SwiftASHA):
         low = self._band([(t, rc if self.final == 2 else r)])[0, 0]
         return bool(np.isfinite(low) and low > truth)  # t must also miss g's loss at R
 
-    def _champion(self) -> str | None:
-        if self._champ is not None and self._resource(self._champ) >= self.max_resource:
-            self._champ = None
-        return self._champ
-
     def _observe(self, t: str, r: int) -> None:
-        """The reporting trial becomes the champion if it dominates it (or there is none)."""
-        c = self._champion()
-        if r >= self.max_resource or c == t:
-            return
-        if c is None:
-            if any(g != t and self._dominates(g, t, r) for g in self._members[-1]):
-                return
-            if not np.isfinite(self._band([(t, r)])[0, 2]):
-                return
-        elif not self._dominates(t, c, r):
-            return
-        self.counts["champions"] += 1
-        self._champ = t
+        """The library's champion rule (``SwiftASHA._observe``), counted."""
+        before = self._champ
+        super()._observe(t, r)
+        if self._champ is not None and self._champ != before:
+            self.counts["champions"] += 1
 
     def _gated(self, t: str, r: int) -> bool:
         if t in self._committed or t == self._champion() or self._leads(t, r):
@@ -186,17 +171,15 @@ class ChampionGate(SwiftASHA):
 
     def _next_job(self) -> Job | None:
         job = super()._next_job()
-        if job is not None or any(s == TrialState.RUNNING for s in self._state.values()):
+        if job is not None:
             return job
-        c = self._champion()
-        if c is None or self._state[c] != TrialState.PAUSED:
-            return self._swept() if self.sweep else None
-        for waiting in self._waiting:
-            waiting.pop(c, None)
-        self._from[c] = self._resource(c)
-        self._committed.add(c)
-        self.counts["forced"] += 1
-        return Job(c, self.max_resource, resume=True)
+        job = self._force_champion()  # the library's: the paused champion to R
+        if job is not None:
+            self.counts["forced"] += 1
+            return job
+        if self.sweep and not any(s == TrialState.RUNNING for s in self._state.values()):
+            return self._swept()
+        return None
 
 
     def _swept(self) -> Job | None:
