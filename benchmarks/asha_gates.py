@@ -128,14 +128,6 @@ class ChampionGate(SwiftASHA):
         if self._champ is not None and self._champ != before:
             self.counts["champions"] += 1
 
-    def _gated(self, t: str, r: int) -> bool:
-        if t in self._committed or t == self._champion() or self._leads(t, r):
-            return False
-        if self._protected(t, r):
-            return False
-        guard = [*self._members[-1], *([self._champ] if self._champ else [])]
-        return any(g != t and self._dominates(g, t, r) for g in guard)
-
     def _on_report(self, trial_id: str, resource: int, loss: float) -> Any:
         self._observe(trial_id, resource)
         return super()._on_report(trial_id, resource, loss)
