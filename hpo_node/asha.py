@@ -190,10 +190,16 @@ def _fit_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _default_rule(mode: str) -> str:
+    """Swift-ASHA's rule when none is given: the gate; the published rule with ``mode="stopping"``
+    (the only rule with a stopping variant)."""
+    return "paper" if mode == "stopping" else "gate"
+
+
 def swift_asha_calls_predictor(options: Mapping[str, Any]) -> bool:
     """Whether ``SwiftASHA(..., **options)`` calls its predictor: every rule but the gate with
     its curve fits (the default rule; ``"paper"`` with ``mode="stopping"``)."""
-    rule = options.get("rule") or ("paper" if options.get("mode") == "stopping" else "gate")
+    rule = options.get("rule") or _default_rule(options.get("mode", "promotion"))
     return rule != "gate" or options.get("forecaster") == "predictor"
 
 
@@ -311,9 +317,9 @@ class SwiftASHA(ASHA):
             early_stopping_rate=early_stopping_rate,
             mode=mode,
         )
-        if rule is None:  # only the published rule has a stopping variant
-            rule = "paper" if self.mode == "stopping" else "gate"
-        self.rule = check_choice("rule", rule, RULES[self.name])
+        self.rule = check_choice(
+            "rule", _default_rule(self.mode) if rule is None else rule, RULES[self.name]
+        )
         if predictor is None and (self.rule != "gate" or forecaster == "predictor"):
             raise TypeError(
                 f"predictor must be a callable returning a Predictor with rule={self.rule!r}"
