@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hpo_node.asha import ASHA, SwiftASHA, swift_asha_calls_predictor
+from hpo_node.asha import ASHA, SwiftASHA, swift_asha_calls_predictor, swift_asha_on_predictor
 from hpo_node.core import bracket_cost, check_choice, check_int, hyperband_brackets
 from hpo_node.hyperband import (
     Hyperband,
@@ -56,7 +56,9 @@ class Algorithm:
     number of configurations (Hyperband's brackets), so a study must not set ``trials``;
     ``default_trials(max_resource, eta)``: configurations used unless told otherwise; ``ray``:
     a core that :mod:`hpo_node.integrations.ray_tune` can run; ``calls_predictor(options)``:
-    whether the scheduler built with ``options`` calls its predictor (default: when it takes one).
+    whether the scheduler built with ``options`` calls its predictor (default: when it takes one);
+    ``on_predictor(options)``: the options that put every decision on the predictor (default:
+    ``options``; an oracle predictor then gives the rule's ceiling).
     """
 
     name: str
@@ -66,6 +68,7 @@ class Algorithm:
     default_trials: Callable[[int, int], int] = _hyperband_trials
     ray: bool = False
     calls_predictor: Callable[[Mapping[str, Any]], bool] | None = None
+    on_predictor: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
 
     def uses_predictor(self, options: Mapping[str, Any] | None = None) -> bool:
         """Whether the scheduler built with ``options`` calls a predictor (a study then starts
@@ -73,6 +76,12 @@ class Algorithm:
         if not self.needs_predictor:
             return False
         return True if self.calls_predictor is None else self.calls_predictor(dict(options or {}))
+
+    def predictor_options(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``options`` with every decision on the predictor (``on_predictor``), e.g. for the
+        ceiling of a rule with an oracle predictor."""
+        opts = dict(options or {})
+        return opts if self.on_predictor is None else self.on_predictor(opts)
 
     def trials_needed(self, max_resource: int, eta: int, n_trials: int | None = None) -> int:
         """Configurations a run generates: the fixed number, ``n_trials``, or the default."""
@@ -113,7 +122,8 @@ _ENTRIES = (
     Algorithm("swift-asha",
               lambda a: SwiftASHA(a.max_resource, a.eta, a.n_trials, a.predictor, seed=a.seed,
                                   **a.options),
-              needs_predictor=True, ray=True, calls_predictor=swift_asha_calls_predictor),
+              needs_predictor=True, ray=True, calls_predictor=swift_asha_calls_predictor,
+              on_predictor=swift_asha_on_predictor),
     Algorithm("one-epoch",
               lambda a: OneEpoch(a.max_resource, a.eta, a.n_trials, **a.options)),
     *(Algorithm(name, _peer) for name in OPTUNA_PEERS),

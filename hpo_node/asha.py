@@ -203,6 +203,16 @@ def swift_asha_calls_predictor(options: Mapping[str, Any]) -> bool:
     return rule != "gate" or options.get("forecaster") == "predictor"
 
 
+def swift_asha_on_predictor(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with every decision of ``SwiftASHA`` on its predictor: the gate's curve fits
+    call none, so the gate gets ``forecaster="predictor"`` (with a
+    :class:`hpo_node.predictors.TableOracle`: the rule's ceiling)."""
+    out = dict(options)
+    if (out.get("rule") or _default_rule(out.get("mode", "promotion"))) == "gate":
+        out.setdefault("forecaster", "predictor")
+    return out
+
+
 def _no_predictor() -> Predictor:
     """The predictor factory of a gate whose curve fits call none (``predictor=None``)."""
     raise TypeError("this Swift-ASHA was built without a predictor (rule='gate' with curve fits)")

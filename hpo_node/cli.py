@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from hpo_node.algorithms import ALGORITHMS, make_driver
+from hpo_node.algorithms import ALGORITHMS, REGISTRY, make_driver
 from hpo_node.peers import OptunaPeer
 from hpo_node.predictors import PREDICTORS, CurveFeatures
 from hpo_node.replay import CurveTable, Driver, RunResult, simulate
@@ -130,8 +130,8 @@ def _runs(
     if args.predictor == "oracle":  # the ceiling: the table's true losses, not a model
         params = {"curves": table.curves, "max_resource": r_max}
     options = _options(args.set, name)
-    if args.predictor == "oracle" and name == "swift-asha" and options.get("rule", "gate") == "gate":
-        options.setdefault("forecaster", "predictor")  # the gate's curve fits call no predictor
+    if args.predictor == "oracle":  # every decision on the oracle (the gate's curve fits call none)
+        options = REGISTRY[name].predictor_options(options)
     features = CurveFeatures(
         max_points=args.feature_points or None,
         differences=args.feature_diffs,

@@ -364,3 +364,17 @@ def test_gate_with_curve_fits_needs_no_predictor_and_the_other_rules_do() -> Non
     for kw in ({"rule": "paper"}, {"rule": "forecast"}, {"forecaster": "predictor"}):
         with pytest.raises(TypeError, match="predictor must be a callable returning a Predictor"):
             SwiftASHA(27, 3, 60, None, **kw)
+
+
+def test_registry_puts_every_swift_asha_decision_on_the_predictor_for_an_oracle() -> None:
+    from hpo_node.algorithms import REGISTRY
+
+    swift = REGISTRY["swift-asha"]
+    assert swift.predictor_options({}) == {"forecaster": "predictor"}
+    assert swift.predictor_options({"rule": "gate", "forecaster": "last"})["forecaster"] == "last"
+    assert swift.predictor_options({"rule": "paper"}) == {"rule": "paper"}
+    assert swift.predictor_options({"mode": "stopping"}) == {"mode": "stopping"}  # paper rule
+    assert REGISTRY["swift-hyperband"].predictor_options({"z": 1.0}) == {"z": 1.0}
+    built = SwiftASHA(27, 3, 30, _oracle_for(_small_table(3, rows=60)),
+                      **swift.predictor_options({}))
+    assert built.forecaster == "predictor" and swift.uses_predictor(swift.predictor_options({}))
