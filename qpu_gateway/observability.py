@@ -13,11 +13,14 @@ Every RPC gets a request id (the caller's ``x-request-id`` metadata, or a fresh 
 returned in the trailing metadata and attached to every log record of the call.
 
 Bytes that do not parse as the method's request message end the call with ``INVALID_ARGUMENT``
-(one WARNING line, no traceback) instead of gRPC's ``UNKNOWN``.
+(one WARNING line, no traceback) instead of gRPC's ``UNKNOWN``. A call that gRPC cancels (the
+client's deadline passed, the client cancelled, the server stopped) is logged at INFO and counted
+as ``DEADLINE_EXCEEDED`` when its deadline has passed, else ``CANCELLED``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import inspect
 import json
@@ -129,18 +132,25 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             start = time.perf_counter()
             if metrics is not None:
                 metrics.in_flight.labels(method).inc()
-            failed = False
+            failed = cancelled = False
             try:
                 if isinstance(request, _Undecodable):
                     await _refuse(context, method, request)
                 return await behaviour(request, context)
+            except asyncio.CancelledError:
+                cancelled = True
+                raise
             except BaseException:
                 failed = True
                 raise
             finally:
-                code = _status(context.code(), failed)
-                if code is not grpc.StatusCode.OK and not isinstance(request, _Undecodable):
-                    _log_refusal(method, code, context)
+                if cancelled:
+                    code = _cancelled_status(context)
+                    _log_refusal(method, code, context, _CANCEL_DETAILS[code])
+                else:
+                    code = _status(context.code(), failed)
+                    if code is not grpc.StatusCode.OK and not isinstance(request, _Undecodable):
+                        _log_refusal(method, code, context)
                 if metrics is not None:
                     metrics.in_flight.labels(method).dec()
                     metrics.latency.labels(method).observe(time.perf_counter() - start)
@@ -163,10 +173,29 @@ _WARN_CODES = frozenset({
 })
 
 
-def _log_refusal(method: str, code: grpc.StatusCode, context: grpc.aio.ServicerContext) -> None:
-    """One line per call that did not end ``OK``: method, status, details and peer (the request
-    id comes with the record), so that an operator sees who was refused and why."""
-    details = context.details() if hasattr(context, "details") else None
+_CANCEL_DETAILS = {
+    grpc.StatusCode.DEADLINE_EXCEEDED: "the caller's deadline passed before the call ended",
+    grpc.StatusCode.CANCELLED: "cancelled by the caller, or by the server's shutdown",
+}
+
+
+def _cancelled_status(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """The status of a call that gRPC cancelled: ``DEADLINE_EXCEEDED`` when its deadline has
+    passed (``time_remaining()`` is 0 then), else ``CANCELLED``."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
+
+
+def _log_refusal(
+    method: str, code: grpc.StatusCode, context: grpc.aio.ServicerContext, details: Any = None
+) -> None:
+    """One line per call that did not end ``OK``: method, status, details (``context.details()``
+    unless given) and peer (the request id comes with the record), so that an operator sees who
+    was refused and why."""
+    if details is None and hasattr(context, "details"):
+        details = context.details()
     if isinstance(details, bytes):
         details = details.decode("utf-8", "replace")
     log.log(

@@ -1,10 +1,17 @@
 """GatewayService: validation naming the field, versions, cache invalidation, stopping Fits,
-idempotency, bounded Predicts."""
+idempotency, bounded Predicts; behind an in-process gRPC server, a Fit that gRPC cancels (late, or
+cancelled by its caller) is logged at INFO and counted under its own status."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 
@@ -15,8 +22,13 @@ from qpu_gateway.errors import (
     ModelNotFoundError,
     PermissionDeniedError,
 )
+from qpu_gateway.execution import Attempt, Interrupted
+from qpu_gateway.observability import Metrics
+from qpu_gateway.server import ServerOptions, create_server
 from qpu_gateway.service import FitLimits, GatewayService
 from qpu_gateway.store import ModelStore
+from qpu_gateway.v1 import gateway_pb2 as pb
+from qpu_gateway.v1 import gateway_pb2_grpc as pb_grpc
 
 FAST = {"num_reads": 20, "num_sweeps": 20}
 
@@ -253,3 +265,65 @@ def test_service_never_reuses_a_version_after_delete(service: GatewayService) ->
     with pytest.raises(ModelNotFoundError):
         service.predict("m", x, version=1)
     assert not np.array_equal(service.predict("m", x)[0], v1)
+
+
+class _SlowToStop:
+    """An executor whose attempts run until stopped, and then take 0.2 s more to stop."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+
+    def run(self, attempt: Attempt, stop: Callable[[], bool]) -> dict[str, Any]:
+        self.started.set()
+        while not stop():
+            time.sleep(0.01)
+        time.sleep(0.2)
+        raise Interrupted
+
+    def wait_ready(self, timeout: float) -> bool:
+        return True
+
+    def close(self, grace: float = 0.0) -> None:
+        pass
+
+
+async def _cancelled_fit(how: str) -> Metrics:
+    """One Fit over gRPC that ends by ``how`` ("deadline" or "cancel"); the server's metrics."""
+    executor = _SlowToStop()
+    metrics = Metrics()
+    service = GatewayService(ModelStore(":memory:"), BackendRegistry(), executor=executor)
+    gateway = await create_server(service, "127.0.0.1:0", ServerOptions(metrics=metrics))
+    await gateway.start()
+    x, y = _data(6, 2)
+    request = pb.FitRequest(x=pb.Matrix(rows=6, cols=2, values=x.ravel().tolist()), y=y.tolist())
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            stub = pb_grpc.GatewayStub(channel)
+            call = stub.Fit(request, timeout=0.5 if how == "deadline" else 30)
+            if how == "cancel":
+                while not executor.started.is_set():
+                    await asyncio.sleep(0.01)
+                call.cancel()
+            with pytest.raises((grpc.RpcError, asyncio.CancelledError)):
+                await call
+        end = time.monotonic() + 10
+        while metrics.in_flight.labels("Fit")._value.get() > 0 and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+    finally:
+        await gateway.stop(0)
+    return metrics
+
+
+@pytest.mark.parametrize(("how", "code"), [("deadline", "DEADLINE_EXCEEDED"), ("cancel", "CANCELLED")])
+def test_grpc_fit_cancelled_by_grpc_is_logged_at_info_and_counted_by_status(
+    how: str, code: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="qpu_gateway.observability")
+    metrics = asyncio.run(_cancelled_fit(how))
+    count = metrics.registry.get_sample_value
+    assert count("qpu_gateway_requests_total", {"method": "Fit", "code": code}) == 1.0
+    assert count("qpu_gateway_requests_total", {"method": "Fit", "code": "UNKNOWN"}) is None
+    lines = [r for r in caplog.records if r.name == "qpu_gateway.observability"]
+    assert [(r.levelno, r.getMessage().split(":")[0]) for r in lines] == [
+        (logging.INFO, f"Fit {code}")
+    ]
