@@ -11,14 +11,20 @@ reads run in a small thread pool. A Fit arriving when every slot is busy waits w
 deadline, counted from its arrival (at most ``max_queued_fits`` wait), or is refused with
 ``RESOURCE_EXHAUSTED``. A cancelled Fit's slot is freed once its work has stopped. A background
 check of the store (unwritable, full, corrupt) turns health NOT_SERVING, with the reason logged.
+
+The listening port is never shared (``grpc.so_reuseport`` off): a second server on a busy
+address fails to start with ``OSError`` instead of splitting the traffic with the first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
+import ipaddress
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -51,7 +57,15 @@ from qpu_gateway.service import FitCancelledError, GatewayService, ModelRecord
 from qpu_gateway.v1 import gateway_pb2 as pb
 from qpu_gateway.v1 import gateway_pb2_grpc as pb_grpc
 
-__all__ = ["SERVICE_NAME", "GatewayServer", "GatewayServicer", "ServerOptions", "TLSFiles", "create_server"]
+__all__ = [
+    "SERVICE_NAME",
+    "GatewayServer",
+    "GatewayServicer",
+    "ServerOptions",
+    "TLSFiles",
+    "create_server",
+    "is_loopback",
+]
 
 log = logging.getLogger("qpu_gateway.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Gateway"].full_name
@@ -325,14 +339,19 @@ class GatewayServer:
                 problem = now
             await asyncio.sleep(self.store_check_seconds)
 
-    async def stop(self, grace: float) -> None:
-        """Graceful stop: NOT_SERVING, refuse new calls, let in-flight calls finish within
-        ``grace`` seconds, then stop leftover sampling (it stores nothing) and wait for it."""
+    async def stop(self, grace: float, drain: float = 0.0) -> None:
+        """Graceful stop: NOT_SERVING, keep serving (health probes see NOT_SERVING) for ``drain``
+        seconds, then refuse new calls, let in-flight calls finish within ``grace`` seconds, then
+        stop leftover sampling (it stores nothing) and wait for it."""
+        if not drain >= 0:
+            raise ValueError(f"drain must be >= 0 seconds, got {drain!r}")
         if self._checker is not None:
             self._checker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checker
         await self.health.enter_graceful_shutdown()
+        if drain > 0:
+            await asyncio.sleep(drain)
         await self.server.stop(grace)
         service = self.servicer.service
         loop = asyncio.get_running_loop()
@@ -343,15 +362,70 @@ class GatewayServer:
         await loop.run_in_executor(None, functools.partial(self.servicer.io.shutdown, wait=True))
 
 
+def _split_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[V6]:PORT`` too) as ``(host, port)``; ``ValueError`` otherwise."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"address must be HOST:PORT, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``HOST:PORT`` listens on the loopback interface only (``localhost``, 127/8, ::1)."""
+    host = _split_address(address)[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_free(address: str) -> None:
+    """``OSError`` naming ``address`` when another process listens on it.
+
+    Binds (as gRPC does: ``SO_REUSEADDR``, no ``SO_REUSEPORT``) and closes a socket for each
+    resolved address, so that a busy address fails with one clear message rather than gRPC
+    core's log line; gRPC's own bind stays the final check."""
+    host, port = _split_address(address)
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot listen on {address}: {exc.strerror}") from None
+    for family, kind, proto, _name, sockaddr in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise OSError(
+                        f"cannot listen on {address}: the address is already in use "
+                        "(another gateway?)"
+                    ) from None
+                if exc.errno != errno.EADDRNOTAVAIL:  # e.g. no IPv6: gRPC skips it too
+                    raise OSError(f"cannot listen on {address}: {exc.strerror}") from None
+
+
 async def create_server(
     service: GatewayService, address: str, options: ServerOptions | None = None
 ) -> GatewayServer:
-    """Build (not start) the server on ``address`` (port 0 picks a free one)."""
+    """Build (not start) the server on ``address`` (port 0 picks a free one); ``OSError`` naming
+    the address when it cannot be bound (e.g. another server listens on it)."""
     opts = options or ServerOptions()
     if opts.max_message_bytes < 1024:
         raise ValueError(f"max_message_bytes must be >= 1024, got {opts.max_message_bytes}")
     if not opts.store_check_seconds > 0:
         raise ValueError(f"store_check_seconds must be > 0, got {opts.store_check_seconds!r}")
+    _check_free(address)
+    if opts.tokens is not None and opts.tls is None and not is_loopback(address):
+        log.warning(
+            "bearer tokens are checked but TLS is off on %s: tokens travel in cleartext; "
+            "serve TLS (tls_cert, tls_key) or listen on 127.0.0.1 only", address,
+        )
     interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(opts.metrics)]
     if opts.tokens is not None:
         interceptors.append(TokenAuthInterceptor(opts.tokens))
@@ -360,6 +434,7 @@ async def create_server(
         options=[
             ("grpc.max_receive_message_length", opts.max_message_bytes),
             ("grpc.max_send_message_length", opts.max_message_bytes),
+            ("grpc.so_reuseport", 0),
         ],
     )
     servicer = GatewayServicer(
@@ -379,10 +454,13 @@ async def create_server(
         )
     if opts.metrics is not None:
         opts.metrics.track_store(service.store.count)
-    if opts.tls is not None:
-        port = server.add_secure_port(address, opts.tls.credentials())
-    else:
-        port = server.add_insecure_port(address)
+    try:
+        if opts.tls is not None:
+            port = server.add_secure_port(address, opts.tls.credentials())
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind {address}")
+        raise OSError(f"cannot listen on {address} (in use, or not an address of this host)")
     return GatewayServer(server, port, health, servicer, opts.store_check_seconds)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import re
 import time
@@ -13,7 +15,11 @@ import numpy as np
 import pytest
 
 from qpu_gateway.auth import TokenTable, load_tokens
+from qpu_gateway.backends import BackendRegistry
 from qpu_gateway.client import GatewayClient
+from qpu_gateway.server import ServerOptions, create_server, is_loopback
+from qpu_gateway.service import GatewayService
+from qpu_gateway.store import ModelStore
 from tests._certs import make_pki
 from tests.conftest import GatewayProcess
 
@@ -212,3 +218,39 @@ def test_json_log_stays_one_object_per_line_when_plaintext_clients_hit_tls(
                            for r in records)
     refused = [r for r in records if r["message"].startswith("Predict NOT_FOUND")]
     assert refused and refused[0]["level"] == "INFO" and refused[0]["request_id"] != "-"
+
+
+def _warnings_of_a_plaintext_server(
+    caplog: pytest.LogCaptureFixture, address: str, tokens: TokenTable | None
+) -> list[str]:
+    """The WARNING lines logged while building (not starting) a server without TLS."""
+
+    async def build() -> None:
+        service = GatewayService(ModelStore(":memory:"), BackendRegistry())
+        gateway = await create_server(service, address, ServerOptions(tokens=tokens))
+        await gateway.stop(0)
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="qpu_gateway.server"):
+        asyncio.run(build())
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_tokens_without_tls_off_loopback_log_one_cleartext_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tokens = TokenTable([("admin", ADMIN)])
+    warned = _warnings_of_a_plaintext_server(caplog, "0.0.0.0:0", tokens)
+    assert len(warned) == 1 and "cleartext" in warned[0] and "0.0.0.0:0" in warned[0]
+    assert ADMIN not in warned[0]
+    assert _warnings_of_a_plaintext_server(caplog, "127.0.0.1:0", tokens) == []
+    assert _warnings_of_a_plaintext_server(caplog, "0.0.0.0:0", None) == []
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [("127.0.0.1:1", True), ("127.8.0.1:1", True), ("localhost:1", True), ("[::1]:1", True),
+     ("0.0.0.0:1", False), ("[::]:1", False), ("10.0.0.5:1", False), ("gw.example:1", False)],
+)
+def test_is_loopback(address: str, loopback: bool) -> None:
+    assert is_loopback(address) is loopback
