@@ -68,6 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
             "tls_client_ca": args.tls_client_ca,
             "tokens_file": args.tokens_file,
             "metrics_port": args.metrics_port,
+            "metrics_host": args.metrics_host,
             "sampling_workers": args.sampling_workers,
         },
     )
@@ -75,55 +76,76 @@ def _serve(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         store = ModelStore(cfg.store)
-        registry = BackendRegistry(cfg.backends)
-        for name in dict.fromkeys([*cfg.chain, *(cfg.allowed_backends or [])]):
-            registry.sampler(name)
-        workers = cfg.sampling_workers or min(cfg.max_concurrent_fits, default_workers())
-        pool = SamplingPool(workers, cfg.backends, warm=cfg.chain).start()
-        service = GatewayService(
-            store,
-            registry,
-            chain=cfg.chain,
-            allowed_backends=cfg.allowed_backends,
-            limits=cfg.fit_limits(),
-            breaker_failures=cfg.breaker_failures,
-            breaker_cooldown_seconds=cfg.breaker_cooldown_seconds,
-            executor=pool,
-        )
-        metrics = Metrics() if cfg.metrics_port is not None else None
-        tls = TLSFiles(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca) if cfg.tls_cert else None
-        gateway = await create_server(
-            service,
-            cfg.address,
-            ServerOptions(
-                reflection=cfg.reflection,
-                tls=tls,
-                tokens=tokens,
-                metrics=metrics,
-                max_message_bytes=cfg.max_message_bytes,
-                max_concurrent_fits=cfg.max_concurrent_fits,
-                max_queued_fits=cfg.max_queued_fits,
-            ),
-        )
-        await gateway.start()
-        if metrics is not None and cfg.metrics_port is not None:
-            log.info("metrics on http://127.0.0.1:%d/metrics", metrics.serve(cfg.metrics_port))
-        host = cfg.address.rsplit(":", 1)[0]
-        log.info(
-            "qpu-gateway serving on %s:%d backend=%s store=%s sampling_workers=%d reflection=%s "
-            "tls=%s auth=%s",
-            host, gateway.port, ",".join(cfg.chain), cfg.store, workers, cfg.reflection,
-            "mtls" if cfg.tls_client_ca else ("tls" if tls else "off"),
-            f"{len(tokens)} tokens" if tokens else "off",
-        )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        log.info("shutting down (grace %.1fs)", cfg.grace_seconds)
-        await gateway.stop(cfg.grace_seconds)
-        store.close()
+        gateway = None
+        pool = None
+        try:
+            registry = BackendRegistry(cfg.backends)
+            for name in dict.fromkeys([*cfg.chain, *(cfg.allowed_backends or [])]):
+                registry.sampler(name)
+            workers = cfg.sampling_workers or min(cfg.max_concurrent_fits, default_workers())
+            pool = SamplingPool(workers, cfg.backends, warm=cfg.chain)
+            service = GatewayService(
+                store,
+                registry,
+                chain=cfg.chain,
+                allowed_backends=cfg.allowed_backends,
+                limits=cfg.fit_limits(),
+                breaker_failures=cfg.breaker_failures,
+                breaker_cooldown_seconds=cfg.breaker_cooldown_seconds,
+                executor=pool,
+            )
+            metrics = Metrics() if cfg.metrics_port is not None else None
+            tls = TLSFiles(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca) if cfg.tls_cert else None
+            gateway = await create_server(  # binds first: a busy address fails before the workers
+                service,
+                cfg.address,
+                ServerOptions(
+                    reflection=cfg.reflection,
+                    tls=tls,
+                    tokens=tokens,
+                    metrics=metrics,
+                    max_message_bytes=cfg.max_message_bytes,
+                    max_concurrent_fits=cfg.max_concurrent_fits,
+                    max_queued_fits=cfg.max_queued_fits,
+                ),
+            )
+            pool.start()
+            await gateway.start()
+            if metrics is not None and cfg.metrics_port is not None:
+                try:
+                    metrics_port = metrics.serve(cfg.metrics_port, cfg.metrics_host)
+                except OSError as exc:
+                    raise OSError(
+                        f"metrics: cannot listen on {cfg.metrics_host}:{cfg.metrics_port}: "
+                        f"{exc.strerror or exc}"
+                    ) from None
+                shown = f"[{cfg.metrics_host}]" if ":" in cfg.metrics_host else cfg.metrics_host
+                log.info("metrics on http://%s:%d/metrics", shown, metrics_port)
+            host = cfg.address.rsplit(":", 1)[0]
+            log.info(
+                "qpu-gateway serving on %s:%d backend=%s store=%s sampling_workers=%d "
+                "reflection=%s tls=%s auth=%s",
+                host, gateway.port, ",".join(cfg.chain), cfg.store, workers, cfg.reflection,
+                "mtls" if cfg.tls_client_ca else ("tls" if tls else "off"),
+                f"{len(tokens)} tokens" if tokens else "off",
+            )
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+            log.info(
+                "shutting down: health NOT_SERVING, drain %.1fs, then grace %.1fs",
+                cfg.drain_seconds, cfg.grace_seconds,
+            )
+            await gateway.stop(cfg.grace_seconds, drain=cfg.drain_seconds)
+            gateway = pool = None
+        finally:  # a failed start: stop what did start, so that the process exits cleanly
+            if gateway is not None:
+                await gateway.stop(0)
+            elif pool is not None:
+                pool.close()
+            store.close()
         log.info("stopped; store closed")
 
     asyncio.run(run())
@@ -310,6 +332,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--tls-client-ca", help="PEM CA of client certificates: mutual TLS")
     s.add_argument("--tokens-file", help="SCOPE:TOKEN per line (chmod 600); or $QPU_GATEWAY_TOKENS")
     s.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    s.add_argument("--metrics-host",
+                   help="listen address of /metrics (default 127.0.0.1; unauthenticated HTTP)")
     s.add_argument("--sampling-workers", type=int,
                    help="processes that run Fits (default: min(max_concurrent_fits, CPU cores))")
     s.set_defaults(func=_serve)

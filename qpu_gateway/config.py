@@ -8,8 +8,9 @@ Example (``examples/gateway.toml``)::
     # backends = ["qpu", "neal"]      # instead of `backend`: an ordered fallback chain
     store = "qpu_gateway_models.sqlite"
     reflection = true
-    allowed_backends = ["neal", "exact"]   # a request may name these; absent: any backend
-    grace_seconds = 5.0
+    allowed_backends = ["neal", "exact"]   # a request may name these too; absent: only the chain
+    grace_seconds = 5.0               # SIGTERM: in-flight calls may finish within this
+    drain_seconds = 0.0               # SIGTERM: first serve this long with health NOT_SERVING
     max_qubo_variables = 2048         # 2*k*rows; the dense QUBO takes 8*n^2 bytes
     max_num_reads = 100000
     max_num_sweeps = 100000
@@ -24,7 +25,9 @@ Example (``examples/gateway.toml``)::
     tls_cert = "server.pem"           # TLS; with tls_client_ca: mutual TLS
     tls_key = "server.key"
     tokens_file = "tokens.txt"        # SCOPE:TOKEN lines (chmod 600); or QPU_GATEWAY_TOKENS
-    metrics_port = 9464               # Prometheus /metrics
+    metrics_port = 9464               # Prometheus /metrics (plain HTTP, no authentication)
+    metrics_host = "127.0.0.1"        # its listen address; "0.0.0.0" for a scraper in a
+                                      # container network (trusted networks only)
 
     [backends.neal]                   # passed to the backend's factory
     beta_range = [0.1, 10.0]
@@ -52,7 +55,7 @@ _SERVER_KEYS = {
     "breaker_cooldown_seconds", "max_train_rows", "max_features", "max_predict_rows",
     "max_message_bytes", "max_concurrent_fits", "max_queued_fits", "tls_cert", "tls_key",
     "max_predict_cells", "sampling_workers",
-    "tls_client_ca", "tokens_file", "metrics_port",
+    "tls_client_ca", "tokens_file", "metrics_port", "metrics_host", "drain_seconds",
 }
 _POSITIVE_INTS = ("max_message_bytes", "max_concurrent_fits")
 
@@ -67,6 +70,7 @@ class GatewayConfig:
     reflection: bool = True
     allowed_backends: list[str] | None = None
     grace_seconds: float = 5.0
+    drain_seconds: float = 0.0
     max_qubo_variables: int = FitLimits.max_qubo_variables
     max_num_reads: int = FitLimits.max_num_reads
     max_num_sweeps: int = FitLimits.max_num_sweeps
@@ -85,6 +89,7 @@ class GatewayConfig:
     tls_client_ca: str | None = None
     tokens_file: str | None = None
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     backends: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -117,6 +122,8 @@ class GatewayConfig:
                 raise ValueError(f"allowed_backends: unknown backend {name!r}; known: {known}")
         if self.grace_seconds < 0:
             raise ValueError(f"grace_seconds must be >= 0, got {self.grace_seconds}")
+        if not isinstance(self.drain_seconds, int | float) or not self.drain_seconds >= 0:
+            raise ValueError(f"drain_seconds must be a number >= 0, got {self.drain_seconds!r}")
         self.fit_limits()
         for name in _POSITIVE_INTS:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
@@ -133,6 +140,8 @@ class GatewayConfig:
             raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
         if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
             raise ValueError(f"metrics_port must be in [0, 65535], got {self.metrics_port}")
+        if not isinstance(self.metrics_host, str) or not self.metrics_host.strip():
+            raise ValueError(f"metrics_host must be a host name or address, got {self.metrics_host!r}")
         if not self.address or ":" not in self.address:
             raise ValueError(f"address must be HOST:PORT, got {self.address!r}")
         return self

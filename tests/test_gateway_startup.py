@@ -1,19 +1,34 @@
-"""``qpu-gateway serve`` start-up: the sampling workers' forkserver can start before the server's
-own heavy imports (so the two import in parallel), the pool then forks from that one forkserver,
-and the serve path loads no optional backend's dependencies."""
+"""``qpu-gateway serve`` start-up and shutdown: the sampling workers' forkserver can start before
+the server's own heavy imports (so the two import in parallel), the pool then forks from that one
+forkserver, and the serve path loads no optional backend's dependencies; a busy gRPC or metrics
+address ends the start with one line naming it, the gRPC port is never shared, and a SIGTERM
+drain keeps answering health checks NOT_SERVING."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from qpu_gateway.backends import BackendRegistry
+from qpu_gateway.client import GatewayClient
+from qpu_gateway.config import load_config
 from qpu_gateway.execution import Attempt, SamplingPool, run_attempt
-from tests.conftest import REPO
+from qpu_gateway.server import create_server
+from qpu_gateway.service import GatewayService
+from qpu_gateway.store import ModelStore
+from tests.conftest import REPO, GatewayProcess
 
 
 def _modules_after(code: str) -> set[str]:
@@ -114,3 +129,91 @@ def test_client_channel_bounds_the_reconnect_backoff(monkeypatch: pytest.MonkeyP
     assert seen[1]["grpc.max_reconnect_backoff_ms"] == 500  # the caller's value replaces ours
     assert seen[1]["grpc.initial_reconnect_backoff_ms"] == dict(RECONNECT_OPTIONS)[
         "grpc.initial_reconnect_backoff_ms"]
+
+
+@contextmanager
+def _listening() -> Iterator[int]:
+    """A port on 127.0.0.1 that another process listens on, for the duration."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def _serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "qpu_gateway", "serve", "--store", str(tmp_path / "m.sqlite"),
+         "--sampling-workers", "1", *args],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+
+
+def test_serve_on_a_busy_address_exits_with_one_line_naming_it(tmp_path: Path) -> None:
+    with _listening() as port:
+        done = _serve(tmp_path, "--address", f"127.0.0.1:{port}")
+    assert done.returncode != 0
+    assert done.stderr.splitlines() == [
+        f"qpu-gateway: cannot listen on 127.0.0.1:{port}: the address is already in use "
+        "(another gateway?)"
+    ]
+
+
+def test_serve_with_a_busy_metrics_port_exits_with_one_line_naming_it(tmp_path: Path) -> None:
+    with _listening() as port:
+        done = _serve(tmp_path, "--address", "127.0.0.1:0", "--metrics-port", str(port))
+    assert done.returncode != 0
+    assert done.stderr.splitlines() == [
+        f"qpu-gateway: metrics: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+
+
+def test_create_server_never_shares_its_port() -> None:
+    async def run() -> None:
+        gateway = await create_server(GatewayService(ModelStore(":memory:"), BackendRegistry()),
+                                      "127.0.0.1:0")
+        await gateway.start()
+        address = f"127.0.0.1:{gateway.port}"
+        try:
+            with pytest.raises(OSError, match=re.escape(f"cannot listen on {address}")):
+                await create_server(GatewayService(ModelStore(":memory:"), BackendRegistry()),
+                                    address)
+            # gRPC's default (SO_REUSEPORT) would let a socket that asks for it share the port
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                with pytest.raises(OSError):
+                    sock.bind(("127.0.0.1", gateway.port))
+        finally:
+            await gateway.stop(0)
+
+    asyncio.run(run())
+
+
+def test_config_metrics_host_and_drain_seconds(tmp_path: Path) -> None:
+    assert (load_config(env={}).metrics_host, load_config(env={}).drain_seconds) == ("127.0.0.1", 0.0)
+    toml = tmp_path / "g.toml"
+    toml.write_text('[server]\nmetrics_host = "0.0.0.0"\ndrain_seconds = 1.5\n')
+    cfg = load_config(toml, env={})
+    assert (cfg.metrics_host, cfg.drain_seconds) == ("0.0.0.0", 1.5)
+    assert load_config(toml, env={}, overrides={"metrics_host": "::"}).metrics_host == "::"
+    with pytest.raises(ValueError, match="metrics_host"):
+        load_config(env={}, overrides={"metrics_host": " "})
+    with pytest.raises(ValueError, match="drain_seconds must be a number >= 0"):
+        load_config(env={}, overrides={"drain_seconds": -1})
+
+
+def test_sigterm_drain_answers_health_not_serving_then_stops(tmp_path: Path) -> None:
+    cfg = tmp_path / "g.toml"
+    cfg.write_text("[server]\ndrain_seconds = 3.0\n")
+    proc = GatewayProcess(tmp_path / "m.sqlite", "--config", str(cfg), "--metrics-port", "0",
+                          "--metrics-host", "0.0.0.0").start()
+    try:
+        assert re.search(r"metrics on http://0\.0\.0\.0:\d+/metrics", proc.log())
+        with GatewayClient(proc.address, timeout=5) as client:
+            assert client.health() == "SERVING"
+            proc.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            assert client.health() == "NOT_SERVING"
+        assert proc.proc.wait(30) == 0
+    finally:
+        proc.stop()
+    assert "drain 3.0s" in proc.log() and "store closed" in proc.log()
