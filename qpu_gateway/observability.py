@@ -101,10 +101,12 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
 
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     """Request ids, in-flight gauge, latency and status-code counters for unary-unary RPCs;
-    undecodable requests (unary or streamed, as reflection's) answered ``INVALID_ARGUMENT``."""
+    undecodable requests (unary or streamed, as reflection's) answered ``INVALID_ARGUMENT``.
+    ``stopping`` (set by the server's shutdown) names the shutdown as the cause of a cancel."""
 
     def __init__(self, metrics: Metrics | None) -> None:
         self.metrics = metrics
+        self.stopping = False
 
     async def intercept_service(
         self,
@@ -126,6 +128,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         metrics = self.metrics
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            peer = context.peer()  # a cancelled call's context may no longer know it
             rid = str(incoming.get("x-request-id") or uuid.uuid4().hex[:16])[:64]
             token = request_id.set(rid)
             context.set_trailing_metadata((("x-request-id", rid),))
@@ -146,11 +149,14 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 if cancelled:
                     code = _cancelled_status(context)
-                    _log_refusal(method, code, context, _CANCEL_DETAILS[code])
+                    details = _CANCEL_DETAILS[code]
+                    if code is grpc.StatusCode.CANCELLED and self.stopping:
+                        details = "the server stopped before the call ended (grace_seconds ran out)"
+                    _log_refusal(method, code, context, peer, details)
                 else:
                     code = _status(context.code(), failed)
                     if code is not grpc.StatusCode.OK and not isinstance(request, _Undecodable):
-                        _log_refusal(method, code, context)
+                        _log_refusal(method, code, context, peer)
                 if metrics is not None:
                     metrics.in_flight.labels(method).dec()
                     metrics.latency.labels(method).observe(time.perf_counter() - start)
@@ -175,7 +181,7 @@ _WARN_CODES = frozenset({
 
 _CANCEL_DETAILS = {
     grpc.StatusCode.DEADLINE_EXCEEDED: "the caller's deadline passed before the call ended",
-    grpc.StatusCode.CANCELLED: "cancelled by the caller, or by the server's shutdown",
+    grpc.StatusCode.CANCELLED: "cancelled by the caller",
 }
 
 
@@ -189,7 +195,8 @@ def _cancelled_status(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
 
 
 def _log_refusal(
-    method: str, code: grpc.StatusCode, context: grpc.aio.ServicerContext, details: Any = None
+    method: str, code: grpc.StatusCode, context: grpc.aio.ServicerContext, peer: str,
+    details: Any = None,
 ) -> None:
     """One line per call that did not end ``OK``: method, status, details (``context.details()``
     unless given) and peer (the request id comes with the record), so that an operator sees who
@@ -200,7 +207,7 @@ def _log_refusal(
         details = details.decode("utf-8", "replace")
     log.log(
         logging.WARNING if code in _WARN_CODES else logging.INFO,
-        "%s %s: %s (peer %s)", method, code.name, details or "-", context.peer(),
+        "%s %s: %s (peer %s)", method, code.name, details or "-", peer or "-",
     )
 
 

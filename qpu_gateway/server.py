@@ -309,6 +309,7 @@ class GatewayServer:
     health: health_aio.HealthServicer
     servicer: GatewayServicer
     store_check_seconds: float = 5.0
+    observability: ObservabilityInterceptor | None = None
     _checker: asyncio.Task[None] | None = None
 
     async def start(self, ready_timeout: float = 300.0) -> None:
@@ -352,6 +353,8 @@ class GatewayServer:
         await self.health.enter_graceful_shutdown()
         if drain > 0:
             await asyncio.sleep(drain)
+        if self.observability is not None:
+            self.observability.stopping = True
         await self.server.stop(grace)
         service = self.servicer.service
         loop = asyncio.get_running_loop()
@@ -426,7 +429,8 @@ async def create_server(
             "bearer tokens are checked but TLS is off on %s: tokens travel in cleartext; "
             "serve TLS (tls_cert, tls_key) or listen on 127.0.0.1 only", address,
         )
-    interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(opts.metrics)]
+    observability = ObservabilityInterceptor(opts.metrics)
+    interceptors: list[grpc.aio.ServerInterceptor] = [observability]
     if opts.tokens is not None:
         interceptors.append(TokenAuthInterceptor(opts.tokens))
     server = grpc.aio.server(
@@ -463,4 +467,4 @@ async def create_server(
         port = 0
     if port == 0:
         raise OSError(f"cannot listen on {address} (in use, or not an address of this host)")
-    return GatewayServer(server, port, health, servicer, opts.store_check_seconds)
+    return GatewayServer(server, port, health, servicer, opts.store_check_seconds, observability)

@@ -288,7 +288,8 @@ class _SlowToStop:
 
 
 async def _cancelled_fit(how: str) -> Metrics:
-    """One Fit over gRPC that ends by ``how`` ("deadline" or "cancel"); the server's metrics."""
+    """One Fit over gRPC that ends by ``how`` ("deadline", "cancel" or "shutdown" with no grace);
+    the server's metrics."""
     executor = _SlowToStop()
     metrics = Metrics()
     service = GatewayService(ModelStore(":memory:"), BackendRegistry(), executor=executor)
@@ -296,27 +297,37 @@ async def _cancelled_fit(how: str) -> Metrics:
     await gateway.start()
     x, y = _data(6, 2)
     request = pb.FitRequest(x=pb.Matrix(rows=6, cols=2, values=x.ravel().tolist()), y=y.tolist())
+    stopped = False
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
             stub = pb_grpc.GatewayStub(channel)
             call = stub.Fit(request, timeout=0.5 if how == "deadline" else 30)
-            if how == "cancel":
+            if how != "deadline":
                 while not executor.started.is_set():
                     await asyncio.sleep(0.01)
+            if how == "cancel":
                 call.cancel()
+            if how == "shutdown":
+                stopped = True
+                await gateway.stop(0)
             with pytest.raises((grpc.RpcError, asyncio.CancelledError)):
                 await call
         end = time.monotonic() + 10
         while metrics.in_flight.labels("Fit")._value.get() > 0 and time.monotonic() < end:
             await asyncio.sleep(0.02)
     finally:
-        await gateway.stop(0)
+        if not stopped:
+            await gateway.stop(0)
     return metrics
 
 
-@pytest.mark.parametrize(("how", "code"), [("deadline", "DEADLINE_EXCEEDED"), ("cancel", "CANCELLED")])
+@pytest.mark.parametrize(
+    ("how", "code", "cause"),
+    [("deadline", "DEADLINE_EXCEEDED", "deadline passed"), ("cancel", "CANCELLED", "by the caller"),
+     ("shutdown", "CANCELLED", "server stopped")],
+)
 def test_grpc_fit_cancelled_by_grpc_is_logged_at_info_and_counted_by_status(
-    how: str, code: str, caplog: pytest.LogCaptureFixture
+    how: str, code: str, cause: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="qpu_gateway.observability")
     metrics = asyncio.run(_cancelled_fit(how))
@@ -327,3 +338,4 @@ def test_grpc_fit_cancelled_by_grpc_is_logged_at_info_and_counted_by_status(
     assert [(r.levelno, r.getMessage().split(":")[0]) for r in lines] == [
         (logging.INFO, f"Fit {code}")
     ]
+    assert cause in lines[0].getMessage() and "(peer ipv4:127.0.0.1:" in lines[0].getMessage()
