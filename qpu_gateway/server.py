@@ -365,17 +365,22 @@ class GatewayServer:
         await loop.run_in_executor(None, functools.partial(self.servicer.io.shutdown, wait=True))
 
 
-def _split_address(address: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[V6]:PORT`` too) as ``(host, port)``; ``ValueError`` otherwise."""
+def _split_address(address: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` (``[V6]:PORT`` too) as ``(host, port)``; ``None`` for other gRPC addresses
+    (``unix:PATH``)."""
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"address must be HOST:PORT, got {address!r}")
+    if not sep or not port.isdigit() or address.startswith(("unix:", "unix-abstract:")):
+        return None
     return host.strip("[]"), int(port)
 
 
 def is_loopback(address: str) -> bool:
-    """Whether ``HOST:PORT`` listens on the loopback interface only (``localhost``, 127/8, ::1)."""
-    host = _split_address(address)[0]
+    """Whether ``address`` is reachable from this host only: ``HOST:PORT`` on the loopback
+    interface (``localhost``, 127/8, ::1) or a Unix socket."""
+    split = _split_address(address)
+    if split is None:
+        return address.startswith(("unix:", "unix-abstract:"))
+    host = split[0]
     if host == "localhost":
         return True
     try:
@@ -390,9 +395,10 @@ def _check_free(address: str) -> None:
     Binds (as gRPC does: ``SO_REUSEADDR``, no ``SO_REUSEPORT``) and closes a socket for each
     resolved address, so that a busy address fails with one clear message rather than gRPC
     core's log line; gRPC's own bind stays the final check."""
-    host, port = _split_address(address)
-    if port == 0:
+    split = _split_address(address)
+    if split is None or split[1] == 0:
         return
+    host, port = split
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                    flags=socket.AI_PASSIVE)

@@ -250,6 +250,7 @@ def test_tokens_without_tls_off_loopback_log_one_cleartext_warning(
 @pytest.mark.parametrize(
     ("address", "loopback"),
     [("127.0.0.1:1", True), ("127.8.0.1:1", True), ("localhost:1", True), ("[::1]:1", True),
+     ("unix:/run/gw.sock", True),
      ("0.0.0.0:1", False), ("[::]:1", False), ("10.0.0.5:1", False), ("gw.example:1", False)],
 )
 def test_is_loopback(address: str, loopback: bool) -> None:
