@@ -516,6 +516,7 @@ class SwiftASHA(ASHA):
             if tid is None or self.rule != "gate" or not self._gated(tid, self.rungs[k]):
                 return tid
             # gate: held at rung k (its promotion slot used), waiting for rung k + 1
+            self._record_forecast(tid, self.rungs[k])
             self._promoted[k].append(tid)
             self._phantom[k + 1].append(tid)
             self._waiting[k + 1][tid] = float(self.rungs[k])
@@ -646,17 +647,20 @@ class SwiftASHA(ASHA):
                 return False
             if not self._gated(trial_id, resource):
                 return False
-            low, mean, high = (float(v) for v in self._band([(trial_id, resource)])[0])
-            self._record_prediction(trial_id, mean, (high - low) / 2.0)
+            self._record_forecast(trial_id, resource)
             return True
         cut = self._rule_cut(k, arriving=trial_id not in self._phantom[k])
         if cut is None:
             return False
-        low, mean, high = (float(v) for v in self._band([(trial_id, resource)])[0])
-        if low > cut and not self._leads(trial_id, resource):
-            self._record_prediction(trial_id, mean, (high - low) / 2.0)
+        if self._band([(trial_id, resource)])[0, 0] > cut and not self._leads(trial_id, resource):
+            self._record_forecast(trial_id, resource)
             return True
         return False
+
+    def _record_forecast(self, trial_id: str, resource: int) -> None:
+        """Record the forecast (mean, band half-width) from ``resource`` that pauses the trial."""
+        low, mean, high = (float(v) for v in self._band([(trial_id, resource)])[0])
+        self._record_prediction(trial_id, mean, (high - low) / 2.0)
 
     def _forecast_resumable(self, k: int) -> str | None:
         """The waiting trial of rung ``k`` with the best optimistic forecast, if it now makes

@@ -378,3 +378,16 @@ def test_registry_puts_every_swift_asha_decision_on_the_predictor_for_an_oracle(
     built = SwiftASHA(27, 3, 30, _oracle_for(_small_table(3, rows=60)),
                       **swift.predictor_options({}))
     assert built.forecaster == "predictor" and swift.uses_predictor(swift.predictor_options({}))
+
+
+def test_gate_records_the_forecast_of_every_trial_it_pauses_or_holds() -> None:
+    table = _small_table(4, rows=200)
+    sched = SwiftASHA(27, 2, 170, None, seed=4)
+    simulate(table, sched, seed=4, max_resource=27, workers=3)
+    held = [t for k in range(1, len(sched.rungs)) for t in sched.waiting(k)
+            if t in sched.promoted(k - 1)]
+    waiting = [t for k in range(len(sched.rungs)) for t in sched.waiting(k)]
+    assert held and len(waiting) > len(held)  # both kinds happen on this table
+    for t in waiting:
+        mean, half_width = sched.prediction(t)
+        assert math.isfinite(mean) and half_width >= 0.0
