@@ -69,6 +69,7 @@ def _serve(args: argparse.Namespace) -> int:
             "tokens_file": args.tokens_file,
             "metrics_port": args.metrics_port,
             "metrics_host": args.metrics_host,
+            "drain_seconds": args.drain_seconds,
             "sampling_workers": args.sampling_workers,
         },
     )
@@ -334,6 +335,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     s.add_argument("--metrics-host",
                    help="listen address of /metrics (default 127.0.0.1; unauthenticated HTTP)")
+    s.add_argument("--drain-seconds", type=float,
+                   help="after SIGTERM keep serving this long with health NOT_SERVING (default 0)")
     s.add_argument("--sampling-workers", type=int,
                    help="processes that run Fits (default: min(max_concurrent_fits, CPU cores))")
     s.set_defaults(func=_serve)

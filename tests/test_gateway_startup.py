@@ -202,9 +202,7 @@ def test_config_metrics_host_and_drain_seconds(tmp_path: Path) -> None:
 
 
 def test_sigterm_drain_answers_health_not_serving_then_stops(tmp_path: Path) -> None:
-    cfg = tmp_path / "g.toml"
-    cfg.write_text("[server]\ndrain_seconds = 3.0\n")
-    proc = GatewayProcess(tmp_path / "m.sqlite", "--config", str(cfg), "--metrics-port", "0",
+    proc = GatewayProcess(tmp_path / "m.sqlite", "--drain-seconds", "3", "--metrics-port", "0",
                           "--metrics-host", "0.0.0.0").start()
     try:
         assert re.search(r"metrics on http://0\.0\.0\.0:\d+/metrics", proc.log())

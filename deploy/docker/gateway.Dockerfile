@@ -33,7 +33,8 @@ ENV QPU_GATEWAY_STORE=/data/models.sqlite \
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["qpu-gateway", "health", "--gateway", "127.0.0.1:50051", "--timeout", "3"]
 
-# SIGTERM: health turns NOT_SERVING, in-flight calls get grace_seconds, the store closes cleanly.
+# SIGTERM: health turns NOT_SERVING for drain_seconds, then in-flight calls get grace_seconds and
+# the store closes cleanly.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["qpu-gateway"]
 CMD ["serve", "--address", "0.0.0.0:50051"]
