@@ -2,7 +2,7 @@
 
 Every algorithm (random search, SHA, Hyperband, ASHA and the predictor-assisted Swift variants)
 implements :class:`Scheduler`. An execution engine (the replay simulator, a Ray Tune adapter, an
-Optuna pruner) drives it with four calls:
+Optuna pruner) drives it with these calls:
 
 * :meth:`Scheduler.add_trial` registers a configuration that may be started (pending);
 * :meth:`Scheduler.next_job` says what a free worker should do next: start a pending trial or resume
@@ -12,7 +12,9 @@ Optuna pruner) drives it with four calls:
   (schedulers with a decision point may answer ``PAUSE``/``STOP`` earlier); at the target it answers
   ``PAUSE`` (the trial waits, it may be resumed later) or ``STOP`` (the trial is finished);
 * :meth:`Scheduler.drain_stopped` lists paused trials the scheduler has since given up on, so that an
-  engine can release them.
+  engine can release them;
+* :meth:`Scheduler.fail` tells it that a trial was lost (its trainable raised): it is stopped
+  where it is and nothing waits for it.
 
 Resources are integers (epochs). A trial resumed from ``r_prev`` to ``r`` trains ``r - r_prev`` more
 epochs: nothing is retrained. Losses are "lower is better"; engines negate metrics to maximise.
@@ -257,6 +259,22 @@ class Scheduler(ABC):
             raise RuntimeError(f"{self.name}: CONTINUE past the job target of {trial_id!r}")
         return decision
 
+    def fail(self, trial_id: str) -> None:
+        """The engine lost ``trial_id`` for good (its trainable raised and will not be retried):
+        the trial is stopped where it is, never started, resumed or promoted again, and no
+        barrier waits for it; its reported curve is kept. Stopping a stopped trial does nothing.
+        """
+        state = self._state.get(trial_id)
+        if state is None:
+            raise ValueError(f"trial_id must name an added trial, got {trial_id!r}")
+        if state == TrialState.STOPPED:
+            return
+        if trial_id in self._pending:
+            self._pending.remove(trial_id)
+        self._predicted.pop(trial_id, None)
+        self._state[trial_id] = TrialState.STOPPED
+        self._on_fail(trial_id)
+
     def drain_stopped(self) -> list[str]:
         """Paused trials the scheduler has stopped since the last call (engines release them)."""
         out, self._stopped_out = self._stopped_out, []
@@ -342,6 +360,11 @@ class Scheduler(ABC):
         if self._state[trial_id] == TrialState.PAUSED:
             self._state[trial_id] = TrialState.STOPPED
             self._stopped_out.append(trial_id)
+
+    def _on_fail(self, trial_id: str) -> None:
+        """Hook of :meth:`fail` (the trial's state is already ``STOPPED``): drop it from what the
+        algorithm waits for or may resume; the base keeps nothing else."""
+        return None
 
     @abstractmethod
     def _next_job(self) -> Job | None: ...

@@ -147,3 +147,36 @@ def test_hpo_study_cli_resume_refuses_another_config(tmp_path: Path, capsys: Any
     assert run_main([str(toml), "--resume", "--set", 'algorithm.name="asha"',
                      "--set", "algorithm.params={}"]) == 2
     assert "algorithm.name 'swift-asha' -> 'asha'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("params", "expected"), [
+    ('{rul="gate"}', "hpo-node run: error: algorithm.params.rul: swift-asha has no option 'rul'; "
+                     "its options: d, defer, early_stopping_rate, fallback, forecaster, "
+                     "known_curve, max_windows, min_resource, mode, protect, refit_every, rule, "
+                     "scale_free, top_rung, z\n"),
+    ('{rule="x"}', "hpo-node run: error: algorithm.params.rule must be one of 'forecast', "
+                   "'paper', 'gate', got 'x'\n"),
+    ("{d=1}", "hpo-node run: error: algorithm.params.d must be >= 2, got 1\n"),
+    ("{seed=3}", "hpo-node run: error: algorithm.params.seed: not an option here, study.seed "
+                 "sets it\n"),
+])
+def test_hpo_study_cli_bad_algorithm_params_name_the_key(tmp_path: Path, capsys: Any,
+                                                         params: str, expected: str) -> None:
+    toml = _toml(tmp_path, '[predictor]\nkind = "svr"\n')
+    assert run_main([str(toml), "--set", f"algorithm.params={params}"]) == 2
+    assert capsys.readouterr().err == expected
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("algorithm", ["asha", "hyperband", "swift-asha", "swift-hyperband"])
+def test_hpo_study_cli_algorithm_options_come_from_the_constructor(algorithm: str) -> None:
+    import inspect
+
+    from hpo_node.study.build import _core_class, algorithm_options
+
+    options = algorithm_options(algorithm)
+    assert "min_resource" in options
+    assert not {"self", "max_resource", "eta", "n_trials", "predictor", "seed"} & set(options)
+    assert set(options) < set(inspect.signature(_core_class(algorithm)).parameters)
+    with pytest.raises(ValueError, match=r"algorithm must be one of 'asha', 'hyperband'"):
+        _core_class("random")

@@ -33,6 +33,14 @@ that names the trial and the rule (nothing is counted wrong). A non-finite metri
 model) is not a violation: it is fed to the core as the worst finite loss seen so far in the
 study (``nonfinite_loss`` overrides) and the trial is marked.
 
+A trainable that raises is not a violation either. Tune retries the trial from its last
+checkpoint as its ``FailureConfig(max_failures)`` allows (the trial keeps its place in the core;
+a retry that starts over instead of restoring the checkpoint breaks rule 2); once the retries
+ran out the trial ends in error: the core stops it for good (:meth:`hpo_node.core.Scheduler.fail`:
+never resumed or promoted, no barrier waits for it), its record says ``error`` with the
+exception's one-line message (``TrialRecord.error_message``, also logged with the error file),
+and the study goes on.
+
 Checkpointing: :meth:`CoreTrialScheduler.get_state` holds the core's ``state_dict`` plus the
 adapter's per-trial records; ``save``/``restore`` write/read it as JSON. Ray Tune does not
 checkpoint schedulers (the one in ``tuner.pkl`` is the one from the start, which is how Ray's own
@@ -89,7 +97,15 @@ _TO_RAY = {
 
 
 class TrainableContractError(RuntimeError):
-    """A trainable broke the trainable contract (module doc); the message says which rule."""
+    """A trainable broke the trainable contract (module doc); the message says which rule.
+
+    ``missing``: the setting (``"metric"`` or ``"resource_attr"``) whose key ``key`` the
+    trainable did not report (``None`` for the other rules); ``reported``: the keys it did report.
+    """
+
+    missing: str | None = None
+    key: str | None = None
+    reported: tuple[str, ...] = ()
 
 
 @dataclass
@@ -99,8 +115,11 @@ class TrialRecord:
     ``status``: ``pending`` (never started), ``running``, ``paused``, ``finished`` (reached
     max_resource), ``stopped`` (by the algorithm at a rung or barrier), ``stopped-by-prediction``,
     ``stopped-early`` (at a decision point without a prediction: the last-value fallback),
-    ``error``. ``curve``: the metric per epoch in its own units (``None`` where non-finite);
-    ``losses``: what the core was given (lower is better, non-finite values replaced).
+    ``error`` (its trainable raised and Tune's retries, if any, ran out; or it broke the
+    trainable contract). ``curve``: the metric per epoch in its own units (``None`` where
+    non-finite); ``losses``: what the core was given (lower is better, non-finite values
+    replaced). ``failures``: how often its trainable raised (retries included); ``error_message``:
+    the last exception's one-line message (``ExcType: message``), when known.
     """
 
     config: dict[str, Any]
@@ -112,6 +131,8 @@ class TrialRecord:
     predicted: float | None = None
     predicted_spread: float | None = None
     diverged: bool = False
+    failures: int = 0
+    error_message: str | None = None
 
 
 def _jsonable(value: Any) -> Any:
@@ -136,6 +157,33 @@ _TUNE_KEYS = frozenset({
     "trial_id", "date", "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip",
     "time_since_restore", "iterations_since_restore", "experiment_tag", "config",
 })
+
+
+def error_line(trial: Trial) -> str | None:
+    """``ExcType: message`` (first line) of the exception that failed ``trial``, read from its
+    error files (Tune writes them before it tells the scheduler), ``None`` if unknown."""
+    from ray import cloudpickle
+
+    path = getattr(trial, "pickled_error_file", None)
+    if path and os.path.exists(path):
+        try:
+            with open(path, "rb") as fh:
+                exc = cloudpickle.load(fh)
+            cause = getattr(exc, "cause", None) or exc
+            text = str(cause).strip().splitlines()
+            return f"{type(cause).__name__}: {text[0]}" if text else type(cause).__name__
+        except Exception:  # a user's exception class that cannot be unpickled here
+            pass
+    path = getattr(trial, "error_file", None)
+    if path and os.path.exists(path):
+        try:
+            lines = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
+        except OSError:
+            return None
+        for line in reversed(lines):
+            if not line.startswith(("Failure #", "File ", "^", "~")):
+                return line
+    return None
 
 
 def _has_progress(trial: Trial) -> bool:
@@ -262,6 +310,8 @@ class CoreTrialScheduler(TrialScheduler):
         self._starting: dict[str, int | None] = {}
         # trials with results from a restored state, not yet resumed in this run
         self._restored: set[str] = set()
+        # failed trials Tune retries (FailureConfig), until it re-adds them (on_trial_add)
+        self._retrying: set[str] = set()
         # set when a Tune run first uses this scheduler (weakly: not pickled); a second run is
         # refused
         self._ran = False
@@ -314,6 +364,17 @@ class CoreTrialScheduler(TrialScheduler):
             )
         if self._refused is not None:
             return
+        if tid in self._retrying:
+            # Tune's retry of a failed trial (FailureConfig): Tune filed it PENDING and starts
+            # it from its last checkpoint by itself; it keeps its place in the core (running).
+            self._retrying.discard(tid)
+            if tid in self._active:
+                self._starting[tid] = self._checkpoint_resource(trial)
+            elif self.records[tid].status != "paused":
+                tune_controller.stop_trial(trial)
+            # else paused by the core (it failed while saving its checkpoint): its next result
+            # pauses it again (_on_result)
+            return
         if tid not in self.records:
             rec = TrialRecord(config=_jsonable(dict(trial.config)))
             self.records[tid] = rec
@@ -330,10 +391,40 @@ class CoreTrialScheduler(TrialScheduler):
             trial.set_status(Trial.PAUSED)
 
     def on_trial_error(self, tune_controller: TuneController, trial: Trial) -> None:
-        rec = self.records.get(trial.trial_id)
-        if rec is not None:
-            rec.status = "error"
-        logger.error("trial %s failed; the algorithm cannot use it any more", trial.trial_id)
+        """A trial's trainable raised. Tune either retries it from its last checkpoint
+        (``FailureConfig(max_failures)``; it has already stopped the trial, status ``ERROR``,
+        and re-adds it next: ``on_trial_add``) or gives it up: then the core stops it for good
+        (:meth:`hpo_node.core.Scheduler.fail`) and the record says ``error``."""
+        tid = trial.trial_id
+        rec = self.records.get(tid)
+        message = error_line(trial)
+        where = f" (error file {trial.error_file})" if trial.error_file else ""
+        if rec is None:
+            logger.error("trial %s failed: %s%s", tid, message or "unknown error", where)
+            return
+        rec.failures += 1
+        rec.error_message = message or rec.error_message
+        if trial.status == Trial.ERROR:
+            self._retrying.add(tid)
+            if tid in self._active:
+                logger.warning("trial %s failed: %s; Tune retries it from its last checkpoint "
+                               "(failure %d, max_failures %s)", tid, message or "unknown error",
+                               rec.failures, getattr(trial, "max_failures", "?"))
+            return
+        self._give_up(tid, rec)
+        logger.error("trial %s failed: %s%s", tid, message or "unknown error", where)
+
+    def _give_up(self, tid: str, rec: TrialRecord) -> None:
+        """A trial lost for good: out of the running trials, stopped in the core."""
+        self._retrying.discard(tid)
+        self._starting.pop(tid, None)
+        if tid in self._active:
+            self._active.remove(tid)
+        if rec.status in ("error", "stopped", "finished", "stopped-by-prediction",
+                          "stopped-early"):
+            return
+        rec.status = "error"
+        self.core.fail(tid)
 
     def on_trial_result(
         self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]
@@ -384,8 +475,6 @@ class CoreTrialScheduler(TrialScheduler):
         decision = self.core.report(tid, resource, loss)
         rec.curve.append(value if math.isfinite(value) else None)
         rec.losses.append(loss)
-        if rec.status == "error":
-            rec.status = "running"
         if decision == Decision.PAUSE:
             rec.status = "paused"
             self._active.remove(tid)
@@ -603,12 +692,14 @@ class CoreTrialScheduler(TrialScheduler):
         for key, what in ((self.resource_attr, "resource_attr"), (self._metric, "metric")):
             if key not in result:
                 reported = sorted(k for k in result if not _is_tune_key(k))
-                raise self._violated(
+                error = self._violated(
                     f"trial {tid} reported no {key!r} ({what}); it reported {reported}. Report "
                     f"it every epoch, e.g. tune.report({{{self.resource_attr!r}: epoch, "
                     f"{self._metric!r}: value}}), or set {what} to the key you report "
                     f"({CONTRACT}, rule 1)"
                 )
+                error.missing, error.key, error.reported = what, key, tuple(reported)
+                raise error
         resource = result[self.resource_attr]
         if isinstance(resource, bool) or not float(resource).is_integer():
             raise self._violated(

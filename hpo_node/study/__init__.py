@@ -37,9 +37,14 @@ A second run of a ``study.name`` whose folder holds a study is refused (one line
 ``--resume`` continues it (its config must match the ``study.json`` saved when it started, but
 for ``study.time_budget_s``, ``study.num_cpus``, ``predictor.timeout_s``,
 ``predictor.retry_after_s``, ``[gateway]`` and ``[resources]``), ``--overwrite`` deletes it and
-starts over. Exit status: 0 when the study ended (also at its time budget), 2 for a configuration
-error (a TOML error, an unset ``gateway.token_env``, a token the gateway refuses for ``Fit``),
-130 after Ctrl-C (the command that resumes is printed).
+starts over. A trial whose trainable raises is retried twice from its last checkpoint, then
+ends in error (one line with the exception; ``error`` in ``trials.csv`` and ``summary.json``)
+while the study goes on. Exit status: 0 when the study ended (also at its time budget, and with
+failed trials if one trial reported epochs without failing), 2 for a configuration error (a TOML
+error, an unknown or bad ``algorithm.params`` entry, an unset ``gateway.token_env``, a token the
+gateway refuses for ``Fit``, a ``study.metric`` the trainable does not report), 1 when every
+trial that ran failed (:class:`~hpo_node.study.run.StudyFailed`, naming the first error) or the
+trainable broke the trainable contract, 130 after Ctrl-C (the command that resumes is printed).
 
 Study TOML::
 
@@ -113,12 +118,13 @@ from hpo_node.study.config import (
 )
 from hpo_node.study.load import load_study, study_from_dict
 from hpo_node.study.outputs import StudyResult, trial_rows, write_outputs
-from hpo_node.study.run import optimize, run_study
+from hpo_node.study.run import StudyFailed, optimize, run_study
 
 __all__ = [
     "GATEWAY_CONNECTION_KEYS",
     "PREDICTOR_KINDS",
     "StudyConfig",
+    "StudyFailed",
     "StudyResult",
     "add_run_parser",
     "apply_overrides",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -63,6 +64,59 @@ def n_trials(cfg: StudyConfig) -> int:
     return get_algorithm(cfg.algorithm).trials_needed(cfg.max_resource, cfg.eta, cfg.trials)
 
 
+# What the registry passes to each Ray core's constructor itself (not ``algorithm.params``), and
+# the setting that gives it.
+_SET_ELSEWHERE = {"max_resource": "algorithm.max_resource", "eta": "algorithm.eta",
+                  "n_trials": "study.trials", "predictor": "[predictor]", "seed": "study.seed"}
+
+
+def _core_class(algorithm: str) -> type:
+    """The core scheduler class behind a Ray algorithm of the registry."""
+    from hpo_node.asha import ASHA, SwiftASHA
+    from hpo_node.hyperband import Hyperband, SwiftHyperband
+
+    classes: dict[str, type] = {"asha": ASHA, "hyperband": Hyperband, "swift-asha": SwiftASHA,
+                                "swift-hyperband": SwiftHyperband}
+    if algorithm not in classes:
+        raise ValueError(f"algorithm must be one of {', '.join(map(repr, classes))}, got "
+                         f"{algorithm!r}")
+    return classes[algorithm]
+
+
+def algorithm_options(algorithm: str) -> tuple[str, ...]:
+    """The keys ``algorithm.params`` may hold for a Ray ``algorithm``: its core's constructor
+    arguments (from the signature) but those the study sets itself (:data:`_SET_ELSEWHERE`)."""
+    params = inspect.signature(_core_class(algorithm)).parameters
+    return tuple(sorted(
+        name for name, p in params.items()
+        if name not in _SET_ELSEWHERE and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ))
+
+
+def check_algorithm_params(algorithm: str, params: Mapping[str, Any]) -> None:
+    """``TypeError`` (as for an unknown keyword argument) naming ``algorithm.params.<key>`` for
+    a key that is not an option of the algorithm's core (the valid keys listed, or the setting
+    that gives it)."""
+    valid = algorithm_options(algorithm)
+    for key in params:
+        if key in _SET_ELSEWHERE:
+            raise TypeError(f"algorithm.params.{key}: not an option here, "
+                             f"{_SET_ELSEWHERE[key]} sets it")
+        if key not in valid:
+            raise TypeError(f"algorithm.params.{key}: {algorithm} has no option {key!r}; its "
+                             f"options: {', '.join(valid)}")
+
+
+def _core_error(exc: Exception, params: Mapping[str, Any]) -> Exception:
+    """A core constructor's error about one of ``params``, prefixed ``algorithm.params.`` (its
+    messages start with the option's name), else ``exc`` itself."""
+    text = str(exc)
+    for key in sorted(params, key=len, reverse=True):
+        if text.startswith((f"{key} ", f"{key}=")):
+            return type(exc)(f"algorithm.params.{text}")
+    return exc
+
+
 def build_scheduler(cfg: StudyConfig, gateway_address: str | None) -> Any:
     """The study's :class:`hpo_node.integrations.ray_tune.CoreTrialScheduler` over the registry's
     core (:mod:`hpo_node.algorithms`), with the guarded predictor and its prediction log when the
@@ -71,6 +125,7 @@ def build_scheduler(cfg: StudyConfig, gateway_address: str | None) -> Any:
     from hpo_node.predictors import make_predictor_factory
     from hpo_node.resilient import GatewayFactory, PredictionLog, guarded_factory
 
+    check_algorithm_params(cfg.algorithm, cfg.algorithm_params)
     log = factory = None
     if cfg.uses_predictor:
         log = PredictionLog(retry_after=cfg.retry_after_s)
@@ -86,9 +141,12 @@ def build_scheduler(cfg: StudyConfig, gateway_address: str | None) -> Any:
         else:
             inner = make_predictor_factory(cfg.predictor, **cfg.predictor_params)
         factory = guarded_factory(inner, log)
-    core = build(cfg.algorithm, max_resource=cfg.max_resource, eta=cfg.eta,
-                 n_trials=n_trials(cfg), predictor=factory, seed=cfg.seed,
-                 options=cfg.algorithm_params, ray=True)
+    try:
+        core = build(cfg.algorithm, max_resource=cfg.max_resource, eta=cfg.eta,
+                     n_trials=n_trials(cfg), predictor=factory, seed=cfg.seed,
+                     options=cfg.algorithm_params, ray=True)
+    except (ValueError, TypeError) as exc:
+        raise _core_error(exc, cfg.algorithm_params) from None
     scheduler = CoreTrialScheduler(core, metric=cfg.metric, mode=cfg.mode,
                                    resource_attr=cfg.resource_attr, hparams=hparam_encoder(cfg),
                                    log=log)

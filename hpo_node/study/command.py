@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo_node.study.load import load_study
-from hpo_node.study.run import run_study
+from hpo_node.study.run import StudyFailed, run_study
 
 
 def _parse_set(items: Sequence[str]) -> dict[str, Any]:
@@ -80,8 +80,12 @@ def _resume_command(args: argparse.Namespace) -> str:
 
 def run_args(args: argparse.Namespace) -> int:
     """Run from parsed ``hpo-node run`` arguments (what ``cli.py`` calls): 0 when the study
-    ended, 2 for a configuration error (one line on stderr), 130 when Ctrl-C stopped it (the
-    line to resume it on stderr)."""
+    ended (some trials may have failed: decision ``error`` in trials.csv), 2 for a configuration
+    error (one line on stderr), 1 when every trial that ran failed or the trainable broke the
+    trainable contract (one line on stderr), 130 when Ctrl-C stopped it (the line to resume it
+    on stderr)."""
+    from hpo_node.integrations.ray_tune import TrainableContractError
+
     try:
         cfg = load_study(args.config, _parse_set(args.set))
         result = run_study(cfg, gateway=args.gateway, ray_address=args.ray_address,
@@ -90,6 +94,9 @@ def run_args(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, FileNotFoundError, ConnectionError) as exc:
         print(f"hpo-node run: error: {exc}", file=sys.stderr)
         return 2
+    except (StudyFailed, TrainableContractError) as exc:
+        print(f"hpo-node run: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         result = None
     if result is None or result.interrupted:

@@ -14,7 +14,8 @@ from hpo_node.study.config import StudyConfig
 
 def trial_rows(scheduler: Any, cfg: StudyConfig) -> list[dict[str, Any]]:
     """One dict per trial (the rows of ``trials.csv``): outcome, epochs, last/final/best metric,
-    prediction when stopped by it, and every config entry as ``config.<name>``."""
+    prediction when stopped by it, failures and the last exception's one-line message (decision
+    ``error``: the trainable raised), and every config entry as ``config.<name>``."""
     keys = sorted({k for r in scheduler.records.values() for k in r.config})
     r_max = cfg.max_resource
     m = cfg.metric
@@ -33,6 +34,8 @@ def trial_rows(scheduler: Any, cfg: StudyConfig) -> list[dict[str, Any]]:
             "predicted_spread": rec.predicted_spread,
             "diverged": int(rec.diverged),
             "jobs": rec.jobs,
+            "failures": rec.failures,
+            "error": rec.error_message if rec.status == "error" else None,
             **{f"config.{k}": rec.config.get(k) for k in keys},
         })
     return rows
@@ -98,6 +101,7 @@ def summarize(cfg: StudyConfig, scheduler: Any, wall_s: float, gateway: str | No
         "epochs_by_decision": epochs_by,
         "epochs_if_every_trial_ran_to_R": n * cfg.max_resource,
         "best": None if best is None else {"trial_id": best[0], cfg.metric: best[1]},
+        "errors": errored_trials(scheduler),
         "predictor": scheduler.log.counters() if scheduler.log is not None else None,
         "predictor_calls": scheduler.core.predictor_calls(),
         "gateway": gateway,
@@ -105,6 +109,20 @@ def summarize(cfg: StudyConfig, scheduler: Any, wall_s: float, gateway: str | No
         "wall_seconds": wall_s,
         "ray_experiment_dir": str(experiment_dir),
     }
+
+
+def errored_trials(scheduler: Any) -> list[dict[str, Any]]:
+    """``[{"trial_id", "error"}, ...]``: the trials that ended in error (their trainable raised
+    and its retries ran out, or it broke the trainable contract), in the order they were added;
+    ``error`` is the exception's one-line message (``None`` when unknown)."""
+    return [{"trial_id": tid, "error": rec.error_message}
+            for tid, rec in scheduler.records.items() if rec.status == "error"]
+
+
+def succeeded(scheduler: Any) -> bool:
+    """Whether at least one trial reported an epoch and did not end in error (with errored
+    trials and none such, every trial that ran failed)."""
+    return any(rec.curve and rec.status != "error" for rec in scheduler.records.values())
 
 
 def write_outputs(cfg: StudyConfig, scheduler: Any, summary: dict[str, Any],
@@ -140,6 +158,11 @@ def print_summary(summary: dict[str, Any], study_dir: Path, out: Any) -> None:
           f"trials: " + ", ".join(f"{k} {v}" for k, v in sorted(by.items())), file=out)
     if summary["best"] is not None:
         print(f"best: {summary['best']}", file=out)
+    errors = summary.get("errors") or []
+    if errors:
+        first = errors[0]
+        print(f"errors: {len(errors)} trial(s) failed (decision 'error' in trials.csv); the first, "
+              f"trial {first['trial_id']}: {first['error'] or 'unknown error'}", file=out)
     if summary["predictor"] is not None:
         p = summary["predictor"]
         print(f"predictor: {p['decisions_with_prediction']} decisions with a prediction, "

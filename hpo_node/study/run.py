@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,15 @@ from hpo_node.study.config import (
     study_identity,
 )
 from hpo_node.study.load import load_study, study_from_dict
-from hpo_node.study.outputs import StudyResult, print_summary, summarize, trial_rows, write_outputs
+from hpo_node.study.outputs import (
+    StudyResult,
+    errored_trials,
+    print_summary,
+    succeeded,
+    summarize,
+    trial_rows,
+    write_outputs,
+)
 from qpu_gateway.process import GatewayProcess
 
 logger = logging.getLogger(__name__)
@@ -37,6 +46,35 @@ GATEWAY_WAIT_S = 10.0
 
 class GatewayUnreachable(ConnectionError):
     """The gateway named by ``--gateway`` / ``[gateway] address`` does not answer SERVING."""
+
+
+class StudyFailed(RuntimeError):
+    """Every trial of a study failed (its trainable raised); the message names the first error.
+    The study's outputs are written before it is raised."""
+
+
+def _all_failed(scheduler: Any, study_dir: Path) -> StudyFailed:
+    errors = errored_trials(scheduler)
+    first = (f"; the first, trial {errors[0]['trial_id']}: "
+             f"{errors[0]['error'] or 'unknown error'}") if errors else ""
+    return StudyFailed(
+        f"every trial that ran failed ({len(errors)} of {len(scheduler.records)} ended in "
+        f"error{first}). "
+        f"Fix the trainable (run it once by hand with one config); trials.csv in {study_dir} "
+        "lists each trial's error"
+    )
+
+
+def _missing_key(cfg: StudyConfig, exc: Any) -> ValueError:
+    """The config error for a trainable that never reports ``study.metric`` or
+    ``study.resource_attr`` (a :class:`TrainableContractError` with ``missing``)."""
+    setting = f"study.{exc.missing}"
+    return ValueError(
+        f"{setting} = {exc.key!r}: the trainable does not report it; it reports "
+        f"{list(exc.reported)}. Set {setting} to one of those, or report {exc.key!r} every "
+        f"epoch: tune.report({{{cfg.resource_attr!r}: epoch, {cfg.metric!r}: value}}, "
+        "checkpoint=...)"
+    )
 
 
 def _check_gateway(client_cls: Any, address: str, token: str | None, conn: Mapping[str, str],
@@ -195,6 +233,22 @@ class _SigintWatch:
             signal.signal(signal.SIGINT, self._previous)
 
 
+@contextlib.contextmanager
+def _tune_env() -> Iterator[None]:
+    """Tune's settings while a study runs (unless the user set them): a failed trial is one line
+    (the scheduler's, with the exception and its error file), not Tune's full traceback; a
+    result without ``study.metric`` is left to the scheduler, whose error names the keys the
+    trainable reports (Tune's own check would end the study with a traceback)."""
+    values = {"TUNE_PRINT_ALL_TRIAL_ERRORS": "0", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
+    added = [k for k in values if k not in os.environ]
+    os.environ.update({k: values[k] for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
 def _excluded_outputs(folder: Path, study_dir: Path, *others: Path | None) -> tuple[str, ...]:
     """The study's output folder (and ``others``: a local Ray storage elsewhere), those inside
     the shipped ``folder`` (gitignore syntax)."""
@@ -254,13 +308,24 @@ def run_study(
     one (ignored on ``resume``: a restored study runs the callbacks it was started with).
     The result's ``interrupted`` is true when Ctrl-C stopped the study (resume it with
     ``resume=True``).
+
+    A trial whose trainable raises is retried twice from its last checkpoint, then ends in error
+    (decision ``error`` in ``trials.csv``, with the exception's message) and the study goes on;
+    :class:`StudyFailed` (after the outputs are written) when every trial that ran failed. A
+    trainable that never reports ``study.metric`` (or ``study.resource_attr``) is a
+    ``ValueError`` (the study folder it started is cleared); another broken rule of the trainable
+    contract a :class:`~hpo_node.integrations.ray_tune.TrainableContractError`.
     """
     import ray
     from ray import tune
     from ray.tune.callback import Callback
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from hpo_node.integrations.ray_tune import ProgressCallback, SchedulerStateCallback
+    from hpo_node.integrations.ray_tune import (
+        ProgressCallback,
+        SchedulerStateCallback,
+        TrainableContractError,
+    )
     from hpo_node.study.trace import EpochTrace
     from hpo_node.trainables import code_folder, runtime_env, ship_by_value
 
@@ -289,6 +354,7 @@ def run_study(
     t0 = time.monotonic()
     child: GatewayProcess | None = None
     started_ray = False
+    discard = False  # a fresh study that ended on a config error: its folder is cleared
     address = None
     try:
         if cfg.needs_gateway:
@@ -418,8 +484,14 @@ def run_study(
                     failure_config=tune.FailureConfig(max_failures=2),
                 ),
             )
-        with _SigintWatch() as watch:
-            tuner.fit()
+        with _SigintWatch() as watch, _tune_env():
+            try:
+                tuner.fit()
+            except TrainableContractError as exc:
+                if exc.missing is not None:
+                    discard = not resume and cfg.local_storage_dir is not None
+                    raise _missing_key(cfg, exc) from None
+                raise
         summary = summarize(cfg, scheduler, time.monotonic() - t0, address,
                             redact_storage(experiment))
         summary["interrupted"] = watch.interrupted
@@ -430,7 +502,11 @@ def run_study(
         if child is not None:
             code = child.stop()
             print(f"qpu-gateway stopped (exit {code})", file=out, flush=True)
+        if discard:  # so that the corrected config runs without --overwrite
+            _clear_study(cfg)
     print_summary(summary, study_dir, out)
+    if not watch.interrupted and errored_trials(scheduler) and not succeeded(scheduler):
+        raise _all_failed(scheduler, study_dir)
     best = scheduler.best()
     return StudyResult(
         study_dir, summary, scheduler,
