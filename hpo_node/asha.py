@@ -74,6 +74,7 @@ class ASHA(Scheduler):
         self._members: list[list[str]] = [[] for _ in self.rungs]
         self._losses: list[dict[str, float]] = [{} for _ in self.rungs]
         self._promoted: list[list[str]] = [[] for _ in self.rungs]
+        self._lost: set[str] = set()  # trials the engine lost (Scheduler.fail)
         self._started = 0
 
     def trials_needed(self) -> int | None:
@@ -118,12 +119,22 @@ class ASHA(Scheduler):
         quota = self.rung_size(k) // self.eta
         if len(self._promoted[k]) >= quota:
             return None
-        candidates = top_k(members, self._losses[k], quota)
         done = set(self._promoted[k])
+        # a lost trial (Scheduler.fail) counts in the rung's size but is no candidate
+        alive = [t for t in members if t in done or t not in self._lost]
+        candidates = top_k(alive, self._losses[k], quota)
         for t in candidates:
             if t not in done and self._state[t] == TrialState.PAUSED:
                 return t
         return None
+
+    def _on_fail(self, trial_id: str) -> None:
+        """A lost trial promoted out of a rung that never reached the next one gives its
+        promotion slot back (the next candidate is promoted instead)."""
+        self._lost.add(trial_id)
+        for k in range(len(self.rungs) - 1):
+            if trial_id in self._promoted[k] and trial_id not in self._losses[k + 1]:
+                self._promoted[k].remove(trial_id)
 
     def _rung_index(self, resource: int) -> int | None:
         try:
@@ -157,6 +168,7 @@ class ASHA(Scheduler):
             "members": [list(m) for m in self._members],
             "losses": [dict(v) for v in self._losses],
             "promoted": [list(p) for p in self._promoted],
+            "lost": sorted(self._lost),
             "started": self._started,
         }
 
@@ -164,6 +176,7 @@ class ASHA(Scheduler):
         self._members = [list(m) for m in extra["members"]]
         self._losses = [{t: float(x) for t, x in v.items()} for v in extra["losses"]]
         self._promoted = [list(p) for p in extra["promoted"]]
+        self._lost = {str(t) for t in extra.get("lost", [])}
         self._started = int(extra["started"])
 
 
@@ -454,6 +467,19 @@ class SwiftASHA(ASHA):
             else:
                 self._dp.pop(job.trial_id, None)
         return job
+
+    def _on_fail(self, trial_id: str) -> None:
+        """ASHA's, and a lost trial no longer waits, reserves a slot, or guards as champion."""
+        super()._on_fail(trial_id)
+        for waiting in self._waiting:
+            waiting.pop(trial_id, None)
+        for resuming in self._resuming:
+            if trial_id in resuming:
+                resuming.remove(trial_id)
+        self._committed.discard(trial_id)
+        self._dp.pop(trial_id, None)
+        if self._champ == trial_id:
+            self._champ = None
 
     def _rung_after(self, resource: int) -> int:
         """The lowest rung resource above ``resource``."""

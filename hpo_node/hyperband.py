@@ -428,6 +428,12 @@ class SwiftHyperband(Hyperband):
         self._forecaster.close()
         self._support.close()
 
+    def _on_fail(self, trial_id: str) -> None:
+        """A lost trial leaves the round's sent and partial trials (rule ``paper``)."""
+        for group in (self._sent, self._partials):
+            if trial_id in group:
+                group.remove(trial_id)
+
     def _known(self, resource: int) -> list[str]:
         if self.pool_curves:
             return [t for t in self._order if self._resource(t) >= resource]
@@ -603,6 +609,8 @@ class SwiftHyperband(Hyperband):
     ) -> set[str]:
         """Partials scored ``mean`` below the quantile of ``reference``, filled up to n_next;
         with a predictor's ``spread`` the others are recorded as stopped by prediction."""
+        if reference.size == 0:  # every sent trial was lost: nothing to compare with
+            return set(self._partials)
         threshold = float(np.quantile(reference, self.threshold_quantile))
         selected = [t for t, m in zip(self._partials, mean, strict=True) if m < threshold]
         n_next = max(self._n_next(), 1)

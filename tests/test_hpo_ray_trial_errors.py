@@ -222,7 +222,8 @@ def test_ray_trial_errors_unreported_metric_is_a_config_error(
 # -- the core: Scheduler.fail --------------------------------------------------------------------
 
 RAY_CORES = [("asha", {}), ("hyperband", {}), ("swift-asha", {}),
-             ("swift-asha", {"rule": "forecast"}), ("swift-hyperband", {})]
+             ("swift-asha", {"rule": "forecast"}), ("swift-asha", {"rule": "paper", "d": 3}),
+             ("swift-hyperband", {}), ("swift-hyperband", {"rule": "paper", "d": 3})]
 
 
 @pytest.mark.parametrize(("name", "options"), RAY_CORES)
