@@ -79,7 +79,7 @@ def _run_cli(folder: Path, cwd: Path, *sets: str) -> subprocess.CompletedProcess
 def test_hpo_user_study_cli_runs_a_trainable_beside_its_toml(
     tmp_path: Path, example: tuple[str, str, set[str], set[str]], algorithm: str
 ) -> None:
-    name, _, space, constants = example
+    name, function, space, constants = example
     folder = _user_folder(tmp_path, name)
     cwd = tmp_path / "elsewhere"  # not the folder: the module must be found beside the TOML
     cwd.mkdir()
@@ -88,6 +88,7 @@ def test_hpo_user_study_cli_runs_a_trainable_beside_its_toml(
     proc = _run_cli(folder, cwd, f'algorithm.name="{algorithm}"', "study.trials=18", *sets)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"shipping {folder.resolve()} to the Ray workers" in proc.stdout
+    assert f"; trainable {function}\n" in proc.stdout  # the user's, named
     if algorithm.startswith("swift"):
         assert "qpu-gateway started on" in proc.stdout and "qpu-gateway stopped (exit 0)" in (
             proc.stdout)

@@ -194,6 +194,15 @@ def _check_resume(cfg: StudyConfig) -> None:
         )
 
 
+def _trainable_name(cfg: StudyConfig) -> str:
+    """``module:function`` of the study's trainable, saying when it is the built-in one."""
+    fn = cfg.trainable_callable
+    name = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+    if cfg.trainable_fn is None:
+        return f"{name} (the built-in digits model: no [trainable] function given)"
+    return name
+
+
 def _write_identity(cfg: StudyConfig) -> None:
     import json
 
@@ -451,7 +460,7 @@ def run_study(
                 print(note, file=out, flush=True)
             print(f"study {cfg.name}: {cfg.algorithm}, searcher {cfg.searcher}, {n} "
                   f"configurations, R = {cfg.max_resource} epochs, eta = {cfg.eta}, {slots} "
-                  "trial(s) at a time", file=out, flush=True)
+                  f"trial(s) at a time; trainable {_trainable_name(cfg)}", file=out, flush=True)
             if cfg.searcher == "random":
                 search_alg: Any = BasicVariantGenerator(random_state=cfg.seed)
                 space = param_space(cfg)
