@@ -58,7 +58,8 @@ class Algorithm:
     a core that :mod:`hpo_node.integrations.ray_tune` can run; ``calls_predictor(options)``:
     whether the scheduler built with ``options`` calls its predictor (default: when it takes one);
     ``on_predictor(options)``: the options that put every decision on the predictor (default:
-    ``options``; an oracle predictor then gives the rule's ceiling).
+    ``options``; an oracle predictor then gives the rule's ceiling); ``core``: the scheduler
+    class ``build`` makes (its constructor's arguments are the valid ``options``).
     """
 
     name: str
@@ -69,6 +70,7 @@ class Algorithm:
     ray: bool = False
     calls_predictor: Callable[[Mapping[str, Any]], bool] | None = None
     on_predictor: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    core: type | None = None
 
     def uses_predictor(self, options: Mapping[str, Any] | None = None) -> bool:
         """Whether the scheduler built with ``options`` calls a predictor (a study then starts
@@ -111,19 +113,20 @@ _ENTRIES = (
     Algorithm("sha", lambda a: SuccessiveHalving(a.max_resource, a.eta, a.n_trials, **a.options),
               default_trials=_sha_trials),
     Algorithm("hyperband", lambda a: Hyperband(a.max_resource, a.eta, **a.options),
-              fixed_trials=True, ray=True),
-    Algorithm("asha", lambda a: ASHA(a.max_resource, a.eta, a.n_trials, **a.options), ray=True),
+              fixed_trials=True, ray=True, core=Hyperband),
+    Algorithm("asha", lambda a: ASHA(a.max_resource, a.eta, a.n_trials, **a.options), ray=True,
+              core=ASHA),
     Algorithm("asha-stopping",
               lambda a: ASHA(a.max_resource, a.eta, a.n_trials, mode="stopping", **a.options)),
     Algorithm("swift-hyperband",
               lambda a: SwiftHyperband(a.max_resource, a.eta, a.predictor, seed=a.seed,
                                        **a.options),
-              needs_predictor=True, fixed_trials=True, ray=True),
+              needs_predictor=True, fixed_trials=True, ray=True, core=SwiftHyperband),
     Algorithm("swift-asha",
               lambda a: SwiftASHA(a.max_resource, a.eta, a.n_trials, a.predictor, seed=a.seed,
                                   **a.options),
               needs_predictor=True, ray=True, calls_predictor=swift_asha_calls_predictor,
-              on_predictor=swift_asha_on_predictor),
+              on_predictor=swift_asha_on_predictor, core=SwiftASHA),
     Algorithm("one-epoch",
               lambda a: OneEpoch(a.max_resource, a.eta, a.n_trials, **a.options)),
     *(Algorithm(name, _peer) for name in OPTUNA_PEERS),

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from hpo_node.algorithms import build, get_algorithm
+from hpo_node.algorithms import REGISTRY, build, get_algorithm
 from hpo_node.core import hyperband_brackets
 from hpo_node.study.config import StudyConfig
 
@@ -72,15 +72,11 @@ _SET_ELSEWHERE = {"max_resource": "algorithm.max_resource", "eta": "algorithm.et
 
 def _core_class(algorithm: str) -> type:
     """The core scheduler class behind a Ray algorithm of the registry."""
-    from hpo_node.asha import ASHA, SwiftASHA
-    from hpo_node.hyperband import Hyperband, SwiftHyperband
-
-    classes: dict[str, type] = {"asha": ASHA, "hyperband": Hyperband, "swift-asha": SwiftASHA,
-                                "swift-hyperband": SwiftHyperband}
-    if algorithm not in classes:
-        raise ValueError(f"algorithm must be one of {', '.join(map(repr, classes))}, got "
+    cores = {name: a.core for name, a in REGISTRY.items() if a.ray and a.core is not None}
+    if algorithm not in cores:
+        raise ValueError(f"algorithm must be one of {', '.join(map(repr, sorted(cores)))}, got "
                          f"{algorithm!r}")
-    return classes[algorithm]
+    return cores[algorithm]
 
 
 def algorithm_options(algorithm: str) -> tuple[str, ...]:
