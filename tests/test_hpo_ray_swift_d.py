@@ -28,7 +28,7 @@ def test_hpo_ray_swift_d_adapted_in_an_own_tuner_scheduler(caplog: Any) -> None:
     assert sched.core.d == 4
     note = ("note: swift-asha with 27 configurations, R = 9, eta = 3: at most 9 trials reach a "
             "rung, so with d = 15 no trial would ever get a prediction; d adapted to 4 (set "
-            "options['d'] to choose, or give more n_trials (at least 9 for any prediction))")
+            "options['d'] to choose, or give more n_trials (at least 48 for d = 15))")
     assert sched.notes == (note,)
     assert [r.getMessage() for r in caplog.records] == [note]
 
@@ -41,7 +41,7 @@ def test_hpo_ray_swift_d_set_by_the_user_is_kept_with_a_warning(caplog: Any) -> 
     assert sched.core.d == 12
     assert sched.notes[0].startswith("warning: swift-asha with 27 configurations")
     assert sched.notes[0].endswith("the study runs as plain asha: lower options['d'] below 9, or "
-                                   "give more n_trials (at least 9 for any prediction)")
+                                   "give more n_trials (at least 39 for d = 12)")
     assert caplog.records[0].levelno == logging.WARNING
     hb = SwiftHyperbandScheduler(max_resource=9, eta=3, predictor=factory)
     assert hb.core.d == 5 and "d adapted to 5" in hb.notes[0]

@@ -329,8 +329,7 @@ def test_hpo_study_config_swift_d_set_by_the_user_is_kept_with_a_warning() -> No
     assert cfg.notes == (
         "warning: swift-asha with 18 configurations, R = 9, eta = 3: at most 6 trials reach a "
         "rung, so with d = 7 no trial would ever get a prediction; the study runs as plain asha: "
-        "lower algorithm.params.d below 6, or give more study.trials (at least 9 for any "
-        "prediction)",
+        "lower algorithm.params.d below 6, or give more study.trials (at least 24 for d = 7)",
     )
     tiny = study_from_dict(_swift(study__trials=6, algorithm__params={"rule": "paper"}))
     assert tiny.algorithm_params == {"rule": "paper"} and tiny.notes[0].endswith(

@@ -1010,8 +1010,12 @@ def swift_d_rule(
     where = (f"{core.name} with {n_trials} configurations, R = {core.max_resource}, "
              f"eta = {eta}: at most {m} trials reach a rung, so with d = {d} no trial would "
              "ever get a prediction")
-    more = (f"a larger {resource_key}" if algo.fixed_trials else
-            f"more {trials_key} (at least {3 * eta} for any prediction)")
+    if algo.fixed_trials:
+        more = f"a larger {resource_key}"
+    elif m >= 3:  # the first rung above the lowest gets n // eta trials: d + 1 need eta (d + 1)
+        more = f"more {trials_key} (at least {eta * (d + 1)} for d = {d})"
+    else:
+        more = f"more {trials_key} (at least {3 * eta} for any prediction)"
     if not d_given and m >= 3:
         new = max(2, m // 2)
         return new, f"note: {where}; d adapted to {new} (set {d_key} to choose, or give {more})"
