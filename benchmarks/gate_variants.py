@@ -20,6 +20,16 @@
 - ``hp=K``: a trial's forecast from ``r`` is shifted by the mean revision (log forecast from the
   newest resource minus log forecast from ``r``) of its ``K`` nearest trials in rank-scaled
   hyperparameter space that trained at least ``2 r`` epochs (at least 3 needed).
+- ``hpl=K`` alone: a trial's optimistic forecast from ``r`` is at most the best mean forecast at
+  R of its ``K`` nearest hyperparameter neighbours (rank-scaled) that trained ``max(2 r,
+  hplr)`` epochs (``hplr`` default 4), also when a paused trial is checked for resuming.
+- ``hpl=K:hpq=Q``: a trial is never paused or held from below ``hplr`` epochs while its
+  *neighbour estimate* (the mean of the mean forecasts at R, from their newest resource, of its
+  ``K`` nearest neighbours among the trials with ``>= hplr`` epochs) is within the best share
+  ``Q`` of every started trial's; checked at the pause or hold, not when a paused trial is
+  checked for resuming (estimates move, so re-checking them resumes most paused trials).
+  ``hpc=1`` instead of ``hpq``: protected while the best such neighbour forecast is at or below
+  the champion's mean forecast.
 
 Any other ``key=value`` is a ``SwiftASHA`` keyword (``z``, ``protect``). One line per table and
 variant: fewer epochs than ASHA, mean regret (ASHA's), the seeds worse / better than ASHA.
@@ -45,7 +55,8 @@ from hpo_node.curvefit import GateForecaster
 from hpo_node.replay import RunResult, simulate
 
 OPTIONS = {"hold": str, "p": float, "rmin": int, "protect1": float, "band1": float,
-           "catchup": int, "hp": int, "z": float, "protect": float}
+           "catchup": int, "hp": int, "z": float, "protect": float, "hpl": int, "hplr": int,
+           "hpq": float, "hpc": int}
 
 
 class GateVariant(SwiftASHA):
@@ -54,7 +65,7 @@ class GateVariant(SwiftASHA):
     def __init__(
         self, *args: Any, hold: str = "consume", p: float = 0.5, rmin: int = 1,
         protect1: float | None = None, band1: float = 1.0, catchup: int = 0, hp: int = 0,
-        watch: str | None = None, **kw: Any,
+        hpl: int = 0, hplr: int = 4, hpq: float = 0.0, hpc: int = 0, watch: str | None = None, **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
         if hold not in ("consume", "skip", "keep"):
@@ -64,6 +75,13 @@ class GateVariant(SwiftASHA):
         )
         self.hold, self.rmin, self.protect1, self.band1 = hold, rmin, protect1, band1
         self.catchup, self.hp, self.watch = catchup, hp, watch
+        self.hpl, self.hplr, self.hpq = hpl, hplr, hpq
+        self.hpc = hpc
+        self._hpq_est: dict[str, float] = {}
+        self._hpq_at = -1
+        self._resuming_now = False
+        self._hpl_cache: dict[tuple[str, int], float] = {}
+        self._hpl_at = -1
         self.events: list[str] = []  # where ``watch`` was paused or held
         self._rank_x: dict[str, np.ndarray] = {}
 
@@ -75,6 +93,8 @@ class GateVariant(SwiftASHA):
         return super()._dominates(g, t, r)
 
     def _protected(self, t: str, r: int) -> bool:
+        if (self.hpq or self.hpc) and not self._resuming_now and self._hp_protected(t, r):
+            return True
         if self.protect1 is None or r != 1:
             return super()._protected(t, r)
         at_r = self._losses_at(r)
@@ -96,7 +116,7 @@ class GateVariant(SwiftASHA):
 
     def _band(self, keys: list[tuple[str, int]]) -> np.ndarray:
         b = super()._band(keys)
-        if not self.hp and self.band1 == 1.0:
+        if not self.hp and self.band1 == 1.0 and not self.hpl:
             return b
         b = b.copy()
         for i, (t, r) in enumerate(keys):
@@ -104,11 +124,91 @@ class GateVariant(SwiftASHA):
                 continue
             if self.hp:
                 b[i] = b[i] * np.exp(self._revision(t, r))
+            if self.hpl and not self.hpq:
+                b[i, 0] = min(b[i, 0], self._hp_low(t, r))
             if self.band1 != 1.0 and r == 1:
                 m = np.log(b[i, 1])
                 w = self.band1 * (m - np.log(b[i, 0]))
                 b[i] = np.exp([m - w, m, m + w])
         return b
+
+    def _hp_low(self, t: str, r: int) -> float:
+        """Best mean forecast at R of ``t``'s ``hpl`` nearest hyperparameter neighbours that
+        trained at least ``max(2 r, hplr)`` epochs (inf with fewer than ``hpl`` such)."""
+        if self._hpl_at != self._reports:
+            self._hpl_cache, self._hpl_at = {}, self._reports
+        key = (t, r)
+        if key in self._hpl_cache:
+            return self._hpl_cache[key]
+        x = self._ranks()
+        need = max(2 * r, self.hplr)
+        pool = [j for j in self._order if j != t and self._resource(j) >= need]
+        out = np.inf
+        if len(pool) >= self.hpl:
+            dist = np.array([float(((x[j] - x[t]) ** 2).sum()) for j in pool])
+            near = [pool[q] for q in np.argsort(dist, kind="stable")[: self.hpl]]
+            f = SwiftASHA._band(self, [(j, self._resource(j)) for j in near])[:, 1]
+            f = f[np.isfinite(f)]
+            if f.size:
+                out = float(f.min())
+        self._hpl_cache[key] = out
+        return out
+
+    def _forecast_resumable(self, k: int) -> str | None:
+        self._resuming_now = True
+        try:
+            return super()._forecast_resumable(k)
+        finally:
+            self._resuming_now = False
+
+    def _hp_protected(self, t: str, r: int) -> bool:
+        """Whether ``t``'s neighbour estimate ranks in the best ``hpq`` share of the trials at
+        ``r``."""
+        if r >= self.hplr:
+            return False
+        est = self._hp_estimates()
+        if t not in est:
+            return False
+        if self.hpc:
+            c = self._champion()
+            if c is None or c == t:
+                return False
+            cm = float(SwiftASHA._band(self, [(c, self._resource(c))])[0, 1])
+            return bool(est[t] <= cm)
+        at_r = list(est.values())
+        return sum(v < est[t] for v in at_r) < self.hpq * len(at_r)
+
+    def _hp_estimates(self) -> dict[str, float]:
+        """Per started trial: mean of the mean forecasts at R (newest resource) of its ``hpl``
+        nearest neighbours among the trials with >= ``hplr`` epochs (none: too few such)."""
+        if self._hpq_at == self._reports:
+            return self._hpq_est
+        self._hpq_at, self._hpq_est = self._reports, {}
+        pool = [j for j in self._order if self._resource(j) >= self.hplr]
+        if len(pool) < self.hpl + 1:
+            return self._hpq_est
+        f = SwiftASHA._band(self, [(j, self._resource(j)) for j in pool])[:, 1]
+        ok = np.isfinite(f)
+        pool = [j for j, o in zip(pool, ok, strict=True) if o]
+        f = f[ok]
+        if len(pool) < self.hpl + 1:
+            return self._hpq_est
+        x = self._ranks()
+        px = np.array([x[j] for j in pool])
+        for t in self._order:
+            d = ((px - x[t]) ** 2).sum(axis=1)
+            near = [q for q in np.argsort(d, kind="stable") if pool[q] != t][: self.hpl]
+            self._hpq_est[t] = float(np.min(f[near]) if self.hpc else np.mean(f[near]))
+        return self._hpq_est
+
+    def _ranks(self) -> dict[str, np.ndarray]:
+        if len(self._rank_x) != len(self._hparams):
+            ids = list(self._hparams)
+            names = sorted({k for h in self._hparams.values() for k in h})
+            m = np.array([[float(self._hparams[j].get(k, 0.0)) for k in names] for j in ids])
+            ranks = np.argsort(np.argsort(m, axis=0, kind="stable"), axis=0) / max(len(ids) - 1, 1)
+            self._rank_x = {j: ranks[q] for q, j in enumerate(ids)}
+        return self._rank_x
 
     def _revision(self, t: str, r: int) -> float:
         """Mean log revision of the forecasts of ``t``'s ``hp`` hyperparameter neighbours."""
