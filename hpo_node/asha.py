@@ -569,7 +569,7 @@ class SwiftASHA(ASHA):
                     if predicted is not None and not self._gets_slot(k, predicted[0], arriving=True):
                         self._phantom[k].append(trial_id)
                         self._waiting[k][trial_id] = predicted[0]
-                        self._record_prediction(trial_id, *predicted[1:])
+                        self._record_prediction(trial_id, *predicted[1:], at=r_to)
                         return Decision.PAUSE
                 return super()._on_report(trial_id, resource, loss)
             cutoff = self._cutoff(k)
@@ -578,7 +578,7 @@ class SwiftASHA(ASHA):
                 if predicted is not None:
                     stop = predicted[0] > cutoff
                     if stop:
-                        self._record_prediction(trial_id, *predicted[1:])
+                        self._record_prediction(trial_id, *predicted[1:], at=r_to)
                 else:
                     at_dp = self._cutoff(k, at=resource)
                     stop = self.fallback == "last-value" and at_dp is not None and loss > at_dp
@@ -686,7 +686,7 @@ class SwiftASHA(ASHA):
     def _record_forecast(self, trial_id: str, resource: int) -> None:
         """Record the forecast (mean, band half-width) from ``resource`` that pauses the trial."""
         low, mean, high = (float(v) for v in self._band([(trial_id, resource)])[0])
-        self._record_prediction(trial_id, mean, (high - low) / 2.0)
+        self._record_prediction(trial_id, mean, (high - low) / 2.0, at=self.max_resource)
 
     def _forecast_resumable(self, k: int) -> str | None:
         """The waiting trial of rung ``k`` with the best optimistic forecast, if it now makes

@@ -192,7 +192,7 @@ class Scheduler(ABC):
         self._target: dict[str, int] = {}
         self._pending: list[str] = []
         self._stopped_out: list[str] = []
-        self._predicted: dict[str, tuple[float, float]] = {}
+        self._predicted: dict[str, tuple[float, float, int | None]] = {}
 
     # -- public interface --------------------------------------------------------------------
 
@@ -284,7 +284,15 @@ class Scheduler(ABC):
         """``(mean, spread)`` of the predicted loss by which the scheduler paused or stopped
         ``trial_id`` (spread: the predictor's, or the half-width of a forecast band), or ``None``
         when no prediction decided its current pause or stop. Engines report it with the trial."""
-        return self._predicted.get(trial_id)
+        hit = self._predicted.get(trial_id)
+        return None if hit is None else (hit[0], hit[1])
+
+    def prediction_at(self, trial_id: str) -> int | None:
+        """The resource (epoch) that :meth:`prediction` forecasts the loss at: the next rung
+        (``rule="paper"``) or ``max_resource`` (forecast rules, the gate); ``None`` without a
+        prediction, or for one restored from a checkpoint that predates this record."""
+        hit = self._predicted.get(trial_id)
+        return None if hit is None else hit[2]
 
     @property
     def n_pending(self) -> int:
@@ -337,7 +345,8 @@ class Scheduler(ABC):
         self._pending = list(state["pending"])
         self._stopped_out = list(state["stopped_out"])
         self._predicted = {
-            t: (float(v[0]), float(v[1])) for t, v in state.get("predicted", {}).items()
+            t: (float(v[0]), float(v[1]), int(v[2]) if len(v) > 2 and v[2] is not None else None)
+            for t, v in state.get("predicted", {}).items()
         }
         self._load_extra_state(state["extra"])
 
@@ -352,9 +361,10 @@ class Scheduler(ABC):
     def _loss_at(self, trial_id: str, resource: int) -> float:
         return self._curve[trial_id][resource - 1]
 
-    def _record_prediction(self, trial_id: str, mean: float, margin: float) -> None:
-        """Remember the prediction by which ``trial_id`` is being paused or stopped."""
-        self._predicted[trial_id] = (float(mean), float(margin))
+    def _record_prediction(self, trial_id: str, mean: float, margin: float, at: int) -> None:
+        """Remember the prediction (of the loss at resource ``at``) by which ``trial_id`` is
+        being paused or stopped."""
+        self._predicted[trial_id] = (float(mean), float(margin), int(at))
 
     def _stop_paused(self, trial_id: str) -> None:
         if self._state[trial_id] == TrialState.PAUSED:

@@ -533,7 +533,7 @@ class SwiftHyperband(Hyperband):
         keep.add(min(alive, key=lambda t: self._loss_at(t, dp)))
         for t, (low, mean, high) in zip(alive, band, strict=True):
             if t not in keep:
-                self._record_prediction(t, mean, (high - low) / 2.0)
+                self._record_prediction(t, mean, (high - low) / 2.0, at=self.max_resource)
         return keep
 
     def _barrier(self) -> bool:
@@ -563,7 +563,7 @@ class SwiftHyperband(Hyperband):
                 return set(self._partials)
             mean = np.array([self._loss_at(t, dp) for t in self._partials])
             ref = np.array([self._loss_at(t, dp) for t in self._sent])
-            return self._threshold_select(mean, ref)
+            return self._threshold_select(mean, ref, r_i)
         model = self._support.fit(
             np.array([self._curve[t][:dp] for t in known]),
             np.array([self._loss_at(t, r_i) for t in known]),
@@ -577,7 +577,7 @@ class SwiftHyperband(Hyperband):
         )
         self._support.release(model)
         return self._threshold_select(
-            mean, np.array([self._loss_at(t, r_i) for t in self._sent]), spread
+            mean, np.array([self._loss_at(t, r_i) for t in self._sent]), r_i, spread
         )
 
     def _select_scale_free(self, r_i: int) -> set[str]:
@@ -589,7 +589,7 @@ class SwiftHyperband(Hyperband):
                 return set(self._partials)
             mean = np.array([self._loss_at(t, dp) for t in self._partials])
             ref = np.array([self._loss_at(t, dp) for t in self._sent])
-            return self._threshold_select(mean, ref)
+            return self._threshold_select(mean, ref, r_i)
         rng = np.random.default_rng(self._support.next_seed())
         if x.shape[0] > self.max_windows:
             keep = np.sort(rng.choice(x.shape[0], size=self.max_windows, replace=False))
@@ -601,14 +601,15 @@ class SwiftHyperband(Hyperband):
         self._support.release(model)
         mean = np.array([self._loss_at(t, dp) for t in self._partials]) * np.exp(step)
         return self._threshold_select(
-            mean, np.array([self._loss_at(t, r_i) for t in self._sent]), mean * spread
+            mean, np.array([self._loss_at(t, r_i) for t in self._sent]), r_i, mean * spread
         )
 
     def _threshold_select(
-        self, mean: np.ndarray, reference: np.ndarray, spread: np.ndarray | None = None
+        self, mean: np.ndarray, reference: np.ndarray, r_i: int, spread: np.ndarray | None = None
     ) -> set[str]:
-        """Partials scored ``mean`` below the quantile of ``reference``, filled up to n_next;
-        with a predictor's ``spread`` the others are recorded as stopped by prediction."""
+        """Partials scored ``mean`` (a loss at ``r_i``) below the quantile of ``reference``,
+        filled up to n_next; with a predictor's ``spread`` the others are recorded as stopped by
+        prediction."""
         if reference.size == 0:  # every sent trial was lost: nothing to compare with
             return set(self._partials)
         threshold = float(np.quantile(reference, self.threshold_quantile))
@@ -620,7 +621,7 @@ class SwiftHyperband(Hyperband):
         if spread is not None:
             for t, m, s in zip(self._partials, mean, spread, strict=True):
                 if t not in selected:
-                    self._record_prediction(t, m, s)
+                    self._record_prediction(t, m, s, at=r_i)
         return set(selected)
 
     def _extra_state(self) -> dict[str, Any]:

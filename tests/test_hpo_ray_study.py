@@ -96,6 +96,7 @@ def test_hpo_ray_study_end_to_end_with_gateway(tmp_path: Path, ray_local: Any,
     for r in by_pred:
         assert r["predicted_val_loss"] != "" and r["predicted_spread"] != ""
         assert int(r["epochs"]) in (2, 6)  # decision points of the rungs 1 -> 3 and 3 -> 9
+        assert int(r["predicted_epoch"]) == {2: 3, 6: 9}[int(r["epochs"])]  # the rung ahead
     # every epoch Tune received is in trials.csv, and nothing else
     assert sum(int(r["epochs"]) for r in rows) == summary["epochs_used"]
     assert {r["trial_id"]: int(r["epochs"]) for r in rows if int(r["epochs"])} == {

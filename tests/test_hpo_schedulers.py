@@ -771,10 +771,21 @@ def test_swift_scheduler_prediction_names_what_stopped_or_paused_a_trial(name: s
         mean, spread = sched.prediction(t)  # type: ignore[misc]
         assert math.isfinite(mean) and spread >= 0.0
         assert state["state"][t] in ("paused", "stopped") and len(state["curve"][t]) < 27
+        # the epoch the prediction is for: ahead of the trial; R for the forecast rule and gate
+        at = sched.prediction_at(t)
+        assert at is not None and len(state["curve"][t]) < at <= 27
+        assert at == 27 or name.endswith("paper")
     assert all(sched.prediction(t) is None for t in state["order"] if len(state["curve"][t]) == 27)
     again = _build(name, 27, 3, 3, n=60)
     again.load_state_dict(json.loads(json.dumps(state)))
     assert {t: again.prediction(t) for t in decided} == {t: sched.prediction(t) for t in decided}
+    assert {t: again.prediction_at(t) for t in decided} == {
+        t: sched.prediction_at(t) for t in decided}
+    # a checkpoint from before the epoch was recorded: the prediction loads, its epoch is unknown
+    old = {**state, "predicted": {t: v[:2] for t, v in state["predicted"].items()}}
+    again.load_state_dict(json.loads(json.dumps(old)))
+    assert all(again.prediction(t) == sched.prediction(t) and again.prediction_at(t) is None
+               for t in decided)
 
 
 def test_swift_asha_stopping_mode_never_pauses_and_stops_by_prediction() -> None:

@@ -130,6 +130,7 @@ class TrialRecord:
     jobs: int = 0
     predicted: float | None = None
     predicted_spread: float | None = None
+    predicted_epoch: int | None = None
     diverged: bool = False
     failures: int = 0
     error_message: str | None = None
@@ -755,6 +756,7 @@ class CoreTrialScheduler(TrialScheduler):
         mean, spread = hit
         rec.predicted = -mean if self._mode == "max" else mean
         rec.predicted_spread = spread
+        rec.predicted_epoch = self.core.prediction_at(tid)
 
     def _stop_drained(self, tune_controller: TuneController) -> None:
         for tid in self.core.drain_stopped():

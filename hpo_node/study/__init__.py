@@ -26,9 +26,10 @@ it restores from when Tune hands it one (paused trials are resumed, not restarte
    ``working_dir`` (so it imports on every node);
 4. runs the study with the scheduler adapter of :mod:`hpo_node.integrations.ray_tune`, printing
    progress;
-5. writes ``<output_dir>/<name>/``: ``trials.csv``, ``best.json``, ``curves.png``,
-   ``best_vs_epochs.png``, ``summary.json``
-   (epochs used, trials per outcome, predictor counters), ``scheduler_state.json``, and Ray's own
+5. writes ``<output_dir>/<name>/`` (every field: docs/outputs.md): ``trials.csv``,
+   ``best.json``, ``curves.png``, ``best_vs_epochs.png``/``.csv``, ``summary.json``
+   (epochs used, trials per outcome, predictor counters), ``scheduler_state.json`` (the
+   scheduler's state for inspection; ``--resume`` does not read it), and Ray's own
    experiment directory ``ray/<name>``, or ``<storage>/<name>`` with ``[study] storage``
    (``--resume`` continues an interrupted study from it with ``Tuner.restore``, the scheduler's
    state included); stops the gateway it started.

@@ -32,6 +32,7 @@ def trial_rows(scheduler: Any, cfg: StudyConfig) -> list[dict[str, Any]]:
             f"best_{m}": best,
             f"predicted_{m}": rec.predicted,
             "predicted_spread": rec.predicted_spread,
+            "predicted_epoch": rec.predicted_epoch,
             "diverged": int(rec.diverged),
             "jobs": rec.jobs,
             "failures": rec.failures,
@@ -165,8 +166,10 @@ def print_summary(summary: dict[str, Any], study_dir: Path, out: Any) -> None:
               f"trial {first['trial_id']}: {first['error'] or 'unknown error'}", file=out)
     if summary["predictor"] is not None:
         p = summary["predictor"]
-        print(f"predictor: {p['decisions_with_prediction']} decisions with a prediction, "
-              f"{p['decisions_without_prediction']} without (outages {p['outages']})", file=out)
-    print(f"wrote {study_dir}/trials.csv, best.json, curves.png, best_vs_epochs.png, "
-          f"summary.json in {summary['wall_seconds']:.1f} s", file=out, flush=True)
+        print(f"predictor: {p['fits_ok']} fits, {p['decisions_with_prediction']} rows predicted, "
+              f"{p['decisions_without_prediction']} answered without it (outages "
+              f"{p['outages']})", file=out)
+    print(f"wrote {study_dir}/trials.csv, best.json, curves.png, best_vs_epochs.png/.csv, "
+          f"summary.json, scheduler_state.json in {summary['wall_seconds']:.1f} s", file=out,
+          flush=True)
 

@@ -46,7 +46,8 @@ def _log_scale(values: Sequence[float], cfg: StudyConfig) -> bool:
 def plot_curves(scheduler: Any, cfg: StudyConfig, path: Path,
                 best: tuple[str, float] | None = None) -> None:
     """Every trial's curve, styled by outcome (a trial stopped after one epoch is a dot); trials
-    stopped by prediction end in ``x`` with the predicted loss at their rung as ``o``; the best
+    stopped by prediction end in ``x``, with the predicted loss as ``o`` at the epoch it was
+    predicted for (the next rung, or R for the forecast rules and the gate); the best
     trial at R drawn over the rest. The legend stands beside the axes."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 5.5))
@@ -68,10 +69,11 @@ def plot_curves(scheduler: Any, cfg: StudyConfig, path: Path,
             ax.plot(xs[-1], ys[-1], "x", color="tab:red", ms=6)
             if rec.predicted is not None:
                 predicted = True
-                ax.plot(rec.target, rec.predicted, "o", mfc="none", color="tab:red", ms=5)
+                at = rec.target if rec.predicted_epoch is None else rec.predicted_epoch
+                ax.plot(at, rec.predicted, "o", mfc="none", color="tab:red", ms=5)
     if predicted:
         ax.plot([], [], "o", mfc="none", color="tab:red", ms=5,
-                label="predicted loss at the rung")
+                label="the prediction that stopped it (loss at the epoch predicted)")
     if best is not None:
         rec = scheduler.records[best[0]]
         ys = [math.nan if v is None else float(v) for v in rec.curve]
