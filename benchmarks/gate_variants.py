@@ -20,6 +20,10 @@
 - ``hp=K``: a trial's forecast from ``r`` is shifted by the mean revision (log forecast from the
   newest resource minus log forecast from ``r``) of its ``K`` nearest trials in rank-scaled
   hyperparameter space that trained at least ``2 r`` epochs (at least 3 needed).
+- ``fc=perk``: the candidate of the forecaster's ``auto`` choice is chosen per ``k =
+  floor(log2 e)`` (:class:`gate_forecasters.PerResource`); ``pow4=1``: the ``pow4`` family
+  joins the candidates (:class:`gate_forecasters.Pow4`); ``oracle=1``: forecasts are the
+  table's true loss at R (``forecaster="predictor"`` with the table oracle: the ceiling).
 - ``hpl=K`` alone: a trial's optimistic forecast from ``r`` is at most the best mean forecast at
   R of its ``K`` nearest hyperparameter neighbours (rank-scaled) that trained ``max(2 r,
   hplr)`` epochs (``hplr`` default 4), also when a paused trial is checked for resuming.
@@ -47,16 +51,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from gate_forecasters import PerResource, add_pow4
 from hpo_rules import load
 
+from hpo_node import curvefit
 from hpo_node.asha import ASHA, SwiftASHA
 from hpo_node.core import Job, TrialState
 from hpo_node.curvefit import GateForecaster
+from hpo_node.predictors import make_predictor_factory
 from hpo_node.replay import RunResult, simulate
 
 OPTIONS = {"hold": str, "p": float, "rmin": int, "protect1": float, "band1": float,
            "catchup": int, "hp": int, "z": float, "protect": float, "hpl": int, "hplr": int,
-           "hpq": float, "hpc": int}
+           "hpq": float, "hpc": int, "fc": str, "pow4": int, "oracle": int}
 
 
 class GateVariant(SwiftASHA):
@@ -65,14 +72,18 @@ class GateVariant(SwiftASHA):
     def __init__(
         self, *args: Any, hold: str = "consume", p: float = 0.5, rmin: int = 1,
         protect1: float | None = None, band1: float = 1.0, catchup: int = 0, hp: int = 0,
-        hpl: int = 0, hplr: int = 4, hpq: float = 0.0, hpc: int = 0, watch: str | None = None, **kw: Any,
+        hpl: int = 0, hplr: int = 4, hpq: float = 0.0, hpc: int = 0, fc: str = "library",
+        watch: str | None = None, **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
         if hold not in ("consume", "skip", "keep"):
             raise ValueError(f"hold must be 'consume', 'skip' or 'keep', got {hold!r}")
-        self._forecaster = GateForecaster(
-            self.forecaster, self.max_resource, z=self.z, p=p, seed=int(kw.get("seed") or 0)
-        )
+        if fc not in ("library", "perk"):
+            raise ValueError(f"fc must be 'library' or 'perk', got {fc!r}")
+        if self.forecaster != "predictor":
+            self._forecaster = (PerResource if fc == "perk" else GateForecaster)(
+                self.forecaster, self.max_resource, z=self.z, p=p, seed=int(kw.get("seed") or 0)
+            )
         self.hold, self.rmin, self.protect1, self.band1 = hold, rmin, protect1, band1
         self.catchup, self.hp, self.watch = catchup, hp, watch
         self.hpl, self.hplr, self.hpq = hpl, hplr, hpq
@@ -302,6 +313,20 @@ def compare(table_name: str, seeds: Sequence[int], variant: str, trace: bool) ->
     """One line: ``variant`` on ``table_name`` against ASHA (W = 8, eta = 2)."""
     table, r_max, n = load(table_name)
     kw = _parse(variant)
+    if kw.pop("oracle", 0):
+        kw.update(forecaster="predictor", predictor=make_predictor_factory(
+            "oracle", curves=table.curves, max_resource=r_max))
+    auto = curvefit.AUTO
+    if kw.pop("pow4", 0):
+        add_pow4()
+    try:
+        return _compare(table, table_name, r_max, n, seeds, variant, kw, trace)
+    finally:
+        curvefit.AUTO = auto
+
+
+def _compare(table: Any, table_name: str, r_max: int, n: int, seeds: Sequence[int], variant: str,
+             kw: dict[str, Any], trace: bool) -> str:
     ref: list[RunResult] = []
     winners: list[str] = []
     for s in seeds:

@@ -1,0 +1,156 @@
+"""Research forecasters for the champion gate (issue 14, session 7), not in the library.
+
+- :class:`Pow4`: the candidate ``log(c + a (1 + t / tau)**-alpha)`` (Domhan, Springenberg &
+  Hutter, IJCAI 2015, "pow4"; the family :func:`hpo_node.synthetic.synthetic_table` draws from),
+  with Gaussian priors on ``alpha`` and ``log tau`` from the unregularised fits of the known curves
+  of >= 16 epochs; prefixes under 4 epochs: the loss at ``e``.
+- :class:`PerResource`: ``GateForecaster("auto")`` with the candidate chosen *per* ``k = floor(log2
+  e)`` (the library chooses one for every resource, and its held-out pairs from one and two epochs,
+  where every candidate is the loss at ``e``, decide most choices: "last" wins the ties).
+
+Used by ``gate_variants.py`` (options ``fc=perk``, ``pow4=1``) and ``asha_forecasters.py``-style
+bake-offs; results in benchmarks/README.md ("Session 7").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from hpo_node import curvefit as cf
+
+FloatArray = cf.FloatArray
+class Pow4(cf.Pow3):
+    """``log(c + a (1 + t / tau)**-alpha)`` per curve (module doc); ``prior4``: ((mean, sd) of
+    alpha, (mean, sd) of log tau)."""
+
+    def __init__(self, max_resource: int) -> None:
+        super().__init__(max_resource)
+        self.prior4 = ((0.5, 0.5), (math.log(2.0), 1.5))
+
+    def _fit4(self, v: FloatArray, prior: tuple[tuple[float, float], ...] | None) -> tuple[float, ...]:
+        from scipy.optimize import least_squares
+
+        e = v.shape[0]
+        t = np.arange(1.0, e + 1.0)
+        y = np.exp(v)
+        wt = np.where(t > e / 2, 2.0, 1.0)
+
+        def res(q: FloatArray) -> FloatArray:
+            c, a, ltau, al = q
+            r = wt * (np.log(np.maximum(c + a * (1 + t / math.exp(ltau)) ** -al, 1e-12)) - v)
+            if prior is None:
+                return r
+            (am, asd), (tm, tsd) = prior
+            return np.append(r, [(al - am) / asd * 0.01, (ltau - tm) / tsd * 0.01])
+
+        q0 = [0.8 * y.min(), max(y[0] - 0.8 * y.min(), 1e-6), 0.0, 0.5]
+        lo, hi = [0.0, 0.0, math.log(0.05), 0.01], [y.min(), np.inf, math.log(1000.0), 5.0]
+        return tuple(float(s) for s in least_squares(res, q0, bounds=(lo, hi)).x)
+
+    def fit(self, curves: list[FloatArray]) -> None:
+        long = [c for c in curves if c.shape[0] >= 16]
+        if len(long) >= 3:
+            q = np.array([self._fit4(c, None) for c in long])
+            self.prior4 = ((float(np.median(q[:, 3])), float(max(np.std(q[:, 3]), 0.1))),
+                           (float(np.median(q[:, 2])), float(max(np.std(q[:, 2]), 0.3))))
+
+    def predict_targets(self, prefix: FloatArray, targets: Sequence[int]) -> list[float]:
+        if prefix.shape[0] < 4:
+            return [float(prefix[-1])] * len(targets)
+        c, a, ltau, al = self._fit4(prefix, self.prior4)
+        return [math.log(max(c + a * (1 + t / math.exp(ltau)) ** -al, 1e-12)) for t in targets]
+
+    def predict(self, prefixes: list[FloatArray], target: int | None = None) -> FloatArray:
+        r = target or self.max_resource
+        return np.array([self.predict_targets(p, [r])[0] for p in prefixes])
+
+
+def add_pow4() -> None:
+    """Make ``pow4`` a candidate of the library's ``auto`` choice (process-wide)."""
+    cf.CANDIDATES["pow4"] = Pow4
+    if "pow4" not in cf.AUTO:
+        cf.AUTO = (*cf.AUTO, "pow4")
+
+
+class PerResource(cf.GateForecaster):
+    """``GateForecaster("auto")`` choosing its candidate per ``k = floor(log2 e)`` (module doc);
+    no checkpoint (research only)."""
+
+    def update(self, curves: Mapping[str, Sequence[float]], order: Sequence[str]) -> bool:
+        self._scan(curves, order)
+        epochs = sum(n for n in (len(curves[t]) for t in order) if n >= 2)
+        forced = self._model is not None and self._affine is None and not self._positive
+        if not forced and (
+            epochs < self.min_epochs or (self._epochs and epochs < (1 + self.growth) * self._epochs)
+        ):
+            return False
+        arrays = [np.asarray(curves[t], dtype=np.float64) for t in order]
+        if self._positive:
+            self._affine = None
+            known = [np.log(a) for a in arrays if a.shape[0] >= 2]
+        else:
+            every = np.concatenate(arrays)
+            sd = float(np.std(every))
+            self._affine = (float(np.median(every)), sd if sd > 0 and math.isfinite(sd) else 1.0)
+            m, s = self._affine
+            known = [(a - m) / s for a in arrays if a.shape[0] >= 2]
+        self._epochs = epochs
+        held = self._held_out(cf.AUTO, known, int(self.rng.integers(2**31 - 1)), True)
+        ks = sorted({int(math.log2(row[1])) for nm in cf.AUTO for row in held[nm]})
+        self._pick: dict[int, str] = {}
+        for k in ks:
+            score = {}
+            for nm in cf.AUTO:
+                wrong, total = cf.ordering_error([r for r in held[nm] if int(math.log2(r[1])) == k])
+                score[nm] = wrong / total if total else math.inf
+            self._pick[k] = min(cf.AUTO, key=lambda nm: score[nm])
+        self.choices.append(",".join(f"{k}:{v}" for k, v in self._pick.items()))
+        self._models: dict[str, cf.Last] = {}
+        for nm in set(self._pick.values()) or {"last"}:
+            self._models[nm] = cf.CANDIDATES[nm](self.max_resource)
+            self._models[nm].fit(known)
+        self._model = next(iter(self._models.values()))
+        self._chosen = "auto"
+        found: dict[int, list[tuple[float, float]]] = {}
+        for k, nm in self._pick.items():
+            for i, e, t, pred, truth in held[nm]:
+                if int(math.log2(e)) == k and t == known[i].shape[0]:
+                    found.setdefault(k, []).append((pred - truth, math.log2(t / e)))
+        self._cal = {}
+        for k, rs in sorted(found.items()):
+            if len(rs) >= 5:
+                r, h = (np.array(a) for a in zip(*rs, strict=True))
+                self._cal[k] = (float(np.mean(r / h)), float(np.std(r / h**self.p)))
+        self.version += 1
+        return True
+
+    def forecast(self, curves: Sequence[Sequence[float]]) -> FloatArray:
+        out = np.full((len(curves), 3), np.nan)
+        r = self.max_resource
+        for j, c in enumerate(curves):
+            if len(c) >= r:
+                out[j] = c[r - 1]
+        if self._model is None or not self._cal or not self._pick:
+            return out
+        last, last_pick = max(self._cal), max(self._pick)
+        for j, c in enumerate(curves):
+            if not 0 < len(c) < r or (self._affine is None and min(c) <= 0):
+                continue
+            a = np.asarray(c, dtype=np.float64)
+            shift, scale = self._affine or (0.0, 1.0)
+            pre = np.log(a) if self._affine is None else (a - shift) / scale
+            e = len(c)
+            k = int(math.log2(e))
+            if min(self._cal) > k:
+                continue
+            mean = float(self._models[self._pick[min(last_pick, k)]].predict([pre], r)[0])
+            b, sd = self._cal[min(last, k)]
+            h = math.log2(r / e)
+            m = mean - b * h
+            w = self.z * sd * h**self.p
+            band = np.array([m - w, m, m + w])
+            out[j] = np.exp(band) if self._affine is None else band * scale + shift
+        return out
