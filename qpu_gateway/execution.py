@@ -10,7 +10,11 @@ caller cancelled, server shutting down) -- and only after the attempt's work has
   fork of the server process, whose gRPC threads would not survive it), warmed at start-up
   (imports, samplers of the chain) and run at a lower CPU priority than the server. A stop first
   asks the worker to interrupt its sampler; a worker that has not answered ``stop_grace``
-  seconds later is killed and replaced. Workers die with the server (``PR_SET_PDEATHSIG``).
+  seconds later is killed and replaced. Workers die with the server, however it ends (``kill
+  -9`` included), sampling or not: each holds the read end of a *lifeline* pipe whose only write
+  end is the server's, and a thread of the worker SIGKILLs it when that pipe closes (the
+  forkserver, their parent, outlives the server while any worker runs, so ``PR_SET_PDEATHSIG``
+  alone is not enough; it stays as a second line for a sampler that holds the GIL).
 
 Start-up: the forkserver's imports (about a second: scikit-learn, SciPy, dimod) are the same as the
 server's own, so ``qpu-gateway serve`` calls :func:`start_forkserver` before importing them, and
@@ -181,6 +185,7 @@ class _Worker:
     proc: multiprocessing.process.BaseProcess
     conn: Connection
     cancel: Any  # multiprocessing.Event
+    lifeline: Connection  # the server's (only) write end; closing it kills the worker
     ready: bool = False
 
 
@@ -256,16 +261,18 @@ class SamplingPool:
 
     def _spawn_now(self) -> _Worker:
         parent, child = self._ctx.Pipe()
+        held, lifeline = self._ctx.Pipe(duplex=False)
         cancel = self._ctx.Event()
         proc = self._ctx.Process(
             target=_worker_main,
             args=(child, cancel, self.settings, self.warm, self.nice, logging.getLogger().level,
-                  json_logging()),
+                  json_logging(), held),
             name="qpu-gateway-sampler", daemon=True,
         )
         proc.start()
         child.close()
-        worker = _Worker(proc, parent, cancel)
+        held.close()
+        worker = _Worker(proc, parent, cancel, lifeline)
         with self._lock:
             self._workers.add(worker)
         return worker
@@ -377,6 +384,8 @@ def _kill(worker: _Worker) -> None:
     worker.proc.join(5.0)
     with contextlib.suppress(OSError):
         worker.conn.close()
+    with contextlib.suppress(OSError):
+        worker.lifeline.close()
 
 
 def _die_with_parent() -> None:
@@ -386,12 +395,27 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def _die_with_server(lifeline: Connection) -> None:
+    """SIGKILL this worker as soon as the server's end of ``lifeline`` closes (nothing is ever
+    sent on it: any outcome of the read means the server is gone or dropped this worker)."""
+
+    def watch() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            lifeline.recv_bytes()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="lifeline", daemon=True).start()
+
+
 def _worker_main(
     conn: Connection, cancel: Any, settings: Mapping[str, Mapping[str, Any]],
     warm: Sequence[str], nice: int, log_level: int = logging.WARNING, json_lines: bool = False,
+    lifeline: Connection | None = None,
 ) -> None:
     """A sampling worker: warm up, say ready, then run attempts until told to stop."""
     _die_with_parent()
+    if lifeline is not None:
+        _die_with_server(lifeline)
     worker_logging(log_level, json_lines)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

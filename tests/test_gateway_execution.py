@@ -5,7 +5,10 @@ reads and health stay fast; the store is checked, locked and never reuses a vers
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -257,6 +260,63 @@ def test_sigterm_stops_a_fit_stuck_in_sampling_within_the_grace(tmp_path: Path) 
     store = ModelStore(tmp_path / "m.sqlite")
     assert store.count() == 0
     store.close()
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (reads /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] not in ("Z", "X"):
+                children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.add(c)
+            todo.append(c)
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigkill_of_the_server_ends_its_busy_sampling_worker(tmp_path: Path) -> None:
+    """kill -9 of the server mid-Fit: the worker stuck in one long read (and the forkserver it
+    kept alive) are gone within seconds, not when the sampling would have ended."""
+    (tmp_path / "g.toml").write_text(SERVER)
+    proc = GatewayProcess(tmp_path / "m.sqlite", "--config", str(tmp_path / "g.toml"))
+    proc.start(timeout=180)
+    assert proc.proc is not None
+    below: set[int] = set()
+    try:
+        with grpc.insecure_channel(proc.address) as channel:
+            call = pb_grpc.GatewayStub(channel).Fit.future(_request("kill", 100, STUCK), timeout=600)
+            time.sleep(1.5)
+            below = _descendants(proc.proc.pid)
+            assert below, "the server started no sampling processes"
+            os.kill(proc.proc.pid, signal.SIGKILL)
+            proc.proc.wait(10)
+            with contextlib.suppress(grpc.RpcError):
+                call.result()
+        deadline = time.monotonic() + 15
+        while (left := {p for p in below if _state(p) not in ("Z", "X")}) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+        assert not left, f"processes {sorted(left)} outlived the killed server"
+    finally:
+        for p in below | ({proc.proc.pid} if proc.proc.poll() is None else set()):
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
+    store = ModelStore(tmp_path / "m.sqlite")
+    assert store.count() == 0
+    store.close()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "X"
 
 
 def _store_with_models(path: Path) -> None:
