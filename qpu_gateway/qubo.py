@@ -63,7 +63,8 @@ def rbf_kernel(
         - 2.0 * (a @ b.T)
     )
     np.maximum(sq, 0.0, out=sq)
-    return np.exp(-gamma * sq)
+    with np.errstate(over="ignore"):  # a huge gamma: -inf, whose exp is the exact limit 0
+        return np.exp(-gamma * sq)
 
 
 def build_svr_qubo(

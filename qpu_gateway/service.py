@@ -93,6 +93,13 @@ class ModelRecord:
     info: dict[str, Any]
 
 
+def _shown(value: str, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters with its length named (a bad value may be
+    megabytes; error messages and logs show its start)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(value)} characters)"
+
+
 def _check_model_id(model_id: str, *, allow_empty: bool = False) -> None:
     if not model_id and allow_empty:
         return
@@ -100,7 +107,7 @@ def _check_model_id(model_id: str, *, allow_empty: bool = False) -> None:
         raise InvalidArgumentError(
             "model_id",
             "must be 1-128 characters of letters, digits, '.', '_', ':' or '-', starting with a "
-            f"letter or digit; got {model_id!r}",
+            f"letter or digit; got {_shown(model_id)}",
         )
 
 
@@ -115,7 +122,9 @@ def _check_feature_names(names: Sequence[str] | None, n_features: int) -> list[s
         )
     bad = next((n for n in out if not n or len(n) > 128), None)
     if bad is not None:
-        raise InvalidArgumentError("feature_names", f"each name must have 1-128 characters, got {bad!r}")
+        raise InvalidArgumentError(
+            "feature_names", f"each name must have 1-128 characters, got {_shown(bad)}"
+        )
     if len(set(out)) != len(out):
         dup = next(n for n in out if out.count(n) > 1)
         raise InvalidArgumentError("feature_names", f"names must be unique; {dup!r} repeats")
@@ -263,7 +272,8 @@ class GatewayService:
         _check_model_id(model_id, allow_empty=True)
         if idempotency_key and not _IDEMPOTENCY_KEY.match(idempotency_key):
             raise InvalidArgumentError(
-                "idempotency_key", f"must be 1-128 printable ASCII characters, got {idempotency_key!r}"
+                "idempotency_key",
+                f"must be 1-128 printable ASCII characters, got {_shown(idempotency_key)}",
             )
         _check_matrix("x", x)
         names = _check_feature_names(feature_names, x.shape[1])
@@ -280,18 +290,18 @@ class GatewayService:
             if not isinstance(params.get(name, 1), (int, np.integer)):
                 raise InvalidArgumentError(f"params.{name}", f"must be an integer, got {params[name]!r}")
         model = QSVR(**params, random_state=seed)
+        try:  # the parameters' own ranges first, then this server's limits on their products
+            model._check_params()
+        except (ValueError, TypeError) as exc:
+            field = next((p for p in FIT_PARAMS if str(exc).startswith(p + " ")), "")
+            field = field or ("base" if str(exc).startswith("base and k0") else "")
+            raise InvalidArgumentError(f"params.{field}" if field else "params", str(exc)) from exc
         self._check_limits(model, x.shape[0], x.shape[1])
         for field, values in (("x", x), ("y", y)):
             with np.errstate(over="ignore", invalid="ignore"):
                 span = np.ptp(values, axis=0)
             if not np.isfinite(span).all():
                 raise InvalidArgumentError(field, "the range of the values overflows float64 when scaled")
-        try:
-            model._check_params()
-        except (ValueError, TypeError) as exc:
-            field = next((p for p in FIT_PARAMS if str(exc).startswith(p + " ")), "")
-            field = field or ("base" if str(exc).startswith("base and k0") else "")
-            raise InvalidArgumentError(f"params.{field}" if field else "params", str(exc)) from exc
         chain = self._chain_for(backend)
         request_hash = (
             _request_hash(x, y, model_id, params, backend, seed, names) if idempotency_key else ""

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -66,6 +67,7 @@ def test_service_fit_then_predict_and_versions(service: GatewayService) -> None:
         (np.ones((3, 2)), np.ones(2), {}, "y"),
         (np.ones((2, 2)), np.array([1.0, np.inf]), {}, "y"),
         (np.ones((2, 2)), np.ones(2), {"params": {"k": 0}}, "params.k"),
+        (np.ones((2, 2)), np.ones(2), {"params": {"k": 4294967295}}, "params.k"),  # not "x"
         (np.ones((2, 2)), np.ones(2), {"params": {"base": -1.0}}, "params.base"),
         (np.ones((2, 2)), np.ones(2), {"params": {"ensemble": "vote"}}, "params.ensemble"),
         (np.ones((2, 2)), np.ones(2), {"params": {"bogus": 1}}, "params"),
@@ -81,6 +83,25 @@ def test_service_fit_rejects_bad_input_naming_the_field(
     assert info.value.field == field
     assert str(info.value).startswith(field + ":")
     assert service.list()[0] == []
+
+
+def test_service_error_shows_the_start_of_a_huge_bad_value(service: GatewayService) -> None:
+    x, y = _data(3, 1)
+    with pytest.raises(InvalidArgumentError) as info:
+        service.fit(x, y, model_id="a b" * 5000, params=FAST)
+    assert info.value.field == "model_id"
+    assert len(str(info.value)) < 300 and "(15000 characters)" in str(info.value)
+
+
+def test_service_huge_gamma_fits_and_predicts_without_numpy_warnings(
+    service: GatewayService,
+) -> None:
+    x, y = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rec = service.fit(x, y, params={**FAST, "gamma": 1e308})
+        mean, _, _ = service.predict(rec.model_id, x + 0.5)
+    assert np.isfinite(mean).all()
 
 
 def test_service_refuses_backends_outside_the_allowed_list(service: GatewayService) -> None:
@@ -140,7 +161,7 @@ def test_service_exact_backend_refuses_large_problems_as_invalid_argument(servic
 @pytest.mark.parametrize(
     ("params", "y", "field"),
     [
-        ({"k": 2**32 - 1}, None, "x"),  # found by fuzzing: once allocated arange(k) before limits
+        ({"k": 2**32 - 1}, None, "params.k"),  # found by fuzzing: once allocated arange(k)
         ({"xi": 1e308}, None, "params"),
         ({"epsilon": 1e308}, None, "params"),
         ({}, np.array([-1.7e308, 1.7e308, 0.0]), "y"),
