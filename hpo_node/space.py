@@ -33,6 +33,8 @@ from hpo_node.search import Categorical, Float, Int, Param, SearchSpace
 
 
 def _number(where: str, value: Any) -> float:
+    if value is None:
+        raise TypeError(f"{where} is missing: it must be a number")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{where} must be a number, got {value!r}")
     return float(value)
@@ -276,6 +278,10 @@ class Space(Mapping[str, Dimension]):
                     f"{where} must be a table like {{ type = \"uniform\", ... }}, got {table!r}"
                 )
             kind = table.get("type")
+            if kind is None:
+                raise ValueError(
+                    f"{where}.type is missing: it must be one of {', '.join(map(repr, SPACE_TYPES))}"
+                )
             if kind not in DIMENSIONS:
                 raise ValueError(
                     f"{where}.type must be one of {', '.join(map(repr, SPACE_TYPES))}, got {kind!r}"

@@ -92,7 +92,7 @@ def train(config):
     for epoch in range(start + 1, last + 1):
         metrics = {"val_loss": config["x"] / epoch}
         if flaw != "no-epoch-key":
-            metrics["epoch"] = epoch
+            metrics["epoch"] = epoch - 1 if flaw == "counts-from-0" else epoch
         if flaw == "no-checkpoint":
             tune.report(metrics)
             continue

@@ -52,6 +52,7 @@ def test_ray_contract_compliant_trainable_finishes(tmp_path: Path, ray_local: An
                          r"rule 1"),
         ("returns-early", r"returned after epoch 2 of max_resource 3 without being stopped.*"
                           r"rule 3"),
+        ("counts-from-0", r"reported epoch=0 \(resource_attr\): epochs count from 1.*rule 1"),
     ],
 )
 def test_ray_contract_violation_ends_the_study_with_the_rule(

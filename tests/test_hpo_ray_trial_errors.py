@@ -35,7 +35,7 @@ pytestmark = pytest.mark.slow
 
 # plan[str(x)]: "at1" raises in epoch 1 (no checkpoint yet), "at2" in epoch 2 (after the
 # checkpoint of epoch 1), "once2" in epoch 2 of its first attempt only (a marker file remembers);
-# anything else never raises. The loss is x / epoch.
+# "nan" reports NaN losses; anything else never raises. The loss is x / epoch.
 RAISING = '''
 import os
 import tempfile
@@ -60,7 +60,8 @@ def train(config):
         with tempfile.TemporaryDirectory() as d:
             with open(os.path.join(d, "epoch"), "w") as f:
                 f.write(str(epoch))
-            tune.report({"epoch": epoch, config.get("key", "val_loss"): config["x"] / epoch},
+            loss = float("nan") if plan == "nan" else config["x"] / epoch
+            tune.report({"epoch": epoch, config.get("key", "val_loss"): loss},
                         checkpoint=tune.Checkpoint.from_directory(d))
 '''
 
@@ -213,6 +214,20 @@ def test_ray_trial_errors_every_trial_failing_is_one_line_and_exit_1(
     assert "RuntimeError: boom at epoch 1)" in line[0] and "Traceback" not in err
     rows = _rows(tmp_path / "results" / "all" / "trials.csv")
     assert [(r["decision"], r["failures"]) for r in rows] == [("error", "3")]
+
+
+def test_ray_trial_errors_nothing_but_nan_is_one_line_and_exit_1(
+    tmp_path: Path, fresh_ray: Any, capsys: Any
+) -> None:
+    toml = _toml(tmp_path, "nan", {"0.1": "nan", "0.5": "nan", "0.6": "nan"}, trials=2)
+    assert run_main([str(toml), "--progress-every", "60"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith(
+        "hpo-node run: error: every trial reported a non-finite val_loss (NaN or inf) at every "
+        "epoch")
+    assert "Traceback" not in err
+    rows = _rows(tmp_path / "results" / "nan" / "trials.csv")
+    assert len(rows) == 2 and all(r["diverged"] == "1" for r in rows)
 
 
 def test_ray_trial_errors_unreported_metric_is_a_config_error(

@@ -77,7 +77,7 @@ def test_hpo_study_config_other_examples_parse(name: str, algorithm: str, trials
         ({"space__hidden": {"type": "choice", "values": []}}, ValueError,
          "space.hidden.values must be a non-empty list"),
         ({"space__batch_size": {"type": "quniform", "low": 16, "high": 64}}, TypeError,
-         "space.batch_size.q must be a number"),
+         "space.batch_size.q is missing: it must be a number"),
         ({"space__colour": {"type": "choice", "values": [1]}}, ValueError,
          r"\[space\] has unknown keys \['colour'\]"),
         ({"trainable__lr": 0.1}, ValueError, r"keys \['lr'\] are both in"),
@@ -369,3 +369,11 @@ def test_hpo_study_config_swift_asha_default_gate_needs_no_gateway() -> None:
     for params in ({"rule": "paper"}, {"rule": "forecast"}, {"forecaster": "predictor"}):
         paper = study_from_dict(_doc(algorithm__name="swift-asha", algorithm__params=params))
         assert paper.uses_predictor and paper.needs_gateway
+
+
+def test_hpo_study_config_space_entry_without_type_says_it_is_missing() -> None:
+    from hpo_node.space import Space
+
+    missing = r"space\.lr\.type is missing: it must be one of 'loguniform', 'uniform'"
+    with pytest.raises(ValueError, match=missing):
+        Space.parse({"lr": {"low": 0.0, "high": 1.0}})

@@ -66,7 +66,11 @@ class SwiftPruner(optuna.pruners.BasePruner):
         log: PredictionLog | None = None,
     ) -> None:
         if predictor is None:
-            raise TypeError("predictor must be a callable returning a Predictor, got None")
+            raise TypeError(
+                "predictor must be a callable returning a Predictor, got None: pass "
+                "make_predictor_factory('svr') (in-process) or use SwiftPruner.with_gateway("
+                "address, ...); for ASHA's stopping rule alone, Optuna's SuccessiveHalvingPruner"
+            )
         predictor, log = ensure_guarded(predictor, log)
         self.core = SwiftASHA(
             max_resource, eta, None, predictor, rule="paper", mode="stopping", d=d,

@@ -707,6 +707,12 @@ class CoreTrialScheduler(TrialScheduler):
                 f"trial {tid} reported {self.resource_attr}={resource!r} (resource_attr): it must "
                 f"be the epoch, an integer 1, 2, ... ({CONTRACT}, rule 1)"
             )
+        if int(resource) < 1:
+            raise self._violated(
+                f"trial {tid} reported {self.resource_attr}={int(resource)} (resource_attr): epochs "
+                f"count from 1, the first report of a trial is {self.resource_attr}=1; report "
+                f"epoch + 1 if your loop counts from 0 ({CONTRACT}, rule 1)"
+            )
         return int(resource), float(result[self._metric])
 
     def _violated(self, message: str) -> TrainableContractError:

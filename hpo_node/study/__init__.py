@@ -44,8 +44,9 @@ while the study goes on. Exit status: 0 when the study ended (also at its time b
 failed trials if one trial reported epochs without failing), 2 for a configuration error (a TOML
 error, an unknown or bad ``algorithm.params`` entry, an unset ``gateway.token_env``, a token the
 gateway refuses for ``Fit``, a ``study.metric`` the trainable does not report), 1 when every
-trial that ran failed (:class:`~hpo_node.study.run.StudyFailed`, naming the first error) or the
-trainable broke the trainable contract, 130 after Ctrl-C (the command that resumes is printed).
+trial that ran failed (:class:`~hpo_node.study.run.StudyFailed`, naming the first error), every
+value every trial reported was NaN/inf (``StudyFailed`` too), or the trainable broke the
+trainable contract, 130 after Ctrl-C (the command that resumes is printed).
 
 Study TOML::
 

@@ -49,8 +49,9 @@ class GatewayUnreachable(ConnectionError):
 
 
 class StudyFailed(RuntimeError):
-    """Every trial of a study failed (its trainable raised); the message names the first error.
-    The study's outputs are written before it is raised."""
+    """Every trial of a study failed (its trainable raised; the message names the first error),
+    or every value every trial reported was non-finite. The study's outputs are written before
+    it is raised."""
 
 
 def _all_failed(scheduler: Any, study_dir: Path) -> StudyFailed:
@@ -63,6 +64,12 @@ def _all_failed(scheduler: Any, study_dir: Path) -> StudyFailed:
         f"Fix the trainable (run it once by hand with one config); trials.csv in {study_dir} "
         "lists each trial's error"
     )
+
+
+def _all_non_finite(scheduler: Any) -> bool:
+    """Whether trials reported epochs and every value reported was non-finite."""
+    curves = [rec.curve for rec in scheduler.records.values() if rec.curve]
+    return bool(curves) and all(v is None for c in curves for v in c)
 
 
 def _missing_key(cfg: StudyConfig, exc: Any) -> ValueError:
@@ -320,7 +327,8 @@ def run_study(
 
     A trial whose trainable raises is retried twice from its last checkpoint, then ends in error
     (decision ``error`` in ``trials.csv``, with the exception's message) and the study goes on;
-    :class:`StudyFailed` (after the outputs are written) when every trial that ran failed. A
+    :class:`StudyFailed` (after the outputs are written) when every trial that ran failed, or
+    reported nothing but NaN/inf. A
     trainable that never reports ``study.metric`` (or ``study.resource_attr``) is a
     ``ValueError`` (the study folder it started is cleared); another broken rule of the trainable
     contract a :class:`~hpo_node.integrations.ray_tune.TrainableContractError`.
@@ -516,6 +524,12 @@ def run_study(
     print_summary(summary, study_dir, out)
     if not watch.interrupted and errored_trials(scheduler) and not succeeded(scheduler):
         raise _all_failed(scheduler, study_dir)
+    if not watch.interrupted and _all_non_finite(scheduler):
+        raise StudyFailed(
+            f"every trial reported a non-finite {cfg.metric} (NaN or inf) at every epoch, so "
+            "nothing was learned about the configurations. Fix the trainable (run it once by hand "
+            f"with one config); trials.csv in {study_dir} marks such trials diverged = 1"
+        )
     best = scheduler.best()
     return StudyResult(
         study_dir, summary, scheduler,
