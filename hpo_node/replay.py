@@ -108,7 +108,9 @@ class CurveTable:
 
     @classmethod
     def from_csv(cls, path: str | Path, metric: str = "loss", mode: str = "min") -> CurveTable:
-        """Read a ``<metric>_<epoch>`` CSV; other per-epoch metrics are ignored, not hparams."""
+        """Read a ``<metric>_<epoch>`` CSV, epochs numbered consecutively from 0 or from 1 (the
+        first column is the loss after one epoch either way); other per-epoch metrics are
+        ignored, not hparams."""
         import pandas as pd
 
         df = pd.read_csv(path)
@@ -118,20 +120,20 @@ class CurveTable:
             if m:
                 per_epoch.setdefault(m["metric"], {})[int(m["epoch"])] = str(col)
         metrics = {
-            name: cols
+            name: [cols[e] for e in sorted(cols)]
             for name, cols in per_epoch.items()
-            if len(cols) >= 2 and sorted(cols) == list(range(len(cols)))
+            if len(cols) >= 2 and min(cols) in (0, 1)
+            and sorted(cols) == list(range(min(cols), min(cols) + len(cols)))
         }
         if metric not in metrics:
             found = ", ".join(sorted(metrics)) or "none"
             raise ValueError(
-                f"metric must name per-epoch columns <metric>_0.. in {path}, got {metric!r} "
-                f"(found: {found})"
+                f"metric must name per-epoch columns <metric>_0.. or <metric>_1.. (consecutive) "
+                f"in {path}, got {metric!r} (found: {found})"
             )
-        epoch_cols = {c for cols in metrics.values() for c in cols.values()}
+        epoch_cols = {c for cols in metrics.values() for c in cols}
         names = [str(c) for c in df.columns if c not in epoch_cols]
-        cols = metrics[metric]
-        values = df[[cols[e] for e in range(len(cols))]].to_numpy(dtype=np.float64)
+        values = df[metrics[metric]].to_numpy(dtype=np.float64)
         h = np.empty((len(df), len(names)))
         categorical = []
         for j, n in enumerate(names):

@@ -41,6 +41,19 @@ def test_table_reads_metric_columns_and_ignores_other_metrics(tmp_path: Path) ->
         CurveTable.from_csv(path, metric="f1")
 
 
+def test_table_reads_epochs_numbered_from_one_as_from_zero(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "t.csv", epochs=9)
+    df = pd.read_csv(path)
+    df.rename(columns={f"{m}_{e}": f"{m}_{e + 1}" for m in ("loss", "acc") for e in range(9)}
+              ).to_csv(tmp_path / "one.csv", index=False)
+    zero, one = CurveTable.from_csv(path), CurveTable.from_csv(tmp_path / "one.csv")
+    np.testing.assert_array_equal(one.curves, zero.curves)
+    assert one.hparam_names == ("lr", "width", "optimizer")  # acc_1.. is not a hyperparameter
+    df.rename(columns={"loss_3": "loss_30"}).to_csv(tmp_path / "gap.csv", index=False)
+    with pytest.raises(ValueError, match=r"<metric>_1\.\. \(consecutive\)"):
+        CurveTable.from_csv(tmp_path / "gap.csv")
+
+
 def test_mode_max_regret_is_in_metric_units(tmp_path: Path) -> None:
     path = _write_csv(tmp_path / "t.csv")
     loss = CurveTable.from_csv(path)
