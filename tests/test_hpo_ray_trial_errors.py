@@ -35,7 +35,8 @@ pytestmark = pytest.mark.slow
 
 # plan[str(x)]: "at1" raises in epoch 1 (no checkpoint yet), "at2" in epoch 2 (after the
 # checkpoint of epoch 1), "once2" in epoch 2 of its first attempt only (a marker file remembers);
-# "nan" reports NaN losses; anything else never raises. The loss is x / epoch.
+# "nan" reports NaN losses, "silent" returns without a report; anything else never raises. The
+# loss is x / epoch.
 RAISING = '''
 import os
 import tempfile
@@ -45,6 +46,8 @@ from ray import tune
 
 def train(config):
     plan = config["plan"].get(str(config["x"]), "never")
+    if plan == "silent":
+        return
     start = 0
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -228,6 +231,19 @@ def test_ray_trial_errors_nothing_but_nan_is_one_line_and_exit_1(
     assert "Traceback" not in err
     rows = _rows(tmp_path / "results" / "nan" / "trials.csv")
     assert len(rows) == 2 and all(r["diverged"] == "1" for r in rows)
+
+
+def test_ray_trial_errors_trainable_that_never_reports_is_one_line_and_exit_1(
+    tmp_path: Path, fresh_ray: Any, capsys: Any
+) -> None:
+    toml = _toml(tmp_path, "silent", {"0.1": "silent", "0.5": "silent", "0.6": "silent"}, trials=1)
+    assert run_main([str(toml), "--progress-every", "60"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith(
+        "hpo-node run: error: trial ")
+    assert ("returned without reporting anything: a trainable must call tune.report({'epoch': "
+            "epoch, 'val_loss': value}, checkpoint=...) after every epoch") in err.splitlines()[-1]
+    assert "Tune retries it" not in err
 
 
 def test_ray_trial_errors_unreported_metric_is_a_config_error(

@@ -407,7 +407,7 @@ class CoreTrialScheduler(TrialScheduler):
         rec.error_message = message or rec.error_message
         if trial.status == Trial.ERROR:
             self._retrying.add(tid)
-            if tid in self._active:
+            if tid in self._active and self.violation is None:  # a violation ends the study
                 logger.warning("trial %s failed: %s; Tune retries it from its last checkpoint "
                                "(failure %d, max_failures %s)", tid, message or "unknown error",
                                rec.failures, getattr(trial, "max_failures", "?"))
@@ -502,6 +502,12 @@ class CoreTrialScheduler(TrialScheduler):
             # The trainable returned by itself (Tune's time budget or an interruption stop it
             # without "done"). Raised here, the trial errors with the message, and the next
             # scheduling step ends the study with it.
+            if not rec.curve:
+                raise self._violated(
+                    f"trial {tid} returned without reporting anything: a trainable must call "
+                    f"tune.report({{{self.resource_attr!r}: epoch, {self._metric!r}: value}}, "
+                    f"checkpoint=...) after every epoch ({CONTRACT}, rule 1)"
+                )
             raise self._violated(
                 f"trial {tid} returned after {self.resource_attr} {len(rec.curve)} of "
                 f"max_resource {self.core.max_resource} without being stopped: a trainable must "
