@@ -22,6 +22,8 @@ import numpy as np
 from hpo_node import curvefit as cf
 
 FloatArray = cf.FloatArray
+
+
 class Pow4(cf.Pow3):
     """``log(c + a (1 + t / tau)**-alpha)`` per curve (module doc); ``prior4``: ((mean, sd) of
     alpha, (mean, sd) of log tau)."""

@@ -223,13 +223,7 @@ class GateVariant(SwiftASHA):
 
     def _revision(self, t: str, r: int) -> float:
         """Mean log revision of the forecasts of ``t``'s ``hp`` hyperparameter neighbours."""
-        if len(self._rank_x) != len(self._hparams):
-            ids = list(self._hparams)
-            names = sorted({k for h in self._hparams.values() for k in h})
-            m = np.array([[float(self._hparams[j].get(k, 0.0)) for k in names] for j in ids])
-            ranks = np.argsort(np.argsort(m, axis=0, kind="stable"), axis=0) / max(len(ids) - 1, 1)
-            self._rank_x = {j: ranks[q] for q, j in enumerate(ids)}
-        x = self._rank_x
+        x = self._ranks()
         pool = [j for j in self._order if j != t and self._resource(j) >= max(2 * r, r + 1)]
         if len(pool) < 3:
             return 0.0
@@ -316,13 +310,15 @@ def compare(table_name: str, seeds: Sequence[int], variant: str, trace: bool) ->
     if kw.pop("oracle", 0):
         kw.update(forecaster="predictor", predictor=make_predictor_factory(
             "oracle", curves=table.curves, max_resource=r_max))
-    auto = curvefit.AUTO
+    auto, candidates = curvefit.AUTO, dict(curvefit.CANDIDATES)
     if kw.pop("pow4", 0):
         add_pow4()
     try:
         return _compare(table, table_name, r_max, n, seeds, variant, kw, trace)
     finally:
         curvefit.AUTO = auto
+        curvefit.CANDIDATES.clear()
+        curvefit.CANDIDATES.update(candidates)
 
 
 def _compare(table: Any, table_name: str, r_max: int, n: int, seeds: Sequence[int], variant: str,

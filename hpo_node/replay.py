@@ -109,8 +109,8 @@ class CurveTable:
     @classmethod
     def from_csv(cls, path: str | Path, metric: str = "loss", mode: str = "min") -> CurveTable:
         """Read a ``<metric>_<epoch>`` CSV, epochs numbered consecutively from 0 or from 1 (the
-        first column is the loss after one epoch either way); other per-epoch metrics are
-        ignored, not hparams."""
+        first column is the loss after one epoch either way); other metrics' columns numbered
+        the same are ignored, every other column is a hyperparameter."""
         import pandas as pd
 
         df = pd.read_csv(path)
@@ -120,7 +120,7 @@ class CurveTable:
             if m:
                 per_epoch.setdefault(m["metric"], {})[int(m["epoch"])] = str(col)
         metrics = {
-            name: [cols[e] for e in sorted(cols)]
+            name: cols
             for name, cols in per_epoch.items()
             if len(cols) >= 2 and min(cols) in (0, 1)
             and sorted(cols) == list(range(min(cols), min(cols) + len(cols)))
@@ -131,9 +131,13 @@ class CurveTable:
                 f"metric must name per-epoch columns <metric>_0.. or <metric>_1.. (consecutive) "
                 f"in {path}, got {metric!r} (found: {found})"
             )
-        epoch_cols = {c for cols in metrics.values() for c in cols}
+        # other metrics: the groups numbered as the metric's epochs (``units_1, units_2`` beside
+        # ``loss_0..loss_26`` stay hyperparameters)
+        epochs = sorted(metrics[metric])
+        epoch_cols = {c for cols in metrics.values() if sorted(cols) == epochs
+                      for c in cols.values()}
         names = [str(c) for c in df.columns if c not in epoch_cols]
-        values = df[metrics[metric]].to_numpy(dtype=np.float64)
+        values = df[[metrics[metric][e] for e in epochs]].to_numpy(dtype=np.float64)
         h = np.empty((len(df), len(names)))
         categorical = []
         for j, n in enumerate(names):

@@ -34,7 +34,7 @@ from hpo_node.search import Categorical, Float, Int, Param, SearchSpace
 
 def _number(where: str, value: Any) -> float:
     if value is None:
-        raise TypeError(f"{where} is missing: it must be a number")
+        raise ValueError(f"{where} is missing: it must be a number")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{where} must be a number, got {value!r}")
     return float(value)

@@ -12,9 +12,10 @@ caller cancelled, server shutting down) -- and only after the attempt's work has
   asks the worker to interrupt its sampler; a worker that has not answered ``stop_grace``
   seconds later is killed and replaced. Workers die with the server, however it ends (``kill
   -9`` included), sampling or not: each holds the read end of a *lifeline* pipe whose only write
-  end is the server's, and a thread of the worker SIGKILLs it when that pipe closes (the
-  forkserver, their parent, outlives the server while any worker runs, so ``PR_SET_PDEATHSIG``
-  alone is not enough; it stays as a second line for a sampler that holds the GIL).
+  end is the server's, and a thread of the worker SIGKILLs it when that pipe closes (a sampler
+  must release the GIL for that thread to run: neal and the QPU client do). ``PR_SET_PDEATHSIG``
+  is set too but fires only with ``start_method="spawn"``: under the default forkserver a
+  worker's parent is the forkserver, which every worker keeps alive.
 
 Start-up: the forkserver's imports (about a second: scikit-learn, SciPy, dimod) are the same as the
 server's own, so ``qpu-gateway serve`` calls :func:`start_forkserver` before importing them, and
@@ -230,7 +231,8 @@ class SamplingPool:
         self._workers: set[_Worker] = set()
         self._lock = threading.Lock()
         self._closed = False
-        # Workers die with the thread that started them (PR_SET_PDEATHSIG): one long-lived thread.
+        # With start_method="spawn", workers die with the thread that started them
+        # (PR_SET_PDEATHSIG): one long-lived thread starts them all.
         self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sampling-spawn")
 
     def start(self) -> SamplingPool:
@@ -274,7 +276,11 @@ class SamplingPool:
         held.close()
         worker = _Worker(proc, parent, cancel, lifeline)
         with self._lock:
-            self._workers.add(worker)
+            closed = self._closed
+            if not closed:
+                self._workers.add(worker)
+        if closed:  # close() already took its list of workers: this one is not in it
+            _kill(worker)
         return worker
 
     def _poll_ready(self, worker: _Worker, timeout: float) -> None:
@@ -359,11 +365,15 @@ class SamplingPool:
             self._workers.discard(worker)
         _kill(worker)
         if not self._closed:
-            self._idle.put(self._spawn())
+            with contextlib.suppress(RuntimeError):  # close() shut the spawner down meanwhile
+                self._idle.put(self._spawn())
 
     def close(self, grace: float = 0.0) -> None:
         """Stop every worker: idle ones at once, busy ones after ``grace`` seconds at most."""
         self._closed = True
+        # no spawn after this: queued ones are cancelled, a running one finishes first (and
+        # _spawn_now kills what it started once the pool is closed)
+        self._spawner.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             workers = list(self._workers)
             self._workers.clear()
@@ -375,7 +385,6 @@ class SamplingPool:
         for w in workers:
             w.proc.join(max(end - time.monotonic(), 0.0))
             _kill(w)
-        self._spawner.shutdown(wait=True)
 
 
 def _kill(worker: _Worker) -> None:
@@ -409,13 +418,12 @@ def _die_with_server(lifeline: Connection) -> None:
 
 def _worker_main(
     conn: Connection, cancel: Any, settings: Mapping[str, Mapping[str, Any]],
-    warm: Sequence[str], nice: int, log_level: int = logging.WARNING, json_lines: bool = False,
-    lifeline: Connection | None = None,
+    warm: Sequence[str], nice: int, log_level: int, json_lines: bool, lifeline: Connection,
 ) -> None:
-    """A sampling worker: warm up, say ready, then run attempts until told to stop."""
+    """A sampling worker: warm up, say ready, then run attempts until told to stop (or the
+    server's end of ``lifeline`` closes)."""
     _die_with_parent()
-    if lifeline is not None:
-        _die_with_server(lifeline)
+    _die_with_server(lifeline)
     worker_logging(log_level, json_lines)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -231,7 +231,7 @@ class GatewayService:
             return list(self.chain)
         if backend not in available_backends():
             raise InvalidArgumentError(
-                "backend", f"unknown backend {backend!r}; known: {', '.join(available_backends())}"
+                "backend", f"unknown backend {_shown(backend)}; known: {', '.join(available_backends())}"
             )
         allowed = set(self.chain) | set(self.allowed_backends or [])
         if backend not in allowed:

@@ -143,3 +143,34 @@ def test_run_attempt_stops_at_its_deadline_inline() -> None:
 def test_sampling_pool_validates_its_settings(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SamplingPool(**kwargs)
+
+
+def _samplers() -> set[int]:
+    """Live sampling workers of this process: the children of its forkserver."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    servers = []
+    for c in children.get(os.getpid(), []):
+        try:
+            if b"multiprocessing.forkserver" in Path(f"/proc/{c}/cmdline").read_bytes():
+                servers.append(c)
+        except OSError:
+            continue
+    return {w for f in servers for w in children.get(f, []) if _alive(w)}
+
+
+def test_sampling_pool_closed_while_starting_leaves_no_worker_behind() -> None:
+    before = _samplers()
+    pool = SamplingPool(2)
+    pool.start()
+    pool.close()  # the workers are still being started
+    deadline = time.monotonic() + 10
+    while (left := _samplers() - before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"workers {sorted(left)} outlived the pool's close()"
+    assert pool.pids() == []

@@ -262,14 +262,21 @@ def test_sigterm_stops_a_fit_stuck_in_sampling_within_the_grace(tmp_path: Path) 
     store.close()
 
 
+def _stat(pid: int) -> list[str]:
+    """``/proc/<pid>/stat`` after the command name: state, ppid, ... (``["X"]``: gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return ["X"]
+
+
 def _descendants(pid: int) -> set[int]:
     """Every live process below ``pid`` (reads /proc)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if fields[0] not in ("Z", "X"):
-                children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        fields = _stat(int(stat.parent.name))
+        if fields[0] not in ("Z", "X"):
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
     out, todo = set(), [pid]
     while todo:
         for c in children.get(todo.pop(), []):
@@ -291,6 +298,7 @@ def test_sigkill_of_the_server_ends_its_busy_sampling_worker(tmp_path: Path) -> 
         with grpc.insecure_channel(proc.address) as channel:
             call = pb_grpc.GatewayStub(channel).Fit.future(_request("kill", 100, STUCK), timeout=600)
             time.sleep(1.5)
+            assert not call.done(), "the Fit ended before the server was killed"
             below = _descendants(proc.proc.pid)
             assert below, "the server started no sampling processes"
             os.kill(proc.proc.pid, signal.SIGKILL)
@@ -298,7 +306,7 @@ def test_sigkill_of_the_server_ends_its_busy_sampling_worker(tmp_path: Path) -> 
             with contextlib.suppress(grpc.RpcError):
                 call.result()
         deadline = time.monotonic() + 15
-        while (left := {p for p in below if _state(p) not in ("Z", "X")}) and (
+        while (left := {p for p in below if _stat(p)[0] not in ("Z", "X")}) and (
             time.monotonic() < deadline
         ):
             time.sleep(0.2)
@@ -310,13 +318,6 @@ def test_sigkill_of_the_server_ends_its_busy_sampling_worker(tmp_path: Path) -> 
     store = ModelStore(tmp_path / "m.sqlite")
     assert store.count() == 0
     store.close()
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "X"
 
 
 def _store_with_models(path: Path) -> None:

@@ -49,6 +49,9 @@ def test_table_reads_epochs_numbered_from_one_as_from_zero(tmp_path: Path) -> No
     zero, one = CurveTable.from_csv(path), CurveTable.from_csv(tmp_path / "one.csv")
     np.testing.assert_array_equal(one.curves, zero.curves)
     assert one.hparam_names == ("lr", "width", "optimizer")  # acc_1.. is not a hyperparameter
+    df.assign(units_1=4, units_2=8).to_csv(tmp_path / "layers.csv", index=False)
+    assert CurveTable.from_csv(tmp_path / "layers.csv").hparam_names == (
+        "lr", "width", "optimizer", "units_1", "units_2")  # not epochs of another metric
     df.rename(columns={"loss_3": "loss_30"}).to_csv(tmp_path / "gap.csv", index=False)
     with pytest.raises(ValueError, match=r"<metric>_1\.\. \(consecutive\)"):
         CurveTable.from_csv(tmp_path / "gap.csv")

@@ -76,7 +76,7 @@ def test_hpo_study_config_other_examples_parse(name: str, algorithm: str, trials
          "space.lr.type must be one of"),
         ({"space__hidden": {"type": "choice", "values": []}}, ValueError,
          "space.hidden.values must be a non-empty list"),
-        ({"space__batch_size": {"type": "quniform", "low": 16, "high": 64}}, TypeError,
+        ({"space__batch_size": {"type": "quniform", "low": 16, "high": 64}}, ValueError,
          "space.batch_size.q is missing: it must be a number"),
         ({"space__colour": {"type": "choice", "values": [1]}}, ValueError,
          r"\[space\] has unknown keys \['colour'\]"),
@@ -334,6 +334,9 @@ def test_hpo_study_config_swift_d_set_by_the_user_is_kept_with_a_warning() -> No
     tiny = study_from_dict(_swift(study__trials=6, algorithm__params={"rule": "paper"}))
     assert tiny.algorithm_params == {"rule": "paper"} and tiny.notes[0].endswith(
         "give more study.trials (at least 9 for any prediction)")
+    # d set by the user is kept: the trials for a prediction are those that d needs
+    kept = study_from_dict(_swift(study__trials=6, algorithm__params={"rule": "paper", "d": 12}))
+    assert kept.notes[0].endswith("give more study.trials (at least 39 for d = 12)")
 
 
 def test_hpo_study_config_hyperband_trials_refused_with_the_numbers() -> None:

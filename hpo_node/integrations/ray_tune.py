@@ -1026,7 +1026,7 @@ def swift_d_rule(
              "ever get a prediction")
     if algo.fixed_trials:
         more = f"a larger {resource_key}"
-    elif m >= 3:  # the first rung above the lowest gets n // eta trials: d + 1 need eta (d + 1)
+    elif d_given or m >= 3:  # the rung above the lowest gets n // eta: d + 1 need eta (d + 1)
         more = f"more {trials_key} (at least {eta * (d + 1)} for d = {d})"
     else:
         more = f"more {trials_key} (at least {3 * eta} for any prediction)"
