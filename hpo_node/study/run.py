@@ -258,11 +258,23 @@ def _tune_env() -> Iterator[None]:
     values = {"TUNE_PRINT_ALL_TRIAL_ERRORS": "0", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
     added = [k for k in values if k not in os.environ]
     os.environ.update({k: values[k] for k in added})
+    controller = logging.getLogger("ray.tune.execution.tune_controller")
+    controller.addFilter(_no_contract_traceback)
     try:
         yield
     finally:
+        controller.removeFilter(_no_contract_traceback)
         for k in added:
             os.environ.pop(k, None)
+
+
+def _no_contract_traceback(record: logging.LogRecord) -> bool:
+    """Drop Tune's "Error stopping trial" traceback of a trainable-contract violation: the study
+    ends with its one line (the violation raised in the scheduler's ``on_trial_complete``)."""
+    from hpo_node.integrations.ray_tune import TrainableContractError
+
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, TrainableContractError)
 
 
 def _excluded_outputs(folder: Path, study_dir: Path, *others: Path | None) -> tuple[str, ...]:
