@@ -82,24 +82,9 @@ class PerResource(cf.GateForecaster):
     no checkpoint (research only)."""
 
     def update(self, curves: Mapping[str, Sequence[float]], order: Sequence[str]) -> bool:
-        self._scan(curves, order)
-        epochs = sum(n for n in (len(curves[t]) for t in order) if n >= 2)
-        forced = self._model is not None and self._affine is None and not self._positive
-        if not forced and (
-            epochs < self.min_epochs or (self._epochs and epochs < (1 + self.growth) * self._epochs)
-        ):
+        known = self._due(curves, order)
+        if known is None:
             return False
-        arrays = [np.asarray(curves[t], dtype=np.float64) for t in order]
-        if self._positive:
-            self._affine = None
-            known = [np.log(a) for a in arrays if a.shape[0] >= 2]
-        else:
-            every = np.concatenate(arrays)
-            sd = float(np.std(every))
-            self._affine = (float(np.median(every)), sd if sd > 0 and math.isfinite(sd) else 1.0)
-            m, s = self._affine
-            known = [(a - m) / s for a in arrays if a.shape[0] >= 2]
-        self._epochs = epochs
         held = self._held_out(cf.AUTO, known, int(self.rng.integers(2**31 - 1)), True)
         ks = sorted({int(math.log2(row[1])) for nm in cf.AUTO for row in held[nm]})
         self._pick: dict[int, str] = {}

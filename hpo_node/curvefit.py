@@ -312,16 +312,16 @@ class GateForecaster:
                     self._positive = False
                 self._seen[t] = len(c)
 
-    def update(self, curves: Mapping[str, Sequence[float]], order: Sequence[str]) -> bool:
-        """Refit if due (or at once when a loss <= 0 reached a fit in log space); ``True`` when
-        the forecasts changed. ``curves`` by trial id, in ``order``."""
+    def _due(self, curves: Mapping[str, Sequence[float]], order: Sequence[str]) -> list[FloatArray] | None:
+        """The known curves (>= 2 epochs) in working units when a refit is due (the units and
+        the epoch count of the fit are set), else ``None``."""
         self._scan(curves, order)
         epochs = sum(n for n in (len(curves[t]) for t in order) if n >= 2)
         forced = self._model is not None and self._affine is None and not self._positive
         if not forced and (
             epochs < self.min_epochs or (self._epochs and epochs < (1 + self.growth) * self._epochs)
         ):
-            return False
+            return None
         arrays = [np.asarray(curves[t], dtype=np.float64) for t in order]
         if self._positive:
             self._affine = None
@@ -333,6 +333,14 @@ class GateForecaster:
             m, s = self._affine
             known = [(a - m) / s for a in arrays if a.shape[0] >= 2]
         self._epochs = epochs
+        return known
+
+    def update(self, curves: Mapping[str, Sequence[float]], order: Sequence[str]) -> bool:
+        """Refit if due (or at once when a loss <= 0 reached a fit in log space); ``True`` when
+        the forecasts changed. ``curves`` by trial id, in ``order``."""
+        known = self._due(curves, order)
+        if known is None:
+            return False
         seed = int(self.rng.integers(2**31 - 1))
         names = AUTO if self.name == "auto" else (self.name,)
         held = self._held_out(names, known, seed, len(names) > 1)
