@@ -106,11 +106,7 @@ class PerResource(cf.GateForecaster):
             for i, e, t, pred, truth in held[nm]:
                 if int(math.log2(e)) == k and t == known[i].shape[0]:
                     found.setdefault(k, []).append((pred - truth, math.log2(t / e)))
-        self._cal = {}
-        for k, rs in sorted(found.items()):
-            if len(rs) >= 5:
-                r, h = (np.array(a) for a in zip(*rs, strict=True))
-                self._cal[k] = (float(np.mean(r / h)), float(np.std(r / h**self.p)))
+        self._calibrate(found)
         self.version += 1
         return True
 

@@ -359,13 +359,18 @@ class GateForecaster:
         for i, e, t, pred, truth in held[name]:
             if t == known[i].shape[0]:
                 found.setdefault(int(math.log2(e)), []).append((pred - truth, math.log2(t / e)))
+        self._calibrate(found)
+        self.version += 1
+        return True
+
+    def _calibrate(self, found: Mapping[int, Sequence[tuple[float, float]]]) -> None:
+        """Set the calibration from held-out ``(residual, horizon)`` pairs per ``k`` (class doc:
+        bias per doubling and spread; a ``k`` needs >= 5 pairs)."""
         self._cal = {}
         for k, rs in sorted(found.items()):
             if len(rs) >= 5:
                 r, h = (np.array(a) for a in zip(*rs, strict=True))
                 self._cal[k] = (float(np.mean(r / h)), float(np.std(r / h**self.p)))
-        self.version += 1
-        return True
 
     def forecast(self, curves: Sequence[Sequence[float]]) -> FloatArray:
         """``(m, 3)``: low, mean, high of the loss at R for each partial curve (a curve that
