@@ -100,6 +100,13 @@ def _shown(value: str, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(value)} characters)"
 
 
+def _check_version(version: int | None) -> None:
+    if version is not None and version < 1:
+        raise InvalidArgumentError(
+            "version", f"must be >= 1 (versions count from 1; unset: the latest), got {version}"
+        )
+
+
 def _check_model_id(model_id: str, *, allow_empty: bool = False) -> None:
     if not model_id and allow_empty:
         return
@@ -450,6 +457,7 @@ class GatewayService:
             raise InvalidArgumentError(
                 "x", f"{x.shape[0]} rows are above this server's max_predict_rows = {lim.max_predict_rows}"
             )
+        _check_version(version)
         if version is None:
             version = self.store.latest_version(model_id)
         model = self._load(model_id, version)
@@ -478,6 +486,7 @@ class GatewayService:
     def get(self, model_id: str, version: int | None = None) -> ModelRecord:
         """Metadata of one version (the latest when ``version`` is None)."""
         _check_model_id(model_id)
+        _check_version(version)
         return _record(self.store.get(model_id, version, with_state=False))
 
     def list(

@@ -104,6 +104,16 @@ def test_service_huge_gamma_fits_and_predicts_without_numpy_warnings(
     assert np.isfinite(mean).all()
 
 
+def test_service_version_zero_is_invalid_not_missing(service: GatewayService) -> None:
+    x, y = _data()
+    rec = service.fit(x, y, params=FAST)
+    for call in (lambda: service.predict(rec.model_id, x[:2], version=0),
+                 lambda: service.get(rec.model_id, version=0)):
+        with pytest.raises(InvalidArgumentError, match="version: must be >= 1") as info:
+            call()
+        assert info.value.field == "version"
+
+
 def test_service_refuses_backends_outside_the_allowed_list(service: GatewayService) -> None:
     x, y = _data(3, 1)
     with pytest.raises(PermissionDeniedError, match="'exact' is not allowed"):
