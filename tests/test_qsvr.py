@@ -70,6 +70,19 @@ def test_qsvr_same_seed_same_model_different_seed_different() -> None:
     assert not np.array_equal(a.dual_coef_, c.dual_coef_)
 
 
+@pytest.mark.parametrize("seed", [2**31, 2**32 - 2, 2**64 - 1, "generator"])
+def test_qsvr_every_documented_random_state_fits_with_the_default_sampler(seed: object) -> None:
+    """Large ints and Generators (whose draws once reached past the sampler's 2^31 bound)."""
+    x, y = _curves(8, 2)
+
+    def state() -> object:
+        return np.random.default_rng(0) if seed == "generator" else seed
+
+    a = QSVR(num_reads=10, num_sweeps=10, random_state=state()).fit(x, y)
+    b = QSVR(num_reads=10, num_sweeps=10, random_state=state()).fit(x, y)
+    np.testing.assert_array_equal(a.dual_coef_, b.dual_coef_)
+
+
 def test_qsvr_exact_sampler_reaches_the_ground_state() -> None:
     x, y = _curves(3, 3)
     model = QSVR(k=1, top_k=2, sampler=dimod.ExactSolver()).fit(x, y)
