@@ -400,6 +400,10 @@ class QSVR(RegressorMixin, BaseEstimator):
             n_reads, n_distinct, sampler_stats = 1, 1, {}
         else:
             sampleset = sampler.sample(bqm, **self._sample_kwargs(sampler, **sample_kwargs))
+            if not isinstance(sampleset, dimod.SampleSet):
+                raise TypeError(
+                    f"sampler.sample must return a dimod.SampleSet, got {type(sampleset).__name__}"
+                )
             sampleset.resolve()
             sample_seconds = time.perf_counter() - t0
             members, energies, n_distinct, chain_break = select_members(

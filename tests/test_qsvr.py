@@ -83,6 +83,19 @@ def test_qsvr_every_documented_random_state_fits_with_the_default_sampler(seed: 
     np.testing.assert_array_equal(a.dual_coef_, b.dual_coef_)
 
 
+def test_qsvr_sampler_returning_no_sampleset_is_a_type_error() -> None:
+    class Bad(dimod.Sampler):
+        parameters = property(lambda self: {})
+        properties = property(lambda self: {})
+
+        def sample(self, bqm: dimod.BinaryQuadraticModel, **kwargs: object) -> object:
+            return 42
+
+    x, y = _curves(4, 2)
+    with pytest.raises(TypeError, match=r"sampler\.sample must return a dimod\.SampleSet, got int"):
+        QSVR(sampler=Bad()).fit(x, y)
+
+
 def test_qsvr_exact_sampler_reaches_the_ground_state() -> None:
     x, y = _curves(3, 3)
     model = QSVR(k=1, top_k=2, sampler=dimod.ExactSolver()).fit(x, y)
