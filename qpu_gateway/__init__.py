@@ -4,7 +4,7 @@ Three layers, each importing only from the ones above it (``tests/test_layout.py
 
 - **domain** -- pure model code, no I/O: :mod:`~qpu_gateway.qubo` (the QUBO of the SVR dual),
   :mod:`~qpu_gateway.ensemble` (combining annealer solutions), :mod:`~qpu_gateway.qsvr` (the
-  scikit-learn estimator);
+  scikit-learn estimator), :mod:`~qpu_gateway.seeds` (any uint64 seed as a sampler's seed);
 - **service** -- what the gateway does with models: :mod:`~qpu_gateway.service` (fit, predict,
   describe, delete), :mod:`~qpu_gateway.store` (SQLite), :mod:`~qpu_gateway.breaker`,
   :mod:`~qpu_gateway.execution` (sampling worker processes), :mod:`~qpu_gateway.backends`

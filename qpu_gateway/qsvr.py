@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from qpu_gateway.ensemble import ENSEMBLE_METHODS, member_weights, select_members
 from qpu_gateway.qubo import build_svr_qubo, decode, dual_objective, precision_weights, rbf_kernel
+from qpu_gateway.seeds import SA_SEED_BOUND, bounded_seed
 
 __all__ = [
     "DEFAULT_ENSEMBLE",
@@ -125,10 +126,8 @@ def _minmax(a: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.flo
 def _seed_from(random_state: int | np.random.Generator | None) -> int | None:
     """The sampler seed of ``random_state``, in ``[0, 2^31)`` (what dwave-samplers' simulated
     annealing accepts): a Generator draws one; an int in ``[0, 2^64)`` is mapped
-    deterministically (:func:`qpu_gateway.backends._seed.bounded_seed` of it modulo ``2^32 -
-    1``: the seeds the gateway's backends have always used)."""
-    from qpu_gateway.backends._seed import SA_SEED_BOUND, bounded_seed
-
+    deterministically (:func:`qpu_gateway.seeds.bounded_seed` of it modulo ``2^32 - 1``: the
+    seeds the gateway's backends have always used)."""
     if random_state is None:
         return None
     if isinstance(random_state, np.random.Generator):

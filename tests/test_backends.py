@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from qpu_gateway.backends import BackendRegistry, register, unregister
 from qpu_gateway.backends._embedded import EmbeddedQPUSampler, EmbeddingCache
-from qpu_gateway.backends._seed import bounded_seed
 from qpu_gateway.breaker import CircuitBreaker
 from qpu_gateway.errors import AllBackendsFailedError, BackendFailure, DeadlineExceededError
 from qpu_gateway.qsvr import QSVR
 from qpu_gateway.redact import install_log_redaction
+from qpu_gateway.seeds import bounded_seed
 from qpu_gateway.service import GatewayService
 from qpu_gateway.store import ModelStore
 

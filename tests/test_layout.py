@@ -10,7 +10,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "qpu_gateway"
 LAYERS = {
-    "domain": {"qubo", "ensemble", "qsvr"},
+    "domain": {"qubo", "ensemble", "qsvr", "seeds"},
     "service": {"service", "store", "breaker", "execution", "backends"},
     "transport": {"server", "convert", "auth", "error_details", "reflection", "client"},
 }

@@ -5,7 +5,7 @@ statistics as ``qpu``, offline, with no token. Annealing on the embedded problem
 simulated annealing (``substitute_sweeps`` sweeps per read) or steepest descent.
 
 Any uint64 ``seed`` is accepted (the substitute annealer takes seeds below 2^31; larger ones are
-mapped with :func:`qpu_gateway.backends._seed.bounded_seed`).
+mapped with :func:`qpu_gateway.seeds.bounded_seed`).
 
 Settings: ``topology_shape`` (default 16), ``substitute`` (``simulated_annealing`` |
 ``steepest_descent``), ``substitute_sweeps``, plus ``qpu``'s embedding settings.
@@ -24,8 +24,8 @@ from typing import Any
 import dimod
 
 from qpu_gateway.backends._embedded import EmbeddedQPUSampler, EmbeddingCache, embedded_settings
-from qpu_gateway.backends._seed import bounded_seed
 from qpu_gateway.backends.qpu import EMBED_KEYS, default_cache_dir
+from qpu_gateway.seeds import bounded_seed
 
 __all__ = ["create"]
 

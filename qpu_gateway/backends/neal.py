@@ -1,7 +1,7 @@
 """``neal``: simulated annealing from dwave-samplers (the successor of dwave-neal), on the CPU.
 
 Any uint64 ``seed`` is accepted: dwave-samplers takes seeds below 2^31, so larger ones are mapped
-with :func:`qpu_gateway.backends._seed.bounded_seed`.
+with :func:`qpu_gateway.seeds.bounded_seed`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 import dimod
 from dwave.samplers import SimulatedAnnealingSampler
 
-from qpu_gateway.backends._seed import bounded_seed
 from qpu_gateway.backends._wrap import WrappedSampler
+from qpu_gateway.seeds import bounded_seed
 
 __all__ = ["create"]
 
