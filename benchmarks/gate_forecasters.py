@@ -1,9 +1,8 @@
 """Research forecasters for the champion gate (issue 14, session 7), not in the library.
 
-- :class:`Pow4`: the candidate ``log(c + a (1 + t / tau)**-alpha)`` (Domhan, Springenberg &
-  Hutter, IJCAI 2015, "pow4"; the family :func:`hpo_node.synthetic.synthetic_table` draws from),
-  with Gaussian priors on ``alpha`` and ``log tau`` from the unregularised fits of the known curves
-  of >= 16 epochs; prefixes under 4 epochs: the loss at ``e``.
+- :func:`add_pow4`: the bake-off's ``pow4`` candidate (:class:`asha_forecasters.Pow4`:
+  ``log(c + a (1 + t / tau)**-alpha)``, Domhan, Springenberg & Hutter, IJCAI 2015; the family
+  :func:`hpo_node.synthetic.synthetic_table` draws from) joins the ``auto`` choice.
 - :class:`PerResource`: ``GateForecaster("auto")`` with the candidate chosen *per* ``k = floor(log2
   e)`` (the library chooses one for every resource, and its held-out pairs from one and two epochs,
   where every candidate is the loss at ``e``, decide most choices: "last" wins the ties).
@@ -24,54 +23,11 @@ from hpo_node import curvefit as cf
 FloatArray = cf.FloatArray
 
 
-class Pow4(cf.Pow3):
-    """``log(c + a (1 + t / tau)**-alpha)`` per curve (module doc); ``prior4``: ((mean, sd) of
-    alpha, (mean, sd) of log tau)."""
-
-    def __init__(self, max_resource: int) -> None:
-        super().__init__(max_resource)
-        self.prior4 = ((0.5, 0.5), (math.log(2.0), 1.5))
-
-    def _fit4(self, v: FloatArray, prior: tuple[tuple[float, float], ...] | None) -> tuple[float, ...]:
-        from scipy.optimize import least_squares
-
-        e = v.shape[0]
-        t = np.arange(1.0, e + 1.0)
-        y = np.exp(v)
-        wt = np.where(t > e / 2, 2.0, 1.0)
-
-        def res(q: FloatArray) -> FloatArray:
-            c, a, ltau, al = q
-            r = wt * (np.log(np.maximum(c + a * (1 + t / math.exp(ltau)) ** -al, 1e-12)) - v)
-            if prior is None:
-                return r
-            (am, asd), (tm, tsd) = prior
-            return np.append(r, [(al - am) / asd * 0.01, (ltau - tm) / tsd * 0.01])
-
-        q0 = [0.8 * y.min(), max(y[0] - 0.8 * y.min(), 1e-6), 0.0, 0.5]
-        lo, hi = [0.0, 0.0, math.log(0.05), 0.01], [y.min(), np.inf, math.log(1000.0), 5.0]
-        return tuple(float(s) for s in least_squares(res, q0, bounds=(lo, hi)).x)
-
-    def fit(self, curves: list[FloatArray]) -> None:
-        long = [c for c in curves if c.shape[0] >= 16]
-        if len(long) >= 3:
-            q = np.array([self._fit4(c, None) for c in long])
-            self.prior4 = ((float(np.median(q[:, 3])), float(max(np.std(q[:, 3]), 0.1))),
-                           (float(np.median(q[:, 2])), float(max(np.std(q[:, 2]), 0.3))))
-
-    def predict_targets(self, prefix: FloatArray, targets: Sequence[int]) -> list[float]:
-        if prefix.shape[0] < 4:
-            return [float(prefix[-1])] * len(targets)
-        c, a, ltau, al = self._fit4(prefix, self.prior4)
-        return [math.log(max(c + a * (1 + t / math.exp(ltau)) ** -al, 1e-12)) for t in targets]
-
-    def predict(self, prefixes: list[FloatArray], target: int | None = None) -> FloatArray:
-        r = target or self.max_resource
-        return np.array([self.predict_targets(p, [r])[0] for p in prefixes])
-
-
 def add_pow4() -> None:
-    """Make ``pow4`` a candidate of the library's ``auto`` choice (process-wide)."""
+    """Make ``pow4`` (:class:`asha_forecasters.Pow4`) a candidate of the library's ``auto``
+    choice (process-wide)."""
+    from asha_forecasters import Pow4
+
     cf.CANDIDATES["pow4"] = Pow4
     if "pow4" not in cf.AUTO:
         cf.AUTO = (*cf.AUTO, "pow4")
