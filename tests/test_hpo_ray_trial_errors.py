@@ -221,6 +221,28 @@ def test_ray_trial_errors_every_trial_failing_is_one_line_and_exit_1(
     assert [(r["decision"], r["failures"]) for r in rows] == [("error", "3")]
 
 
+def test_ray_trial_errors_same_error_in_the_first_trials_ends_the_study(
+    tmp_path: Path, fresh_ray: Any, capsys: Any
+) -> None:
+    toml = _toml(tmp_path, "same", {"0.1": "at1", "0.5": "at1", "0.6": "at1"}, trials=9)
+    assert run_main([str(toml), "--progress-every", "60"]) == 1
+    captured = capsys.readouterr()
+    err = captured.err
+    line = [ln for ln in err.splitlines() if ln.startswith("hpo-node run:")]
+    assert len(line) == 1 and line[0].startswith(
+        "hpo-node run: error: the first 3 trials failed alike before any trial reported a result "
+        "(RuntimeError: boom at epoch 1), so the study stopped (")
+    assert "Traceback" not in err
+    rows = _rows(tmp_path / "results" / "same" / "trials.csv")
+    errors = [r for r in rows if r["decision"] == "error"]
+    # 2 CPUs: the third failure ends it; a fourth trial may have started meanwhile
+    assert 3 <= len(errors) <= 4
+    assert sum(int(r["failures"]) for r in errors) < 3 * len(errors)  # not every retry ran
+    assert len(rows) == 9 and all(r["epochs"] == "0" for r in rows)
+    assert all(r["decision"] == "pending" for r in rows if r["decision"] != "error")
+    assert "completed. Last result" not in captured.out
+
+
 def test_ray_trial_errors_nothing_but_nan_is_one_line_and_exit_1(
     tmp_path: Path, fresh_ray: Any, capsys: Any
 ) -> None:
@@ -320,3 +342,8 @@ def test_core_fail_unknown_trial_is_a_value_error() -> None:
         core.fail("b")
     core.fail("a")  # pending: never started
     assert core.n_pending == 0 and core.next_job() is None
+
+
+def test_ray_trial_errors_same_error_limit_below_one_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="same_error_limit"):
+        ASHAScheduler(3, 3, 3, same_error_limit=0)

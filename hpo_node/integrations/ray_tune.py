@@ -115,7 +115,8 @@ class TrialRecord:
     ``status``: ``pending`` (never started), ``running``, ``paused``, ``finished`` (reached
     max_resource), ``stopped`` (by the algorithm at a rung or barrier), ``stopped-by-prediction``,
     ``stopped-early`` (at a decision point without a prediction: the last-value fallback),
-    ``error`` (its trainable raised and Tune's retries, if any, ran out; or it broke the
+    ``error`` (its trainable raised and Tune's retries, if any, ran out, or the run ended
+    because trials failed alike before any reported: ``same_error_limit``; or it broke the
     trainable contract). ``curve``: the metric per epoch in its own units (``None`` where
     non-finite); ``losses``: what the core was given (lower is better, non-finite values
     replaced). ``failures``: how often its trainable raised (retries included); ``error_message``:
@@ -267,7 +268,10 @@ class CoreTrialScheduler(TrialScheduler):
     handed to Ray at once (``None``: as many as Ray has resources for); ``hparams`` maps a trial
     config to the numeric hyperparameters the core sees (default :func:`numeric_hparams`);
     ``log`` is the :class:`hpo_node.resilient.PredictionLog` of the core's predictors, used to
-    attribute stops to predictions and saved with the state.
+    attribute stops to predictions and saved with the state. ``same_error_limit``: once that many
+    trials failed with the same one-line error before any trial of the run reported a result, the
+    run ends (every trial stopped, the failed ones in error; ``same_error`` holds the message):
+    a trainable that cannot run one epoch is not retried trial after trial (``None``: never).
     """
 
     _supports_buffered_results = False
@@ -283,6 +287,7 @@ class CoreTrialScheduler(TrialScheduler):
         hparams: Callable[[Mapping[str, Any]], Mapping[str, float]] | None = None,
         log: PredictionLog | None = None,
         nonfinite_loss: float | None = None,
+        same_error_limit: int | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(core, Scheduler):
@@ -293,6 +298,8 @@ class CoreTrialScheduler(TrialScheduler):
             check_int("max_concurrent", max_concurrent, 1)
         if nonfinite_loss is not None and not math.isfinite(nonfinite_loss):
             raise ValueError(f"nonfinite_loss must be finite, got {nonfinite_loss}")
+        if same_error_limit is not None:
+            check_int("same_error_limit", same_error_limit, 1)
         self.core = core
         self._metric = metric
         self._mode = mode
@@ -301,6 +308,10 @@ class CoreTrialScheduler(TrialScheduler):
         self.hparams = hparams if hparams is not None else numeric_hparams
         self.log = log
         self.nonfinite_loss = nonfinite_loss
+        self.same_error_limit = same_error_limit
+        # trials that failed before any trial reported, by error line; the line that ended the run
+        self._early_errors: dict[str, set[str]] = {}
+        self.same_error: str | None = None
         self.records: dict[str, TrialRecord] = {}
         self._active: list[str] = []
         self._worst: float | None = None
@@ -365,6 +376,10 @@ class CoreTrialScheduler(TrialScheduler):
             )
         if self._refused is not None:
             return
+        if tid in self._retrying and self.same_error is not None:
+            self._give_up(tid, self.records[tid])  # the run ends: no retry
+            tune_controller.stop_trial(trial)
+            return
         if tid in self._retrying:
             # Tune's retry of a failed trial (FailureConfig): Tune filed it PENDING and starts
             # it from its last checkpoint by itself; it keeps its place in the core (running).
@@ -405,15 +420,48 @@ class CoreTrialScheduler(TrialScheduler):
             return
         rec.failures += 1
         rec.error_message = message or rec.error_message
+        self._note_early_error(tid, message)
         if trial.status == Trial.ERROR:
             self._retrying.add(tid)
-            if tid in self._active and self.violation is None:  # a violation ends the study
+            if tid in self._active and self.violation is None and self.same_error is None:
+                # a violation or trials failing alike end the study: no retry
                 logger.warning("trial %s failed: %s; Tune retries it from its last checkpoint "
                                "(failure %d, max_failures %s)", tid, message or "unknown error",
                                rec.failures, getattr(trial, "max_failures", "?"))
             return
         self._give_up(tid, rec)
         logger.error("trial %s failed: %s%s", tid, message or "unknown error", where)
+
+    def _note_early_error(self, tid: str, message: str | None) -> None:
+        """Count a failure before any trial reported; at ``same_error_limit`` trials failing
+        alike, the run ends (:meth:`_end_on_same_error`, at the next scheduling step)."""
+        if self.same_error_limit is None or self.same_error is not None or not message:
+            return
+        if any(r.curve for r in self.records.values()):
+            self._early_errors.clear()
+            return
+        alike = self._early_errors.setdefault(message, set())
+        alike.add(tid)
+        if len(alike) >= self.same_error_limit:
+            self.same_error = message
+            logger.error("the first %d trials failed alike before any trial reported a result "
+                         "(%s): ending the study instead of retrying the rest", len(alike), message)
+
+    def _end_on_same_error(self, tune_controller: TuneController) -> None:
+        """End the run (``same_error_limit``): the trials that failed end in error, the waiting
+        ones are stopped, the running ones run on until they fail or pause (not retried, not
+        resumed)."""
+        self._finished = True
+        for tid, trial in self._trials.items():
+            rec = self.records.get(tid)
+            if rec is not None and rec.failures:
+                self._give_up(tid, rec)
+            if trial.status in (Trial.PAUSED, Trial.PENDING):
+                if rec is not None and rec.status == "running" and not rec.curve:
+                    rec.status = "pending"  # given a job, never started
+                    if tid in self._active:
+                        self._active.remove(tid)
+                tune_controller.stop_trial(trial)
 
     def _give_up(self, tid: str, rec: TrialRecord) -> None:
         """A trial lost for good: out of the running trials, stopped in the core."""
@@ -522,6 +570,9 @@ class CoreTrialScheduler(TrialScheduler):
             raise self._refused
         if self.violation is not None:
             raise self.violation
+        if self.same_error is not None:
+            self._end_on_same_error(tune_controller)  # running trials end by themselves
+            return None
         if not self._supply_checked:
             self._check_supply(tune_controller)
         for tid in self._active:

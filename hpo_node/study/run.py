@@ -56,6 +56,13 @@ class StudyFailed(RuntimeError):
 
 def _all_failed(scheduler: Any, study_dir: Path) -> StudyFailed:
     errors = errored_trials(scheduler)
+    if scheduler.same_error is not None:
+        return StudyFailed(
+            f"the first {len(errors)} trials failed alike before any trial reported a result "
+            f"({scheduler.same_error}), so the study stopped ({len(scheduler.records) - len(errors)} "
+            "trials not started). Fix the trainable (run it once by hand with one config); "
+            f"trials.csv in {study_dir} lists each trial's error"
+        )
     first = (f"; the first, trial {errors[0]['trial_id']}: "
              f"{errors[0]['error'] or 'unknown error'}") if errors else ""
     return StudyFailed(
@@ -252,7 +259,8 @@ class _SigintWatch:
 @contextlib.contextmanager
 def _tune_env() -> Iterator[None]:
     """Tune's settings while a study runs (unless the user set them): a failed trial is one line
-    (the scheduler's, with the exception and its error file), not Tune's full traceback; a
+    (the scheduler's, with the exception and its error file), not Tune's full traceback; no
+    warning that trials which never started have no metrics; a
     result without ``study.metric`` is left to the scheduler, whose error names the keys the
     trainable reports (Tune's own check would end the study with a traceback)."""
     values = {"TUNE_PRINT_ALL_TRIAL_ERRORS": "0", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
@@ -260,12 +268,44 @@ def _tune_env() -> Iterator[None]:
     os.environ.update({k: values[k] for k in added})
     controller = logging.getLogger("ray.tune.execution.tune_controller")
     controller.addFilter(_no_contract_traceback)
+    analysis = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    analysis.addFilter(_no_fetch_warning)
     try:
         yield
     finally:
         controller.removeFilter(_no_contract_traceback)
+        analysis.removeFilter(_no_fetch_warning)
         for k in added:
             os.environ.pop(k, None)
+
+
+def _quiet_trial_progress() -> list[Any]:
+    """A ``TrialProgressCallback`` that prints nothing, in place of the one Tune's old output
+    (``RAY_AIR_NEW_OUTPUT=0``, the study's default) adds with ``verbose=0``: that one prints
+    "Trial ... completed. Last result:" for every trial stopped before it started (a study ending
+    at its time budget or on the first trials failing alike); the study's progress lines are
+    :class:`ProgressCallback`'s. Empty with Tune's new output (it refuses the callback)."""
+    if os.environ.get("RAY_AIR_NEW_OUTPUT") != "0":
+        return []
+    from ray.tune.progress_reporter import TrialProgressCallback
+
+    class QuietTrialProgress(TrialProgressCallback):
+        def on_trial_result(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+        def on_trial_error(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+        def on_trial_complete(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    return [QuietTrialProgress()]
+
+
+def _no_fetch_warning(record: logging.LogRecord) -> bool:
+    """Drop Tune's "Failed to fetch metrics for N trial(s)" (trials that never started have no
+    result file; the study's outputs come from the scheduler's records)."""
+    return not record.getMessage().startswith("Failed to fetch metrics for")
 
 
 def _no_contract_traceback(record: logging.LogRecord) -> bool:
@@ -503,6 +543,7 @@ def run_study(
                     storage_path=storage,
                     verbose=0,
                     callbacks=[
+                        *_quiet_trial_progress(),
                         SchedulerStateCallback(scheduler),
                         ProgressCallback(scheduler, progress_every_s, stream),
                         trace,
