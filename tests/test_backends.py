@@ -329,6 +329,8 @@ def test_qpu_token_is_in_no_log_record_of_a_real_connection_attempt(
     with caplog.at_level(logging.DEBUG):
         record = service.fit(x, y, params={"num_reads": 20})
     assert record.info["backend"] == "neal" and "qpu: cannot reach solver" in record.info["fallback_reason"]
+    # dwave.cloud calls a refused connection a timeout: the reason names the real cause
+    assert "(cause: ConnectionRefusedError: [Errno 111] Connection refused)" in record.info["fallback_reason"]
     cloud_records = [r for r in caplog.records if r.name.startswith("dwave.cloud")]
     assert len(cloud_records) >= 5
     assert any("'token': '***'" in r.getMessage() for r in cloud_records)

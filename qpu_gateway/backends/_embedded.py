@@ -49,6 +49,19 @@ def cloud_failures() -> tuple[type[BaseException], ...]:
     )
 
 
+def _root_cause(exc: BaseException) -> str:
+    """``" (cause: Type: message)"`` of the innermost exception ``exc`` was raised from, when
+    it says more than ``exc`` (dwave.cloud reports a refused connection as "RequestTimeout: API
+    request timed out"); else ``""``."""
+    root, seen = exc, {id(exc)}
+    while (nxt := root.__cause__ or root.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        root = nxt
+    if root is exc or str(root) in str(exc):
+        return ""
+    return f" (cause: {type(root).__name__}: {root})"
+
+
 class EmbeddingCache:
     """Clique embeddings on disk: ``<directory>/<solver>-<n>.json``, written atomically."""
 
@@ -149,7 +162,7 @@ class EmbeddedQPUSampler(dimod.Sampler):
         return {"solver_id": self.solver_id}
 
     def _failure(self, what: str, exc: BaseException) -> BackendFailure:
-        return BackendFailure(scrub(f"{what}: {type(exc).__name__}: {exc}"))
+        return BackendFailure(scrub(f"{what}: {type(exc).__name__}: {exc}{_root_cause(exc)}"))
 
     def child(self) -> dimod.Sampler:
         """The structured sampler, created (and connected) on first use.
