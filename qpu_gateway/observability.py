@@ -185,11 +185,16 @@ _CANCEL_DETAILS = {
 }
 
 
+_DEADLINE_SLACK_S = 0.1
+"""A cancelled call with at most this much of its deadline left counts as past its deadline (the
+caller's clock runs ahead of the server's by the time the cancel takes to arrive)."""
+
+
 def _cancelled_status(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     """The status of a call that gRPC cancelled: ``DEADLINE_EXCEEDED`` when its deadline has
-    passed (``time_remaining()`` is 0 then), else ``CANCELLED``."""
+    passed (``time_remaining()`` at most :data:`_DEADLINE_SLACK_S`), else ``CANCELLED``."""
     remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
+    if remaining is not None and remaining <= _DEADLINE_SLACK_S:
         return grpc.StatusCode.DEADLINE_EXCEEDED
     return grpc.StatusCode.CANCELLED
 

@@ -99,6 +99,11 @@ async def _guard(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable
     raise AssertionError("unreachable")  # pragma: no cover - context.abort always raises
 
 
+QUEUE_MARGIN_S = 0.25
+"""A queued Fit stops waiting for a slot this long (at most a fifth of its wait) before its
+deadline, so that its RESOURCE_EXHAUSTED reaches the caller before the caller's deadline."""
+
+
 class _FitPool:
     """At most ``size`` Fits at once (each in a thread that waits on the service's executor);
     at most ``queue`` more waiting, within their deadline counted from arrival."""
@@ -132,12 +137,17 @@ class _FitPool:
                        "the call has no deadline to wait within"),
                 )
             self._waiting += 1
+            # give up a little before the deadline, so that the caller gets RESOURCE_EXHAUSTED
+            # (busy: retry) rather than its own DEADLINE_EXCEEDED (its Fit was too slow)
+            left = deadline - time.monotonic()
             try:
-                await asyncio.wait_for(self._slots.acquire(), timeout=deadline - time.monotonic())
+                await asyncio.wait_for(self._slots.acquire(),
+                                       timeout=left - min(QUEUE_MARGIN_S, 0.2 * max(left, 0.0)))
             except TimeoutError:
                 await context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"no Fit slot (max_concurrent_fits = {self.size}) freed within the deadline",
+                    f"no Fit slot (max_concurrent_fits = {self.size}) freed within the deadline: "
+                    "the gateway is busy; retry later or with a longer deadline",
                 )
             finally:
                 self._waiting -= 1

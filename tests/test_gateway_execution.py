@@ -153,6 +153,23 @@ def test_queued_fit_deadline_counts_from_arrival_and_a_late_fit_stores_nothing(
     assert _versions(stub, "queue-first") == []
 
 
+def test_queued_fit_without_a_slot_before_its_deadline_is_resource_exhausted_for_the_caller(
+    stub: pb_grpc.GatewayStub,
+) -> None:
+    # The first Fit holds the only slot past the queued one's deadline. The queue gives up just
+    # before that deadline, so the caller learns "busy" (RESOURCE_EXHAUSTED), not DEADLINE_EXCEEDED
+    # (which would say its own Fit was too slow).
+    first = stub.Fit.future(_request("hold-slot", 100, STUCK), timeout=6.0)
+    time.sleep(0.5)
+    with pytest.raises(grpc.RpcError) as busy:
+        stub.Fit(_request("queued-busy", 10, SMALL), timeout=1.5)
+    assert busy.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "freed within the deadline" in busy.value.details()
+    first.cancel()
+    assert _idle(stub, 30) < 10
+    assert _versions(stub, "queued-busy") == []
+
+
 def test_idempotency_key_makes_a_retried_fit_store_once(stub: pb_grpc.GatewayStub) -> None:
     request = _request("", 12, SMALL, idempotency_key="study-7/trial-3/fit")
     first = stub.Fit(request, timeout=60).model
