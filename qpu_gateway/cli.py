@@ -76,9 +76,11 @@ def _serve(args: argparse.Namespace) -> int:
     tokens = load_tokens(cfg.tokens_file)
 
     async def run() -> None:
+        new_store = cfg.store != ":memory:" and not Path(cfg.store).exists()
         store = ModelStore(cfg.store)
         gateway = None
         pool = None
+        serving = False
         try:
             registry = BackendRegistry(cfg.backends)
             for name in dict.fromkeys([*cfg.chain, *(cfg.allowed_backends or [])]):
@@ -112,6 +114,7 @@ def _serve(args: argparse.Namespace) -> int:
             )
             pool.start()
             await gateway.start()
+            serving = True
             if metrics is not None and cfg.metrics_port is not None:
                 try:
                     metrics_port = metrics.serve(cfg.metrics_port, cfg.metrics_host)
@@ -147,6 +150,9 @@ def _serve(args: argparse.Namespace) -> int:
             elif pool is not None:
                 pool.close()
             store.close()
+            if new_store and not serving:  # a start that failed leaves no store behind
+                for suffix in ("", "-wal", "-shm", ".lock"):
+                    Path(cfg.store + suffix).unlink(missing_ok=True)
         log.info("stopped; store closed")
 
     asyncio.run(run())
@@ -217,7 +223,7 @@ def _client(args: argparse.Namespace, options: Sequence[tuple[str, Any]] = ()) -
         opts.append(("grpc.ssl_target_name_override", args.tls_server_name))
     return GatewayClient(
         args.gateway, timeout=args.timeout, token=_token(args), tls_ca=args.tls_ca,
-        tls_cert=args.tls_cert, tls_key=args.tls_key, options=opts,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, options=opts, wait_for_ready=False,
     )
 
 
@@ -301,7 +307,11 @@ def _health(args: argparse.Namespace) -> int:
         try:
             status = client.health(args.service, timeout=args.timeout)
         except grpc.RpcError as exc:
-            print(f"qpu-gateway: {_rpc_error(exc, args)}", file=sys.stderr)
+            why = _rpc_error(exc, args)
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                why = (f"NOT_FOUND: the gateway has no service {args.service!r} to report on "
+                       "(--service '' for the whole server, or qpu_gateway.v1.Gateway)")
+            print(f"qpu-gateway: {why}", file=sys.stderr)
             return 1
     print(status)
     return 0 if status == "SERVING" else 1
@@ -311,12 +321,15 @@ def _parser() -> argparse.ArgumentParser:
     from qpu_gateway.backends import available_backends
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--log-level", default=argparse.SUPPRESS, help="default INFO")
+    common.add_argument("--log-level", default=argparse.SUPPRESS, type=str.upper,
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+                        help="default INFO")
     common.add_argument("--log-format", choices=("text", "json"), default=argparse.SUPPRESS,
                         help="json: one object per line, with request ids (default text)")
+    # SUPPRESS everywhere (the actions are shared with the subcommands: a default set here would
+    # overwrite a flag given before the subcommand); main fills in INFO / text
     p = argparse.ArgumentParser(prog="qpu-gateway", description=__doc__.split("\n\n")[0],
                                 parents=[common])
-    p.set_defaults(log_level="INFO", log_format="text")
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, **kw: Any) -> argparse.ArgumentParser:
@@ -343,7 +356,8 @@ def _parser() -> argparse.ArgumentParser:
 
     def client_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--gateway", default="127.0.0.1:50051", help="HOST:PORT of the gateway")
-        sp.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds")
+        sp.add_argument("--timeout", type=float, default=60.0,
+                        help="deadline in seconds (default 60)")
         for flag, help_ in TLS_FLAGS.items():
             env = "QPU_GATEWAY_" + flag[2:].upper().replace("-", "_")
             sp.add_argument(flag, default=os.environ.get(env) or None, help=f"{help_} (default ${env})")
@@ -408,10 +422,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(
         JsonFormatter()
-        if args.log_format == "json"
+        if getattr(args, "log_format", "text") == "json"
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
     )
-    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    logging.basicConfig(level=getattr(args, "log_level", "INFO"), handlers=[handler])
     import grpc
 
     try:

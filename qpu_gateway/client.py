@@ -1,8 +1,12 @@
 """Python client of the gateway: numpy in, numpy out, a deadline on every call.
 
 Predict, GetModel and ListModels are idempotent: the channel's service config waits for the
-server to be ready and retries them on ``UNAVAILABLE`` within the call's deadline. Fit and
-DeleteModel are never retried and fail fast when the server is down. TLS (``tls_ca``), mutual
+server to be ready and retries them on ``UNAVAILABLE`` within the call's deadline (a gateway
+restarting is waited for); one that never reached a server in that time fails with
+``UNAVAILABLE`` "could not connect ..." (not a bare ``DEADLINE_EXCEEDED``) when a health
+check then gets no answer either.
+``wait_for_ready=False`` (the command line's) makes them fail at once when no server answers.
+Fit and DeleteModel are never retried and fail fast when the server is down. TLS (``tls_ca``), mutual
 TLS (``tls_cert`` + ``tls_key``) and bearer tokens (``token``) are supported.
 
 Errors are ``grpc.RpcError``; for ``INVALID_ARGUMENT``, :meth:`GatewayClient.field_violations`
@@ -27,7 +31,7 @@ from qpu_gateway.error_details import field_violations
 from qpu_gateway.v1 import gateway_pb2 as pb
 from qpu_gateway.v1 import gateway_pb2_grpc as pb_grpc
 
-__all__ = ["RECONNECT_OPTIONS", "GatewayClient"]
+__all__ = ["RECONNECT_OPTIONS", "GatewayClient", "UnreachableError"]
 
 # A channel whose connection was refused (a gateway starting or restarting) tries again only after
 # gRPC's reconnect backoff: about 1, 2.6, 5.2, 9.3 s ... (up to 120 s) after the first try. Bounded
@@ -60,6 +64,22 @@ _SERVICE_CONFIG = json.dumps(
 )
 
 
+class UnreachableError(grpc.RpcError):
+    """An idempotent call that waited its whole deadline and no server answers:
+    ``code()`` ``UNAVAILABLE``, ``details()`` says so (gRPC itself reports a bare
+    ``DEADLINE_EXCEEDED``)."""
+
+    def __init__(self, details: str) -> None:
+        super().__init__(details)
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return self._details
+
+
 def _read(path: str | None) -> bytes | None:
     return None if path is None else Path(path).read_bytes()
 
@@ -84,6 +104,8 @@ class GatewayClient:
     tls_ca : PEM file of the CA that signed the server's certificate: use TLS.
     tls_cert, tls_key : PEM client certificate and key: mutual TLS.
     credentials : ready-made channel credentials (instead of the ``tls_*`` files).
+    wait_for_ready : idempotent calls wait within their deadline for a server to answer (default);
+        ``False``: they fail at once with ``UNAVAILABLE`` when none does.
     """
 
     def __init__(
@@ -97,6 +119,7 @@ class GatewayClient:
         tls_key: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         options: list[tuple[str, Any]] | None = None,
+        wait_for_ready: bool = True,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
@@ -121,6 +144,32 @@ class GatewayClient:
             self._channel = grpc.secure_channel(address, credentials, options=opts)
         self._stub = pb_grpc.GatewayStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self.wait_for_ready = bool(wait_for_ready)
+
+    def _reachable(self) -> bool:
+        """Whether a server answers on the channel now (a health check that does not wait)."""
+        try:
+            self._health.Check(health_pb2.HealthCheckRequest(), timeout=1.0, wait_for_ready=False)
+        except grpc.RpcError as exc:
+            return exc.code() not in (grpc.StatusCode.UNAVAILABLE,
+                                      grpc.StatusCode.DEADLINE_EXCEEDED)
+        return True
+
+    def _idempotent(self, method: Any, request: Any, timeout: float | None) -> Any:
+        """Call a Predict/GetModel/ListModels ``method`` (module doc: waits for the server when
+        :attr:`wait_for_ready`; :class:`UnreachableError` when its deadline passed and no server
+        answers)."""
+        t = timeout or self.timeout
+        try:
+            return method(request, timeout=t, metadata=self._metadata,
+                          wait_for_ready=self.wait_for_ready)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED or self._reachable():
+                raise
+            raise UnreachableError(
+                f"could not connect to {self.address} within {t:g} s: no gateway answers there, "
+                "or it speaks TLS and this client plaintext (pass tls_ca) or the other way round"
+            ) from exc
 
     @staticmethod
     def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
@@ -174,7 +223,7 @@ class GatewayClient:
         request = pb.PredictRequest(model_id=model_id, x=matrix_to_proto(_as_matrix(x)))
         if version is not None:
             request.version = version
-        reply = self._stub.Predict(request, timeout=timeout or self.timeout, metadata=self._metadata)
+        reply = self._idempotent(self._stub.Predict, request, timeout)
         return np.asarray(reply.mean), np.asarray(reply.std)
 
     def get_model(
@@ -184,7 +233,7 @@ class GatewayClient:
         request = pb.GetModelRequest(model_id=model_id)
         if version is not None:
             request.version = version
-        return self._stub.GetModel(request, timeout=timeout or self.timeout, metadata=self._metadata)
+        return self._idempotent(self._stub.GetModel, request, timeout)
 
     def list_models(
         self, model_id: str = "", *, page_size: int = 0, timeout: float | None = None
@@ -193,10 +242,10 @@ class GatewayClient:
         models: list[pb.ModelInfo] = []
         token = ""
         while True:
-            reply = self._stub.ListModels(
+            reply = self._idempotent(
+                self._stub.ListModels,
                 pb.ListModelsRequest(model_id=model_id, page_size=page_size, page_token=token),
-                timeout=timeout or self.timeout,
-                metadata=self._metadata,
+                timeout,
             )
             models.extend(reply.models)
             token = reply.next_page_token

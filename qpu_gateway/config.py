@@ -103,6 +103,7 @@ class GatewayConfig:
 
     def validate(self) -> GatewayConfig:
         """Raise ``ValueError`` naming the setting when one is invalid; return self."""
+        _check_types(self)
         known = available_backends()
         if not self.chain:
             raise ValueError("backends must name at least one backend")
@@ -147,6 +148,37 @@ class GatewayConfig:
         return self
 
 
+_TYPE_NAMES = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
+               "list[str]": "a list of strings", "dict[str, dict[str, Any]]": "a table of tables"}
+
+
+def _is(value: Any, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "list[str]":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, dict)
+
+
+def _check_types(cfg: GatewayConfig) -> None:
+    """``ValueError`` naming the first setting whose value has the wrong type (from the field's
+    annotation: a TOML string where a number or boolean belongs, e.g. ``reflection = "false"``)."""
+    for f in fields(cfg):
+        kind, _, optional = str(f.type).partition(" | ")
+        value = getattr(cfg, f.name)
+        if (optional and value is None) or _is(value, kind):
+            continue
+        name = "backends" if f.name == "chain" else f.name
+        none = " (or unset)" if optional else ""
+        raise ValueError(f"{name} must be {_TYPE_NAMES[kind]}{none}, got {value!r}")
+
+
 def load_config(
     path: str | Path | None = None,
     *,
@@ -158,6 +190,12 @@ def load_config(
     if path is not None:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
+        stray = sorted(set(data) - {"server", "backends"})
+        if stray:
+            raise ValueError(
+                f"{path}: unknown sections or top-level keys {stray}: a gateway config has "
+                "[server] and [backends.NAME] sections only (a key above [server] belongs in it)"
+            )
         server = data.get("server", {})
         unknown = set(server) - _SERVER_KEYS
         if unknown:
@@ -165,13 +203,24 @@ def load_config(
         backends = data.get("backends", {})
         if not isinstance(backends, dict) or not all(isinstance(v, dict) for v in backends.values()):
             raise ValueError(f"{path}: [backends.NAME] sections must be tables")
+        known = available_backends()
+        odd = sorted(set(backends) - set(known))
+        if odd:
+            raise ValueError(
+                f"{path}: unknown backend sections {[f'backends.{b}' for b in odd]}; known "
+                f"backends: {known}"
+            )
         server = dict(server)
         if "backend" in server and "backends" in server:
             raise ValueError(f"{path}: set either [server] backend or backends, not both")
         if "backend" in server:
             server["chain"] = [server.pop("backend")]
         if "backends" in server:
-            server["chain"] = list(server.pop("backends"))
+            chain = server.pop("backends")
+            if not isinstance(chain, list):
+                raise ValueError(f"{path}: [server] backends must be a list of backend names, "
+                                 f"got {chain!r} (one backend: backend = \"NAME\")")
+            server["chain"] = chain
         cfg = replace(cfg, **server, backends=backends)
     env = os.environ if env is None else env
     if env.get(ENV_BACKEND):

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from qpu_gateway.backends import BackendRegistry
 from qpu_gateway.errors import BackendFailure, ProblemTooLargeError, ShuttingDownError
-from qpu_gateway.observability import json_logging, worker_logging
+from qpu_gateway.observability import json_logging, request_id, worker_logging
 
 if TYPE_CHECKING:
     import dimod
@@ -317,7 +317,7 @@ class SamplingPool:
         healthy = False
         try:
             worker.cancel.clear()
-            worker.conn.send(("fit", attempt))
+            worker.conn.send(("fit", attempt, request_id.get()))  # its log lines carry the id
             reply = self._wait(worker, stop)
             healthy = True
         finally:
@@ -445,12 +445,15 @@ def _worker_main(
             return
         if message[0] != "fit":
             return
+        rid = request_id.set(message[2])
         try:
             reply: tuple[Any, ...] = ("ok", run_attempt(registry, message[1], cancel.is_set))
         except Interrupted:
             reply = ("interrupted",)
         except Exception as exc:
             reply = ("error", type(exc).__name__, str(exc))
+        finally:
+            request_id.reset(rid)
         try:
             conn.send(reply)
         except (EOFError, OSError):

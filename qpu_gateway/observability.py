@@ -323,6 +323,7 @@ def worker_logging(level: int, json_lines: bool = False) -> None:
 
     install_log_redaction()
     handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())  # the Fit's id, sent with each attempt
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(
-        "%(asctime)s %(levelname)s %(name)s [worker %(process)d]: %(message)s"))
+        "%(asctime)s %(levelname)s %(name)s [worker %(process)d %(request_id)s]: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import errno
 import functools
 import ipaddress
@@ -155,7 +156,10 @@ class _FitPool:
             await self._slots.acquire()
         cancelled = threading.Event()
         try:
-            future = asyncio.get_running_loop().run_in_executor(self.executor, fn, cancelled)
+            # in the caller's context: the Fit's log lines carry its request id
+            future = asyncio.get_running_loop().run_in_executor(
+                self.executor, contextvars.copy_context().run, fn, cancelled
+            )
             try:
                 return await asyncio.shield(future)
             except asyncio.CancelledError:
@@ -189,7 +193,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
 
     async def _io(self, fn: Callable[[], T]) -> T:
         """Run a store read or a Predict off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self.io, fn)
+        return await asyncio.get_running_loop().run_in_executor(
+            self.io, contextvars.copy_context().run, fn
+        )
 
     async def Fit(self, request: pb.FitRequest, context: grpc.aio.ServicerContext) -> pb.FitReply:
         async def call() -> pb.FitReply:

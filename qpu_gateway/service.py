@@ -385,7 +385,7 @@ class GatewayService:
         attempted: list[str] = []
         reasons: list[str] = []
         too_large = 0
-        for name in chain:
+        for i, name in enumerate(chain):
             breaker = self._breakers.setdefault(name, CircuitBreaker())
             if not breaker.allow():
                 reasons.append(f"{name}: skipped (circuit open after repeated failures)")
@@ -399,7 +399,9 @@ class GatewayService:
             except BackendFailure as exc:
                 breaker.record_failure()
                 reasons.append(f"{name}: {exc}")
-                log.warning("backend %s failed, falling back: %s", name, exc)
+                log.warning("backend %s failed%s: %s", name,
+                            ", falling back" if i + 1 < len(chain) else " (the last of the chain)",
+                            exc)
                 continue
             except ProblemTooLargeError as exc:
                 too_large += 1

@@ -15,6 +15,7 @@ at any moment leaves either the whole new version or none of it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -97,6 +98,10 @@ class ModelStore:
         if not self._memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._lock_fd = _lock_file(Path(self.path + ".lock"), self.path)
+            # a new store is readable by its owner only (it holds users' training data; SQLite
+            # gives its -wal and -shm files the same mode)
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         try:
             self._conn = self._connect()
             with self._write_lock:

@@ -44,6 +44,76 @@ def test_config_rejects_unknown_keys_and_backends(tmp_path: Path) -> None:
         load_config(env={"QPU_GATEWAY_BACKEND": "warp-drive"})
 
 
+@pytest.mark.parametrize(("body", "message"), [
+    ('[severs]\naddress = "0.0.0.0:1"\n', "unknown sections or top-level keys ['severs']"),
+    ('address = "0.0.0.0:1"\n[server]\n', "unknown sections or top-level keys ['address']"),
+    ('[backends.nael]\nnum_sweeps = 5\n', "unknown backend sections ['backends.nael']"),
+    ('[server]\nreflection = "false"\n', "reflection must be true or false, got 'false'"),
+    ('[server]\ngrace_seconds = "5"\n', "grace_seconds must be a number, got '5'"),
+    ('[server]\nmetrics_port = "9577"\n', "metrics_port must be an integer (or unset), got '9577'"),
+    ('[server]\nbackends = "neal"\n', "backends must be a list of backend names, got 'neal'"),
+    ('[server]\nallowed_backends = ["neal", 3]\n', "allowed_backends must be a list of strings"),
+])
+def test_config_mistakes_outside_server_keys_and_wrong_types_are_named(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(body)
+    with pytest.raises(ValueError) as err:
+        load_config(bad, env={})
+    assert message in str(err.value)
+
+
+def test_serve_config_mistake_is_one_line_exit_2_and_leaves_no_store(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[server]\ngrace_seconds = "5"\n')
+    out = _run("serve", "--config", str(cfg), "--store", str(tmp_path / "m.sqlite"))
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "qpu-gateway: grace_seconds must be a number, got '5'"]
+    assert not list(tmp_path.glob("m.sqlite*"))
+
+
+def test_serve_that_cannot_bind_leaves_no_new_store_behind(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = _run("serve", "--store", str(tmp_path / "new.sqlite"), "--address", f"127.0.0.1:{port}")
+    assert out.returncode == 2, out.stderr
+    assert not list(tmp_path.glob("new.sqlite*"))
+
+
+def test_cli_log_flags_work_before_or_after_the_subcommand() -> None:
+    from qpu_gateway.cli import _parser
+
+    before = _parser().parse_args(["--log-level", "debug", "--log-format", "json", "health"])
+    after = _parser().parse_args(["health", "--log-level", "warning"])
+    assert (before.log_level, before.log_format) == ("DEBUG", "json")
+    assert after.log_level == "WARNING"
+    bad = _run("--log-level", "BOGUS", "health")
+    assert bad.returncode == 2 and "invalid choice: 'BOGUS'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_read_commands_fail_fast_and_the_client_names_an_unreachable_gateway() -> None:
+    import time
+
+    import grpc
+
+    from tests.conftest import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    out = _run("models", "--gateway", address)  # the default deadline is 60 s
+    assert out.returncode == 1 and "UNAVAILABLE" in out.stderr
+    assert time.monotonic() - start < 30
+    with GatewayClient(address, timeout=2) as client, pytest.raises(grpc.RpcError) as err:
+        client.list_models()
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert f"could not connect to {address} within 2 s" in err.value.details()
+
+
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``qpu-gateway ARGS`` with this environment (less any token) plus ``env``."""
     base = {k: v for k, v in os.environ.items() if k != "QPU_GATEWAY_TOKEN"}
@@ -101,6 +171,8 @@ def test_cli_health_exit_code_tells_serving_from_down(gateway_address: str) -> N
     assert down.returncode == 1 and "UNAVAILABLE" in down.stderr
     waited = _run("health", "--gateway", f"127.0.0.1:{free_port()}", "--wait", "1")
     assert waited.returncode == 1 and "not SERVING after 1" in waited.stderr
+    unknown = _run("health", "--gateway", gateway_address, "--service", "bogus")
+    assert unknown.returncode == 1 and "no service 'bogus'" in unknown.stderr
 
 
 def test_cli_predict_matches_csv_columns_by_the_models_feature_names(

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qpu_gateway.client import GatewayClient
+from qpu_gateway.convert import matrix_to_proto
 from qpu_gateway.v1 import gateway_pb2 as pb
 from qpu_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from tests.conftest import GatewayProcess, free_port
@@ -65,6 +66,28 @@ def test_metrics_and_request_ids(tmp_path: Path) -> None:
     records = [json.loads(line) for line in proc.log().splitlines() if line.startswith("{")]
     fit_logs = [r for r in records if r["message"].startswith("fit model_id=")]
     assert fit_logs and fit_logs[0]["request_id"] not in ("", "-")
+
+
+def test_backend_fallback_and_the_workers_lines_carry_the_fits_request_id(tmp_path: Path) -> None:
+    cfg = _config(tmp_path / "g.toml", '[server]\nbackends = ["qpu", "neal"]\n'
+                  '[backends.qpu]\ntoken = "qhpo-test-token-0123456789"\n'
+                  'endpoint = "http://127.0.0.1:1/sapi/v2/"\nrequest_timeout = 1\n'
+                  'http_retry_total = 0\n')
+    proc = GatewayProcess(tmp_path / "m.sqlite", "--config", cfg, "--log-format", "json").start()
+    try:
+        x, y = _data()
+        with grpc.insecure_channel(proc.address) as channel:
+            stub = pb_grpc.GatewayStub(channel)
+            stub.Fit(pb.FitRequest(x=matrix_to_proto(x), y=y.tolist(),
+                                   params=pb.QSVRParams(num_reads=20, num_sweeps=10)),
+                     metadata=(("x-request-id", "fit-7"),), timeout=120)
+    finally:
+        proc.stop()
+    records = [json.loads(line) for line in proc.log().splitlines() if line.startswith("{")]
+    fallback = [r for r in records if r["message"].startswith("backend qpu failed, falling back")]
+    assert fallback and fallback[0]["request_id"] == "fit-7"
+    worker = [r for r in records if r["pid"] != fallback[0]["pid"]]  # a sampling worker's lines
+    assert worker and all(r["request_id"] == "fit-7" for r in worker)
 
 
 def test_busy_fit_pool_refuses_excess_fits_while_predicts_keep_working(tmp_path: Path) -> None:

@@ -27,6 +27,16 @@ def test_store_versions_increase_and_latest_is_default(tmp_path: Path) -> None:
     assert [(m.model_id, m.version) for m in store.list()] == [("a", 2), ("b", 1)]
 
 
+def test_store_new_file_and_its_wal_are_readable_by_the_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "m.sqlite"
+    store = ModelStore(path)
+    store.put("a", {"n": 1}, {"s": 1}, 1.0)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.glob("m.sqlite*")}
+    store.close()
+    assert {"m.sqlite", "m.sqlite-wal", "m.sqlite.lock"} <= set(modes)
+    assert set(modes.values()) == {0o600}, modes
+
+
 def test_store_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "m.sqlite"
     store = ModelStore(path)
