@@ -13,8 +13,9 @@ trial its fractional GPU through ``resources_per_trial``), the CPU otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,12 +205,16 @@ class DigitsTrainer:
         d = data if data is not None else load_digits_split(c["val_fraction"], c["data_seed"])
         self.x_train, self.y_train = d.x_train.to(self.device), d.y_train.to(self.device)
         self.x_val, self.y_val = d.x_val.to(self.device), d.y_val.to(self.device)
-        torch.manual_seed(c["seed"])
-        if c["model"] == "mlp":
-            model: nn.Module = MLP(c["hidden"], c["layers"], c["dropout"], c["activation"])
-        else:
-            model = SmallCNN(c["channels"], c["hidden"], c["dropout"], c["activation"])
-        self.model = model.to(self.device)
+        # the trainer's own generator state (weights, dropout), swapped in around its own work
+        # (torch's dropout draws from the process's generator): the process's state is untouched
+        with self._forked():
+            torch.manual_seed(c["seed"])
+            if c["model"] == "mlp":
+                model: nn.Module = MLP(c["hidden"], c["layers"], c["dropout"], c["activation"])
+            else:
+                model = SmallCNN(c["channels"], c["hidden"], c["dropout"], c["activation"])
+            self.model = model.to(self.device)
+            self._rng = self._rng_state()
         if c["optimizer"] == "adam":
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
                 self.model.parameters(), lr=c["lr"], weight_decay=c["weight_decay"]
@@ -225,8 +230,32 @@ class DigitsTrainer:
         self.loss_fn = nn.CrossEntropyLoss()
         self.epoch = 0
 
+    def _forked(self) -> contextlib.AbstractContextManager[None]:
+        """The process's torch generators (CPU, and this trainer's CUDA device) restored on exit."""
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        return torch.random.fork_rng(devices=cuda)
+
+    def _rng_state(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return torch.get_rng_state(), cuda
+
+    @contextlib.contextmanager
+    def _own_rng(self) -> Iterator[None]:
+        """Run with the trainer's generator state, kept afterwards; the process's is restored."""
+        with self._forked():
+            cpu, cuda = self._rng
+            torch.set_rng_state(cpu)
+            if cuda is not None:
+                torch.cuda.set_rng_state(cuda, self.device)
+            yield
+            self._rng = self._rng_state()
+
     def train_epoch(self) -> float:
         """One pass over the training split in shuffled mini-batches; returns the mean loss."""
+        with self._own_rng():
+            return self._train_epoch()
+
+    def _train_epoch(self) -> float:
         self.model.train()
         n = self.x_train.shape[0]
         order = torch.randperm(n, generator=self.shuffle).to(self.device)
@@ -264,7 +293,7 @@ class DigitsTrainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Versioned checkpoint: epoch, config, model, optimiser, shuffling generator and the
-        process's torch generator (dropout draws from it; one trial runs per process at a time)."""
+        trainer's own torch generator states (dropout; CPU, and CUDA on a GPU)."""
         return {
             "version": CHECKPOINT_VERSION,
             "epoch": self.epoch,
@@ -272,8 +301,8 @@ class DigitsTrainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "shuffle": self.shuffle.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "torch_rng": self._rng[0],
+            "cuda_rng": self._rng[1],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -289,9 +318,8 @@ class DigitsTrainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.shuffle.set_state(state["shuffle"].cpu())
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
+        cuda = state.get("cuda_rng") if self.device.type == "cuda" else None
+        self._rng = (state["torch_rng"].cpu(), self._rng[1] if cuda is None else cuda.cpu())
         self.epoch = int(state["epoch"])
 
     def save(self, directory: str | Path) -> Path:

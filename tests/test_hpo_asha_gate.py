@@ -196,6 +196,25 @@ def test_gate_forecaster_checkpoint_forecasts_identically_without_refitting() ->
         back.load({"ids": [], "lens": [], "pairs": 0, "seed": 1})
 
 
+def test_gate_forecaster_last_corrects_the_loss_at_e_by_the_held_out_drop_to_r() -> None:
+    # Curves that keep falling: "last" (the loss at e) is biased high for the loss at R, and the
+    # calibration's bias per doubling moves the mean forecast down, further from farther away.
+    t = np.arange(1, 33, dtype=np.float64)
+    rates = np.linspace(0.3, 0.8, 40)
+    table = {f"t-{j}": list(0.2 + np.exp(-r * np.log1p(t))) for j, r in enumerate(rates)}
+    ids = list(table)
+    known = {k: c[: 8 + 8 * (j % 4)] for j, (k, c) in enumerate(table.items())}
+    fc = GateForecaster("last", 32, z=0.35, seed=0)
+    assert fc.update(known, ids)
+    curve = table["t-7"]
+    low2, mean2, high2 = fc.forecast([curve[:2]])[0]
+    low4, mean4, high4 = fc.forecast([curve[:4]])[0]
+    assert low2 < mean2 < high2 and low4 < mean4 < high4
+    assert mean2 < curve[1] and mean4 < curve[3]
+    assert curve[1] - mean2 > curve[3] - mean4 > 0
+    assert abs(math.log(mean4 / curve[31])) < abs(math.log(curve[3] / curve[31]))
+
+
 @pytest.mark.parametrize("seed", [0, 2])
 def test_gate_on_a_negated_table_pauses_and_finds_the_positive_tables_best(seed: int) -> None:
     """Every loss < 0 (minus an accuracy): the gate runs in loss units, pauses trials, brings the

@@ -8,13 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ray.tune.search import Searcher as RaySearcher
 
-ray = pytest.importorskip("ray")
-from ray.tune.search import Searcher as RaySearcher  # noqa: E402
-
-from hpo_node.integrations.ray_search import StudySpace, TuneSearcher  # noqa: E402
-from hpo_node.search import Categorical, Int, make_searcher  # noqa: E402
-from hpo_node.study import run_study, study_from_dict  # noqa: E402
+from hpo_node.integrations.ray_search import StudySpace, TuneSearcher
+from hpo_node.search import Categorical, Int, make_searcher
+from hpo_node.study import run_study, study_from_dict
 
 SPEC: dict[str, dict[str, Any]] = {
     "lr": {"type": "loguniform", "low": 1e-4, "high": 3e-2},

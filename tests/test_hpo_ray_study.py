@@ -11,13 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ray.tune.callback import Callback
 
-ray = pytest.importorskip("ray")
-from ray.tune.callback import Callback  # noqa: E402
-
-from hpo_node.study import load_study, run_main, run_study, study_from_dict  # noqa: E402
-from tests.conftest import GatewayProcess  # noqa: E402
-from tests.ray_callbacks import InterruptOnce  # noqa: E402
+from hpo_node.study import load_study, run_main, run_study, study_from_dict
+from tests.conftest import GatewayProcess
+from tests.ray_callbacks import InterruptOnce
 
 pytestmark = pytest.mark.slow
 

@@ -6,10 +6,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import pytest
-
-pytest.importorskip("ray")
-
 from hpo_node.integrations.ray_tune import (
     SwiftASHAScheduler,
     SwiftHyperbandScheduler,

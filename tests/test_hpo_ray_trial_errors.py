@@ -13,25 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import ray
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ray import tune
+from ray.tune.callback import Callback
 
 from hpo_node.algorithms import make_driver
 from hpo_node.core import Decision, TrialState
-
-ray = pytest.importorskip("ray")
-from ray import tune  # noqa: E402
-from ray.tune.callback import Callback  # noqa: E402
-
-from hpo_node.integrations.ray_tune import (  # noqa: E402
+from hpo_node.integrations.ray_tune import (
     ASHAScheduler,
     HyperbandScheduler,
     SwiftASHAScheduler,
     SwiftHyperbandScheduler,
 )
-from hpo_node.predictors import make_predictor_factory  # noqa: E402
-from hpo_node.study import run_main  # noqa: E402
-from tests.conftest import user_module  # noqa: E402
+from hpo_node.predictors import make_predictor_factory
+from hpo_node.study import run_main
+from tests.conftest import user_module
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("ray")
-
 from hpo_node.study import run_main
 from tests.conftest import STUDY_TRAINABLE
 from tests.ray_callbacks import InterruptOnce

@@ -15,10 +15,8 @@ from typing import Any
 
 import pytest
 
-ray = pytest.importorskip("ray")
-
-from hpo_node.study import load_study, optimize  # noqa: E402
-from hpo_node.trainables import load_trainable  # noqa: E402
+from hpo_node.study import load_study, optimize
+from hpo_node.trainables import load_trainable
 
 pytestmark = pytest.mark.slow
 

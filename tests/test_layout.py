@@ -27,12 +27,19 @@ def _layer(module: str) -> str | None:
 
 
 def _imported(path: Path) -> set[str]:
-    """First component under ``qpu_gateway`` of every module ``path`` imports."""
+    """First component under ``qpu_gateway`` of every module ``path`` imports: absolute
+    (``qpu_gateway.store``), from the package (``from qpu_gateway import store``) or relative
+    (``from .store import X``, ``from . import store``, ``from ..errors import X``)."""
+    package = ["qpu_gateway", *path.relative_to(PACKAGE).parts[:-1]]
     out: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        names = []
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom):
+            base = node.module.split(".") if node.module else []
+            if node.level:
+                base = package[: len(package) - node.level + 1] + base
+            names = [".".join([*base, a.name]) for a in node.names] if len(base) == 1 else [
+                ".".join(base)]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         for name in names:

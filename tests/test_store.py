@@ -37,6 +37,19 @@ def test_store_new_file_and_its_wal_are_readable_by_the_owner_only(tmp_path: Pat
     assert set(modes.values()) == {0o600}, modes
 
 
+def test_store_is_in_wal_mode_with_full_synchronous_writes(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "m.sqlite")
+    store.put("a", {"n": 1}, {"s": 1}, 1.0)
+    store.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "m.sqlite")) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent
+    again = ModelStore(tmp_path / "m.sqlite")
+    try:
+        assert again._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL, per connection
+    finally:
+        again.close()
+
+
 def test_store_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "m.sqlite"
     store = ModelStore(path)

@@ -15,11 +15,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
 from hpo_node.study import apply_overrides, load_study, study_from_dict
+from hpo_node.study.build import build_scheduler
 from hpo_node.study.command import _parse_set
 from hpo_node.study.config import is_storage_uri, join_storage, redact_storage
 from hpo_node.study.outputs import summarize
@@ -117,36 +118,12 @@ def test_join_storage_and_uri_detection() -> None:
     assert redact_storage("/tmp/secret_key=x") == "/tmp/secret_key=x"
 
 
-class _Sched:
-    """What :func:`summarize` reads of a scheduler, for a study with no trials."""
-
-    records: ClassVar[dict[str, Any]] = {}
-    log = None
-
-    class core:
-        @staticmethod
-        def predictor_calls() -> int:
-            return 0
-
-    @staticmethod
-    def status_counts() -> dict[str, int]:
-        return {}
-
-    @staticmethod
-    def epochs_used() -> int:
-        return 0
-
-    @staticmethod
-    def best() -> None:
-        return None
-
-
 def test_summary_records_the_uri_form(tmp_path: Path) -> None:
     cfg = study_from_dict(_doc(tmp_path, storage="s3://bucket/prefix"))
-    summary = summarize(cfg, _Sched(), 1.0, None, cfg.ray_experiment)
+    summary = summarize(cfg, build_scheduler(cfg, None), 1.0, None, cfg.ray_experiment)
     assert summary["ray_experiment_dir"] == "s3://bucket/prefix/tiny"
     local = study_from_dict(_doc(tmp_path))
-    summary = summarize(local, _Sched(), 1.0, None, local.ray_experiment)
+    summary = summarize(local, build_scheduler(local, None), 1.0, None, local.ray_experiment)
     assert summary["ray_experiment_dir"] == str((tmp_path / "results/tiny/ray/tiny").resolve())
 
 
@@ -211,7 +188,6 @@ def _run_interrupted_then_resume(tmp_path: Path, storage: str, capsys: Any) -> d
 @pytest.mark.slow
 def test_study_on_a_file_uri_storage_and_resume(tmp_path: Path, ray_local: Any,
                                                 capsys: Any) -> None:
-    pytest.importorskip("ray")
     store = tmp_path / "store"
     _run_interrupted_then_resume(tmp_path, f"file://{store}", capsys)
     exp = store / "tiny"
@@ -251,8 +227,7 @@ def _moto_server() -> list[str] | None:
 def test_study_on_s3_storage_with_a_local_moto_server(tmp_path: Path, ray_local: Any,
                                                       capsys: Any,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("ray")
-    fs_mod = pytest.importorskip("pyarrow.fs")
+    import pyarrow.fs as fs_mod
     command = _moto_server()
     if command is None:
         pytest.skip("moto[server] not installed (optional S3 check): no moto.server, no "

@@ -29,10 +29,11 @@ def make_data(n: int = 512, seed: int = 0) -> tuple[torch.Tensor, ...]:
 
 
 def build(config: dict[str, Any]) -> tuple[nn.Module, torch.optim.Optimizer]:
-    torch.manual_seed(int(config.get("seed", 0)))
     width = int(config["width"])
-    model = nn.Sequential(nn.Linear(1, width), nn.Tanh(), nn.Linear(width, width), nn.Tanh(),
-                          nn.Linear(width, 1))
+    with torch.random.fork_rng():  # seeded weights; the process's generator is left as it was
+        torch.manual_seed(int(config.get("seed", 0)))
+        model = nn.Sequential(nn.Linear(1, width), nn.Tanh(), nn.Linear(width, width), nn.Tanh(),
+                              nn.Linear(width, 1))
     opt = torch.optim.Adam(model.parameters(), lr=float(config["lr"]),
                            weight_decay=float(config["weight_decay"]))
     return model, opt
