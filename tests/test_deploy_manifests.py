@@ -163,6 +163,31 @@ def test_deploy_dockerfiles_copy_existing_paths(name: str) -> None:
         assert any(i.startswith("EXPOSE 50051") for i in instructions)
 
 
+def test_deploy_k8s_manifests_validate_against_the_kubernetes_schemas() -> None:
+    """Offline, no cluster: every built-in object against the Kubernetes 1.30 OpenAPI schema,
+    strict (an unknown field fails); the RayJob is a CRD (KubeRay), checked structurally above."""
+    import copy
+
+    from kubernetes_validate import ValidationError, validate
+
+    checked, crds = [], []
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc:
+                continue
+            if doc["apiVersion"].startswith("ray.io/"):
+                crds.append(doc["kind"])
+                continue
+            validate(doc, "1.30.0", strict=True)
+            checked.append(f"{path.name}:{doc['kind']}")
+    assert crds == ["RayJob"] and len(checked) >= 6, checked
+    bad = copy.deepcopy(next(d for d in yaml.safe_load_all((DEPLOY / "k8s" / "gateway.yaml")
+                                                           .read_text()) if d["kind"] == "Deployment"))
+    bad["spec"]["template"]["spec"]["container"] = bad["spec"]["template"]["spec"].pop("containers")
+    with pytest.raises(ValidationError):
+        validate(bad, "1.30.0", strict=True)
+
+
 def test_deploy_kubectl_client_dry_run() -> None:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
