@@ -35,11 +35,12 @@ pytestmark = pytest.mark.slow
 
 # plan[str(x)]: "at1" raises in epoch 1 (no checkpoint yet), "at2" in epoch 2 (after the
 # checkpoint of epoch 1), "once2" in epoch 2 of its first attempt only (a marker file remembers);
-# "nan" reports NaN losses, "silent" returns without a report; anything else never raises. The
-# loss is x / epoch.
+# "nan" reports NaN losses, "silent" returns without a report, "slow" takes 12 s for its first
+# epoch; anything else never raises. The loss is x / epoch.
 RAISING = '''
 import os
 import tempfile
+import time
 
 from ray import tune
 
@@ -56,6 +57,8 @@ def train(config):
                 start = int(f.read())
     for epoch in range(start + 1, config["max_epochs"] + 1):
         marker = os.path.join(config["marker_dir"], str(config["x"]))
+        if plan == "slow" and epoch == 1:
+            time.sleep(12.0)
         if (plan == "at1" and epoch == 1) or (plan == "at2" and epoch == 2) or (
                 plan == "once2" and epoch == 2 and not os.path.exists(marker)):
             open(marker, "w").close()
@@ -340,6 +343,31 @@ def test_core_fail_unknown_trial_is_a_value_error() -> None:
         core.fail("b")
     core.fail("a")  # pending: never started
     assert core.n_pending == 0 and core.next_job() is None
+
+
+def test_ray_trial_errors_same_error_waits_for_a_running_trial_that_has_not_failed(
+    tmp_path: Path, fresh_ray: Any
+) -> None:
+    # Failures that depend on the configuration (say, out of memory for large models): the first
+    # trial is slow to report its first epoch while three others fail alike meanwhile. The study
+    # must go on, since the slow one reports.
+    train = user_module(tmp_path, "raising_same_slow", RAISING).train
+    scheduler = ASHAScheduler(3, 3, 6, metric="val_loss", mode="min", max_concurrent=2,
+                              same_error_limit=3)
+    (tmp_path / "markers").mkdir()
+    tune.Tuner(
+        train,
+        param_space={"x": tune.grid_search([0.1, 0.5, 0.6, 0.7, 0.8, 0.9]),
+                     "plan": {"0.1": "slow", "0.5": "at1", "0.6": "at1", "0.7": "at1"},
+                     "max_epochs": 3, "marker_dir": str(tmp_path / "markers")},
+        tune_config=tune.TuneConfig(scheduler=scheduler, reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=0)),
+    ).fit()
+    by_x = {rec.config["x"]: rec for rec in scheduler.records.values()}
+    assert scheduler.same_error is None
+    assert [by_x[x].status for x in (0.5, 0.6, 0.7)] == ["error"] * 3
+    assert by_x[0.1].curve and by_x[0.8].curve and by_x[0.9].curve
 
 
 def test_ray_trial_errors_same_error_limit_below_one_is_a_value_error() -> None:

@@ -269,9 +269,10 @@ class CoreTrialScheduler(TrialScheduler):
     config to the numeric hyperparameters the core sees (default :func:`numeric_hparams`);
     ``log`` is the :class:`hpo_node.resilient.PredictionLog` of the core's predictors, used to
     attribute stops to predictions and saved with the state. ``same_error_limit``: once that many
-    trials failed with the same one-line error before any trial of the run reported a result, the
-    run ends (every trial stopped, the failed ones in error; ``same_error`` holds the message):
-    a trainable that cannot run one epoch is not retried trial after trial (``None``: never).
+    trials failed with the same one-line error before any trial of the run reported a result,
+    and no trial is running that has not failed, the run ends (every trial stopped, the failed
+    ones in error; ``same_error`` holds the message): a trainable that cannot run one epoch is
+    not retried trial after trial (``None``: never).
     """
 
     _supports_buffered_results = False
@@ -442,7 +443,11 @@ class CoreTrialScheduler(TrialScheduler):
             return
         alike = self._early_errors.setdefault(message, set())
         alike.add(tid)
-        if len(alike) >= self.same_error_limit:
+        # a trial running without having failed may yet report (the failures may depend on the
+        # configuration, e.g. out of memory for large ones): wait for it
+        untried = any(t.status == Trial.RUNNING and o != tid and not self.records[o].failures
+                      for o, t in self._trials.items() if o in self.records)
+        if len(alike) >= self.same_error_limit and not untried:
             self.same_error = message
             logger.error("the first %d trials failed alike before any trial reported a result "
                          "(%s): ending the study instead of retrying the rest", len(alike), message)
