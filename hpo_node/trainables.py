@@ -200,6 +200,8 @@ class DigitsTrainer:
         self.config = resolve_config(config)
         c = self.config
         self.device = torch.device(device) if device is not None else default_device()
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
         if self.device.type == "cpu":
             torch.set_num_threads(c["threads"])
         d = data if data is not None else load_digits_split(c["val_fraction"], c["data_seed"])
@@ -231,8 +233,9 @@ class DigitsTrainer:
         self.epoch = 0
 
     def _forked(self) -> contextlib.AbstractContextManager[None]:
-        """The process's torch generators (CPU, and this trainer's CUDA device) restored on exit."""
-        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        """The process's torch generators (CPU, and every CUDA device: ``manual_seed`` seeds them
+        all) restored on exit."""
+        cuda = list(range(torch.cuda.device_count())) if self.device.type == "cuda" else []
         return torch.random.fork_rng(devices=cuda)
 
     def _rng_state(self) -> tuple[torch.Tensor, torch.Tensor | None]:

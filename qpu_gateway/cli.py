@@ -149,10 +149,10 @@ def _serve(args: argparse.Namespace) -> int:
                 await gateway.stop(0)
             elif pool is not None:
                 pool.close()
-            store.close()
-            if new_store and not serving:  # a start that failed leaves no store behind
-                for suffix in ("", "-wal", "-shm", ".lock"):
-                    Path(cfg.store + suffix).unlink(missing_ok=True)
+            if new_store and not serving:
+                store.discard()  # a start that failed leaves no store behind
+            else:
+                store.close()
         log.info("stopped; store closed")
 
     asyncio.run(run())
@@ -322,7 +322,8 @@ def _parser() -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--log-level", default=argparse.SUPPRESS, type=str.upper,
-                        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+                        choices=("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL",
+                                 "FATAL"),
                         help="default INFO")
     common.add_argument("--log-format", choices=("text", "json"), default=argparse.SUPPRESS,
                         help="json: one object per line, with request ids (default text)")

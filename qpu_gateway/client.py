@@ -147,12 +147,12 @@ class GatewayClient:
         self.wait_for_ready = bool(wait_for_ready)
 
     def _reachable(self) -> bool:
-        """Whether a server answers on the channel now (a health check that does not wait)."""
+        """Whether the channel can reach a server now: ``False`` only when a health check that
+        does not wait is refused (``UNAVAILABLE``); a slow answer proves nothing either way."""
         try:
             self._health.Check(health_pb2.HealthCheckRequest(), timeout=1.0, wait_for_ready=False)
         except grpc.RpcError as exc:
-            return exc.code() not in (grpc.StatusCode.UNAVAILABLE,
-                                      grpc.StatusCode.DEADLINE_EXCEEDED)
+            return exc.code() != grpc.StatusCode.UNAVAILABLE
         return True
 
     def _idempotent(self, method: Any, request: Any, timeout: float | None) -> Any:

@@ -160,7 +160,7 @@ def _is(value: Any, kind: str) -> bool:
     if kind == "float":
         return isinstance(value, int | float) and not isinstance(value, bool)
     if kind == "str":
-        return isinstance(value, str)
+        return isinstance(value, str | os.PathLike)
     if kind == "list[str]":
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
     return isinstance(value, dict)

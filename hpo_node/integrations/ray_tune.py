@@ -115,12 +115,11 @@ class TrialRecord:
     ``status``: ``pending`` (never started), ``running``, ``paused``, ``finished`` (reached
     max_resource), ``stopped`` (by the algorithm at a rung or barrier), ``stopped-by-prediction``,
     ``stopped-early`` (at a decision point without a prediction: the last-value fallback),
-    ``error`` (its trainable raised and Tune's retries, if any, ran out, or the run ended
-    because trials failed alike before any reported: ``same_error_limit``; or it broke the
-    trainable contract). ``curve``: the metric per epoch in its own units (``None`` where
-    non-finite); ``losses``: what the core was given (lower is better, non-finite values
-    replaced). ``failures``: how often its trainable raised (retries included); ``error_message``:
-    the last exception's one-line message (``ExcType: message``), when known.
+    ``error`` (its trainable raised and Tune's retries, if any, ran out or were skipped:
+    ``retry_alike``; or it broke the trainable contract). ``curve``: the metric per epoch in its
+    own units (``None`` where non-finite); ``losses``: what the core was given (lower is better,
+    non-finite values replaced). ``failures``: how often its trainable raised (retries included);
+    ``error_message``: the last exception's one-line message (``ExcType: message``), when known.
     """
 
     config: dict[str, Any]
@@ -159,6 +158,13 @@ _TUNE_KEYS = frozenset({
     "trial_id", "date", "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip",
     "time_since_restore", "iterations_since_restore", "experiment_tag", "config",
 })
+
+
+RAY_ERRORS = frozenset({
+    "ActorDiedError", "ActorUnavailableError", "NodeDiedError", "ObjectLostError",
+    "OutOfMemoryError", "RayActorError", "RaySystemError", "WorkerCrashedError",
+})
+"""Exception types of Ray itself (a worker, actor or node lost): retried even when alike."""
 
 
 def error_line(trial: Trial) -> str | None:
@@ -268,11 +274,11 @@ class CoreTrialScheduler(TrialScheduler):
     handed to Ray at once (``None``: as many as Ray has resources for); ``hparams`` maps a trial
     config to the numeric hyperparameters the core sees (default :func:`numeric_hparams`);
     ``log`` is the :class:`hpo_node.resilient.PredictionLog` of the core's predictors, used to
-    attribute stops to predictions and saved with the state. ``same_error_limit``: once that many
-    trials failed with the same one-line error before any trial of the run reported a result,
-    and no trial is running that has not failed, the run ends (every trial stopped, the failed
-    ones in error; ``same_error`` holds the message): a trainable that cannot run one epoch is
-    not retried trial after trial (``None``: never).
+    attribute stops to predictions and saved with the state. ``retry_alike=False``: a trial that
+    fails before its first report with the one-line error another trial already failed with
+    before its first report is not retried (Tune's retries would fail alike: a trainable that
+    cannot run one epoch, or a configuration-dependent error such as out of memory); Ray's own
+    errors (a worker, actor or node lost) are retried as usual.
     """
 
     _supports_buffered_results = False
@@ -288,7 +294,7 @@ class CoreTrialScheduler(TrialScheduler):
         hparams: Callable[[Mapping[str, Any]], Mapping[str, float]] | None = None,
         log: PredictionLog | None = None,
         nonfinite_loss: float | None = None,
-        same_error_limit: int | None = None,
+        retry_alike: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(core, Scheduler):
@@ -299,8 +305,8 @@ class CoreTrialScheduler(TrialScheduler):
             check_int("max_concurrent", max_concurrent, 1)
         if nonfinite_loss is not None and not math.isfinite(nonfinite_loss):
             raise ValueError(f"nonfinite_loss must be finite, got {nonfinite_loss}")
-        if same_error_limit is not None:
-            check_int("same_error_limit", same_error_limit, 1)
+        if not isinstance(retry_alike, bool):
+            raise TypeError(f"retry_alike must be True or False, got {retry_alike!r}")
         self.core = core
         self._metric = metric
         self._mode = mode
@@ -309,10 +315,11 @@ class CoreTrialScheduler(TrialScheduler):
         self.hparams = hparams if hparams is not None else numeric_hparams
         self.log = log
         self.nonfinite_loss = nonfinite_loss
-        self.same_error_limit = same_error_limit
-        # trials that failed before any trial reported, by error line; the line that ended the run
-        self._early_errors: dict[str, set[str]] = {}
-        self.same_error: str | None = None
+        self.retry_alike = retry_alike
+        # error line of a failure before the first report -> the first trial that failed so
+        self._early_errors: dict[str, str] = {}
+        # failed trials whose Tune retry is skipped (retry_alike=False), until Tune re-adds them
+        self._no_retry: set[str] = set()
         self.records: dict[str, TrialRecord] = {}
         self._active: list[str] = []
         self._worst: float | None = None
@@ -377,8 +384,9 @@ class CoreTrialScheduler(TrialScheduler):
             )
         if self._refused is not None:
             return
-        if tid in self._retrying and self.same_error is not None:
-            self._give_up(tid, self.records[tid])  # the run ends: no retry
+        if tid in self._retrying and tid in self._no_retry:
+            self._no_retry.discard(tid)
+            self._give_up(tid, self.records[tid])  # failed alike: not retried
             tune_controller.stop_trial(trial)
             return
         if tid in self._retrying:
@@ -421,11 +429,14 @@ class CoreTrialScheduler(TrialScheduler):
             return
         rec.failures += 1
         rec.error_message = message or rec.error_message
-        self._note_early_error(tid, message)
+        alike = self._failed_alike(tid, rec, message)
         if trial.status == Trial.ERROR:
             self._retrying.add(tid)
-            if tid in self._active and self.violation is None and self.same_error is None:
-                # a violation or trials failing alike end the study: no retry
+            if alike is not None:
+                self._no_retry.add(tid)
+                logger.error("trial %s failed: %s%s; not retried: trial %s failed alike before its "
+                             "first report", tid, message, where, alike)
+            elif tid in self._active and self.violation is None:  # a violation ends the study
                 logger.warning("trial %s failed: %s; Tune retries it from its last checkpoint "
                                "(failure %d, max_failures %s)", tid, message or "unknown error",
                                rec.failures, getattr(trial, "max_failures", "?"))
@@ -433,40 +444,16 @@ class CoreTrialScheduler(TrialScheduler):
         self._give_up(tid, rec)
         logger.error("trial %s failed: %s%s", tid, message or "unknown error", where)
 
-    def _note_early_error(self, tid: str, message: str | None) -> None:
-        """Count a failure before any trial reported; at ``same_error_limit`` trials failing
-        alike, the run ends (:meth:`_end_on_same_error`, at the next scheduling step)."""
-        if self.same_error_limit is None or self.same_error is not None or not message:
-            return
-        if any(r.curve for r in self.records.values()):
-            self._early_errors.clear()
-            return
-        alike = self._early_errors.setdefault(message, set())
-        alike.add(tid)
-        # a trial running without having failed may yet report (the failures may depend on the
-        # configuration, e.g. out of memory for large ones): wait for it
-        untried = any(t.status == Trial.RUNNING and o != tid and not self.records[o].failures
-                      for o, t in self._trials.items() if o in self.records)
-        if len(alike) >= self.same_error_limit and not untried:
-            self.same_error = message
-            logger.error("the first %d trials failed alike before any trial reported a result "
-                         "(%s): ending the study instead of retrying the rest", len(alike), message)
-
-    def _end_on_same_error(self, tune_controller: TuneController) -> None:
-        """End the run (``same_error_limit``): the trials that failed end in error, the waiting
-        ones are stopped, the running ones run on until they fail or pause (not retried, not
-        resumed)."""
-        self._finished = True
-        for tid, trial in self._trials.items():
-            rec = self.records.get(tid)
-            if rec is not None and rec.failures:
-                self._give_up(tid, rec)
-            if trial.status in (Trial.PAUSED, Trial.PENDING):
-                if rec is not None and rec.status == "running" and not rec.curve:
-                    rec.status = "pending"  # given a job, never started
-                    if tid in self._active:
-                        self._active.remove(tid)
-                tune_controller.stop_trial(trial)
+    def _failed_alike(self, tid: str, rec: TrialRecord, message: str | None) -> str | None:
+        """With ``retry_alike=False``: the other trial that failed with ``message`` before its
+        first report when ``tid`` just did too (``None``: retry as usual). Ray's own errors
+        (``RAY_ERRORS``) never count."""
+        if self.retry_alike or rec.curve or not message:
+            return None
+        if message.split(":", 1)[0].strip() in RAY_ERRORS:
+            return None
+        first = self._early_errors.setdefault(message, tid)
+        return None if first == tid else first
 
     def _give_up(self, tid: str, rec: TrialRecord) -> None:
         """A trial lost for good: out of the running trials, stopped in the core."""
@@ -575,9 +562,6 @@ class CoreTrialScheduler(TrialScheduler):
             raise self._refused
         if self.violation is not None:
             raise self.violation
-        if self.same_error is not None:
-            self._end_on_same_error(tune_controller)  # running trials end by themselves
-            return None
         if not self._supply_checked:
             self._check_supply(tune_controller)
         for tid in self._active:

@@ -113,11 +113,6 @@ def _core_error(exc: Exception, params: Mapping[str, Any]) -> Exception:
     return exc
 
 
-SAME_ERROR_LIMIT = 3
-"""A study ends once this many trials failed with the same error before any trial reported (a
-trainable that cannot run one epoch is not retried trial after trial)."""
-
-
 def build_scheduler(cfg: StudyConfig, gateway_address: str | None) -> Any:
     """The study's :class:`hpo_node.integrations.ray_tune.CoreTrialScheduler` over the registry's
     core (:mod:`hpo_node.algorithms`), with the guarded predictor and its prediction log when the
@@ -150,7 +145,7 @@ def build_scheduler(cfg: StudyConfig, gateway_address: str | None) -> Any:
         raise _core_error(exc, cfg.algorithm_params) from None
     scheduler = CoreTrialScheduler(core, metric=cfg.metric, mode=cfg.mode,
                                    resource_attr=cfg.resource_attr, hparams=hparam_encoder(cfg),
-                                   log=log, same_error_limit=SAME_ERROR_LIMIT)
+                                   log=log, retry_alike=False)
     scheduler.predictor = factory
     return scheduler
 

@@ -56,13 +56,6 @@ class StudyFailed(RuntimeError):
 
 def _all_failed(scheduler: Any, study_dir: Path) -> StudyFailed:
     errors = errored_trials(scheduler)
-    if scheduler.same_error is not None:
-        return StudyFailed(
-            f"the first {len(errors)} trials failed alike before any trial reported a result "
-            f"({scheduler.same_error}), so the study stopped ({len(scheduler.records) - len(errors)} "
-            "trials not started). Fix the trainable (run it once by hand with one config); "
-            f"trials.csv in {study_dir} lists each trial's error"
-        )
     first = (f"; the first, trial {errors[0]['trial_id']}: "
              f"{errors[0]['error'] or 'unknown error'}") if errors else ""
     return StudyFailed(
@@ -491,7 +484,9 @@ def run_study(
             print(f"Ray experiment storage: {redact_storage(experiment)}", file=out, flush=True)
         trainable = tune.with_resources(fn, {"cpu": cfg.cpu, "gpu": cfg.gpu})
         if resume and tune.Tuner.can_restore(experiment):
-            tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True)
+            with _tune_env():  # its trials that never started have no metrics to fetch either
+                tuner = tune.Tuner.restore(experiment, trainable=trainable,
+                                           resume_unfinished=True)
             scheduler = _restored_scheduler(tuner)
             trace = _restored_trace(tuner) or EpochTrace(cfg.metric, cfg.resource_attr)
             predictor = getattr(scheduler, "predictor", None)
