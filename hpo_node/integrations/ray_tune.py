@@ -160,38 +160,44 @@ _TUNE_KEYS = frozenset({
 })
 
 
-RAY_ERRORS = frozenset({
-    "ActorDiedError", "ActorUnavailableError", "NodeDiedError", "ObjectLostError",
-    "OutOfMemoryError", "RayActorError", "RaySystemError", "WorkerCrashedError",
-})
-"""Exception types of Ray itself (a worker, actor or node lost): retried even when alike."""
-
-
 def error_line(trial: Trial) -> str | None:
     """``ExcType: message`` (first line) of the exception that failed ``trial``, read from its
     error files (Tune writes them before it tells the scheduler), ``None`` if unknown."""
+    return _read_failure(trial)[0]
+
+
+def _read_failure(trial: Trial) -> tuple[str | None, bool]:
+    """(:func:`error_line`, whether Ray itself failed the trial: a worker, actor or node lost,
+    Ray's memory monitor; classified by exception class, so a ``torch.cuda.OutOfMemoryError``
+    is the trainable's own)."""
     from ray import cloudpickle
+    from ray.exceptions import RayError, RayTaskError
 
     path = getattr(trial, "pickled_error_file", None)
     if path and os.path.exists(path):
         try:
             with open(path, "rb") as fh:
                 exc = cloudpickle.load(fh)
-            cause = getattr(exc, "cause", None) or exc
-            text = str(cause).strip().splitlines()
-            return f"{type(cause).__name__}: {text[0]}" if text else type(cause).__name__
         except Exception:  # a user's exception class that cannot be unpickled here
             pass
+        else:
+            cause = getattr(exc, "cause", None)
+            if not isinstance(cause, BaseException):
+                cause = exc
+            from_ray = isinstance(cause, RayError) and not isinstance(cause, RayTaskError)
+            text = str(cause).strip().splitlines()
+            name = type(cause).__name__
+            return (f"{name}: {text[0]}" if text else name), from_ray
     path = getattr(trial, "error_file", None)
     if path and os.path.exists(path):
         try:
             lines = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
         except OSError:
-            return None
+            return None, False
         for line in reversed(lines):
             if not line.startswith(("Failure #", "File ", "^", "~")):
-                return line
-    return None
+                return line, False
+    return None, False
 
 
 def _has_progress(trial: Trial) -> bool:
@@ -276,9 +282,11 @@ class CoreTrialScheduler(TrialScheduler):
     ``log`` is the :class:`hpo_node.resilient.PredictionLog` of the core's predictors, used to
     attribute stops to predictions and saved with the state. ``retry_alike=False``: a trial that
     fails before its first report with the one-line error another trial already failed with
-    before its first report is not retried (Tune's retries would fail alike: a trainable that
-    cannot run one epoch, or a configuration-dependent error such as out of memory); Ray's own
-    errors (a worker, actor or node lost) are retried as usual.
+    before its first report *and again on that trial's retry* is not retried (a trainable that
+    cannot run one epoch would fail alike every time); a line stops counting once a trial that
+    failed with it reports, and Ray's own failures (a worker, actor or node lost, Ray's memory
+    monitor; by exception class) are always retried. Tune files such a trial ``TERMINATED``
+    (its ``Result.error`` is ``None``); :attr:`records` says ``error`` with the message.
     """
 
     _supports_buffered_results = False
@@ -316,8 +324,8 @@ class CoreTrialScheduler(TrialScheduler):
         self.log = log
         self.nonfinite_loss = nonfinite_loss
         self.retry_alike = retry_alike
-        # error line of a failure before the first report -> the first trial that failed so
-        self._early_errors: dict[str, str] = {}
+        # error line of a failure before a trial's first report -> {trial: how often}
+        self._early_errors: dict[str, dict[str, int]] = {}
         # failed trials whose Tune retry is skipped (retry_alike=False), until Tune re-adds them
         self._no_retry: set[str] = set()
         self.records: dict[str, TrialRecord] = {}
@@ -422,20 +430,20 @@ class CoreTrialScheduler(TrialScheduler):
         (:meth:`hpo_node.core.Scheduler.fail`) and the record says ``error``."""
         tid = trial.trial_id
         rec = self.records.get(tid)
-        message = error_line(trial)
+        message, from_ray = _read_failure(trial)
         where = f" (error file {trial.error_file})" if trial.error_file else ""
         if rec is None:
             logger.error("trial %s failed: %s%s", tid, message or "unknown error", where)
             return
         rec.failures += 1
         rec.error_message = message or rec.error_message
-        alike = self._failed_alike(tid, rec, message)
+        alike = self._failed_alike(tid, rec, message, from_ray)
         if trial.status == Trial.ERROR:
             self._retrying.add(tid)
             if alike is not None:
                 self._no_retry.add(tid)
                 logger.error("trial %s failed: %s%s; not retried: trial %s failed alike before its "
-                             "first report", tid, message, where, alike)
+                             "first report, retried too", tid, message, where, alike)
             elif tid in self._active and self.violation is None:  # a violation ends the study
                 logger.warning("trial %s failed: %s; Tune retries it from its last checkpoint "
                                "(failure %d, max_failures %s)", tid, message or "unknown error",
@@ -444,16 +452,20 @@ class CoreTrialScheduler(TrialScheduler):
         self._give_up(tid, rec)
         logger.error("trial %s failed: %s%s", tid, message or "unknown error", where)
 
-    def _failed_alike(self, tid: str, rec: TrialRecord, message: str | None) -> str | None:
-        """With ``retry_alike=False``: the other trial that failed with ``message`` before its
-        first report when ``tid`` just did too (``None``: retry as usual). Ray's own errors
-        (``RAY_ERRORS``) never count."""
-        if self.retry_alike or rec.curve or not message:
+    def _failed_alike(self, tid: str, rec: TrialRecord, message: str | None,
+                      from_ray: bool) -> str | None:
+        """With ``retry_alike=False``: another trial whose Tune retry already failed with
+        ``message`` before its first report (a deterministic error, not a passing one) when
+        ``tid`` just failed with it before its own first report (``None``: retry as usual). A
+        line stops counting once any trial that failed with it reports; Ray's own failures never
+        count."""
+        if self.retry_alike or rec.curve or not message or from_ray:
             return None
-        if message.split(":", 1)[0].strip() in RAY_ERRORS:
+        counts = self._early_errors.setdefault(message, {})
+        counts[tid] = counts.get(tid, 0) + 1
+        if any(self.records[other].curve for other in counts):
             return None
-        first = self._early_errors.setdefault(message, tid)
-        return None if first == tid else first
+        return next((other for other, n in counts.items() if other != tid and n >= 2), None)
 
     def _give_up(self, tid: str, rec: TrialRecord) -> None:
         """A trial lost for good: out of the running trials, stopped in the core."""

@@ -276,7 +276,7 @@ def _quiet_trial_progress() -> list[Any]:
     """A ``TrialProgressCallback`` that prints nothing, in place of the one Tune's old output
     (``RAY_AIR_NEW_OUTPUT=0``, the study's default) adds with ``verbose=0``: that one prints
     "Trial ... completed. Last result:" for every trial stopped before it started (a study ending
-    at its time budget or on the first trials failing alike); the study's progress lines are
+    at its time budget, trials failing alike and not retried); the study's progress lines are
     :class:`ProgressCallback`'s. Empty with Tune's new output (it refuses the callback)."""
     if os.environ.get("RAY_AIR_NEW_OUTPUT") != "0":
         return []
