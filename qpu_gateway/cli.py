@@ -27,9 +27,12 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from qpu_gateway.store import ModelStore
 
 __all__ = ["main"]
 
@@ -76,11 +79,10 @@ def _serve(args: argparse.Namespace) -> int:
     tokens = load_tokens(cfg.tokens_file)
 
     async def run() -> None:
-        new_store = cfg.store != ":memory:" and not Path(cfg.store).exists()
         store = ModelStore(cfg.store)
         gateway = None
         pool = None
-        serving = False
+        serving = False  # set once clients may have written to the store: from then on it is kept
         try:
             registry = BackendRegistry(cfg.backends)
             for name in dict.fromkeys([*cfg.chain, *(cfg.allowed_backends or [])]):
@@ -112,10 +114,7 @@ def _serve(args: argparse.Namespace) -> int:
                     max_queued_fits=cfg.max_queued_fits,
                 ),
             )
-            pool.start()
-            await gateway.start()
-            serving = True
-            if metrics is not None and cfg.metrics_port is not None:
+            if metrics is not None and cfg.metrics_port is not None:  # so does a busy metrics port
                 try:
                     metrics_port = metrics.serve(cfg.metrics_port, cfg.metrics_host)
                 except OSError as exc:
@@ -125,6 +124,9 @@ def _serve(args: argparse.Namespace) -> int:
                     ) from None
                 shown = f"[{cfg.metrics_host}]" if ":" in cfg.metrics_host else cfg.metrics_host
                 log.info("metrics on http://%s:%d/metrics", shown, metrics_port)
+            pool.start()
+            await gateway.start()  # the last step that can fail
+            serving = True
             host = cfg.address.rsplit(":", 1)[0]
             log.info(
                 "qpu-gateway serving on %s:%d backend=%s store=%s sampling_workers=%d "
@@ -149,14 +151,27 @@ def _serve(args: argparse.Namespace) -> int:
                 await gateway.stop(0)
             elif pool is not None:
                 pool.close()
-            if new_store and not serving:
-                store.discard()  # a start that failed leaves no store behind
-            else:
+            if serving:
                 store.close()
+            else:
+                _abandon(store)
         log.info("stopped; store closed")
 
     asyncio.run(run())
     return 0
+
+
+def _abandon(store: ModelStore) -> None:
+    """Close the store of a start that failed, deleting it if this start created it (so that a
+    failed start leaves no new store behind). An error doing so is logged at warning, not raised:
+    the start's own error is the one to report."""
+    try:
+        if store.created:
+            store.discard()
+        else:
+            store.close()
+    except Exception as exc:
+        log.warning("after the failed start: store %s: %s", store.path, exc)
 
 
 def _read_csv(path: str, columns: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:

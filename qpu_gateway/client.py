@@ -2,9 +2,10 @@
 
 Predict, GetModel and ListModels are idempotent: the channel's service config waits for the
 server to be ready and retries them on ``UNAVAILABLE`` within the call's deadline (a gateway
-restarting is waited for); one that never reached a server in that time fails with
-``UNAVAILABLE`` "could not connect ..." (not a bare ``DEADLINE_EXCEEDED``) when a health
-check then gets no answer either.
+restarting is waited for). One whose deadline passed while the channel has no connection to a
+gRPC server (nothing listens, a TLS/plaintext mismatch, or a listener that never speaks HTTP/2)
+fails with ``UNAVAILABLE`` "could not connect ..."; a connected but slow gateway's stays
+``DEADLINE_EXCEEDED``.
 ``wait_for_ready=False`` (the command line's) makes them fail at once when no server answers.
 Fit and DeleteModel are never retried and fail fast when the server is down. TLS (``tls_ca``), mutual
 TLS (``tls_cert`` + ``tls_key``) and bearer tokens (``token``) are supported.
@@ -42,6 +43,10 @@ RECONNECT_OPTIONS: Final = (
     ("grpc.max_reconnect_backoff_ms", 250),
 )
 
+# After a DEADLINE_EXCEEDED, how long the channel may take to show it is connected: a connected
+# channel shows it at once, and the bounded reconnect backoff above retries within 0.25 s.
+_PROBE_SECONDS: Final = 0.2
+
 _SERVICE_CONFIG = json.dumps(
     {
         "methodConfig": [
@@ -65,7 +70,7 @@ _SERVICE_CONFIG = json.dumps(
 
 
 class UnreachableError(grpc.RpcError):
-    """An idempotent call that waited its whole deadline and no server answers:
+    """An idempotent call that waited its whole deadline without a connection to a gRPC server:
     ``code()`` ``UNAVAILABLE``, ``details()`` says so (gRPC itself reports a bare
     ``DEADLINE_EXCEEDED``)."""
 
@@ -147,18 +152,23 @@ class GatewayClient:
         self.wait_for_ready = bool(wait_for_ready)
 
     def _reachable(self) -> bool:
-        """Whether the channel can reach a server now: ``False`` only when a health check that
-        does not wait is refused (``UNAVAILABLE``); a slow answer proves nothing either way."""
+        """Whether the channel is connected to a gRPC server (``READY`` within
+        :data:`_PROBE_SECONDS`: HTTP/2 set up, the server's settings received). A slow gateway is;
+        nothing listening, a TLS/plaintext mismatch or a TCP listener that never speaks HTTP/2 is
+        not (a health check would wait on the last for its own deadline and prove nothing)."""
+        ready = grpc.channel_ready_future(self._channel)
         try:
-            self._health.Check(health_pb2.HealthCheckRequest(), timeout=1.0, wait_for_ready=False)
-        except grpc.RpcError as exc:
-            return exc.code() != grpc.StatusCode.UNAVAILABLE
+            ready.result(timeout=_PROBE_SECONDS)
+        except grpc.FutureTimeoutError:
+            return False
+        finally:
+            ready.cancel()  # unsubscribes from the channel's connectivity
         return True
 
     def _idempotent(self, method: Any, request: Any, timeout: float | None) -> Any:
         """Call a Predict/GetModel/ListModels ``method`` (module doc: waits for the server when
-        :attr:`wait_for_ready`; :class:`UnreachableError` when its deadline passed and no server
-        answers)."""
+        :attr:`wait_for_ready`; :class:`UnreachableError` when its deadline passed and the channel
+        is not connected to a gRPC server)."""
         t = timeout or self.timeout
         try:
             return method(request, timeout=t, metadata=self._metadata,
@@ -167,8 +177,9 @@ class GatewayClient:
             if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED or self._reachable():
                 raise
             raise UnreachableError(
-                f"could not connect to {self.address} within {t:g} s: no gateway answers there, "
-                "or it speaks TLS and this client plaintext (pass tls_ca) or the other way round"
+                f"could not connect to {self.address} within {t:g} s: no gRPC server answers there "
+                "(nothing listens, or what listens does not speak gRPC), or it speaks TLS and this "
+                "client plaintext (pass tls_ca) or the other way round"
             ) from exc
 
     @staticmethod

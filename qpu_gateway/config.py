@@ -40,7 +40,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from qpu_gateway.backends import available_backends
 from qpu_gateway.service import FitLimits
@@ -58,11 +58,14 @@ _SERVER_KEYS = {
     "tls_client_ca", "tokens_file", "metrics_port", "metrics_host", "drain_seconds",
 }
 _POSITIVE_INTS = ("max_message_bytes", "max_concurrent_fits")
+# The file settings: in code these may be paths (``os.PathLike``), kept as ``str``.
+_PATH_FIELDS: Final = ("store", "tls_cert", "tls_key", "tls_client_ca", "tokens_file")
 
 
 @dataclass(frozen=True)
 class GatewayConfig:
-    """Resolved server configuration."""
+    """Resolved server configuration. The file settings (``store``, ``tls_cert``, ``tls_key``,
+    ``tls_client_ca``, ``tokens_file``) may be given as paths; they are kept as ``str``."""
 
     address: str = "127.0.0.1:50051"
     chain: list[str] = field(default_factory=lambda: ["neal"])
@@ -91,6 +94,12 @@ class GatewayConfig:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     backends: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in _PATH_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                object.__setattr__(self, name, os.fspath(value))
 
     @property
     def backend(self) -> str:
@@ -160,7 +169,7 @@ def _is(value: Any, kind: str) -> bool:
     if kind == "float":
         return isinstance(value, int | float) and not isinstance(value, bool)
     if kind == "str":
-        return isinstance(value, str | os.PathLike)
+        return isinstance(value, str)
     if kind == "list[str]":
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
     return isinstance(value, dict)
@@ -168,13 +177,17 @@ def _is(value: Any, kind: str) -> bool:
 
 def _check_types(cfg: GatewayConfig) -> None:
     """``ValueError`` naming the first setting whose value has the wrong type (from the field's
-    annotation: a TOML string where a number or boolean belongs, e.g. ``reflection = "false"``)."""
+    annotation: a TOML string where a number or boolean belongs, e.g. ``reflection = "false"``);
+    ``TypeError`` for a path given to a string setting that is not a file setting."""
     for f in fields(cfg):
         kind, _, optional = str(f.type).partition(" | ")
         value = getattr(cfg, f.name)
         if (optional and value is None) or _is(value, kind):
             continue
         name = "backends" if f.name == "chain" else f.name
+        if kind == "str" and isinstance(value, os.PathLike):
+            raise TypeError(f"{name} must be a string, got the path {value!r} (paths are taken "
+                            f"only by {', '.join(_PATH_FIELDS)})")
         none = " (or unset)" if optional else ""
         raise ValueError(f"{name} must be {_TYPE_NAMES[kind]}{none}, got {value!r}")
 

@@ -15,9 +15,9 @@ at any moment leaves either the whole new version or none of it.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -28,6 +28,8 @@ from typing import Any, Final
 from qpu_gateway.errors import ModelNotFoundError, StoreBusyError
 
 __all__ = ["SCHEMA_VERSION", "ModelStore", "StoreError", "StoredModel"]
+
+log = logging.getLogger("qpu_gateway.store")
 
 SCHEMA_VERSION: Final = 2
 
@@ -81,6 +83,9 @@ class ModelStore:
     path : the SQLite file, or ``":memory:"``.
     busy_timeout : seconds a write waits for another process's write lock before failing.
     min_free_bytes : :meth:`check` reports the store full below this much free disk space.
+
+    ``created`` is True when this store created its file (a new store; :meth:`discard` deletes it
+    again, e.g. when the server's start failed). An open that fails deletes the file it created.
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class ModelStore:
         self.busy_timeout = float(busy_timeout)
         self.min_free_bytes = int(min_free_bytes)
         self._memory = self.path == ":memory:"
+        self.created = False
         self._lock_fd: int | None = None
         self._write_lock = threading.Lock()
         self._local = threading.local()
@@ -100,10 +106,17 @@ class ModelStore:
             self._lock_fd = _lock_file(Path(self.path + ".lock"), self.path)
             # a new store is readable by its owner only (it holds users' training data; SQLite
             # gives its -wal and -shm files the same mode)
-            with contextlib.suppress(FileExistsError):
+            try:
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                self.created = True
+            except FileExistsError:
+                pass
+            except BaseException:
+                self._release_lock()
+                raise
+        conn: sqlite3.Connection | None = None
         try:
-            self._conn = self._connect()
+            self._conn = conn = self._connect()
             with self._write_lock:
                 self._migrate()
             if not self._memory:
@@ -112,11 +125,25 @@ class ModelStore:
                     raise StoreError(f"store {self.path} is corrupt ({problem}); restore it from a "
                                      "backup or move it away")
         except sqlite3.DatabaseError as exc:
-            self._release_lock()
+            self._abandon(conn)
             raise StoreError(f"store {self.path} cannot be opened: {exc}") from exc
         except BaseException:
-            self._release_lock()
+            self._abandon(conn)
             raise
+
+    def _abandon(self, conn: sqlite3.Connection | None) -> None:
+        """After a failed open: close ``conn``, delete the file if this open created it, release
+        the lock. A failure to delete is logged, not raised: the open's own error is the one to
+        report."""
+        try:
+            if conn is not None:
+                conn.close()
+            if self.created:
+                self._remove_files()
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("after the failed open of store %s: %s", self.path, exc)
+        finally:
+            self._release_lock()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
@@ -392,7 +419,8 @@ class ModelStore:
     def discard(self) -> None:
         """Close the store and delete its files (the database, ``-wal``, ``-shm`` and the lock),
         deleted while the lock is still held, so that no other server can open it in between (a
-        server whose start failed removes the store it had just created)."""
+        server whose start failed removes the store it had just created). ``StoreError`` naming
+        the files that could not be deleted, after trying every one; the lock is released."""
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
@@ -401,10 +429,21 @@ class ModelStore:
             try:
                 self._conn.close()
                 if not self._memory:
-                    for suffix in ("", "-wal", "-shm", ".lock"):
-                        Path(self.path + suffix).unlink(missing_ok=True)
+                    self._remove_files()
             finally:
                 self._release_lock()
+
+    def _remove_files(self) -> None:
+        """Delete the store's files, the lock file last; ``StoreError`` naming those that could
+        not be deleted, after trying every one."""
+        failed = []
+        for suffix in ("", "-wal", "-shm", ".lock"):
+            try:
+                Path(self.path + suffix).unlink(missing_ok=True)
+            except OSError as exc:
+                failed.append(f"{self.path}{suffix} ({exc.strerror or exc})")
+        if failed:
+            raise StoreError(f"store {self.path}: could not delete {', '.join(failed)}")
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:

@@ -70,25 +70,68 @@ def test_serve_config_type_mistake_is_one_line_exit_2(tmp_path: Path) -> None:
     out = _run("serve", "--config", str(cfg), "--store", str(tmp_path / "m.sqlite"))
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
         "qpu-gateway: grace_seconds must be a number, got '5'"]
+    assert not list(tmp_path.glob("m.sqlite*"))
 
 
-def test_config_in_code_takes_paths_for_file_settings(tmp_path: Path) -> None:
+def test_config_in_code_takes_paths_for_file_settings_only(tmp_path: Path) -> None:
     from qpu_gateway.config import GatewayConfig
 
-    assert GatewayConfig(store=tmp_path / "m.sqlite").validate().store == tmp_path / "m.sqlite"
-    assert load_config(env={}, overrides={"store": tmp_path / "n.sqlite"}).store == tmp_path / "n.sqlite"
+    files = ("store", "tls_cert", "tls_key", "tls_client_ca", "tokens_file")
+    cfg = GatewayConfig(**{name: tmp_path / name for name in files}).validate()
+    assert {name: getattr(cfg, name) for name in files} == {name: str(tmp_path / name) for name in files}
+    assert load_config(env={}, overrides={"store": tmp_path / "n.sqlite"}).store == str(tmp_path / "n.sqlite")
+    with pytest.raises(TypeError, match=r"^address must be a string, got the path"):
+        GatewayConfig(address=Path("127.0.0.1:50051")).validate()
+    with pytest.raises(TypeError, match=r"^metrics_host must be a string, got the path"):
+        load_config(env={}, overrides={"metrics_host": Path("localhost")})
 
 
-def test_serve_that_cannot_bind_leaves_no_new_store_behind(tmp_path: Path) -> None:
+@pytest.mark.parametrize("busy", ["address", "metrics port"])
+def test_serve_that_cannot_bind_leaves_no_new_store_behind_and_keeps_an_old_one(
+    tmp_path: Path, busy: str
+) -> None:
     import socket
 
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        out = _run("serve", "--store", str(tmp_path / "new.sqlite"), "--address", f"127.0.0.1:{port}")
-    assert out.returncode == 2, out.stderr
+    from qpu_gateway.store import ModelStore
+
+    old = ModelStore(tmp_path / "old.sqlite")
+    old.put("a", {"n": 1}, {"s": 1}, 1.0)
+    old.close()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        flags = (["--address", f"127.0.0.1:{port}"] if busy == "address" else
+                 ["--address", "127.0.0.1:0", "--metrics-port", str(port), "--sampling-workers", "1"])
+        for store in ("new.sqlite", "old.sqlite"):
+            out = _run("serve", "--store", str(tmp_path / store), *flags)
+            assert out.returncode == 2, out.stderr
+            assert out.stderr.strip().splitlines()[-1].startswith(
+                "qpu-gateway: " + ("cannot listen" if busy == "address" else "metrics: cannot listen"))
     assert not list(tmp_path.glob("new.sqlite*"))
+    kept = ModelStore(tmp_path / "old.sqlite")
+    assert kept.count() == 1
+    kept.close()
+
+
+def test_a_failed_start_reports_its_own_error_not_one_deleting_its_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from qpu_gateway.cli import _abandon
+    from qpu_gateway.store import ModelStore
+
+    def denied(self: Path, missing_ok: bool = False) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    store = ModelStore(tmp_path / "new.sqlite")
+    monkeypatch.setattr(Path, "unlink", denied)
+    with pytest.raises(RuntimeError, match="the start's own error"):
+        try:
+            raise RuntimeError("the start's own error")
+        finally:
+            _abandon(store)
+    assert any(r.levelname == "WARNING" and "could not delete" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_cli_log_flags_work_before_or_after_the_subcommand() -> None:

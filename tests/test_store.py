@@ -61,6 +61,58 @@ def test_store_discard_deletes_its_files_and_frees_the_path(tmp_path: Path) -> N
     fresh.close()
 
 
+def test_store_knows_whether_it_created_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "m.sqlite"
+    (tmp_path / "m.sqlite.lock").touch()  # a lock file alone (a crashed start) is no store
+    new = ModelStore(path)
+    assert new.created
+    new.close()
+    again = ModelStore(path)
+    assert not again.created
+    again.close()
+    memory = ModelStore(":memory:")
+    assert not memory.created
+    memory.close()
+
+
+def test_store_discard_tries_every_file_and_releases_the_lock_when_one_cannot_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "m.sqlite"
+    store = ModelStore(path)
+    unlink = Path.unlink
+
+    def stuck(self: Path, missing_ok: bool = False) -> None:
+        if self == path:
+            raise PermissionError(13, "Permission denied")
+        unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", stuck)
+    with pytest.raises(StoreError, match=r"could not delete .*m\.sqlite \(Permission denied\)"):
+        store.discard()
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["m.sqlite"]  # the lock file went too
+    ModelStore(path).close()  # and the lock is free
+
+
+def test_store_open_that_fails_deletes_the_file_it_created_not_one_it_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: ModelStore) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    kept = tmp_path / "kept.sqlite"
+    ModelStore(kept).close()
+    monkeypatch.setattr(ModelStore, "_migrate", broken)
+    for path in (tmp_path / "new.sqlite", kept):
+        with pytest.raises(StoreError, match="cannot be opened: disk I/O error"):
+            ModelStore(path)
+    assert not list(tmp_path.glob("new.sqlite*"))
+    assert kept.exists()
+    monkeypatch.undo()
+    ModelStore(kept).close()  # the failed opens released the lock
+
+
 def test_store_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "m.sqlite"
     store = ModelStore(path)

@@ -1,0 +1,70 @@
+"""GatewayClient: an idempotent call past its deadline is "unreachable" only without a connection."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import pytest
+
+from qpu_gateway.client import GatewayClient, UnreachableError
+from qpu_gateway.v1 import gateway_pb2 as pb
+from qpu_gateway.v1 import gateway_pb2_grpc as pb_grpc
+from tests.conftest import free_port
+
+
+@pytest.fixture()
+def silent_listener() -> Iterator[str]:
+    """``127.0.0.1:PORT`` of a TCP socket that accepts connections (the kernel's backlog) but
+    never speaks HTTP/2."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture()
+def slow_gateway() -> Iterator[str]:
+    """``127.0.0.1:PORT`` of a real gRPC Gateway whose ListModels answers after 30 s."""
+    release = threading.Event()
+
+    class Slow(pb_grpc.GatewayServicer):
+        def ListModels(self, request: Any, context: Any) -> pb.ListModelsResponse:
+            release.wait(30)
+            return pb.ListModelsResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    pb_grpc.add_GatewayServicer_to_server(Slow(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        release.set()
+        server.stop(0)
+
+
+@pytest.mark.parametrize("where", ["nothing listening", "silent listener"])
+def test_a_call_that_never_connected_is_unreachable_soon_after_its_deadline(
+    request: pytest.FixtureRequest, where: str
+) -> None:
+    address = (f"127.0.0.1:{free_port()}" if where == "nothing listening"
+               else request.getfixturevalue("silent_listener"))
+    start = time.monotonic()
+    with GatewayClient(address, timeout=1) as client, pytest.raises(UnreachableError) as err:
+        client.list_models()
+    assert time.monotonic() - start < 1.8  # the deadline, then a 0.2 s look at the channel
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert err.value.details().startswith(f"could not connect to {address} within 1 s")
+
+
+def test_a_slow_gateway_stays_deadline_exceeded(slow_gateway: str) -> None:
+    with GatewayClient(slow_gateway, timeout=0.5) as client, pytest.raises(grpc.RpcError) as err:
+        client.list_models()
+    assert not isinstance(err.value, UnreachableError)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
