@@ -16,9 +16,13 @@ type           keys                    Tune domain              searcher param  
 =============  ======================  =======================  ==============  ===============
 loguniform     low > 0, high           ``loguniform``           log ``Float``   ``log10(v)``
 uniform        low, high               ``uniform``              ``Float``       ``v``
-quniform       low, high, q > 0        ``qrandint``/``quniform`` ``Int`` over k  ``v``
+quniform       low, high, q > 0        ``choice`` of k q [#]_  ``Int`` over k  ``v``
+int            low, high (ints), log   ``randint``/``lograndint`` ``Int``        ``v`` / ``log10``
 choice         values (non-empty)      ``choice``               ``Categorical`` index
 =============  ======================  =======================  ==============  ===============
+
+.. [#] ``randint`` for integers with ``q = 1``; Ray's ``qrandint``/``quniform`` beyond 100 000
+   multiples (their end values have half the weight).
 """
 
 from __future__ import annotations
@@ -152,7 +156,7 @@ class LogUniform(_Interval):
 
 @dataclass(frozen=True)
 class QUniform(_Interval):
-    """The multiples ``k q`` inside ``[low, high]``; integers when ``low``, ``high``, ``q`` are.
+    """The multiples ``k q`` inside ``[low, high]``; integers when ``q`` is an integer.
 
     Searchers work on ``k`` (an :class:`Int`, or a one-value :class:`Categorical`)."""
 
@@ -182,7 +186,8 @@ class QUniform(_Interval):
 
     @property
     def integral(self) -> bool:
-        return all(float(v).is_integer() for v in (self.low, self.high, self.q))
+        """Whether the values are integers (``q`` is)."""
+        return float(self.q).is_integer()
 
     @property
     def size(self) -> int | None:
@@ -193,10 +198,18 @@ class QUniform(_Interval):
         return {**super().spec(), "q": self.q}
 
     def tune_domain(self) -> Any:
+        """Every multiple equally likely, ``high``'s included: Ray's ``qrandint`` never draws
+        ``high`` with ``q = 1``, and it and ``quniform`` round a uniform draw, which gives the
+        end values half the weight (kept only beyond :data:`_MAX_LISTED` multiples)."""
         from ray import tune
 
+        lo, hi = self._k_range
+        if self.integral and self.q == 1:
+            return tune.randint(lo, hi + 1)
+        if hi - lo < _MAX_LISTED:
+            return tune.choice([self.to_trial(k) for k in range(lo, hi + 1)])
         if self.integral:
-            return tune.qrandint(int(self.low), int(self.high), int(self.q))
+            return tune.qrandint(lo * int(self.q), hi * int(self.q), int(self.q))
         return tune.quniform(self.low, self.high, self.q)
 
     def param(self) -> Param:
@@ -206,6 +219,69 @@ class QUniform(_Interval):
     def to_trial(self, value: Any) -> Any:
         v = int(value) * self.q
         return round(v) if self.integral else round(v, 12)
+
+
+_MAX_LISTED = 100_000
+
+
+@dataclass(frozen=True)
+class IntRange(Dimension):
+    """The integers ``low..high`` (both included), log-uniform with ``log = true`` (as Optuna's
+    ``suggest_int``); encoded as ``v`` (``log10(v)`` with ``log``)."""
+
+    low: int
+    high: int
+    log: bool = False
+
+    type: ClassVar[str] = "int"
+    keys: ClassVar[tuple[str, ...]] = ("type", "low", "high", "log")
+
+    @classmethod
+    def parse(cls, where: str, table: Mapping[str, Any]) -> IntRange:
+        _no_extra(where, table, cls.keys)
+        bounds = []
+        for key in ("low", "high"):
+            value = table.get(key)
+            if value is None:
+                raise ValueError(f"{where}.{key} is missing: it must be an integer")
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{where}.{key} must be an integer, got {value!r}")
+            bounds.append(value)
+        low, high = bounds
+        if not low < high:
+            raise ValueError(f"{where}: low must be < high, got low={low}, high={high}")
+        log = table.get("log", False)
+        if not isinstance(log, bool):
+            raise TypeError(f"{where}.log must be true or false, got {log!r}")
+        if log and low < 1:
+            raise ValueError(f"{where}.low must be >= 1 with log = true, got {low}")
+        return cls(low, high, log)
+
+    @property
+    def size(self) -> int | None:
+        return self.high - self.low + 1
+
+    def spec(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type, "low": self.low, "high": self.high}
+        return {**out, "log": True} if self.log else out
+
+    def tune_domain(self) -> Any:
+        from ray import tune
+
+        if self.log:
+            return tune.lograndint(self.low, self.high + 1)
+        return tune.randint(self.low, self.high + 1)
+
+    def param(self) -> Param:
+        return Int(self.low, self.high, log=self.log)
+
+    def to_trial(self, value: Any) -> Any:
+        return round(float(value))
+
+    def encode(self, value: Any) -> float | None:
+        if self.log and isinstance(value, int | float) and value > 0:
+            return math.log10(float(value))
+        return super().encode(value)
 
 
 @dataclass(frozen=True)
@@ -245,7 +321,7 @@ class Choice(Dimension):
 
 
 DIMENSIONS: dict[str, type[Dimension]] = {
-    d.type: d for d in (LogUniform, Uniform, QUniform, Choice)
+    d.type: d for d in (LogUniform, Uniform, QUniform, IntRange, Choice)
 }
 SPACE_TYPES = tuple(DIMENSIONS)
 
