@@ -25,6 +25,7 @@ scheduler built with the same constructor arguments resumes the run identically.
 
 from __future__ import annotations
 
+import difflib
 import enum
 import math
 from abc import ABC, abstractmethod
@@ -110,6 +111,19 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return str(value)
+
+
+def did_you_mean(unknown: Sequence[Any], known: Sequence[str]) -> str:
+    """`` (did you mean 'key'?)`` naming the close matches among ``known`` of the ``unknown``
+    keys (:func:`difflib.get_close_matches`; each match ``for`` its key when several are
+    unknown), else ``""``."""
+    pairs = [(k, m[0]) for k in unknown
+             if (m := difflib.get_close_matches(str(k), list(known), n=1))]
+    if not pairs:
+        return ""
+    if len(unknown) == 1:
+        return f" (did you mean {pairs[0][1]!r}?)"
+    return " (did you mean " + ", ".join(f"{m!r} for {k!r}" for k, m in pairs) + "?)"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from hpo_node.core import did_you_mean
 from hpo_node.search import Categorical, Float, Int, Param, SearchSpace
 
 
@@ -47,7 +48,8 @@ def _number(where: str, value: Any) -> float:
 def _no_extra(where: str, table: Mapping[str, Any], known: tuple[str, ...]) -> None:
     extra = sorted(set(table) - set(known))
     if extra:
-        raise ValueError(f"[{where}] has unknown keys {extra}; known: {sorted(known)}")
+        raise ValueError(f"[{where}] has unknown keys {extra}{did_you_mean(extra, known)}; "
+                         f"known: {sorted(known)}")
 
 
 class Dimension(ABC):

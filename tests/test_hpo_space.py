@@ -65,6 +65,8 @@ def test_space_int_for_searchers_and_the_core() -> None:
     ({"type": "int", "low": 1, "high": 4, "log": "yes"}, TypeError,
      r"space\.x\.log must be true or false, got 'yes'"),
     ({"type": "int", "low": 1, "high": 4, "q": 2}, ValueError, r"\[space\.x\] has unknown keys \['q'\]"),
+    ({"type": "int", "low": 1, "hihg": 4}, ValueError,
+     r"\[space\.x\] has unknown keys \['hihg'\] \(did you mean 'high'\?\)"),
 ])
 def test_space_int_rejects_bad_tables_naming_the_key(spec: dict[str, Any], exc: type,
                                                      match: str) -> None:

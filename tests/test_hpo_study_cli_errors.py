@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hpo_node.study import load_study, run_main
+from hpo_node.study import apply_overrides, load_study, optimize, run_main, run_study
 from hpo_node.study.run import _write_identity
 from qpu_gateway.process import GatewayProcess
 
@@ -150,10 +150,10 @@ def test_hpo_study_cli_resume_refuses_another_config(tmp_path: Path, capsys: Any
 
 
 @pytest.mark.parametrize(("params", "expected"), [
-    ('{rul="gate"}', "hpo-node run: error: algorithm.params.rul: swift-asha has no option 'rul'; "
-                     "its options: d, defer, early_stopping_rate, fallback, forecaster, "
-                     "known_curve, max_windows, min_resource, mode, protect, refit_every, rule, "
-                     "scale_free, top_rung, z\n"),
+    ('{rul="gate"}', "hpo-node run: error: algorithm.params.rul: swift-asha has no option 'rul' "
+                     "(did you mean 'rule'?); its options: d, defer, early_stopping_rate, "
+                     "fallback, forecaster, known_curve, max_windows, min_resource, mode, "
+                     "protect, refit_every, rule, scale_free, top_rung, z\n"),
     ('{rule="x"}', "hpo-node run: error: algorithm.params.rule must be one of 'forecast', "
                    "'paper', 'gate', got 'x'\n"),
     ("{d=1}", "hpo-node run: error: algorithm.params.d must be >= 2, got 1\n"),
@@ -180,3 +180,61 @@ def test_hpo_study_cli_algorithm_options_come_from_the_constructor(algorithm: st
     assert set(options) < set(inspect.signature(_core_class(algorithm)).parameters)
     with pytest.raises(ValueError, match=r"algorithm must be one of 'asha', 'hyperband'"):
         _core_class("random")
+
+
+def test_hpo_study_cli_set_reaches_into_nested_tables(tmp_path: Path, capsys: Any) -> None:
+    """``--set algorithm.params.d=4`` sets ``d`` in the TOML's params table (the key the Swift d
+    note names), keeping its other entries; a bad or unknown key there is named in full."""
+    toml = _toml(tmp_path, '[predictor]\nkind = "svr"\n')
+    note = load_study(toml).notes[0]
+    assert "set algorithm.params.d to choose" in note
+    assert load_study(toml, {"algorithm.params.d": 3}).algorithm_params == {"rule": "paper",
+                                                                            "d": 3}
+    assert run_main([str(toml), "--set", "algorithm.params.d=1"]) == 2
+    assert capsys.readouterr().err == ("hpo-node run: error: algorithm.params.d must be >= 2, "
+                                       "got 1\n")
+    assert run_main([str(toml), "--set", "algorithm.params.dd=4"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "hpo-node run: error: algorithm.params.dd: swift-asha has no option 'dd' (did you mean "
+        "'d'?); its options: d, ")
+    # any depth, a missing table created, a whole table then one of its keys
+    cfg = load_study(toml, {"space.lr.high": 0.05, "algorithm.searcher": "tpe",
+                            "algorithm.searcher_params.gamma": 0.2,
+                            "algorithm.params": {"rule": "gate"}, "algorithm.params.z": 1.5})
+    assert cfg.space["lr"].spec()["high"] == 0.05 and cfg.searcher_params == {"gamma": 0.2}
+    assert cfg.algorithm_params == {"rule": "gate", "z": 1.5}
+    doc = {"algorithm": {"name": "asha", "params": {"rule": "paper"}}}
+    assert apply_overrides(doc, {"algorithm.params.d": 4})["algorithm"]["params"] == {
+        "rule": "paper", "d": 4}
+    assert doc == {"algorithm": {"name": "asha", "params": {"rule": "paper"}}}  # not changed
+    with pytest.raises(TypeError, match=r"algorithm.name must be a table to override "
+                                        r"'algorithm.name.x', got 'asha'"):
+        apply_overrides(doc, {"algorithm.name.x": 1})
+    assert run_main([str(toml), "--set", "algorithm..d=4"]) == 2
+    assert "override must be SECTION.KEY=VALUE" in capsys.readouterr().err
+
+
+def test_hpo_study_optimize_second_run_names_the_python_arguments(tmp_path: Path) -> None:
+    """From Python, the refusals name ``resume=True`` / ``overwrite=True``, not the CLI's flags
+    (``hpo-node run`` keeps its own: test_hpo_study_cli_second_run_of_a_name_is_refused)."""
+    toml = _toml(tmp_path, '[predictor]\nkind = "svr"\n')
+    cfg = load_study(toml)
+    cfg.study_dir.mkdir(parents=True)
+    (cfg.study_dir / "summary.json").write_text("{}")
+    with pytest.raises(ValueError) as info:
+        optimize(None, toml)
+    assert str(info.value) == (
+        f"{cfg.study_dir} already holds study 's': continue it with optimize(..., resume=True), "
+        "or start over with optimize(..., overwrite=True) (deletes it) or another study.name "
+        "(optimize(..., overrides={'study.name': 's-2'}))")
+    with pytest.raises(ValueError, match=r"continue it with run_study\(cfg, resume=True\), .* "
+                                         r"\(run_study\(dataclasses.replace\(cfg, name='s-2'\)\)\)"):
+        run_study(cfg)
+    _write_identity(cfg)
+    with pytest.raises(ValueError) as info:
+        optimize(None, toml, resume=True, overrides={"study.seed": 3})
+    assert str(info.value).startswith(f"resume=True: {cfg.study_dir} was started with another "
+                                      "config (study.seed 0 -> 3)")
+    assert str(info.value).endswith("or start over with overwrite=True or another study.name")
+    with pytest.raises(ValueError, match=r"^resume=True and overwrite=True exclude each other"):
+        optimize(None, toml, resume=True, overwrite=True)

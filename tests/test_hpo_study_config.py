@@ -68,6 +68,12 @@ def test_hpo_study_config_other_examples_parse(name: str, algorithm: str, trials
         ({"algorithm__name": "bohb"}, ValueError, "algorithm.name must be one of"),
         ({"study__trials": 0}, ValueError, "study.trials must be >= 1"),
         ({"study__bogus": 1}, ValueError, r"\[study\] has unknown keys \['bogus'\]"),
+        ({"study__sed": 1}, ValueError,
+         r"\[study\] has unknown keys \['sed'\] \(did you mean 'seed'\?\); known: "),
+        ({"studdy": {}}, ValueError,
+         r"\[top level\] has unknown keys \['studdy'\] \(did you mean 'study'\?\)"),
+        ({"space__learning_rat": {"type": "uniform", "low": 0, "high": 1}}, ValueError,
+         r"\[space\] has unknown keys \['learning_rat'\]; known: \['activation'"),
         ({"space__lr": {"type": "loguniform", "low": 0.0, "high": 1.0}}, ValueError,
          "space.lr.low must be > 0 for loguniform"),
         ({"space__lr": {"type": "uniform", "low": 1.0, "high": 1.0}}, ValueError,
@@ -280,6 +286,23 @@ def test_hpo_study_config_user_function_errors_name_the_key(tmp_path: Path, func
         study_from_dict(doc, tmp_path)
 
 
+def test_hpo_study_config_misspelled_trainable_key_suggests_function() -> None:
+    """A typo of ``function`` is not checked against the digits model's keys alone: the message
+    lists ``function``, suggests it, and says that a user's trainable takes any keys."""
+    with pytest.raises(ValueError) as info:
+        study_from_dict(_doc(trainable={"functon": "mlp:train"}))
+    msg = str(info.value)
+    assert msg.startswith("[trainable] has unknown keys ['functon'] (did you mean 'function'?); "
+                          "known: ['activation', ")
+    assert "'function', " in msg.partition("known: ")[2]
+    assert msg.endswith("as no trainable.function names your own trainable, function = "
+                        '"module:callable", whose [trainable] and [space] may hold any keys)')
+    # several unknown keys: each close match for its key
+    with pytest.raises(ValueError, match=r"\(did you mean 'dropout' for 'droput', 'hidden' for "
+                                         r"'hiden'\?\)"):
+        study_from_dict(_doc(trainable={"droput": 0.1, "hiden": 32}))
+
+
 def test_hpo_study_config_trainable_from_code(tmp_path: Path) -> None:
     def train(config: dict[str, Any]) -> None:
         return None
@@ -363,6 +386,25 @@ def test_hpo_study_config_unreachable_gateway_is_one_line(tmp_path: Path, capsys
     assert err == (f"hpo-node run: error: cannot reach the qpu-gateway at {address}: not SERVING "
                    "after 1 s. Start it (qpu-gateway serve), fix the address, or leave out "
                    "--gateway to let hpo-node start its own\n")
+
+
+def test_hpo_study_config_unreachable_gateway_from_python_names_the_setting(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """From Python the fix names the ``gateway=`` argument; a TOML ``gateway.address`` its key."""
+    import hpo_node.study.run as run_mod
+    from hpo_node.study import optimize
+    from tests.conftest import free_port
+
+    monkeypatch.setattr(run_mod, "GATEWAY_WAIT_S", 1.0)
+    doc = _doc(study__output_dir=str(tmp_path), algorithm__name="swift-asha",
+               algorithm__params={"rule": "paper"}, study__trials=27)
+    address = f"127.0.0.1:{free_port()}"
+    with pytest.raises(ConnectionError, match=r"fix the address, or leave out gateway= to let "
+                                              r"hpo-node start its own$"):
+        optimize(None, doc, gateway=address, overrides={"study.name": "a"})
+    with pytest.raises(ConnectionError, match=r"fix the address, or set gateway.address = "
+                                              r'"auto" to let hpo-node start its own$'):
+        optimize(None, doc, overrides={"gateway.address": address, "study.name": "b"})
 
 
 def test_hpo_study_config_swift_asha_default_gate_needs_no_gateway() -> None:

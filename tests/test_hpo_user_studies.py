@@ -17,6 +17,7 @@ import pytest
 
 from hpo_node.study import load_study, optimize
 from hpo_node.trainables import load_trainable
+from tests.ray_callbacks import InterruptOnce
 
 pytestmark = pytest.mark.slow
 
@@ -125,3 +126,84 @@ def test_hpo_user_study_python_entry_point_with_a_callable(
     if algorithm.startswith("swift"):
         assert summary["gateway"] == gateway_address
         assert summary["predictor"]["decisions_with_prediction"] >= 1
+
+
+# A trainable that reports a metric besides the study's (train_loss), as users' trainables do.
+EXTRA_METRIC_TRAINABLE = '''
+import os
+import tempfile
+
+from ray import tune
+
+
+def train(config):
+    start = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            with open(os.path.join(d, "epoch")) as f:
+                start = int(f.read())
+    for epoch in range(start + 1, config["max_epochs"] + 1):
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "epoch"), "w") as f:
+                f.write(str(epoch))
+            tune.report({"epoch": epoch, "val_loss": config["x"] / epoch,
+                         "train_loss": config["x"] / (2 * epoch)},
+                        checkpoint=tune.Checkpoint.from_directory(d))
+'''
+
+
+def _extra_metric_study(tmp_path: Path) -> Path:
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    (folder / "extra_metric_trainable.py").write_text(EXTRA_METRIC_TRAINABLE)
+    toml = folder / "study.toml"
+    toml.write_text(
+        f'[study]\nname = "tiny"\noutput_dir = "{tmp_path / "results"}"\ntrials = 9\n'
+        '[algorithm]\nname = "asha"\nmax_resource = 3\neta = 3\n'
+        '[resources]\ncpu = 2\n'
+        '[trainable]\nfunction = "extra_metric_trainable:train"\n'
+        '[space]\nx = { type = "uniform", low = 0.1, high = 1.0 }\n'
+    )
+    return toml
+
+
+def test_hpo_user_study_python_interrupt_says_how_to_resume(tmp_path: Path, ray_local: Any,
+                                                            capsys: Any) -> None:
+    """After Ctrl-C, ``optimize`` says to continue with ``resume=True`` (the command prints its
+    own ``--resume`` line); that call continues the study."""
+    toml = _extra_metric_study(tmp_path)
+    marker = tmp_path / "interrupted"
+    first = optimize(None, toml, callbacks=[InterruptOnce(5, marker)], progress_every_s=60)
+    assert marker.exists() and first.interrupted
+    out = capsys.readouterr().out
+    assert ("study 'tiny' interrupted; continue it with optimize(..., resume=True) (the same "
+            "study and trainable)\n") in out
+    assert "--resume" not in out
+    second = optimize(None, toml, resume=True, progress_every_s=60)
+    assert not second.interrupted and second.summary["epochs_used"] == 15
+    assert "interrupted; continue it" not in capsys.readouterr().out
+
+
+def test_hpo_user_study_extra_metrics_are_in_rays_trial_files(tmp_path: Path,
+                                                              ray_local: Any) -> None:
+    """What docs/outputs.md says of a metric reported besides study.metric: not in trials.csv,
+    in every trial's progress.csv and result.json under <study>/ray/<name>/<trial folder>/."""
+    res = optimize(None, _extra_metric_study(tmp_path), progress_every_s=60)
+    assert not any("train_loss" in column for column in _rows(res.study_dir / "trials.csv")[0])
+    trial_dirs = sorted(p.parent for p in (res.study_dir / "ray" / "tiny").glob("*/result.json"))
+    assert len(trial_dirs) == 9
+    assert all(d.name.startswith("train_") for d in trial_dirs)
+    for d in trial_dirs:
+        progress = _rows(d / "progress.csv")
+        assert [float(r["train_loss"]) * 2 for r in progress] == pytest.approx(
+            [float(r["val_loss"]) for r in progress])
+        results = [json.loads(line) for line in (d / "result.json").read_text().splitlines()]
+        assert [r["train_loss"] for r in results] == [float(r["train_loss"]) for r in progress]
+    # the folder names hold the trial ids of trials.csv; Ray's analysis reads them all
+    from ray.tune import ExperimentAnalysis
+
+    ids = {r["trial_id"] for r in res.trials}
+    assert {next(i for i in ids if f"_{i}_" in d.name) for d in trial_dirs} == ids
+    frames = ExperimentAnalysis(res.summary["ray_experiment_dir"]).trial_dataframes
+    assert set(frames) == ids and all("train_loss" in f.columns for f in frames.values())

@@ -97,7 +97,8 @@ Study TOML::
     [space]                      # sampled entries (any names with a user trainable)
     lr = { type = "loguniform", low = 1e-4, high = 0.3 }
     dropout = { type = "uniform", low = 0.0, high = 0.5 }
-    batch_size = { type = "quniform", low = 16, high = 128, q = 16 }
+    batch_size = { type = "quniform", low = 16, high = 128, q = 16 }  # multiples of q
+    layers = { type = "int", low = 1, high = 4 }  # both ends included; log = true: log-uniform
     hidden = { type = "choice", values = [32, 64, 128] }
 """
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from hpo_node.algorithms import REGISTRY, build, get_algorithm
-from hpo_node.core import hyperband_brackets
+from hpo_node.core import did_you_mean, hyperband_brackets
 from hpo_node.study.config import StudyConfig
 
 
@@ -91,16 +91,16 @@ def algorithm_options(algorithm: str) -> tuple[str, ...]:
 
 def check_algorithm_params(algorithm: str, params: Mapping[str, Any]) -> None:
     """``TypeError`` (as for an unknown keyword argument) naming ``algorithm.params.<key>`` for
-    a key that is not an option of the algorithm's core (the valid keys listed, or the setting
-    that gives it)."""
+    a key that is not an option of the algorithm's core (its close match and the valid keys
+    listed, or the setting that gives it)."""
     valid = algorithm_options(algorithm)
     for key in params:
         if key in _SET_ELSEWHERE:
             raise TypeError(f"algorithm.params.{key}: not an option here, "
                              f"{_SET_ELSEWHERE[key]} sets it")
         if key not in valid:
-            raise TypeError(f"algorithm.params.{key}: {algorithm} has no option {key!r}; its "
-                             f"options: {', '.join(valid)}")
+            raise TypeError(f"algorithm.params.{key}: {algorithm} has no option {key!r}"
+                             f"{did_you_mean([key], valid)}; its options: {', '.join(valid)}")
 
 
 def _core_error(exc: Exception, params: Mapping[str, Any]) -> Exception:

@@ -15,6 +15,8 @@ from hpo_node.study.run import StudyFailed, run_study
 
 
 def _parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``--set`` items as overrides: ``{"section.key": value}``, the value read as TOML (else the
+    string itself); a longer path reaches into a table (``algorithm.params.d=4``)."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -49,7 +51,8 @@ def _fill_run_parser(p: argparse.ArgumentParser) -> None:
                        help="start over: delete the outputs and the local Ray experiment of a "
                        "previous study of the same study.name (without it, that is refused)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config entry, e.g. --set study.seed=1 (repeatable)")
+                   help="override a config entry, e.g. --set study.seed=1, or one key of a table "
+                   "in it, e.g. --set algorithm.params.d=4 (repeatable)")
     p.add_argument("--progress-every", type=float, default=5.0, metavar="SECONDS",
                    help="seconds between progress lines (default 5)")
 
@@ -90,7 +93,7 @@ def run_args(args: argparse.Namespace) -> int:
         cfg = load_study(args.config, _parse_set(args.set))
         result = run_study(cfg, gateway=args.gateway, ray_address=args.ray_address,
                            resume=args.resume, overwrite=getattr(args, "overwrite", False),
-                           progress_every_s=args.progress_every)
+                           progress_every_s=args.progress_every, caller="hpo-node run")
     except (ValueError, TypeError, FileNotFoundError, ConnectionError) as exc:
         print(f"hpo-node run: error: {exc}", file=sys.stderr)
         return 2

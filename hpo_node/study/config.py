@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from hpo_node.algorithms import RAY_ALGORITHMS, get_algorithm
-from hpo_node.core import check_choice, check_float, check_int
+from hpo_node.core import check_choice, check_float, check_int, did_you_mean
 from hpo_node.space import Space
 
 PREDICTOR_KINDS = ("gateway", "svr", "qsvr")
@@ -211,10 +211,20 @@ def _section(doc: Mapping[str, Any], name: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _no_extra(section: str, table: Mapping[str, Any], known: Sequence[str]) -> None:
+def _no_extra(section: str, table: Mapping[str, Any], known: Sequence[str],
+              more: str = "") -> None:
+    """``ValueError`` naming ``[section]``'s keys that are not ``known``, their close matches
+    and the known keys (then ``more``)."""
     extra = sorted(set(table) - set(known))
     if extra:
-        raise ValueError(f"[{section}] has unknown keys {extra}; known: {sorted(known)}")
+        raise ValueError(f"[{section}] has unknown keys {extra}{did_you_mean(extra, known)}; "
+                         f"known: {sorted(known)}{more}")
+
+
+# After the known keys of [trainable] and [space] when no user trainable is named.
+_DIGITS_KEYS = (" (the built-in digits model's keys, as no trainable.function names your own "
+                "trainable, function = \"module:callable\", whose [trainable] and [space] may "
+                "hold any keys)")
 
 
 def parse_study(
@@ -264,8 +274,8 @@ def parse_study(
         raise ValueError(f"keys {clash} are both in [trainable] and [space]; keep one")
     if trainable is None:
         # the digits trainable: its keys only
-        _no_extra("trainable", tr, tuple(TRAINABLE_DEFAULTS))
-        _no_extra("space", space, tuple(TRAINABLE_DEFAULTS))
+        _no_extra("trainable", tr, ("function", *TRAINABLE_DEFAULTS), _DIGITS_KEYS)
+        _no_extra("space", space, tuple(TRAINABLE_DEFAULTS), _DIGITS_KEYS)
     if "max_epochs" in space or "max_epochs" in tr:
         raise ValueError("max_epochs is set from [algorithm].max_resource; remove it")
 
@@ -376,18 +386,34 @@ def _identifier(name: str, value: Any) -> str:
     return value
 
 
+def _copy_tables(value: Any) -> Any:
+    """``value`` with every table (``Mapping``) in it copied to a ``dict``, at any depth."""
+    if isinstance(value, Mapping):
+        return {k: _copy_tables(v) for k, v in value.items()}
+    return value
+
+
 def apply_overrides(
     doc: Mapping[str, Any], overrides: Mapping[str, Any] | None
 ) -> dict[str, Any]:
-    """A copy of ``doc`` with ``{"section.key": value}`` entries replaced (``--set``)."""
-    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in doc.items()}
+    """A copy of ``doc`` with ``{"section.key": value}`` entries replaced (``--set``). A longer
+    dotted path reaches into nested tables (``"algorithm.params.d"``: ``d`` in ``[algorithm]
+    params``, kept with the table's other entries), creating the tables it names that are
+    missing; an override applies after those before it (a whole table, then one of its keys)."""
+    out: dict[str, Any] = _copy_tables(doc)
     for dotted, value in (overrides or {}).items():
-        section, _, key = dotted.partition(".")
-        if not key:
-            raise ValueError(f"override must be SECTION.KEY=VALUE, got {dotted!r}")
-        out.setdefault(section, {})
-        if not isinstance(out[section], dict):
-            raise TypeError(f"[{section}] must be a table to override {dotted!r}")
-        out[section][key] = value
+        path = dotted.split(".")
+        if len(path) < 2 or not all(path):
+            raise ValueError(f"override must be SECTION.KEY=VALUE (or SECTION.TABLE.KEY=VALUE), "
+                             f"got {dotted!r}")
+        table = out
+        for depth, key in enumerate(path[:-1], start=1):
+            table.setdefault(key, {})
+            if not isinstance(table[key], dict):
+                where = ".".join(path[:depth])
+                shown = f"[{where}]" if depth == 1 else where
+                raise TypeError(f"{shown} must be a table to override {dotted!r}, got "
+                                f"{table[key]!r}")
+            table = table[key]
+        table[path[-1]] = _copy_tables(value)
     return out
-

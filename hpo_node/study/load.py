@@ -34,7 +34,8 @@ def load_study(
     *,
     trainable: Callable[..., Any] | None = None,
 ) -> StudyConfig:
-    """Read a study TOML file; ``overrides`` (``"section.key": value``) replace entries.
+    """Read a study TOML file; ``overrides`` (``"section.key": value``, or a longer path into a
+    table: ``"algorithm.params.d"``) replace entries.
     A TOML syntax error is a ``ValueError`` that names the file.
 
     ``[trainable] function``'s module is looked up first in the file's folder; ``trainable``

@@ -66,7 +66,8 @@ class StudyResult:
     ``summary.json``); ``best_config``/``best_value``: the best trial at ``max_resource``
     (``None`` if no trial got there); ``trials``: the rows of ``trials.csv``; ``summary``: the
     content of ``summary.json``; ``scheduler``: the Ray Tune scheduler with every trial's record;
-    ``interrupted``: Ctrl-C stopped the study (continue it with ``--resume``).
+    ``interrupted``: Ctrl-C stopped the study (continue it with ``resume=True``, or
+    ``hpo-node run --resume``).
     """
 
     study_dir: Path

@@ -46,7 +46,7 @@ def _log_scale(values: Sequence[float], cfg: StudyConfig) -> bool:
 def plot_curves(scheduler: Any, cfg: StudyConfig, path: Path,
                 best: tuple[str, float] | None = None) -> None:
     """Every trial's curve, styled by outcome (a trial stopped after one epoch is a dot); trials
-    stopped by prediction end in ``x``, with the predicted loss as ``o`` at the epoch it was
+    stopped by prediction end in ``x``, with the predicted metric as ``o`` at the epoch it was
     predicted for (the next rung, or R for the forecast rules and the gate); the best
     trial at R drawn over the rest. The legend stands beside the axes."""
     plt = _pyplot()
@@ -73,7 +73,8 @@ def plot_curves(scheduler: Any, cfg: StudyConfig, path: Path,
                 ax.plot(at, rec.predicted, "o", mfc="none", color="tab:red", ms=5)
     if predicted:
         ax.plot([], [], "o", mfc="none", color="tab:red", ms=5,
-                label="the prediction that stopped it (loss at the epoch predicted)")
+                label=f"the prediction that stopped it (predicted {cfg.metric} at the epoch "
+                      "it is for)")
     if best is not None:
         rec = scheduler.records[best[0]]
         ys = [math.nan if v is None else float(v) for v in rec.curve]

@@ -10,9 +10,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hpo_node.core import check_choice
 from hpo_node.study.build import (
     build_scheduler,
     build_searcher,
@@ -42,6 +44,32 @@ from qpu_gateway.process import GatewayProcess
 logger = logging.getLogger(__name__)
 
 GATEWAY_WAIT_S = 10.0
+
+
+@dataclass(frozen=True)
+class _Rerun:
+    """How a caller's messages name the ways to run a study again, and the gateway setting:
+    ``hpo-node run``'s flags, or a Python function's arguments."""
+
+    resume: str
+    overwrite: str
+    call: str  # a whole call with one of those: "{}" is the argument
+    rename: str  # the call with another study.name: "{name}" is a suggestion
+    gateway: str  # what names the running gateway to use
+
+    def run(self, arg: str) -> str:
+        """The call (or command line) with ``arg``."""
+        return self.call.format(arg)
+
+
+_RERUN = {
+    "hpo-node run": _Rerun("--resume", "--overwrite", "{}", "--set study.name='\"{name}\"'",
+                           "--gateway"),
+    "optimize": _Rerun("resume=True", "overwrite=True", "optimize(..., {})",
+                       "optimize(..., overrides={{'study.name': '{name}'}})", "gateway="),
+    "run_study": _Rerun("resume=True", "overwrite=True", "run_study(cfg, {})",
+                        "run_study(dataclasses.replace(cfg, name='{name}'))", "gateway="),
+}
 
 
 class GatewayUnreachable(ConnectionError):
@@ -85,9 +113,9 @@ def _missing_key(cfg: StudyConfig, exc: Any) -> ValueError:
 
 
 def _check_gateway(client_cls: Any, address: str, token: str | None, conn: Mapping[str, str],
-                   wait_s: float) -> None:
+                   wait_s: float, given_by: str = "--gateway") -> None:
     """Wait ``wait_s`` for ``address`` to answer SERVING; :class:`GatewayUnreachable` (one line)
-    otherwise."""
+    otherwise, saying to leave out ``given_by`` (the flag, argument or key that named it)."""
     try:
         with client_cls(address, timeout=wait_s, token=token, **conn) as client:
             client.wait_until_serving(timeout=wait_s)
@@ -95,9 +123,17 @@ def _check_gateway(client_cls: Any, address: str, token: str | None, conn: Mappi
         reason = "not SERVING" if isinstance(exc, TimeoutError) else str(exc).splitlines()[0]
         raise GatewayUnreachable(
             f"cannot reach the qpu-gateway at {address}: {reason} after {wait_s:g} s. Start it "
-            "(qpu-gateway serve), fix the address, or leave out --gateway to let hpo-node start "
-            "its own"
+            f"(qpu-gateway serve), fix the address, or {_leave_out(given_by)} to let hpo-node "
+            "start its own"
         ) from None
+
+
+def _leave_out(given_by: str) -> str:
+    """How to stop naming a gateway: the TOML key set back to ``auto``, else the flag or argument
+    left out."""
+    if given_by == "gateway.address":
+        return "set gateway.address = \"auto\""
+    return f"leave out {given_by}"
 
 
 PREFLIGHT_MODEL = "hpo-node-preflight-no-such-model"
@@ -156,14 +192,15 @@ def _existing_study(cfg: StudyConfig) -> bool:
         return False
 
 
-def _clear_study(cfg: StudyConfig) -> None:
-    """``--overwrite``: remove the study's outputs and its local Ray experiment."""
+def _clear_study(cfg: StudyConfig, overwrite: str = "--overwrite") -> None:
+    """``--overwrite``: remove the study's outputs and its local Ray experiment (``overwrite``
+    names the option in the error for storage it cannot delete)."""
     import shutil
 
     local = cfg.local_storage_dir
     if local is None:
         raise ValueError(
-            f"--overwrite cannot delete the Ray experiment {redact_storage(cfg.ray_experiment)}: "
+            f"{overwrite} cannot delete the Ray experiment {redact_storage(cfg.ray_experiment)}: "
             "delete it yourself, or choose another study.name"
         )
     if (local / cfg.name).exists():
@@ -172,11 +209,12 @@ def _clear_study(cfg: StudyConfig) -> None:
         (cfg.study_dir / name).unlink(missing_ok=True)
 
 
-def _check_resume(cfg: StudyConfig) -> None:
+def _check_resume(cfg: StudyConfig, words: _Rerun = _RERUN["hpo-node run"]) -> None:
     """``ValueError`` (one line) when the study in ``cfg.study_dir`` was started with a config
     that differs from ``cfg`` in what changes the study (:func:`study_identity`); the keys of
     :data:`RESUME_MAY_CHANGE` may differ. A study without ``study.json`` is compared on its
-    ``summary.json``'s algorithm, searcher, R, eta and seed."""
+    ``summary.json``'s algorithm, searcher, R, eta and seed. ``words``: how the caller names
+    resume and overwrite."""
     import json
 
     d = cfg.study_dir
@@ -194,9 +232,9 @@ def _check_resume(cfg: StudyConfig) -> None:
     differ = [f"{k} {old[k]!r} -> {new.get(k)!r}" for k in old if old[k] != new.get(k)]
     if differ:
         raise ValueError(
-            f"--resume: {d} was started with another config ({'; '.join(differ)}): resume it "
-            f"with the config it was started with (a resume may change only "
-            f"{', '.join(RESUME_MAY_CHANGE)}), or start over with --overwrite or another "
+            f"{words.resume}: {d} was started with another config ({'; '.join(differ)}): resume "
+            f"it with the config it was started with (a resume may change only "
+            f"{', '.join(RESUME_MAY_CHANGE)}), or start over with {words.overwrite} or another "
             "study.name"
         )
 
@@ -359,6 +397,7 @@ def run_study(
     callbacks: Sequence[Any] = (),
     progress_every_s: float = 5.0,
     stream: str = "stdout",
+    caller: str = "run_study",
 ) -> StudyResult:
     """Run (or with ``resume`` continue) the study; see the module docstring.
 
@@ -369,6 +408,10 @@ def run_study(
     one (ignored on ``resume``: a restored study runs the callbacks it was started with).
     The result's ``interrupted`` is true when Ctrl-C stopped the study (resume it with
     ``resume=True``).
+    ``caller``: ``"run_study"``, ``"optimize"`` or ``"hpo-node run"``, what the messages name
+    (``run_study(cfg, resume=True)``, ``optimize(..., resume=True)``, ``--resume``, and the like
+    for ``overwrite``, another ``study.name`` and ``gateway``); a Python caller is also told, on
+    ``stream`` (and as a logged warning), how to continue an interrupted study.
 
     A trial whose trainable raises is retried twice from its last checkpoint, then ends in error
     (decision ``error`` in ``trials.csv``, with the exception's message) and the study goes on;
@@ -391,23 +434,25 @@ def run_study(
     from hpo_node.study.trace import EpochTrace
     from hpo_node.trainables import code_folder, runtime_env, ship_by_value
 
+    words = _RERUN[check_choice("caller", caller, tuple(_RERUN))]
     out = getattr(sys, stream)
     study_dir = cfg.study_dir
     if resume and overwrite:
-        raise ValueError("--resume and --overwrite exclude each other: continue the study, or "
-                         "delete it and start over")
+        raise ValueError(f"{words.resume} and {words.overwrite} exclude each other: continue the "
+                         "study, or delete it and start over")
     if resume:
-        _check_resume(cfg)
+        _check_resume(cfg, words)
     elif _existing_study(cfg):
         if not overwrite:
             raise ValueError(
-                f"{study_dir} already holds study {cfg.name!r}: continue it with --resume, or "
-                f"start over with --overwrite (deletes it) or another study.name (--set "
-                f"study.name='\"{cfg.name}-2\"')"
+                f"{study_dir} already holds study {cfg.name!r}: continue it with "
+                f"{words.run(words.resume)}, or start over with {words.run(words.overwrite)} "
+                f"(deletes it) or another study.name "
+                f"({words.rename.format(name=f'{cfg.name}-2')})"
             )
-        _clear_study(cfg)
-        print(f"--overwrite: removed the previous study {cfg.name!r} in {study_dir}", file=out,
-              flush=True)
+        _clear_study(cfg, words.overwrite)
+        print(f"{words.overwrite}: removed the previous study {cfg.name!r} in {study_dir}",
+              file=out, flush=True)
     study_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -438,7 +483,8 @@ def run_study(
                 conn = dict(cfg.gateway_connection)
                 token_env = conn.pop("token_env", None)
                 token = os.environ.get(token_env) if token_env else None
-                _check_gateway(GatewayClient, address, token, conn, GATEWAY_WAIT_S)
+                _check_gateway(GatewayClient, address, token, conn, GATEWAY_WAIT_S,
+                               words.gateway if gateway is not None else "gateway.address")
                 _check_token(GatewayClient, address, token, conn, token_env, GATEWAY_WAIT_S)
                 print(f"using qpu-gateway at {address}", file=out, flush=True)
         elif gateway is not None:
@@ -568,8 +614,14 @@ def run_study(
             code = child.stop()
             print(f"qpu-gateway stopped (exit {code})", file=out, flush=True)
         if discard:  # so that the corrected config runs without --overwrite
-            _clear_study(cfg)
+            _clear_study(cfg, words.overwrite)
     print_summary(summary, study_dir, out)
+    if watch.interrupted and caller != "hpo-node run":  # the command prints its own line
+        hint = (f"study {cfg.name!r} interrupted; continue it with {words.run(words.resume)} "
+                "(the same study and trainable)")
+        if logger.hasHandlers():  # else logging's last resort repeats the printed line
+            logger.warning("%s", hint)
+        print(hint, file=out, flush=True)
     if not watch.interrupted and errored_trials(scheduler) and not succeeded(scheduler):
         raise _all_failed(scheduler, study_dir)
     if not watch.interrupted and _all_non_finite(scheduler):
@@ -605,9 +657,11 @@ def optimize(
     ``trainable``: a Ray Tune function trainable (``def train(config): ... tune.report(...)``),
     or ``None`` for the TOML's ``[trainable] function`` (default: the digits trainable).
     ``study``: a study TOML file or the same document as a dict (``{"study": {...}, "space":
-    {...}, ...}``); ``overrides``: ``{"section.key": value}`` as ``--set``. Returns the
-    :class:`StudyResult` (best config, per-trial rows, the output folder). A second run of a
-    study name is refused unless ``resume`` (continue it) or ``overwrite`` (start over).
+    {...}, ...}``); ``overrides``: ``{"section.key": value}`` as ``--set`` (a longer path sets
+    one key of a table: ``{"algorithm.params.d": 4}``). Returns the :class:`StudyResult` (best
+    config, per-trial rows, the output folder). A second run of a study name is refused unless
+    ``resume`` (continue it) or ``overwrite`` (start over); after Ctrl-C (the result's
+    ``interrupted``) a line says to continue with ``resume=True``.
     """
     if isinstance(study, str | Path):
         cfg = load_study(study, overrides, trainable=trainable)
@@ -616,5 +670,6 @@ def optimize(
     else:
         raise TypeError(f"study must be a TOML path or a dict, got {type(study).__name__}")
     return run_study(cfg, gateway=gateway, ray_address=ray_address, resume=resume,
-                     overwrite=overwrite, callbacks=callbacks, progress_every_s=progress_every_s)
+                     overwrite=overwrite, callbacks=callbacks, progress_every_s=progress_every_s,
+                     caller="optimize")
 
