@@ -111,6 +111,27 @@ class Categorical:
 Param = Float | Int | Categorical
 
 
+def _int_edges(p: Int) -> tuple[float, float]:
+    """The encoded axis of an :class:`Int`: ``[low, high + 1)``, each integer a bin of equal
+    width (in log space with ``log``), so a uniform ``u`` draws every integer equally often (the
+    ends included: rounding ``low + u (high - low)`` gives them half the weight)."""
+    lo, hi = float(p.low), float(p.high) + 1.0
+    return (math.log(lo), math.log(hi)) if p.log else (lo, hi)
+
+
+def _int_decode(p: Int, x: float) -> int:
+    lo, hi = _int_edges(p)
+    v = lo + x * (hi - lo)
+    return min(max(math.floor(math.exp(v) if p.log else v), int(p.low)), int(p.high))
+
+
+def _int_encode(p: Int, v: float) -> float:
+    """The centre of ``v``'s bin (geometric with ``log``)."""
+    lo, hi = _int_edges(p)
+    centre = 0.5 * (math.log(v) + math.log(v + 1.0)) if p.log else v + 0.5
+    return (centre - lo) / (hi - lo)
+
+
 def _key(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
@@ -190,6 +211,8 @@ class SearchSpace:
                     if _key(v) not in keys:
                         raise ValueError(f"{name} must be one of {p.choices!r}, got {v!r}")
                     out[i, j] = keys.index(_key(v))
+                elif isinstance(p, Int):
+                    out[i, j] = _int_encode(p, v)
                 elif p.log:
                     out[i, j] = (math.log(v) - math.log(p.low)) / (math.log(p.high) - math.log(p.low))
                 else:
@@ -204,12 +227,14 @@ class SearchSpace:
                 out[name] = p.choices[int(u[j])]
                 continue
             x = float(np.clip(u[j], 0.0, 1.0))
+            if isinstance(p, Int):
+                out[name] = _int_decode(p, x)
+                continue
             if p.log:
                 v = math.exp(math.log(p.low) + x * (math.log(p.high) - math.log(p.low)))
             else:
                 v = p.low + x * (p.high - p.low)
-            v = min(max(v, p.low), p.high)
-            out[name] = round(v) if isinstance(p, Int) else v
+            out[name] = min(max(v, p.low), p.high)
         return out
 
     def sample(self, rng: np.random.Generator, n: int) -> FloatArray:

@@ -11,18 +11,18 @@ tables (``lr = { type = "loguniform", low = 1e-4, high = 0.3 }``). From it come:
 
 Types (the registry :data:`DIMENSIONS`; a new type is one class here):
 
-=============  ======================  =======================  ==============  ===============
-type           keys                    Tune domain              searcher param  encoded as
-=============  ======================  =======================  ==============  ===============
-loguniform     low > 0, high           ``loguniform``           log ``Float``   ``log10(v)``
-uniform        low, high               ``uniform``              ``Float``       ``v``
-quniform       low, high, q > 0        ``choice`` of k q [#]_  ``Int`` over k  ``v``
-int            low, high (ints), log   ``randint``/``lograndint`` ``Int``        ``v`` / ``log10``
-choice         values (non-empty)      ``choice``               ``Categorical`` index
-=============  ======================  =======================  ==============  ===============
+==========  =====================  ==========================  ===============  =================
+type        keys                   Tune domain                 searcher param   encoded as
+==========  =====================  ==========================  ===============  =================
+loguniform  low > 0, high          ``loguniform``              log ``Float``    ``log10(v)``
+uniform     low, high              ``uniform``                 ``Float``        ``v``
+quniform    low, high, q > 0       each ``k q`` alike [#]_     ``Int`` over k   ``v``
+int         low, high (ints), log  ``randint``/``lograndint``  ``Int``          ``v`` / ``log10``
+choice      values (non-empty)     ``choice``                  ``Categorical``  index
+==========  =====================  ==========================  ===============  =================
 
-.. [#] ``randint`` for integers with ``q = 1``; Ray's ``qrandint``/``quniform`` beyond 100 000
-   multiples (their end values have half the weight).
+.. [#] ``randint`` for ``q = 1``, ``qrandint`` for other integer ``q``; Ray's ``quniform``
+   beyond 10 000 multiples of a fractional ``q`` (its end values have half the weight).
 """
 
 from __future__ import annotations
@@ -200,19 +200,21 @@ class QUniform(_Interval):
         return {**super().spec(), "q": self.q}
 
     def tune_domain(self) -> Any:
-        """Every multiple equally likely, ``high``'s included: Ray's ``qrandint`` never draws
-        ``high`` with ``q = 1``, and it and ``quniform`` round a uniform draw, which gives the
-        end values half the weight (kept only beyond :data:`_MAX_LISTED` multiples)."""
+        """Every multiple equally likely, ``high``'s included: ``randint`` for ``q = 1`` (Ray's
+        ``qrandint`` never draws ``high`` there), ``qrandint`` for other integer ``q``, the list
+        of multiples for a fractional ``q`` (Ray's ``quniform`` rounds a uniform draw, which gives
+        the end values half the weight; kept beyond :data:`_MAX_LISTED` multiples)."""
         from ray import tune
 
         lo, hi = self._k_range
-        if self.integral and self.q == 1:
-            return tune.randint(lo, hi + 1)
+        q = self.q
+        if self.integral:
+            if q == 1:
+                return tune.randint(lo, hi + 1)
+            return tune.qrandint(lo * int(q), hi * int(q), int(q))
         if hi - lo < _MAX_LISTED:
             return tune.choice([self.to_trial(k) for k in range(lo, hi + 1)])
-        if self.integral:
-            return tune.qrandint(lo * int(self.q), hi * int(self.q), int(self.q))
-        return tune.quniform(self.low, self.high, self.q)
+        return tune.quniform(self.to_trial(lo), self.to_trial(hi), q)
 
     def param(self) -> Param:
         lo, hi = self._k_range
@@ -223,7 +225,7 @@ class QUniform(_Interval):
         return round(v) if self.integral else round(v, 12)
 
 
-_MAX_LISTED = 100_000
+_MAX_LISTED = 10_000
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,27 @@ def test_space_quantised_types_draw_every_value_equally_often(spec: dict[str, An
     assert all(isinstance(v, int) for v in counts) == float(spec.get("q", 1)).is_integer()
 
 
+@pytest.mark.parametrize("spec", [
+    {"type": "int", "low": 1, "high": 4},
+    {"type": "int", "low": 1, "high": 8, "log": True},
+    {"type": "quniform", "low": 16, "high": 128, "q": 16},
+])
+def test_space_searchers_random_candidates_draw_the_ends_as_often(spec: dict[str, Any]) -> None:
+    """What every searcher decodes from a uniform draw (its random candidates) gives the end
+    values their full share (rounding ``low + u (high - low)`` gave them half)."""
+    space = Space.parse({"x": spec})
+    grid = space.search_space()
+    u = grid.sample(np.random.default_rng(0), 8000)
+    draws = np.array([space.to_trial(grid.decode(row))["x"] for row in u], dtype=float)
+    if spec.get("log"):  # log-uniform over [1, 9): 1 takes log(2)/log(9) of the draws
+        assert abs(np.mean(draws == 1) - math.log(2) / math.log(9)) < 0.02
+        assert abs(np.mean(draws == 8) - math.log(9 / 8) / math.log(9)) < 0.01
+        return
+    counts = Counter(draws)
+    expected = len(draws) / len(counts)
+    assert all(abs(c - expected) < 0.1 * expected for c in counts.values()), counts
+
+
 def test_space_int_log_is_log_uniform_over_the_integers() -> None:
     counts = _draws({"type": "int", "low": 16, "high": 1024, "log": True})
     draws = np.array(list(counts.elements()))

@@ -169,9 +169,10 @@ def error_line(trial: Trial) -> str | None:
 def _read_failure(trial: Trial) -> tuple[str | None, bool]:
     """(:func:`error_line`, whether Ray itself failed the trial: a worker, actor or node lost,
     Ray's memory monitor; classified by exception class, so a ``torch.cuda.OutOfMemoryError``
-    is the trainable's own)."""
+    is the trainable's own, and so is an actor that died in its creation task: a class
+    trainable's ``setup`` raising)."""
     from ray import cloudpickle
-    from ray.exceptions import RayError, RayTaskError
+    from ray.exceptions import RayError, RayTaskError, UserCodeException
 
     path = getattr(trial, "pickled_error_file", None)
     if path and os.path.exists(path):
@@ -184,20 +185,29 @@ def _read_failure(trial: Trial) -> tuple[str | None, bool]:
             cause = getattr(exc, "cause", None)
             if not isinstance(cause, BaseException):
                 cause = exc
-            from_ray = isinstance(cause, RayError) and not isinstance(cause, RayTaskError)
+            if getattr(cause, "actor_init_failed", False):  # the text ends with the user's error
+                return _last_error_line(str(cause).splitlines()), False
+            from_ray = isinstance(cause, RayError) and not isinstance(
+                cause, RayTaskError | UserCodeException)
             text = str(cause).strip().splitlines()
             name = type(cause).__name__
             return (f"{name}: {text[0]}" if text else name), from_ray
     path = getattr(trial, "error_file", None)
     if path and os.path.exists(path):
         try:
-            lines = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
+            return _last_error_line(Path(path).read_text().splitlines()), False
         except OSError:
             return None, False
-        for line in reversed(lines):
-            if not line.startswith(("Failure #", "File ", "^", "~")):
-                return line, False
     return None, False
+
+
+def _last_error_line(lines: list[str]) -> str | None:
+    """The last line of a traceback's text that is not a frame, a caret line or Tune's header
+    (the ``ExcType: message`` line)."""
+    for line in reversed([ln.strip() for ln in lines if ln.strip()]):
+        if not line.startswith(("Failure #", "File ", "^", "~")):
+            return line
+    return None
 
 
 def _has_progress(trial: Trial) -> bool:
@@ -282,11 +292,13 @@ class CoreTrialScheduler(TrialScheduler):
     ``log`` is the :class:`hpo_node.resilient.PredictionLog` of the core's predictors, used to
     attribute stops to predictions and saved with the state. ``retry_alike=False``: a trial that
     fails before its first report with the one-line error another trial already failed with
-    before its first report *and again on that trial's retry* is not retried (a trainable that
-    cannot run one epoch would fail alike every time); a line stops counting once a trial that
-    failed with it reports, and Ray's own failures (a worker, actor or node lost, Ray's memory
-    monitor; by exception class) are always retried. Tune files such a trial ``TERMINATED``
-    (its ``Result.error`` is ``None``); :attr:`records` says ``error`` with the message.
+    before its first report *on every retry until that trial's retries ran out* is not retried (a
+    trainable that cannot run one epoch would fail alike every time); a line stops counting once
+    a trial that failed with it reports, and Ray's own failures (a worker, actor or node lost,
+    Ray's memory monitor; by exception class) are always retried. The counts are not part of the
+    saved state (a restored study retries as usual until a trial runs out again). Tune files
+    such a trial ``TERMINATED`` (its ``Result.error`` is ``None``); :attr:`records` says
+    ``error`` with the message.
     """
 
     _supports_buffered_results = False
@@ -443,7 +455,7 @@ class CoreTrialScheduler(TrialScheduler):
             if alike is not None:
                 self._no_retry.add(tid)
                 logger.error("trial %s failed: %s%s; not retried: trial %s failed alike before its "
-                             "first report, retried too", tid, message, where, alike)
+                             "first report on every retry", tid, message, where, alike)
             elif tid in self._active and self.violation is None:  # a violation ends the study
                 logger.warning("trial %s failed: %s; Tune retries it from its last checkpoint "
                                "(failure %d, max_failures %s)", tid, message or "unknown error",
@@ -454,18 +466,19 @@ class CoreTrialScheduler(TrialScheduler):
 
     def _failed_alike(self, tid: str, rec: TrialRecord, message: str | None,
                       from_ray: bool) -> str | None:
-        """With ``retry_alike=False``: another trial whose Tune retry already failed with
-        ``message`` before its first report (a deterministic error, not a passing one) when
-        ``tid`` just failed with it before its own first report (``None``: retry as usual). A
-        line stops counting once any trial that failed with it reports; Ray's own failures never
-        count."""
+        """With ``retry_alike=False``: another trial that failed with ``message`` before its first
+        report on every try until its retries ran out (a deterministic error, not a passing one)
+        when ``tid`` just failed with it before its own first report (``None``: retry as usual).
+        A line stops counting once any trial that failed with it reports; Ray's own failures
+        never count."""
         if self.retry_alike or rec.curve or not message or from_ray:
             return None
         counts = self._early_errors.setdefault(message, {})
         counts[tid] = counts.get(tid, 0) + 1
         if any(self.records[other].curve for other in counts):
             return None
-        return next((other for other, n in counts.items() if other != tid and n >= 2), None)
+        return next((other for other, n in counts.items() if other != tid and n >= 2
+                     and self.records[other].status == "error"), None)
 
     def _give_up(self, tid: str, rec: TrialRecord) -> None:
         """A trial lost for good: out of the running trials, stopped in the core."""
