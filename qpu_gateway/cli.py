@@ -147,14 +147,18 @@ def _serve(args: argparse.Namespace) -> int:
             await gateway.stop(cfg.grace_seconds, drain=cfg.drain_seconds)
             gateway = pool = None
         finally:  # a failed start: stop what did start, so that the process exits cleanly
-            if gateway is not None:
-                await gateway.stop(0)
-            elif pool is not None:
-                pool.close()
-            if serving:
-                store.close()
-            else:
-                _abandon(store)
+            try:
+                if gateway is not None:
+                    await gateway.stop(0)
+                elif pool is not None:
+                    pool.close()
+            except Exception as exc:  # the start's own error, if any, is the one to report
+                log.warning("stopping after the failed start: %s", exc)
+            finally:
+                if serving:
+                    store.close()
+                else:
+                    _abandon(store)
         log.info("stopped; store closed")
 
     asyncio.run(run())

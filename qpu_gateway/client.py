@@ -44,8 +44,8 @@ RECONNECT_OPTIONS: Final = (
 )
 
 # After a DEADLINE_EXCEEDED, how long the channel may take to show it is connected: a connected
-# channel shows it at once, and the bounded reconnect backoff above retries within 0.25 s.
-_PROBE_SECONDS: Final = 0.2
+# channel shows it at once; 0.5 s covers one reconnect backoff above (0.25 s) and a busy host.
+_PROBE_SECONDS: Final = 0.5
 
 _SERVICE_CONFIG = json.dumps(
     {

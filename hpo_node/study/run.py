@@ -489,7 +489,7 @@ def run_study(
                 print(f"using qpu-gateway at {address}", file=out, flush=True)
         elif gateway is not None:
             print(f"note: {cfg.algorithm} with algorithm.params {dict(cfg.algorithm_params)} "
-                  "calls no predictor; --gateway is not used", file=out, flush=True)
+                  f"calls no predictor; {words.gateway} is not used", file=out, flush=True)
         fn = cfg.trainable_callable
         folder = code_folder(fn)
         if not ray.is_initialized():
