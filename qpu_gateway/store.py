@@ -452,20 +452,39 @@ class ModelStore:
 
 
 def _lock_file(lock_path: Path, store: str) -> int:
-    """Take the exclusive lock of ``store``; ``StoreError`` naming the holder if taken."""
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+    """Take the exclusive lock of ``store``; ``StoreError`` naming the holder if taken. A lock
+    file deleted between our open and our lock (:meth:`ModelStore.discard` of another server) is
+    not the store's lock any more: the lock is taken again on the file now at ``lock_path``."""
+    for _ in range(_LOCK_TRIES):
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreError(
+                f"store {store} is in use by another gateway (pid {holder}, lock {lock_path}); "
+                "one store serves one server"
+            ) from None
+        if _same_file(fd, lock_path):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            return fd
         os.close(fd)
-        raise StoreError(
-            f"store {store} is in use by another gateway (pid {holder}, lock {lock_path}); "
-            "one store serves one server"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd
+    raise StoreError(f"store {store}: its lock {lock_path} kept being replaced while locking it")
+
+
+_LOCK_TRIES = 5
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is the file now at ``path``."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
 
 
 def _check_same_request(key: str, stored_hash: str, request_hash: str) -> None:

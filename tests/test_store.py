@@ -194,6 +194,33 @@ def test_store_is_opened_by_one_owner_at_a_time(tmp_path: Path) -> None:
     ModelStore(path).close()
 
 
+def test_store_lock_file_discarded_while_opening_is_not_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that opened the lock file just before another one's failed start deleted it
+    (``discard``) locks the file now at the path, not the deleted one: a third server that
+    creates the file anew cannot also get the store."""
+    import qpu_gateway.store as store_module
+
+    path = tmp_path / "m.sqlite"
+    real_flock = store_module.fcntl.flock
+    calls = []
+
+    def flock_after_a_discard(fd: int, op: int) -> None:
+        if not calls:  # the other server's discard, between our open and our lock
+            Path(str(path) + ".lock").unlink()
+        calls.append(op)
+        real_flock(fd, op)
+
+    monkeypatch.setattr(store_module.fcntl, "flock", flock_after_a_discard)
+    first = ModelStore(path)
+    monkeypatch.setattr(store_module.fcntl, "flock", real_flock)
+    with pytest.raises(StoreError, match="is in use by another gateway"):
+        ModelStore(path)
+    first.close()
+    assert len(calls) == 2
+
+
 def test_store_idempotent_put_stores_once_per_key(tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "m.sqlite")
     assert store.put_idempotent("k1", "h", "a", {}, {"s": 1}, 1.0) == ("a", 1, True)
