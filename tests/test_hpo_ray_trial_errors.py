@@ -341,23 +341,31 @@ def test_core_fail_unknown_trial_is_a_value_error() -> None:
     assert core.n_pending == 0 and core.next_job() is None
 
 
-def test_ray_trial_errors_configuration_dependent_errors_skip_retries_and_the_study_goes_on(
-    tmp_path: Path, fresh_ray: Any
-) -> None:
+def _fit_not_retrying_alike(tmp_path: Path, xs: list[float], plan: dict[str, str],
+                            max_concurrent: int) -> dict[float, Any]:
+    """An own Tuner over ``xs`` (grid order) with ``retry_alike=False`` and two retries per
+    trial; the scheduler's records by ``x``."""
     train = user_module(tmp_path, "raising_alike", RAISING).train
-    scheduler = ASHAScheduler(3, 3, 6, metric="val_loss", mode="min", max_concurrent=2,
-                              retry_alike=False)
+    scheduler = ASHAScheduler(3, 3, len(xs), metric="val_loss", mode="min",
+                              max_concurrent=max_concurrent, retry_alike=False)
     (tmp_path / "markers").mkdir()
     tune.Tuner(
         train,
-        param_space={"x": tune.grid_search([0.1, 0.5, 0.6, 0.7, 0.8, 0.9]),
-                     "plan": {"0.5": "at1", "0.6": "at1", "0.7": "at1", "0.9": "at2"},
-                     "max_epochs": 3, "marker_dir": str(tmp_path / "markers")},
+        param_space={"x": tune.grid_search(xs), "plan": plan, "max_epochs": 3,
+                     "marker_dir": str(tmp_path / "markers")},
         tune_config=tune.TuneConfig(scheduler=scheduler, reuse_actors=True),
         run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=2)),
     ).fit()
-    by_x = {rec.config["x"]: rec for rec in scheduler.records.values()}
+    return {rec.config["x"]: rec for rec in scheduler.records.values()}
+
+
+def test_ray_trial_errors_configuration_dependent_errors_skip_retries_and_the_study_goes_on(
+    tmp_path: Path, fresh_ray: Any
+) -> None:
+    by_x = _fit_not_retrying_alike(tmp_path, [0.1, 0.5, 0.6, 0.7, 0.8, 0.9],
+                                   {"0.5": "at1", "0.6": "at1", "0.7": "at1", "0.9": "at2"},
+                                   max_concurrent=2)
     failing = sorted(by_x[x].failures for x in (0.5, 0.6, 0.7))
     assert all(by_x[x].status == "error" for x in (0.5, 0.6, 0.7))
     # the first is retried until its retries ran out; the others that fail after that are not
@@ -374,20 +382,9 @@ def test_ray_trial_errors_an_error_that_passed_on_a_retry_is_always_retried(
     """A first-epoch error that went away on a retry (a passing one: a busy file system, a
     download) does not make other trials' same error final, even after a trial ran out of
     retries with it."""
-    train = user_module(tmp_path, "raising_passing", RAISING).train
-    scheduler = ASHAScheduler(3, 3, 3, metric="val_loss", mode="min", max_concurrent=1,
-                              retry_alike=False)
-    (tmp_path / "markers").mkdir()
-    tune.Tuner(
-        train,
-        param_space={"x": tune.grid_search([0.1, 0.5, 0.6]),
-                     "plan": {"0.1": "once1", "0.5": "at1", "0.6": "at1"},
-                     "max_epochs": 3, "marker_dir": str(tmp_path / "markers")},
-        tune_config=tune.TuneConfig(scheduler=scheduler, reuse_actors=True),
-        run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=2)),
-    ).fit()
-    by_x = {rec.config["x"]: rec for rec in scheduler.records.values()}
+    by_x = _fit_not_retrying_alike(tmp_path, [0.1, 0.5, 0.6],
+                                   {"0.1": "once1", "0.5": "at1", "0.6": "at1"},
+                                   max_concurrent=1)
     assert by_x[0.1].failures == 1 and by_x[0.1].curve
     assert [(by_x[x].status, by_x[x].failures) for x in (0.5, 0.6)] == [("error", 3)] * 2
 

@@ -17,6 +17,7 @@ import pytest
 
 from hpo_node.study import load_study, optimize
 from hpo_node.trainables import load_trainable
+from tests.conftest import STUDY_TRAINABLE
 from tests.ray_callbacks import InterruptOnce
 
 pytestmark = pytest.mark.slow
@@ -129,28 +130,9 @@ def test_hpo_user_study_python_entry_point_with_a_callable(
 
 
 # A trainable that reports a metric besides the study's (train_loss), as users' trainables do.
-EXTRA_METRIC_TRAINABLE = '''
-import os
-import tempfile
-
-from ray import tune
-
-
-def train(config):
-    start = 0
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            with open(os.path.join(d, "epoch")) as f:
-                start = int(f.read())
-    for epoch in range(start + 1, config["max_epochs"] + 1):
-        with tempfile.TemporaryDirectory() as d:
-            with open(os.path.join(d, "epoch"), "w") as f:
-                f.write(str(epoch))
-            tune.report({"epoch": epoch, "val_loss": config["x"] / epoch,
-                         "train_loss": config["x"] / (2 * epoch)},
-                        checkpoint=tune.Checkpoint.from_directory(d))
-'''
+EXTRA_METRIC_TRAINABLE = STUDY_TRAINABLE.replace(
+    '"val_loss": config["x"] / epoch}',
+    '"val_loss": config["x"] / epoch, "train_loss": config["x"] / (2 * epoch)}')
 
 
 def _extra_metric_study(tmp_path: Path) -> Path:
