@@ -18,13 +18,15 @@ from tests.conftest import USER_TRAINABLE, user_module
 
 
 def _fit(tmp_path: Path, flaw: str) -> ASHAScheduler:
-    """ASHA, R = 3, eta = 3, three trials: one is promoted from epoch 1 to epoch 3."""
+    """ASHA, R = 3, eta = 3, three trials (x = 0.1, 0.5, 0.9; loss x / epoch): the first is
+    promoted from epoch 1 to epoch 3 once the third reported, so it resumes from its checkpoint
+    (a trial promoted as it pauses trains on without one)."""
     train = user_module(tmp_path, f"my_trainable_{flaw.replace('-', '_')}", USER_TRAINABLE).train
     scheduler = ASHAScheduler(3, 3, 3, metric="val_loss", mode="min")
     tuner = tune.Tuner(
         train,
-        param_space={"x": tune.uniform(0.1, 1.0), "flaw": flaw},
-        tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=3, reuse_actors=True),
+        param_space={"x": tune.grid_search([0.1, 0.5, 0.9]), "flaw": flaw},
+        tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=1, reuse_actors=True),
         run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), verbose=0,
                                   callbacks=[SchedulerStateCallback(scheduler)]),
     )

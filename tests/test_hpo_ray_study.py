@@ -52,11 +52,19 @@ class ResultLog(Callback):
 
     def __init__(self) -> None:
         self.seen: dict[str, list[tuple[int, float]]] = {}
+        self.order: list[tuple[str, int]] = []  # (trial, pid of the process that trained it)
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict,
                         **info: Any) -> None:
         self.seen.setdefault(trial.trial_id, []).append((int(result["epoch"]),
                                                          float(result["val_loss"])))
+        self.order.append((trial.trial_id, int(result["pid"])))
+
+    def restarts_with_nothing_between(self) -> list[str]:
+        """Trials whose next epoch came from a new process although no other trial trained in
+        between: paused and then promoted at once, a checkpoint round trip for nothing."""
+        return [t for (t, pid), (t2, pid2) in zip(self.order, self.order[1:], strict=False)
+                if t == t2 and pid != pid2]
 
 
 class KillGatewayAfterPrediction(Callback):
@@ -281,9 +289,12 @@ def test_hpo_ray_study_swift_hyperband_with_gateway(tmp_path: Path, ray_local: A
                                                     gateway_address: str) -> None:
     doc = _study(tmp_path, "swift-hyperband", study__trials=None)
     doc["algorithm"]["params"] = {"d": 3}
-    res = run_study(study_from_dict(doc), gateway=gateway_address)
+    results = ResultLog()
+    res = run_study(study_from_dict(doc), gateway=gateway_address, callbacks=[results])
     rows = _rows(res.study_dir / "trials.csv")
     assert len(rows) == 17  # Hyperband's configurations for R = 9, eta = 3
+    # a round of one trial has decision points too: the trial trains through them in its process
+    assert results.restarts_with_nothing_between() == []
     assert not [r for r in rows if r["decision"] in ("running", "paused", "pending", "error")]
     counts = res.summary["predictor"]
     assert counts["fits_ok"] >= 1 and counts["decisions_with_prediction"] >= 1

@@ -10,7 +10,8 @@
   to resume from its checkpoint; at most ``max_concurrent`` trials are handed out at once;
 * ``on_trial_result`` passes each epoch's loss to ``report`` and maps its decision to Ray's
   ``CONTINUE`` / ``PAUSE`` (Ray checkpoints the trial) / ``STOP``; paused trials the core gives up
-  on (``drain_stopped``) are stopped in Ray;
+  on (``drain_stopped``) are stopped in Ray. A trial the core pauses asks for the next job at
+  once: when that is the trial's own promotion it goes on training (``CONTINUE``);
 * once the core has nothing to run and nothing running, the remaining paused trials are stopped and
   the experiment ends.
 
@@ -75,7 +76,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
 from hpo_node.algorithms import build, get_algorithm
-from hpo_node.core import Decision, Scheduler, check_choice, check_int
+from hpo_node.core import Decision, Job, Scheduler, check_choice, check_int
 from hpo_node.predictors import Predictor
 from hpo_node.resilient import PredictionLog, ensure_guarded
 
@@ -544,6 +545,8 @@ class CoreTrialScheduler(TrialScheduler):
         if decision == Decision.PAUSE:
             rec.status = "paused"
             self._active.remove(tid)
+            if self._promoted_at_once(tid):
+                decision = Decision.CONTINUE
         elif decision == Decision.STOP:
             self._active.remove(tid)
             if resource >= self.core.max_resource:
@@ -602,11 +605,7 @@ class CoreTrialScheduler(TrialScheduler):
             if self.more_trials is None or not self.more_trials():
                 self._finish_if_idle(tune_controller)
             return None
-        rec = self.records[job.trial_id]
-        rec.target = job.resource
-        rec.jobs += 1
-        rec.status = "running"
-        self._active.append(job.trial_id)
+        self._hand_out(job)
         trial = self._trials[job.trial_id]
         if trial.status != Trial.PAUSED:
             return None
@@ -749,6 +748,28 @@ class CoreTrialScheduler(TrialScheduler):
 
     def _better(self, a: float, b: float) -> bool:
         return a > b if self._mode == "max" else a < b
+
+    def _hand_out(self, job: Job) -> None:
+        rec = self.records[job.trial_id]
+        rec.target = job.resource
+        rec.jobs += 1
+        rec.status = "running"
+        self._active.append(job.trial_id)
+
+    def _promoted_at_once(self, tid: str) -> bool:
+        """Ask the core for its next job as soon as ``tid`` pauses, as Tune's next scheduling
+        step would; ``True`` when that job is ``tid``'s own promotion, so the trial trains on
+        (``CONTINUE``) instead of a checkpoint round trip. Ray keeps the actor of a paused trial
+        only while another trial is staged, so resuming ``tid`` would start a new actor, seconds
+        per resume once the searcher made every trial. Another trial's job is handed out here and
+        started by :meth:`choose_trial_to_run`."""
+        if self.max_concurrent is not None and len(self._live_active()) >= self.max_concurrent:
+            return False
+        job = self.core.next_job()
+        if job is None:
+            return False
+        self._hand_out(job)
+        return job.trial_id == tid
 
     def _live_active(self) -> list[str]:
         """Trials the core runs that Ray has not finished (waiting, starting or training)."""
