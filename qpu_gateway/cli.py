@@ -82,6 +82,7 @@ def _serve(args: argparse.Namespace) -> int:
         store = ModelStore(cfg.store)
         gateway = None
         pool = None
+        metrics: Metrics | None = None
         serving = False  # set once clients may have written to the store: from then on it is kept
         try:
             registry = BackendRegistry(cfg.backends)
@@ -99,7 +100,8 @@ def _serve(args: argparse.Namespace) -> int:
                 breaker_cooldown_seconds=cfg.breaker_cooldown_seconds,
                 executor=pool,
             )
-            metrics = Metrics() if cfg.metrics_port is not None else None
+            if cfg.metrics_port is not None:
+                metrics = Metrics()
             tls = TLSFiles(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca) if cfg.tls_cert else None
             gateway = await create_server(  # binds first: a busy address fails before the workers
                 service,
@@ -155,6 +157,8 @@ def _serve(args: argparse.Namespace) -> int:
             except Exception as exc:  # the start's own error, if any, is the one to report
                 log.warning("stopping after the failed start: %s", exc)
             finally:
+                if metrics is not None:
+                    metrics.close()
                 if serving:
                     store.close()
                 else:

@@ -25,6 +25,7 @@ import contextvars
 import inspect
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -67,15 +68,30 @@ class Metrics:
                                  registry=self.registry)
         self.stored_versions = Gauge("qpu_gateway_stored_versions", "Model versions in the store",
                                      registry=self.registry)
+        self._http: tuple[Any, threading.Thread] | None = None
 
     def track_store(self, count: Callable[[], int]) -> None:
         """Report the store size by calling ``count`` at each scrape."""
         self.stored_versions.set_function(count)
 
     def serve(self, port: int, address: str = "127.0.0.1") -> int:
-        """Serve ``/metrics`` over HTTP; returns the bound port (``port=0`` picks one)."""
-        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        """Serve ``/metrics`` over HTTP until :meth:`close`; returns the bound port (``port=0``
+        picks one). Serving twice is a ``RuntimeError``."""
+        if self._http is not None:
+            raise RuntimeError("metrics are already served; close() first")
+        server, thread = start_http_server(port, addr=address, registry=self.registry)
+        self._http = (server, thread)
         return int(server.server_port)
+
+    def close(self) -> None:
+        """Stop serving ``/metrics`` and release its port (no-op when not serving)."""
+        if self._http is None:
+            return
+        server, thread = self._http
+        self._http = None
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 class _Undecodable:

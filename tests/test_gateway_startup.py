@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ from qpu_gateway.backends import BackendRegistry
 from qpu_gateway.client import GatewayClient
 from qpu_gateway.config import load_config
 from qpu_gateway.execution import Attempt, SamplingPool, run_attempt
+from qpu_gateway.observability import Metrics
 from qpu_gateway.server import create_server
 from qpu_gateway.service import GatewayService
 from qpu_gateway.store import ModelStore
@@ -165,6 +167,23 @@ def test_serve_with_a_busy_metrics_port_exits_with_one_line_naming_it(tmp_path: 
     assert done.stderr.splitlines() == [
         f"qpu-gateway: metrics: cannot listen on 127.0.0.1:{port}: Address already in use"
     ]
+
+
+def test_metrics_close_releases_the_port_for_an_in_process_caller() -> None:
+    # the CLI closes the metrics server when a start fails after it opened: a caller that runs the
+    # gateway in its own process keeps no listener behind
+    metrics = Metrics()
+    port = metrics.serve(0)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        assert b"qpu_gateway_stored_versions" in reply.read()
+    with pytest.raises(RuntimeError, match="already served"):
+        metrics.serve(0)
+    metrics.close()
+    with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
+        sock.connect(("127.0.0.1", port))
+    metrics.close()  # a second close is a no-op
+    assert metrics.serve(port) == port  # the port is free again
+    metrics.close()
 
 
 def test_create_server_never_shares_its_port() -> None:
