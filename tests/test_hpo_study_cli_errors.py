@@ -212,6 +212,15 @@ def test_hpo_study_cli_set_reaches_into_nested_tables(tmp_path: Path, capsys: An
         apply_overrides(doc, {"algorithm.name.x": 1})
     assert run_main([str(toml), "--set", "algorithm..d=4"]) == 2
     assert "override must be SECTION.KEY=VALUE" in capsys.readouterr().err
+    # a quoted TOML key is one key, dots and all (a trainable's "model.lr" option)
+    doc = {"trainable": {"params": {"model.lr": 0.1, "model": {"lr": 9}}}}
+    assert apply_overrides(doc, {'trainable.params."model.lr"': 0.2})["trainable"]["params"] == {
+        "model.lr": 0.2, "model": {"lr": 9}}
+    assert apply_overrides(doc, {"trainable.params.model.lr": 8})["trainable"]["params"] == {
+        "model.lr": 0.1, "model": {"lr": 8}}
+    for bad in ("study", 'study."seed', "study.seed = 1", "a.b\nc.d"):
+        with pytest.raises(ValueError, match=r"override must be SECTION\.KEY=VALUE"):
+            apply_overrides(doc, {bad: 1})
 
 
 def test_hpo_study_optimize_second_run_names_the_python_arguments(tmp_path: Path) -> None:

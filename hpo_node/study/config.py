@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -393,6 +394,22 @@ def _copy_tables(value: Any) -> Any:
     return value
 
 
+def _key_path(dotted: str) -> list[str]:
+    """The keys of a dotted TOML key, quoted parts kept whole (``space."model.lr".low``)."""
+    path: list[str] = []
+    try:
+        node: Any = tomllib.loads(f"{dotted} = 0")
+    except (tomllib.TOMLDecodeError, TypeError):
+        node = None
+    while isinstance(node, dict) and len(node) == 1:
+        key, node = next(iter(node.items()))
+        path.append(key)
+    if node != 0 or len(path) < 2 or not all(path):
+        raise ValueError(f"override must be SECTION.KEY=VALUE (or SECTION.TABLE.KEY=VALUE), "
+                         f"got {dotted!r}")
+    return path
+
+
 def apply_overrides(
     doc: Mapping[str, Any], overrides: Mapping[str, Any] | None
 ) -> dict[str, Any]:
@@ -402,10 +419,7 @@ def apply_overrides(
     missing; an override applies after those before it (a whole table, then one of its keys)."""
     out: dict[str, Any] = _copy_tables(doc)
     for dotted, value in (overrides or {}).items():
-        path = dotted.split(".")
-        if len(path) < 2 or not all(path):
-            raise ValueError(f"override must be SECTION.KEY=VALUE (or SECTION.TABLE.KEY=VALUE), "
-                             f"got {dotted!r}")
+        path = _key_path(dotted)
         table = out
         for depth, key in enumerate(path[:-1], start=1):
             table.setdefault(key, {})
