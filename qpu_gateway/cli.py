@@ -114,6 +114,7 @@ def _serve(args: argparse.Namespace) -> int:
                     max_message_bytes=cfg.max_message_bytes,
                     max_concurrent_fits=cfg.max_concurrent_fits,
                     max_queued_fits=cfg.max_queued_fits,
+                    fit_queue_wait_seconds=cfg.fit_queue_wait_seconds,
                 ),
             )
             if metrics is not None and cfg.metrics_port is not None:  # so does a busy metrics port

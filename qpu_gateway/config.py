@@ -22,6 +22,7 @@ Example (``examples/gateway.toml``)::
     max_concurrent_fits = 2           # Fits admitted at once; more wait within their deadline
     sampling_workers = 2              # sampling processes (default: min(max_concurrent_fits, cores))
     max_queued_fits = 8               # ... up to this many; beyond: RESOURCE_EXHAUSTED
+    fit_queue_wait_seconds = 30.0     # ... a Fit without a deadline waits this long (0: refused)
     tls_cert = "server.pem"           # TLS; with tls_client_ca: mutual TLS
     tls_key = "server.key"
     tokens_file = "tokens.txt"        # SCOPE:TOKEN lines (chmod 600); or QPU_GATEWAY_TOKENS
@@ -56,6 +57,7 @@ _SERVER_KEYS = {
     "max_message_bytes", "max_concurrent_fits", "max_queued_fits", "tls_cert", "tls_key",
     "max_predict_cells", "sampling_workers",
     "tls_client_ca", "tokens_file", "metrics_port", "metrics_host", "drain_seconds",
+    "fit_queue_wait_seconds",
 }
 _POSITIVE_INTS = ("max_message_bytes", "max_concurrent_fits")
 # The file settings: in code these may be paths (``os.PathLike``), kept as ``str``.
@@ -86,6 +88,7 @@ class GatewayConfig:
     max_message_bytes: int = 16 * 1024 * 1024
     max_concurrent_fits: int = 2
     max_queued_fits: int = 8
+    fit_queue_wait_seconds: float = 30.0
     sampling_workers: int | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -140,6 +143,9 @@ class GatewayConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if not isinstance(self.max_queued_fits, int) or self.max_queued_fits < 0:
             raise ValueError(f"max_queued_fits must be an integer >= 0, got {self.max_queued_fits!r}")
+        if not 0 <= self.fit_queue_wait_seconds < float("inf"):
+            raise ValueError(f"fit_queue_wait_seconds must be a finite number >= 0, got "
+                             f"{self.fit_queue_wait_seconds!r}")
         if self.sampling_workers is not None and (
             not isinstance(self.sampling_workers, int) or self.sampling_workers < 1
         ):

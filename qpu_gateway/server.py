@@ -8,9 +8,10 @@ TLS or mutual TLS, token authentication and Prometheus metrics.
 Nothing blocks the event loop: a Fit takes one of ``max_concurrent_fits`` slots and its sampling
 runs on the service's executor (worker processes in ``qpu-gateway serve``); Predicts and store
 reads run in a small thread pool. A Fit arriving when every slot is busy waits within its
-deadline, counted from its arrival (at most ``max_queued_fits`` wait), or is refused with
-``RESOURCE_EXHAUSTED``. A cancelled Fit's slot is freed once its work has stopped. A background
-check of the store (unwritable, full, corrupt) turns health NOT_SERVING, with the reason logged.
+deadline, counted from its arrival (a Fit without a deadline: within ``fit_queue_wait_seconds``;
+at most ``max_queued_fits`` wait), or is refused with ``RESOURCE_EXHAUSTED``. A cancelled Fit's
+slot is freed once its work has stopped. A background check of the store (unwritable, full,
+corrupt) turns health NOT_SERVING, with the reason logged.
 
 The listening port is never shared (``grpc.so_reuseport`` off): a second server on a busy
 address fails to start with ``OSError`` instead of splitting the traffic with the first.
@@ -107,15 +108,19 @@ deadline, so that its RESOURCE_EXHAUSTED reaches the caller before the caller's 
 
 class _FitPool:
     """At most ``size`` Fits at once (each in a thread that waits on the service's executor);
-    at most ``queue`` more waiting, within their deadline counted from arrival."""
+    at most ``queue`` more waiting, within their deadline counted from arrival, or within
+    ``queue_wait`` seconds for a Fit without a deadline (0: such a Fit is refused at once)."""
 
-    def __init__(self, size: int, queue: int) -> None:
+    def __init__(self, size: int, queue: int, queue_wait: float = 30.0) -> None:
         if size < 1:
             raise ValueError(f"max_concurrent_fits must be >= 1, got {size}")
         if queue < 0:
             raise ValueError(f"max_queued_fits must be >= 0, got {queue}")
+        if not 0 <= queue_wait < float("inf"):
+            raise ValueError(f"fit_queue_wait_seconds must be a finite number >= 0, got {queue_wait!r}")
         self.size = size
         self.queue = queue
+        self.queue_wait = float(queue_wait)
         self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="fit")
         self._slots = asyncio.Semaphore(size)
         self._waiting = 0
@@ -130,25 +135,38 @@ class _FitPool:
         the call's arrival. When the call is cancelled, ``cancelled`` is set and the slot stays
         taken until ``fn`` has returned (its work stopped)."""
         if self._slots.locked():
-            if deadline is None or self._waiting >= self.queue:
+            busy = f"all {self.size} Fit slots are busy (max_concurrent_fits)"
+            if self._waiting >= self.queue:
                 await context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"all {self.size} Fit slots are busy (max_concurrent_fits) and "
-                    + ("the wait queue is full" if deadline is not None else
-                       "the call has no deadline to wait within"),
+                    f"{busy} and the wait queue is full (max_queued_fits = {self.queue})",
                 )
+            if deadline is None and self.queue_wait == 0:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{busy} and the call has no deadline to wait within "
+                    "(fit_queue_wait_seconds = 0): retry later, or with a deadline",
+                )
+            if deadline is None:
+                timeout = self.queue_wait
+                within = (f"within fit_queue_wait_seconds = {self.queue_wait:g} s (the wait of a "
+                          "Fit without a deadline): the gateway is busy; retry later, or with a "
+                          "deadline to wait longer")
+            else:
+                # give up a little before the deadline, so that the caller gets
+                # RESOURCE_EXHAUSTED (busy: retry) rather than its own DEADLINE_EXCEEDED (its
+                # Fit was too slow)
+                left = deadline - time.monotonic()
+                timeout = left - min(QUEUE_MARGIN_S, 0.2 * max(left, 0.0))
+                within = ("within the deadline: the gateway is busy; retry later or with a "
+                          "longer deadline")
             self._waiting += 1
-            # give up a little before the deadline, so that the caller gets RESOURCE_EXHAUSTED
-            # (busy: retry) rather than its own DEADLINE_EXCEEDED (its Fit was too slow)
-            left = deadline - time.monotonic()
             try:
-                await asyncio.wait_for(self._slots.acquire(),
-                                       timeout=left - min(QUEUE_MARGIN_S, 0.2 * max(left, 0.0)))
+                await asyncio.wait_for(self._slots.acquire(), timeout=timeout)
             except TimeoutError:
                 await context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"no Fit slot (max_concurrent_fits = {self.size}) freed within the deadline: "
-                    "the gateway is busy; retry later or with a longer deadline",
+                    f"no Fit slot (max_concurrent_fits = {self.size}) freed {within}",
                 )
             finally:
                 self._waiting -= 1
@@ -183,11 +201,12 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         *,
         max_concurrent_fits: int = 2,
         max_queued_fits: int = 8,
+        fit_queue_wait_seconds: float = 30.0,
         metrics: Metrics | None = None,
         io_threads: int = 4,
     ) -> None:
         self.service = service
-        self.pool = _FitPool(max_concurrent_fits, max_queued_fits)
+        self.pool = _FitPool(max_concurrent_fits, max_queued_fits, fit_queue_wait_seconds)
         self.metrics = metrics
         self.io = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="io")
 
@@ -313,6 +332,7 @@ class ServerOptions:
     max_message_bytes: int = 16 * 1024 * 1024
     max_concurrent_fits: int = 2
     max_queued_fits: int = 8
+    fit_queue_wait_seconds: float = 30.0
     store_check_seconds: float = 5.0
 
 
@@ -467,6 +487,7 @@ async def create_server(
         service,
         max_concurrent_fits=opts.max_concurrent_fits,
         max_queued_fits=opts.max_queued_fits,
+        fit_queue_wait_seconds=opts.fit_queue_wait_seconds,
         metrics=opts.metrics,
     )
     pb_grpc.add_GatewayServicer_to_server(servicer, server)

@@ -64,6 +64,17 @@ def test_config_mistakes_outside_server_keys_and_wrong_types_are_named(
     assert message in str(err.value)
 
 
+def test_config_fit_queue_wait_seconds_from_the_file_and_validated(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "gw.toml"
+    assert load_config(env={}).fit_queue_wait_seconds == 30.0
+    cfg_file.write_text("[server]\nfit_queue_wait_seconds = 0\n")
+    assert load_config(cfg_file, env={}).fit_queue_wait_seconds == 0
+    for bad in ("-1.0", "nan", "inf"):
+        cfg_file.write_text(f"[server]\nfit_queue_wait_seconds = {bad}\n")
+        with pytest.raises(ValueError, match="fit_queue_wait_seconds must be a finite number >= 0"):
+            load_config(cfg_file, env={})
+
+
 def test_serve_config_type_mistake_is_one_line_exit_2(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text('[server]\ngrace_seconds = "5"\n')

@@ -23,7 +23,7 @@ from qpu_gateway.errors import (
     ModelNotFoundError,
     PermissionDeniedError,
 )
-from qpu_gateway.execution import Attempt, Interrupted
+from qpu_gateway.execution import Attempt, InlineExecutor, Interrupted
 from qpu_gateway.observability import Metrics
 from qpu_gateway.server import ServerOptions, create_server
 from qpu_gateway.service import FitLimits, GatewayService
@@ -370,3 +370,77 @@ def test_grpc_fit_cancelled_by_grpc_is_logged_at_info_and_counted_by_status(
         (logging.INFO, f"Fit {code}")
     ]
     assert cause in lines[0].getMessage() and "(peer ipv4:127.0.0.1:" in lines[0].getMessage()
+
+
+class _Gated:
+    """An executor whose attempts wait until ``release`` is set, then sample in-thread."""
+
+    def __init__(self) -> None:
+        self.inner = InlineExecutor(BackendRegistry())
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def run(self, attempt: Attempt, stop: Callable[[], bool]) -> dict[str, Any]:
+        self.started.set()
+        self.release.wait(30)
+        return self.inner.run(attempt, stop)
+
+    def wait_ready(self, timeout: float) -> bool:
+        return True
+
+    def close(self, grace: float = 0.0) -> None:
+        self.release.set()
+
+
+async def _fit_without_deadline_behind_a_busy_slot(
+    queue_wait: float, release_after: float
+) -> tuple[grpc.aio.AioRpcError | None, float]:
+    """One slot held by a Fit until ``release_after`` seconds after a second, deadline-less Fit
+    arrives; that Fit's error (None: it succeeded) and its seconds."""
+    executor = _Gated()
+    service = GatewayService(ModelStore(":memory:"), BackendRegistry(), executor=executor)
+    gateway = await create_server(service, "127.0.0.1:0", ServerOptions(
+        max_concurrent_fits=1, max_queued_fits=1, fit_queue_wait_seconds=queue_wait))
+    await gateway.start()
+    x, y = _data(6, 2)
+    request = pb.FitRequest(x=pb.Matrix(rows=6, cols=2, values=x.ravel().tolist()), y=y.tolist(),
+                            params=pb.QSVRParams(**FAST))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            stub = pb_grpc.GatewayStub(channel)
+            first = stub.Fit(request, timeout=60)
+            while not executor.started.is_set():
+                await asyncio.sleep(0.01)
+            loop = asyncio.get_running_loop()
+            loop.call_later(release_after, executor.release.set)
+            start = time.monotonic()
+            error = None
+            try:
+                await stub.Fit(request)  # no deadline, as grpc-js sends by default
+            except grpc.aio.AioRpcError as exc:
+                error = exc
+            took = time.monotonic() - start
+            executor.release.set()
+            await first
+    finally:
+        await gateway.stop(0)
+    return error, took
+
+
+def test_grpc_fit_without_deadline_waits_for_a_slot_within_fit_queue_wait_seconds() -> None:
+    error, took = asyncio.run(_fit_without_deadline_behind_a_busy_slot(5.0, 0.3))
+    assert error is None and took >= 0.3
+
+
+def test_grpc_fit_without_deadline_is_refused_after_fit_queue_wait_seconds() -> None:
+    error, took = asyncio.run(_fit_without_deadline_behind_a_busy_slot(0.3, 3.0))
+    assert error is not None and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "within fit_queue_wait_seconds = 0.3 s" in error.details()
+    assert 0.3 <= took < 2.0
+
+
+def test_grpc_fit_without_deadline_is_refused_at_once_when_fit_queue_wait_seconds_is_0() -> None:
+    error, took = asyncio.run(_fit_without_deadline_behind_a_busy_slot(0.0, 0.5))
+    assert error is not None and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "no deadline to wait within (fit_queue_wait_seconds = 0)" in error.details()
+    assert took < 0.3
