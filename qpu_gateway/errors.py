@@ -41,7 +41,17 @@ class ModelNotFoundError(GatewayError, KeyError):
 
 
 class PermissionDeniedError(GatewayError):
-    """The request asks for something the server's configuration does not allow."""
+    """The request asks for something the server's configuration does not allow; ``field``
+    names the request field that asks for it (e.g. ``backend``; "" when none) and
+    ``description`` says why."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.description = message
+
+    def __reduce__(self) -> tuple[type[PermissionDeniedError], tuple[str, str]]:
+        return type(self), (self.description, self.field)
 
 
 class ProblemTooLargeError(GatewayError, ValueError):

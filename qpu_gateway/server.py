@@ -43,7 +43,7 @@ from grpc_health.v1.health import aio as health_aio
 
 from qpu_gateway.auth import TokenAuthInterceptor, TokenTable
 from qpu_gateway.convert import matrix_from_proto, params_from_proto, record_to_proto
-from qpu_gateway.error_details import abort_invalid_argument
+from qpu_gateway.error_details import abort_field_error, abort_invalid_argument
 from qpu_gateway.errors import (
     AllBackendsFailedError,
     DeadlineExceededError,
@@ -83,6 +83,8 @@ async def _guard(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable
     except ModelNotFoundError as exc:
         await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
     except PermissionDeniedError as exc:
+        if exc.field:
+            await abort_field_error(context, grpc.StatusCode.PERMISSION_DENIED, exc)
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
     except AllBackendsFailedError as exc:
         await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))

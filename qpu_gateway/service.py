@@ -243,8 +243,9 @@ class GatewayService:
         allowed = set(self.chain) | set(self.allowed_backends or [])
         if backend not in allowed:
             raise PermissionDeniedError(
-                f"backend {backend!r} is not allowed by this server's configuration "
-                f"(allowed: {', '.join(sorted(allowed))})"
+                f"{backend!r} is not allowed by this server's configuration "
+                f"(allowed: {', '.join(sorted(allowed))})",
+                field="backend",
             )
         return self.chain[self.chain.index(backend):] if backend in self.chain else [backend]
 

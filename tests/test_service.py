@@ -116,8 +116,43 @@ def test_service_version_zero_is_invalid_not_missing(service: GatewayService) ->
 
 def test_service_refuses_backends_outside_the_allowed_list(service: GatewayService) -> None:
     x, y = _data(3, 1)
-    with pytest.raises(PermissionDeniedError, match="'exact' is not allowed"):
+    with pytest.raises(PermissionDeniedError, match=r"^backend: 'exact' is not allowed") as info:
         service.fit(x, y, backend="exact", params={"k": 1})
+    assert info.value.field == "backend"
+
+
+async def _fit_on_a_backend_not_allowed() -> grpc.aio.AioRpcError:
+    service = GatewayService(ModelStore(":memory:"), BackendRegistry())
+    gateway = await create_server(service, "127.0.0.1:0")
+    await gateway.start()
+    x, y = _data(3, 1)
+    request = pb.FitRequest(x=pb.Matrix(rows=3, cols=1, values=x.ravel().tolist()), y=y.tolist(),
+                            backend="exact")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await pb_grpc.GatewayStub(channel).Fit(request, timeout=30)
+    finally:
+        await gateway.stop(0)
+    return info.value
+
+
+def test_grpc_backend_not_allowed_is_permission_denied_naming_the_field_with_details() -> None:
+    from google.rpc import error_details_pb2, status_pb2
+
+    from qpu_gateway.error_details import DETAILS_KEY
+
+    error = asyncio.run(_fit_on_a_backend_not_allowed())
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error.details() == ("backend: 'exact' is not allowed by this server's configuration "
+                               "(allowed: neal)")
+    raw = dict(error.trailing_metadata())[DETAILS_KEY]
+    status = status_pb2.Status.FromString(raw)
+    bad = error_details_pb2.BadRequest()
+    assert status.code == grpc.StatusCode.PERMISSION_DENIED.value[0] and status.details[0].Unpack(bad)
+    assert [(v.field, v.description) for v in bad.field_violations] == [
+        ("backend", error.details()[len("backend: "):])
+    ]
 
 
 def test_service_predict_rejects_wrong_feature_count(service: GatewayService) -> None:
