@@ -290,6 +290,10 @@ class GatewayService:
         if not np.isfinite(y).all():
             i = int(np.flatnonzero(~np.isfinite(y))[0])
             raise InvalidArgumentError("y", f"values must be finite; found {y[i]} at index {i}")
+        if x.shape[0] < 2:
+            raise InvalidArgumentError(
+                "x", f"a Fit needs at least 2 training rows (samples), got {x.shape[0]}"
+            )
         params = dict(params or {})
         unknown = set(params) - set(FIT_PARAMS)
         if unknown:

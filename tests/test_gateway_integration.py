@@ -163,6 +163,7 @@ def _fit_request(**over) -> pb.FitRequest:
         (_fit_request(x=pb.Matrix(rows=3, cols=2, values=[0.1, math.inf, 0, 0, 0, 0])), "x"),
         (pb.FitRequest(x=pb.Matrix(rows=3, cols=2, values=[0.1] * 6), y=[1.0, 2.0]), "y"),
         (pb.FitRequest(x=pb.Matrix(rows=1, cols=1, values=[0.1]), y=[math.nan]), "y"),
+        (pb.FitRequest(x=pb.Matrix(rows=1, cols=2, values=[0.1, 0.2]), y=[1.0]), "x"),
         (_fit_request(params=pb.QSVRParams(k=0)), "params.k"),
         (_fit_request(params=pb.QSVRParams(base=0.0)), "params.base"),
         (_fit_request(params=pb.QSVRParams(gamma=-1.0)), "params.gamma"),

@@ -66,6 +66,7 @@ def test_service_fit_then_predict_and_versions(service: GatewayService) -> None:
         (np.array([[1.0, np.nan]]), np.zeros(1), {}, "x"),
         (np.ones((3, 2)), np.ones(2), {}, "y"),
         (np.ones((2, 2)), np.array([1.0, np.inf]), {}, "y"),
+        (np.ones((1, 2)), np.ones(1), {}, "x"),  # one training row: nothing to regress on
         (np.ones((2, 2)), np.ones(2), {"params": {"k": 0}}, "params.k"),
         (np.ones((2, 2)), np.ones(2), {"params": {"k": 4294967295}}, "params.k"),  # not "x"
         (np.ones((2, 2)), np.ones(2), {"params": {"base": -1.0}}, "params.base"),
