@@ -265,7 +265,7 @@ def _fit(args: argparse.Namespace) -> int:
         )
     from google.protobuf.json_format import MessageToDict
 
-    print(json.dumps(MessageToDict(info), indent=2))
+    print(json.dumps(MessageToDict(info, preserving_proto_field_name=True), indent=2))
     return 0
 
 
@@ -293,7 +293,7 @@ def _models(args: argparse.Namespace) -> int:
 
     with _client(args) as client:
         models = client.list_models(args.model_id)
-    print(json.dumps([MessageToDict(m) for m in models], indent=2))
+    print(json.dumps([MessageToDict(m, preserving_proto_field_name=True) for m in models], indent=2))
     return 0
 
 
@@ -454,7 +454,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     import grpc
 
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a reader that left (`| head`) shows here, not at exit
+        return code
+    except BrokenPipeError as exc:
+        if args.command == "serve":
+            print(f"qpu-gateway: {exc}", file=sys.stderr)
+            return 2
+        # stdout's reader left (`qpu-gateway models | head`): stop quietly, as Unix tools do,
+        # with SIGPIPE's status; stdout goes to /dev/null so that the exit's flush stays quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except grpc.RpcError as exc:
         print(f"qpu-gateway: {_rpc_error(exc, args)}", file=sys.stderr)
         return 1

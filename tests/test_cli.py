@@ -206,7 +206,7 @@ def test_cli_fit_and_predict_csv_files(gateway_address: str, tmp_path: Path) -> 
                "--param", "gamma=0.5")
     assert fit.returncode == 0, fit.stderr
     info = json.loads(fit.stdout)
-    assert info["modelId"] == "cli-model" and info["params"]["gamma"] == 0.5
+    assert info["model_id"] == "cli-model" and info["params"]["gamma"] == 0.5
     out = tmp_path / "pred.csv"
     pred = _run("predict", "--gateway", gateway_address, "--model-id", "cli-model",
                 "--data", str(train), "--drop", "final_loss", "--out", str(out))
@@ -216,6 +216,25 @@ def test_cli_fit_and_predict_csv_files(gateway_address: str, tmp_path: Path) -> 
     assert len(rows) == 15 and {"mean", "std"} <= set(rows[0])
     missing = _run("predict", "--gateway", gateway_address, "--model-id", "nope", "--data", str(train))
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+
+
+def test_cli_json_uses_the_proto_field_names_and_a_closed_stdout_is_quiet(
+    gateway_address: str, tmp_path: Path
+) -> None:
+    x = np.random.default_rng(4).random((6, 2))
+    train = _write_csv(tmp_path / "t.csv", ["a", "b", "y"], np.column_stack([x, x.sum(axis=1)]))
+    fit = _run("fit", "--gateway", gateway_address, "--data", str(train), "--target", "y",
+               "--model-id", "cli-json", "--param", "num_reads=20")
+    assert fit.returncode == 0, fit.stderr
+    info = json.loads(fit.stdout)
+    assert info["model_id"] == "cli-json" and info["n_train"] == 6 and "train_r2" in info
+    assert "modelId" not in fit.stdout
+    # `qpu-gateway models | head -0`: the reader is gone before the listing is written
+    proc = subprocess.Popen([sys.executable, "-m", "qpu_gateway", "models", "--gateway",
+                             gateway_address], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert err.decode() == "" and proc.returncode == 141
 
 
 def test_example_gateway_config_loads() -> None:
@@ -245,7 +264,7 @@ def test_cli_predict_matches_csv_columns_by_the_models_feature_names(
     fit = _run("fit", "--gateway", gateway_address, "--data", str(train), "--target", "y",
                "--model-id", "cli-names", "--seed", "3", "--param", "num_reads=40")
     assert fit.returncode == 0, fit.stderr
-    assert json.loads(fit.stdout)["featureNames"] == ["a", "b", "c"]
+    assert json.loads(fit.stdout)["feature_names"] == ["a", "b", "c"]
     shuffled = tmp_path / "rows.csv"
     with open(shuffled, "w", newline="") as fh:  # other order, plus a column that is no number
         w = csv.writer(fh)
@@ -302,7 +321,7 @@ def test_cli_every_client_subcommand_speaks_tls_with_a_token(
     pred = _run("predict", *tls, "--model-id", "tls-m", "--data", str(train), env=as_predict)
     assert pred.returncode == 0 and len(pred.stdout.splitlines()) == 9, pred.stderr
     listed = _run("models", *tls, "--token-env", "MY_TOKEN", env={"MY_TOKEN": PREDICT})
-    assert listed.returncode == 0 and json.loads(listed.stdout)[0]["modelId"] == "tls-m", listed.stderr
+    assert listed.returncode == 0 and json.loads(listed.stdout)[0]["model_id"] == "tls-m", listed.stderr
     health = _run("health", *tls)
     assert health.returncode == 0 and health.stdout.strip() == "SERVING", health.stderr
     no_token = _run("models", *tls)
