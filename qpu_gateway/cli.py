@@ -305,9 +305,16 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def _tls_hint(args: argparse.Namespace, details: str) -> str:
-    """A hint when a plaintext client's connection was closed during set-up, as by a TLS server."""
-    if getattr(args, "tls_ca", None) is None and "Socket closed" in details:
+    """A hint when the connection was closed during set-up: a plaintext client's, as by a TLS
+    server, or a TLS client's without a certificate, as by a mutual-TLS server."""
+    if "Socket closed" not in details:
+        return ""
+    if getattr(args, "tls_ca", None) is None:
         return " (a TLS gateway closes plaintext connections: pass --tls-ca or set QPU_GATEWAY_TLS_CA)"
+    if getattr(args, "tls_cert", None) is None:
+        return (" (a gateway that requires client certificates (mutual TLS, tls_client_ca) closes "
+                "connections without one: pass --tls-cert and --tls-key, or set "
+                "QPU_GATEWAY_TLS_CERT and QPU_GATEWAY_TLS_KEY)")
     return ""
 
 

@@ -335,6 +335,16 @@ def test_cli_every_client_subcommand_speaks_tls_with_a_token(
     assert plain.returncode == 1
 
 
+def test_cli_tls_client_without_a_certificate_at_a_mutual_tls_gateway_gets_a_hint(
+    secured: tuple[GatewayProcess, dict[str, str]]
+) -> None:
+    proc, pki = secured
+    for extra in (["--timeout", "3"], ["--wait", "2"]):
+        out = _run("health", "--gateway", proc.address, "--tls-ca", pki["ca"], *extra)
+        assert out.returncode == 1 and "Socket closed" in out.stderr, out.stderr
+        assert "pass --tls-cert and --tls-key" in out.stderr
+
+
 def _docker_healthcheck() -> list[str]:
     text = (REPO / "deploy" / "docker" / "gateway.Dockerfile").read_text()
     return json.loads(text.split("HEALTHCHECK", 1)[1].split("CMD", 1)[1].splitlines()[0])
