@@ -1,8 +1,9 @@
 """A client no one here wrote: Node.js (@grpc/grpc-js + @grpc/proto-loader) against a real server.
 
-``tests/node/gateway_client.mjs`` loads ``proto/qpu_gateway/v1/gateway.proto`` as-is, fits (with
-a uint64 seed of 2^64 - 1 and feature names), predicts and reads an ``INVALID_ARGUMENT`` with its
-``google.rpc.BadRequest`` details; and the same over TLS with a bearer token, as an operator's
+``tests/node/gateway_client.mjs`` loads ``proto/`` as-is (``qpu_gateway/v1/gateway.proto`` and the
+standard protos in ``proto/third_party/``), fits (with a uint64 seed of 2^64 - 1 and feature
+names), predicts, reads an ``INVALID_ARGUMENT`` with its ``google.rpc.BadRequest`` details and
+checks health; and the same over TLS with a bearer token, as an operator's
 gateway asks for them (``QPU_GATEWAY_TLS_CA``, ``QPU_GATEWAY_TOKEN``). Skips where node or the
 installed modules are absent (``cd tests/node && npm ci``; ``.ci/run`` does it when npm exists).
 Needs no network.
@@ -24,7 +25,7 @@ from tests._certs import make_pki
 from tests.conftest import REPO, GatewayProcess
 
 NODE_DIR = REPO / "tests" / "node"
-PROTO = REPO / "proto" / "qpu_gateway" / "v1" / "gateway.proto"
+PROTO = REPO / "proto"
 
 
 def _node() -> str:
@@ -64,6 +65,7 @@ def test_node_client_fits_predicts_and_reads_bad_request_details(gateway_address
     assert error["bad_request"]["violations"] == [
         {"field": "params.k", "description": error["details"][len("params.k: "):]}
     ]
+    assert reply["health"] == "SERVING"
 
 
 def test_node_client_over_tls_with_a_bearer_token(tmp_path: Path) -> None:
@@ -84,5 +86,6 @@ def test_node_client_over_tls_with_a_bearer_token(tmp_path: Path) -> None:
         reply = json.loads(out.stdout)
         assert reply["fit"]["n_train"] == 8 and len(reply["predict"]["mean"]) == 8
         assert reply["error"]["bad_request"]["violations"][0]["field"] == "params.k"
+        assert reply["health"] == "SERVING"
     finally:
         proc.stop()

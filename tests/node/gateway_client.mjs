@@ -1,10 +1,13 @@
-// A Node.js client of qpu_gateway.v1.Gateway, written from the .proto alone.
-// Usage: node gateway_client.mjs HOST:PORT PATH/TO/gateway.proto
+// A Node.js client of qpu_gateway.v1.Gateway, written from the repository's proto/ folder alone.
+// Usage: node gateway_client.mjs HOST:PORT PATH/TO/proto
+// proto/qpu_gateway/v1/gateway.proto is the API; proto/third_party/ holds the standard protos it
+// needs beside it: google/rpc/{status,error_details}.proto to read the grpc-status-details-bin
+// trailer, grpc/health/v1/health.proto for the health check.
 // TLS and a bearer token, as an operator's gateway asks for them: QPU_GATEWAY_TLS_CA (PEM file of
 // the server's CA) and QPU_GATEWAY_TOKEN (sent as `authorization: Bearer <token>` metadata on
 // every call; gRPC sends call credentials over TLS only).
-// Prints one JSON object: the Fit's ModelInfo, the Predict reply and an INVALID_ARGUMENT
-// error with its google.rpc.BadRequest details decoded.
+// Prints one JSON object: the Fit's ModelInfo, the Predict reply, an INVALID_ARGUMENT error with
+// its google.rpc.BadRequest details decoded, and the health status.
 import fs from "node:fs";
 import path from "node:path";
 
@@ -12,33 +15,26 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import protobuf from "protobufjs";
 
-const [address, protoFile] = process.argv.slice(2);
-if (!address || !protoFile) {
-  console.error("usage: node gateway_client.mjs HOST:PORT PATH/TO/gateway.proto");
+const [address, protoDir] = process.argv.slice(2);
+if (!address || !protoDir) {
+  console.error("usage: node gateway_client.mjs HOST:PORT PATH/TO/proto");
   process.exit(2);
 }
+const includeDirs = [path.resolve(protoDir), path.resolve(protoDir, "third_party")];
 
-// google.rpc.Status and BadRequest (googleapis/google/rpc/{status,error_details}.proto) and
-// google.protobuf.Any's wire form: what a client needs to read the grpc-status-details-bin trailer.
-const RPC_PROTO = `
-syntax = "proto3";
-package google.rpc;
-message Any { string type_url = 1; bytes value = 2; }
-message Status { int32 code = 1; string message = 2; repeated Any details = 3; }
-message BadRequest {
-  message FieldViolation { string field = 1; string description = 2; }
-  repeated FieldViolation field_violations = 1;
-}
-`;
-const rpc = protobuf.parse(RPC_PROTO, { keepCase: true }).root;
+// google.rpc.Status and BadRequest: what a client needs to read the grpc-status-details-bin
+// trailer (google/protobuf/*.proto are bundled with protobufjs).
+const rpc = new protobuf.Root();
+rpc.resolvePath = (_origin, target) =>
+  includeDirs.map((dir) => path.join(dir, target)).find((file) => fs.existsSync(file)) ?? target;
+rpc.loadSync(["google/rpc/status.proto", "google/rpc/error_details.proto"], { keepCase: true });
 const Status = rpc.lookupType("google.rpc.Status");
 const BadRequest = rpc.lookupType("google.rpc.BadRequest");
 
-const definition = protoLoader.loadSync(path.resolve(protoFile), {
-  keepCase: true,
-  longs: String,
-  defaults: true,
-});
+const definition = protoLoader.loadSync(
+  ["qpu_gateway/v1/gateway.proto", "grpc/health/v1/health.proto"],
+  { includeDirs, keepCase: true, longs: String, enums: String, defaults: true },
+);
 const pkg = grpc.loadPackageDefinition(definition);
 function credentials() {
   const ca = process.env.QPU_GATEWAY_TLS_CA;
@@ -54,11 +50,12 @@ function credentials() {
   return grpc.credentials.combineChannelCredentials(tls, bearer);
 }
 const client = new pkg.qpu_gateway.v1.Gateway(address, credentials());
+const health = new pkg.grpc.health.v1.Health(address, credentials());
 
-function call(method, request, seconds = 60) {
+function call(method, request, seconds = 60, stub = client) {
   const deadline = new Date(Date.now() + seconds * 1000);
   return new Promise((resolve, reject) => {
-    client[method](request, { deadline }, (err, reply) => (err ? reject(err) : resolve(reply)));
+    stub[method](request, { deadline }, (err, reply) => (err ? reject(err) : resolve(reply)));
   });
 }
 
@@ -106,7 +103,9 @@ try {
 } catch (err) {
   error = { code: err.code, details: err.details, bad_request: badRequest(err) };
 }
+const serving = await call("Check", { service: "qpu_gateway.v1.Gateway" }, 30, health);
 client.close();
+health.close();
 console.log(JSON.stringify({
   fit: {
     model_id: info.model_id,
@@ -118,4 +117,5 @@ console.log(JSON.stringify({
   },
   predict: { mean: predict.mean, std: predict.std, version: predict.version },
   error,
+  health: serving.status,
 }));
