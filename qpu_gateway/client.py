@@ -1,11 +1,12 @@
 """Python client of the gateway: numpy in, numpy out, a deadline on every call.
 
 Predict, GetModel and ListModels are idempotent: the channel's service config waits for the
-server to be ready and retries them on ``UNAVAILABLE`` within the call's deadline (a gateway
-restarting is waited for). One whose deadline passed while the channel has no connection to a
-gRPC server (nothing listens, a TLS/plaintext mismatch, or a listener that never speaks HTTP/2)
-fails with ``UNAVAILABLE`` "could not connect ..."; a connected but slow gateway's stays
-``DEADLINE_EXCEEDED``.
+server to be ready and retries them on ``UNAVAILABLE`` and on ``CANCELLED`` (what a stopping
+server answers a call it received but had not started; a call the caller cancels is not retried)
+within the call's deadline (a gateway restarting is waited for). One whose deadline passed
+while the channel has no connection to a gRPC server (nothing listens, a TLS/plaintext
+mismatch, or a listener that never speaks HTTP/2) fails with ``UNAVAILABLE`` "could not connect
+..."; a connected but slow gateway's stays ``DEADLINE_EXCEEDED``.
 ``wait_for_ready=False`` (the command line's) makes them fail at once when no server answers.
 Fit and DeleteModel are never retried and fail fast when the server is down. TLS (``tls_ca``), mutual
 TLS (``tls_cert`` + ``tls_key``) and bearer tokens (``token``) are supported.
@@ -61,7 +62,7 @@ _SERVICE_CONFIG = json.dumps(
                     "initialBackoff": "0.1s",
                     "maxBackoff": "1s",
                     "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
+                    "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
                 },
             }
         ]

@@ -392,6 +392,43 @@ def test_client_retries_predict_across_a_server_restart_but_not_fit(tmp_path: Pa
         proc.stop()
 
 
+def test_client_predicts_from_many_threads_survive_a_server_restart(tmp_path: Path) -> None:
+    # A stopping server ends the calls it received but had not started with CANCELLED (a few in
+    # every restart under six threads); the client retries those reads as it does UNAVAILABLE.
+    store, bind = tmp_path / "m.sqlite", f"127.0.0.1:{free_port()}"
+    proc = GatewayProcess(store, bind=bind).start()
+    x, y = _data()
+    client = GatewayClient(bind, timeout=30)
+    model = client.fit(x, y, num_reads=20, num_sweeps=10).model_id
+    stop = threading.Event()
+    codes: list[grpc.StatusCode] = []
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                client.predict(model, x)
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as exc:
+                codes.append(exc.code())
+
+    threads = [threading.Thread(target=hammer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        proc.stop()
+        proc = GatewayProcess(store, bind=bind).start()
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+        client.close()
+        proc.stop()
+    assert [c for c in codes if c != grpc.StatusCode.OK] == []
+    assert len(codes) > 100
+
+
 def test_unexpected_error_is_internal_with_a_correlation_id_and_serving_goes_on(tmp_path: Path) -> None:
     import sqlite3
 
