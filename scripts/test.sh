@@ -5,4 +5,6 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/bootstrap.sh
 .venv/bin/ruff check .
-.venv/bin/python -m pytest "$@"
+# Two workers (QHPO_TEST_WORKERS; 0 runs in this process); the modules that start Ray share one
+# worker, in turn (tests/conftest.py).
+.venv/bin/python -m pytest -n "${QHPO_TEST_WORKERS:-2}" --dist loadgroup "$@"

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,24 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 REPO = Path(__file__).resolve().parents[1]
 MLPF_CSV = REPO / "data" / "mlpf_delphes_curves.csv"
 """The MLPF Delphes learning curves (data/README.md): 296 rows, ``loss_0 .. loss_99``."""
+
+
+# scripts/test.sh runs the suite on two xdist workers (--dist loadgroup). The modules that start
+# Ray (a local Ray, a study, a Ray cluster, Slurm) all go to one worker, one after another: two
+# Rays starting at once on a 2-core machine time out. A module is recognised by what it calls.
+_STARTS_RAY = re.compile(
+    r'ray_local|run_study\(|run_main\(|optimize\(|tune\.Tuner|ray\.init|ray start|sbatch|"run",'
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    starts_ray: dict[Path, bool] = {}
+    for item in items:
+        path = Path(item.path)
+        if path not in starts_ray:
+            starts_ray[path] = bool(_STARTS_RAY.search(path.read_text()))
+        if starts_ray[path]:
+            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 def free_port() -> int:

@@ -34,9 +34,9 @@ def slow_gateway() -> Iterator[str]:
     release = threading.Event()
 
     class Slow(pb_grpc.GatewayServicer):
-        def ListModels(self, request: Any, context: Any) -> pb.ListModelsResponse:
+        def ListModels(self, request: Any, context: Any) -> pb.ListModelsReply:
             release.wait(30)
-            return pb.ListModelsResponse()
+            return pb.ListModelsReply()
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     pb_grpc.add_GatewayServicer_to_server(Slow(), server)
