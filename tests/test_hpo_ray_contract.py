@@ -20,9 +20,10 @@ from tests.conftest import USER_TRAINABLE, user_module
 def _fit(tmp_path: Path, flaw: str) -> ASHAScheduler:
     """ASHA, R = 3, eta = 3, three trials (x = 0.1, 0.5, 0.9; loss x / epoch): the first is
     promoted from epoch 1 to epoch 3 once the third reported, so it resumes from its checkpoint
-    (a trial promoted as it pauses trains on without one)."""
+    (a trial promoted as it pauses trains on without one). One trial at a time, so that the third
+    to report is the third started."""
     train = user_module(tmp_path, f"my_trainable_{flaw.replace('-', '_')}", USER_TRAINABLE).train
-    scheduler = ASHAScheduler(3, 3, 3, metric="val_loss", mode="min")
+    scheduler = ASHAScheduler(3, 3, 3, metric="val_loss", mode="min", max_concurrent=1)
     tuner = tune.Tuner(
         train,
         param_space={"x": tune.grid_search([0.1, 0.5, 0.9]), "flaw": flaw},
