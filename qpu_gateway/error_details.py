@@ -64,8 +64,15 @@ async def abort_invalid_argument(context: grpc.aio.ServicerContext, exc: Invalid
 
 
 def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
-    """The (field, description) pairs of a failed call's BadRequest details; ``[]`` when none."""
-    status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
+    """The (field, description) pairs of a failed call's BadRequest details; ``[]`` when none.
+    ``error`` is the blocking API's ``grpc.RpcError`` or asyncio's ``grpc.aio.AioRpcError``."""
+    if isinstance(error, grpc.Call):
+        status = rpc_status.from_call(error)
+    elif isinstance(error, grpc.aio.AioRpcError):
+        raw = [v for k, v in error.trailing_metadata() or () if k == DETAILS_KEY]
+        status = status_pb2.Status.FromString(raw[0]) if raw else None
+    else:
+        status = None
     if status is None:
         return []
     out: list[tuple[str, str]] = []
