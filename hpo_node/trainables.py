@@ -332,8 +332,10 @@ class DigitsTrainer:
         return path
 
     def load(self, directory: str | Path) -> None:
-        """Load ``directory/trainer.pt`` written by :meth:`save`."""
-        state = torch.load(Path(directory) / CHECKPOINT_FILE, map_location=self.device)
+        """Load ``directory/trainer.pt`` written by :meth:`save`: tensors, numbers, strings and
+        containers only (``weights_only``: no object is unpickled)."""
+        state = torch.load(Path(directory) / CHECKPOINT_FILE, map_location=self.device,
+                           weights_only=True)
         self.load_state_dict(state)
 
 
