@@ -155,11 +155,11 @@ def _serve(args: argparse.Namespace) -> int:
                     await gateway.stop(0)
                 elif pool is not None:
                     pool.close()
+                if metrics is not None:
+                    metrics.close()
             except Exception as exc:  # the start's own error, if any, is the one to report
                 log.warning("stopping after the failed start: %s", exc)
             finally:
-                if metrics is not None:
-                    metrics.close()
                 if serving:
                     store.close()
                 else:

@@ -2,7 +2,7 @@
 
 Predict, GetModel and ListModels are idempotent: the channel's service config waits for the
 server to be ready and retries them on ``UNAVAILABLE`` and on ``CANCELLED`` (what a stopping
-server answers a call it received but had not started; a call the caller cancels is not retried)
+server answers the calls it has not finished; a call the caller cancels is not retried)
 within the call's deadline (a gateway restarting is waited for). One whose deadline passed
 while the channel has no connection to a gRPC server (nothing listens, a TLS/plaintext
 mismatch, or a listener that never speaks HTTP/2) fails with ``UNAVAILABLE`` "could not connect

@@ -130,3 +130,40 @@ def test_ray_tune_habits_hyperband_with_too_few_samples_is_refused(
         tuner.fit()
     assert scheduler.epochs_used() == 0
 
+
+
+class _OthersAtTheEnd(Callback):
+    """The Tune status of every other trial when the winner reports its last epoch."""
+
+    def __init__(self, last: int) -> None:
+        self.last = last
+        self.others: list[str] = []
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict,
+                        **info: Any) -> None:
+        if result["epoch"] == self.last:
+            self.others = [t.status for t in trials if t is not trial]
+
+
+def test_ray_tune_habits_a_trial_its_own_report_eliminates_is_stopped_not_paused(
+    tmp_path: Path, ray_local: Any
+) -> None:
+    # SHA, R = 3, eta = 3, three trials one at a time (loss x / epoch): the third, the worst, ends
+    # the round with its report; the round's barrier stops it at once instead of pausing it
+    # (checkpointed, held PAUSED in Tune to the end of the study).
+    from hpo_node.hyperband import SuccessiveHalving
+    from hpo_node.integrations.ray_tune import CoreTrialScheduler
+
+    train = user_module(tmp_path, "my_sha_trainable", USER_TRAINABLE).train
+    scheduler = CoreTrialScheduler(SuccessiveHalving(3, eta=3, n_trials=3), metric="val_loss",
+                                   mode="min", max_concurrent=1)
+    seen = _OthersAtTheEnd(3)
+    tune.Tuner(
+        train,
+        param_space={"x": tune.grid_search([0.1, 0.5, 0.9]), "flaw": "none"},
+        tune_config=tune.TuneConfig(scheduler=scheduler, reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), verbose=0,
+                                  callbacks=[seen]),
+    ).fit()
+    assert scheduler.epochs_used() == 5
+    assert seen.others == ["TERMINATED", "TERMINATED"]

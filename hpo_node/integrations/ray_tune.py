@@ -2,7 +2,8 @@
 ``swift-hyperband``.
 
 :class:`CoreTrialScheduler` is a ``ray.tune.schedulers.TrialScheduler`` that drives one
-:class:`hpo_node.core.Scheduler` exactly as the replay simulator does:
+:class:`hpo_node.core.Scheduler` with the calls the replay simulator makes (with several trials
+at once, in the order Tune delivers their results):
 
 * ``on_trial_add`` registers the Ray trial with the core (``add_trial``) and holds it ``PAUSED``:
   Ray starts every ``PENDING`` trial by itself, so only the trials the core hands out may run;
@@ -11,7 +12,8 @@
 * ``on_trial_result`` passes each epoch's loss to ``report`` and maps its decision to Ray's
   ``CONTINUE`` / ``PAUSE`` (Ray checkpoints the trial) / ``STOP``; paused trials the core gives up
   on (``drain_stopped``) are stopped in Ray. A trial the core pauses asks for the next job at
-  once: when that is the trial's own promotion it goes on training (``CONTINUE``);
+  once: when that is the trial's own promotion it goes on training (``CONTINUE``), when that
+  job's barrier eliminated the trial itself it is stopped, not paused;
 * once the core has nothing to run and nothing running, the remaining paused trials are stopped and
   the experiment ends.
 
@@ -556,6 +558,9 @@ class CoreTrialScheduler(TrialScheduler):
             else:
                 rec.status = "stopped"
         self._stop_drained(tune_controller)
+        if decision == Decision.PAUSE and rec.status != "paused":
+            # the job asked for at once reached a barrier that eliminated this very trial
+            return TrialScheduler.STOP
         return _TO_RAY[decision]
 
     def on_trial_complete(
