@@ -357,12 +357,22 @@ def test_oversized_message_is_resource_exhausted(fuzz_server) -> None:
     assert _call(fuzz_server.Predict, big) == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-def test_client_retries_predict_across_a_server_restart_but_not_fit(tmp_path: Path) -> None:
-    store, bind = tmp_path / "m.sqlite", f"127.0.0.1:{free_port()}"
-    proc = GatewayProcess(store, bind=bind).start()
+def _restartable(tmp_path: Path) -> tuple[GatewayProcess, GatewayClient, str, np.ndarray, np.ndarray]:
+    """A gateway on a fixed address (so that a restart is the same address), a client of it,
+    one fitted model's id and its training data."""
+    proc = GatewayProcess(tmp_path / "m.sqlite", bind=f"127.0.0.1:{free_port()}").start()
     x, y = _data()
-    client = GatewayClient(bind, timeout=30)
-    model = client.fit(x, y, num_reads=20, num_sweeps=10).model_id
+    client = GatewayClient(proc.bind, timeout=30)
+    return proc, client, client.fit(x, y, num_reads=20, num_sweeps=10).model_id, x, y
+
+
+def _restart(proc: GatewayProcess) -> GatewayProcess:
+    """A new gateway on ``proc``'s store and address (``proc`` is stopped)."""
+    return GatewayProcess(proc.store, bind=proc.bind).start()
+
+
+def test_client_retries_predict_across_a_server_restart_but_not_fit(tmp_path: Path) -> None:
+    proc, client, model, x, y = _restartable(tmp_path)
     results: list[np.ndarray] = []
     errors: list[BaseException] = []
 
@@ -381,7 +391,7 @@ def test_client_retries_predict_across_a_server_restart_but_not_fit(tmp_path: Pa
     with pytest.raises(grpc.RpcError) as down:
         client.fit(x, y, num_reads=20, timeout=5)
     assert down.value.code() == grpc.StatusCode.UNAVAILABLE
-    proc = GatewayProcess(store, bind=bind).start()
+    proc = _restart(proc)
     reader.join(60)
     try:
         assert errors == [] and len(results) == 60
@@ -393,13 +403,9 @@ def test_client_retries_predict_across_a_server_restart_but_not_fit(tmp_path: Pa
 
 
 def test_client_predicts_from_many_threads_survive_a_server_restart(tmp_path: Path) -> None:
-    # A stopping server ends the calls it received but had not started with CANCELLED (a few in
+    # A stopping server ends the calls it has not finished with CANCELLED (a few in
     # every restart under six threads); the client retries those reads as it does UNAVAILABLE.
-    store, bind = tmp_path / "m.sqlite", f"127.0.0.1:{free_port()}"
-    proc = GatewayProcess(store, bind=bind).start()
-    x, y = _data()
-    client = GatewayClient(bind, timeout=30)
-    model = client.fit(x, y, num_reads=20, num_sweeps=10).model_id
+    proc, client, model, x, _y = _restartable(tmp_path)
     stop = threading.Event()
     codes: list[grpc.StatusCode] = []
 
@@ -417,7 +423,7 @@ def test_client_predicts_from_many_threads_survive_a_server_restart(tmp_path: Pa
     try:
         time.sleep(0.5)
         proc.stop()
-        proc = GatewayProcess(store, bind=bind).start()
+        proc = _restart(proc)
         time.sleep(0.5)
     finally:
         stop.set()
