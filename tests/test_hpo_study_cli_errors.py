@@ -221,6 +221,9 @@ def test_hpo_study_cli_set_reaches_into_nested_tables(tmp_path: Path, capsys: An
     for bad in ("study", 'study."seed', "study.seed = 1", "a.b\nc.d"):
         with pytest.raises(ValueError, match=r"override must be SECTION\.KEY=VALUE"):
             apply_overrides(doc, {bad: 1})
+    with pytest.raises(ValueError, match=r"quote a key that holds characters other than"):
+        apply_overrides(doc, {"trainable.params.lr@x": 1})
+    assert apply_overrides(doc, {'trainable.params."lr@x"': 1})["trainable"]["params"]["lr@x"] == 1
 
 
 def test_hpo_study_optimize_second_run_names_the_python_arguments(tmp_path: Path) -> None:

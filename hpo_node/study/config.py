@@ -406,7 +406,8 @@ def _key_path(dotted: str) -> list[str]:
         path.append(key)
     if node != 0 or len(path) < 2 or not all(path):
         raise ValueError(f"override must be SECTION.KEY=VALUE (or SECTION.TABLE.KEY=VALUE), "
-                         f"got {dotted!r}")
+                         f"got {dotted!r}; quote a key that holds characters other than "
+                         f"letters, digits, '_' and '-' (trainable.\"model.lr\"=0.01)")
     return path
 
 
