@@ -28,9 +28,10 @@ MLPF_CSV = REPO / "data" / "mlpf_delphes_curves.csv"
 """The MLPF Delphes learning curves (data/README.md): 296 rows, ``loss_0 .. loss_99``."""
 
 
-# scripts/test.sh runs the suite on two xdist workers (--dist loadgroup). The modules that start
-# Ray (a local Ray, a study, a Ray cluster, Slurm) all go to one worker, one after another: two
-# Rays starting at once on a 2-core machine time out. A module is recognised by what it calls.
+# With QHPO_TEST_WORKERS=2, scripts/test.sh runs the suite on two xdist workers (--dist loadgroup).
+# The modules that start Ray (a local Ray, a study, a Ray cluster, Slurm) all go to one worker, one
+# after another: two Rays starting at once on a 2-core machine time out. A module is recognised by
+# what it calls.
 _STARTS_RAY = re.compile(
     r'ray_local|run_study\(|run_main\(|optimize\(|tune\.Tuner|ray\.init|ray start|sbatch|"run",'
 )
