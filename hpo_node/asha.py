@@ -71,6 +71,13 @@ class ASHA(Scheduler):
         self.rungs = [
             rung_resource(self.max_resource, self.eta, s_max - s - k) for k in range(s_max - s + 1)
         ]
+        need = self.eta ** (len(self.rungs) - 1)
+        if self.mode == "promotion" and self.n_trials is not None and self.n_trials < need:
+            raise ValueError(
+                f"n_trials must be >= {need} for a trial to reach max_resource = "
+                f"{self.max_resource}: each rung promotes its best 1/eta (rungs "
+                f"{', '.join(map(str, self.rungs))}, eta = {self.eta}), got {self.n_trials}"
+            )
         self._members: list[list[str]] = [[] for _ in self.rungs]
         self._losses: list[dict[str, float]] = [{} for _ in self.rungs]
         self._promoted: list[list[str]] = [[] for _ in self.rungs]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -10,7 +11,8 @@ import pytest
 
 from hpo_node.integrations.ray_tune import TrialRecord
 from hpo_node.study import study_from_dict
-from hpo_node.study.plots import plot_curves
+from hpo_node.study.outputs import print_summary
+from hpo_node.study.plots import best_vs_epochs, plot_best_vs_epochs, plot_curves
 
 
 def _legend(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
@@ -48,3 +50,39 @@ def test_hpo_study_curves_legend_names_the_study_metric(tmp_path: Path,
     assert ("the prediction that stopped it (predicted val_accuracy at the epoch it is for)"
             in labels)
     assert not any("loss" in label for label in labels), labels
+
+
+def test_hpo_study_best_vs_epochs_shows_a_best_at_r_found_at_the_last_epoch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The only trial at R finished at the last epoch consumed: its one point is drawn as a
+    marker (a step line through one point drew nothing)."""
+    from matplotlib.figure import Figure
+
+    cfg = study_from_dict({
+        "study": {"name": "b", "trials": 9},
+        "algorithm": {"name": "asha", "max_resource": 3, "eta": 3},
+        "space": {"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1}},
+    })
+    events = [("t1", 1, 0.5), ("t2", 1, 0.4), ("t2", 2, 0.3), ("t2", 3, 0.2)]
+    drawn: list[tuple[Any, Any]] = []
+
+    def savefig(fig: Figure, *args: Any, **kwargs: Any) -> None:
+        drawn.extend((line.get_marker(), list(line.get_ydata())) for ax in fig.axes
+                     for line in ax.get_lines())
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    rows = best_vs_epochs(events, 3, "min")
+    assert [r[2] for r in rows] == [None, None, None, 0.2]
+    plot_best_vs_epochs(rows, cfg, 9, tmp_path / "best.png")
+    assert ("o", [0.2]) in drawn
+    assert ("o", [0.5, 0.4, 0.3, 0.2]) in drawn
+
+
+def test_hpo_study_summary_without_a_trial_at_r_says_so(capsys: pytest.CaptureFixture[str],
+                                                         tmp_path: Path) -> None:
+    summary = {"epochs_used": 7, "epochs_if_every_trial_ran_to_R": 27, "max_resource": 9,
+               "trials_by_decision": {"error": 1, "stopped": 2}, "best": None, "errors": [],
+               "predictor": None, "wall_seconds": 1.0}
+    print_summary(summary, tmp_path, sys.stdout)
+    assert ("best: none, no trial reached max_resource = 9 (how far each got: trials.csv; "
+            'best.json says "found": false)\n') in capsys.readouterr().out

@@ -105,8 +105,11 @@ def check_algorithm_params(algorithm: str, params: Mapping[str, Any]) -> None:
 
 def _core_error(exc: Exception, params: Mapping[str, Any]) -> Exception:
     """A core constructor's error about one of ``params``, prefixed ``algorithm.params.`` (its
-    messages start with the option's name), else ``exc`` itself."""
+    messages start with the option's name), or about ``n_trials`` named ``study.trials``, else
+    ``exc`` itself."""
     text = str(exc)
+    if text.startswith("n_trials "):
+        return type(exc)(f"study.trials{text[len('n_trials'):]}")
     for key in sorted(params, key=len, reverse=True):
         if text.startswith((f"{key} ", f"{key}=")):
             return type(exc)(f"algorithm.params.{text}")

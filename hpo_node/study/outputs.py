@@ -160,6 +160,9 @@ def print_summary(summary: dict[str, Any], study_dir: Path, out: Any) -> None:
           f"trials: " + ", ".join(f"{k} {v}" for k, v in sorted(by.items())), file=out)
     if summary["best"] is not None:
         print(f"best: {summary['best']}", file=out)
+    else:
+        print(f"best: none, no trial reached max_resource = {summary['max_resource']} (how far "
+              f"each got: trials.csv; best.json says \"found\": false)", file=out)
     errors = summary.get("errors") or []
     if errors:
         first = errors[0]

@@ -129,6 +129,12 @@ def plot_best_vs_epochs(rows: Sequence[tuple[int, float | None, float | None]],
                              {"color": "tab:gray", "lw": 1.0, "ls": "--"})):
         ys = [math.nan if r[i] is None else r[i] for r in rows]
         ax.step(xs, ys, where="post", label=label, **style)
+        # a dot where the best changes, so a best found at the last epoch is seen too
+        changes = [(x, y) for k, (x, y) in enumerate(zip(xs, ys, strict=True))
+                   if not math.isnan(y) and (k == 0 or y != ys[k - 1])]
+        if changes:
+            ax.plot(*zip(*changes, strict=True), ls="none", marker="o", ms=3.5,
+                    color=style["color"])
     finite = [v for r in rows for v in r[1:] if v is not None]
     if _log_scale(finite, cfg):
         ax.set_yscale("log")
