@@ -377,7 +377,8 @@ def load_trainable(spec: str, base: Path | None = None, *, key: str = "trainable
     ``module`` is looked up first in ``base`` (the study TOML's folder), then on ``sys.path``;
     ``base`` stays on ``sys.path`` so that the module's own imports keep working. A module of the
     same name imported earlier from another folder is replaced by the one in ``base``.
-    ``ValueError`` (naming ``key``) when the module or the attribute is missing or not callable.
+    ``ValueError`` (naming ``key``) when the module or the attribute is missing or not callable, or
+    when importing the module raises (its error and line in the message).
     """
     import importlib
     import sys
@@ -413,6 +414,9 @@ def load_trainable(spec: str, base: Path | None = None, *, key: str = "trainable
             raise ValueError(f"{key}: importing {mod_name!r} failed: {exc}") from exc
         where = f"{base} or sys.path" if base is not None else "sys.path"
         raise ValueError(f"{key}: module {mod_name!r} not found in {where} ({exc})") from exc
+    except Exception as exc:  # the module's own code failed: one line, where and what
+        raise ValueError(f"{key}: importing {mod_name!r} failed{_import_site(exc, mod_name)}: "
+                         f"{type(exc).__name__}: {exc}") from exc
     obj: Any = module
     for name in attr.split("."):
         if not hasattr(obj, name):
@@ -421,6 +425,17 @@ def load_trainable(spec: str, base: Path | None = None, *, key: str = "trainable
     if not callable(obj):
         raise ValueError(f"{key}: {spec!r} must name a callable, got {type(obj).__name__}")
     return obj
+
+
+def _import_site(exc: BaseException, mod_name: str) -> str:
+    """`` at FILE:LINE``, the last line of ``mod_name``'s own files in ``exc``'s traceback (a
+    ``SyntaxError`` names its line itself), or ``""``."""
+    import traceback
+
+    top = mod_name.split(".")[0]
+    own = [f for f in traceback.extract_tb(exc.__traceback__)
+           if Path(f.filename).stem == top or top in Path(f.filename).parts]
+    return f" at {own[-1].filename}:{own[-1].lineno}" if own else ""
 
 
 def code_folder(fn: Any) -> Path | None:

@@ -266,3 +266,23 @@ def test_hpo_study_cli_too_few_trials_for_any_to_reach_r_is_refused(
         "each rung promotes its best 1/eta (rungs 1, 3, 9, eta = 3), got 8\n")
     assert not (tmp_path / "results").exists()
     assert load_study(toml, {"study.trials": 9}).trials == 9
+
+
+@pytest.mark.parametrize(("module", "code", "says"), [
+    ("broken_syntax", "def train(config)\n    pass\n", "SyntaxError: expected ':' ("),
+    ("broken_import", "from json import no_such_name\n\n\ndef train(config):\n    pass\n",
+     "at {file}:1: ImportError: cannot import name 'no_such_name' from 'json'"),
+    ("broken_data", "import numpy\n\nDATA = numpy.load('data.npy')\n\n\ndef train(config):\n"
+     "    pass\n", "at {file}:3: FileNotFoundError: [Errno 2] No such file or directory: "),
+])
+def test_hpo_study_cli_trainable_module_that_fails_to_import_is_one_line(
+        tmp_path: Path, capsys: Any, module: str, code: str, says: str) -> None:
+    """A trainable module whose own code raises on import (a syntax error, a bad import, a data
+    file missing at its top level) is one line naming trainable.function, the module, the line
+    and the error (it was a traceback, or a bare "[Errno 2]" read as a config error)."""
+    (tmp_path / f"{module}.py").write_text(code)
+    toml = _toml(tmp_path, f'[trainable]\nfunction = "{module}:train"\n')
+    assert run_main([str(toml), "--set", "algorithm.params={}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hpo-node run: error: trainable.function: importing {module!r} failed")
+    assert says.format(file=tmp_path / f"{module}.py") in err and err.count("\n") == 1
