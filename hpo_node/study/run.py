@@ -261,7 +261,7 @@ class _SigintWatch:
     Tune catches the first SIGINT, saves the experiment and returns from ``fit`` normally; its
     handler puts back the one it found, ours, so ours in place after ``fit`` means it fired. A
     SIGINT that reaches ours (a second Ctrl-C, or Tune's handler off) raises
-    ``KeyboardInterrupt``."""
+    ``KeyboardInterrupt`` out of ``fit``; the study then writes its outputs as after one."""
 
     def __init__(self) -> None:
         self.interrupted = False
@@ -598,6 +598,8 @@ def run_study(
         with _SigintWatch() as watch, _tune_env():
             try:
                 tuner.fit()
+            except KeyboardInterrupt:
+                pass  # a second Ctrl-C: Tune stopped at once; the outputs so far are still written
             except TrainableContractError as exc:
                 if exc.missing is not None:
                     discard = not resume and cfg.local_storage_dir is not None
