@@ -1,4 +1,4 @@
-"""A study's pictures, drawn from a scheduler's trial records (no Ray)."""
+"""A study's pictures, summary lines and log lines, from a scheduler's trial records (no Ray)."""
 
 from __future__ import annotations
 
@@ -86,3 +86,44 @@ def test_hpo_study_summary_without_a_trial_at_r_says_so(capsys: pytest.CaptureFi
     print_summary(summary, tmp_path, sys.stdout)
     assert ("best: none, no trial reached max_resource = 9 (how far each got: trials.csv; "
             'best.json says "found": false)\n') in capsys.readouterr().out
+
+
+def test_hpo_study_slow_decision_warning_is_one_line_without_the_wrong_advice() -> None:
+    """A slow Swift decision (the predictor's fit) made Tune warn four times, advising to report
+    less often; during a study it is one line that says what was slow."""
+    import logging
+
+    from hpo_node.study.run import _tune_env
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    util = logging.getLogger("ray.tune.utils.util")
+    controller = logging.getLogger("ray.tune.execution.tune_controller")
+    keep = Keep()
+    for log in (util, controller):
+        log.addHandler(keep)
+    try:
+        with _tune_env():
+            for name in ("scheduler.on_trial_result", "process_trial_result"):
+                util.warning("The `%s` operation took %.3f s, which may be a performance "
+                             "bottleneck.", name, 3.722)
+            controller.warning("Processing trial results took 3.722 s, which may be a performance "
+                               "bottleneck. Please consider reporting results less frequently to "
+                               "Ray Tune.")
+            util.warning("The `callbacks.on_trial_result` operation took 1.000 s, which may be a "
+                         "performance bottleneck.")
+        util.warning("The `process_trial_result` operation took 1.000 s, outside a study.")
+    finally:
+        for log in (util, controller):
+            log.removeHandler(keep)
+    assert seen == [
+        "The `scheduler.on_trial_result` operation took 3.722 s: the study's scheduler deciding "
+        "on a result (a Swift decision that fits the predictor waits for the fit)",
+        "The `callbacks.on_trial_result` operation took 1.000 s, which may be a performance "
+        "bottleneck.",
+        "The `process_trial_result` operation took 1.000 s, outside a study.",
+    ]

@@ -299,12 +299,17 @@ def _tune_env() -> Iterator[None]:
     os.environ.update({k: values[k] for k in added})
     controller = logging.getLogger("ray.tune.execution.tune_controller")
     controller.addFilter(_no_contract_traceback)
+    controller.addFilter(_slow_decision_warning)
+    util = logging.getLogger("ray.tune.utils.util")
+    util.addFilter(_slow_decision_warning)
     analysis = logging.getLogger("ray.tune.analysis.experiment_analysis")
     analysis.addFilter(_no_fetch_warning)
     try:
         yield
     finally:
         controller.removeFilter(_no_contract_traceback)
+        controller.removeFilter(_slow_decision_warning)
+        util.removeFilter(_slow_decision_warning)
         analysis.removeFilter(_no_fetch_warning)
         for k in added:
             os.environ.pop(k, None)
@@ -331,6 +336,21 @@ def _quiet_trial_progress() -> list[Any]:
             return None
 
     return [QuietTrialProgress()]
+
+
+def _slow_decision_warning(record: logging.LogRecord) -> bool:
+    """Tune's warnings of a slow result, one line: the scheduler's (what a Swift decision that
+    fits its predictor costs) says so; "process_trial_result(s)" (the sum of the scheduler's,
+    the searcher's and the callbacks' times, each warned of alone) and its advice to report
+    less often (the trainable's reports are not what is slow) are dropped."""
+    text = record.getMessage()
+    if text.startswith(("The `process_trial_result` operation took", "Processing trial results")):
+        return False
+    if text.startswith("The `scheduler.on_trial_result` operation took"):
+        record.msg = (f"{text.split(', which')[0]}: the study's scheduler deciding on a result "
+                      "(a Swift decision that fits the predictor waits for the fit)")
+        record.args = ()
+    return True
 
 
 def _no_fetch_warning(record: logging.LogRecord) -> bool:
