@@ -201,8 +201,7 @@ def test_deploy_slurm_sbatch_runs_a_study_across_nodes(slurm: Cluster, tmp_path:
     shutil.copytree(USER, work)
     ray_port, gateway_port = _free_port(), _free_port()
     env = {
-        **slurm.env,
-        "QHPO_REPO": str(work),
+        **slurm.env,  # as deploy/README.md says for a user's own folder: the submit directory
         "QHPO_VENV": str(VENV),
         "QHPO_RAY_PORT": str(ray_port),
         "QHPO_GATEWAY_PORT": str(gateway_port),
