@@ -71,18 +71,17 @@ class ASHA(Scheduler):
         self.rungs = [
             rung_resource(self.max_resource, self.eta, s_max - s - k) for k in range(s_max - s + 1)
         ]
-        need = self.eta ** (len(self.rungs) - 1)
-        if self.mode == "promotion" and self.n_trials is not None and self.n_trials < need:
-            raise ValueError(
-                f"n_trials must be >= {need} for a trial to reach max_resource = "
-                f"{self.max_resource}: each rung promotes its best 1/eta (rungs "
-                f"{', '.join(map(str, self.rungs))}, eta = {self.eta}), got {self.n_trials}"
-            )
         self._members: list[list[str]] = [[] for _ in self.rungs]
         self._losses: list[dict[str, float]] = [{} for _ in self.rungs]
         self._promoted: list[list[str]] = [[] for _ in self.rungs]
         self._lost: set[str] = set()  # trials the engine lost (Scheduler.fail)
         self._started = 0
+
+    @property
+    def trials_to_reach_max_resource(self) -> int:
+        """Fewest trials for one to reach ``max_resource``: ``eta**(len(rungs) - 1)`` when
+        promoting (each rung promotes its best ``1/eta``), 1 when stopping."""
+        return self.eta ** (len(self.rungs) - 1) if self.mode == "promotion" else 1
 
     def trials_needed(self) -> int | None:
         return self.n_trials

@@ -413,18 +413,18 @@ def test_gate_records_the_forecast_of_every_trial_it_pauses_or_holds() -> None:
 
 
 def test_asha_gives_a_lost_trials_promotion_slot_to_the_next_in_line() -> None:
-    sched = ASHA(9, 3, 3, min_resource=3)  # rungs 3, 9: one promotion out of the three at 3
+    sched = ASHA(9, 3, 3)  # rungs 1, 3, 9: one promotion out of the three at rung 1
     for i in range(3):
         sched.add_trial(f"t{i}", {})
     jobs = [sched.next_job() for _ in range(3)]
     for job, loss in zip(jobs, (0.1, 0.2, 0.3), strict=True):
-        assert [sched.report(job.trial_id, e, loss) for e in (1, 2, 3)][-1] == Decision.PAUSE
+        assert sched.report(job.trial_id, 1, loss) == Decision.PAUSE
     first = sched.next_job()
-    assert (first.trial_id, first.resource) == ("t0", 9)
-    sched.fail("t0")  # its trainable raised at epoch 4 for good
+    assert (first.trial_id, first.resource) == ("t0", 3)
+    sched.fail("t0")  # its trainable raised at epoch 2 for good
     second = sched.next_job()
-    assert (second.trial_id, second.resource) == ("t1", 9)
+    assert (second.trial_id, second.resource) == ("t1", 3)
     assert sched.promoted(0) == ["t1"] and sched.next_job() is None
-    restored = ASHA(9, 3, 3, min_resource=3)
+    restored = ASHA(9, 3, 3)
     restored.load_state_dict(json.loads(json.dumps(sched.state_dict())))
     assert restored.next_job() is None and restored.promoted(0) == ["t1"]

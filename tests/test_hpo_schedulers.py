@@ -135,15 +135,13 @@ def test_hyperband_makespan_single_worker_equals_epochs() -> None:
         (lambda: SuccessiveHalving(100, 2, n_trials=3), "n_trials must be >= eta**(s_max - s)"),
         (lambda: SuccessiveHalving(100, 2, early_stopping_rate=9), "early_stopping_rate must be"),
         (lambda: ASHA(100, 2, 10, mode="fast"), "mode must be one of"),
-        (lambda: ASHA(9, 3, 8), "n_trials must be >= 9 for a trial to reach max_resource = 9: "
-                                "each rung promotes its best 1/eta (rungs 1, 3, 9, eta = 3), got 8"),
         (lambda: RandomSearch(100, 0), "n_trials must be >= 1, got 0"),
         (lambda: SwiftHyperband(100, 2, _svr, k=0.0), "k must be in (0.0, 1.0], got 0.0"),
         (lambda: SwiftHyperband(100, 2, _svr, d=1), "d must be >= 2, got 1"),
         (lambda: SwiftHyperband(100, 2, _svr, known_curve=1.5), "known_curve must be in"),
         (lambda: SwiftHyperband(100, 2, _svr, threshold_quantile=-0.1), "threshold_quantile"),
-        (lambda: SwiftASHA(100, 2, 163, _svr, z=-1.0), "z must be in [0.0, inf), got -1.0"),
-        (lambda: SwiftASHA(100, 2, 163, _svr, refit_every=0), "refit_every must be >= 1, got 0"),
+        (lambda: SwiftASHA(100, 2, 10, _svr, z=-1.0), "z must be in [0.0, inf), got -1.0"),
+        (lambda: SwiftASHA(100, 2, 10, _svr, refit_every=0), "refit_every must be >= 1, got 0"),
     ],
 )
 def test_constructors_reject_bad_arguments(build: Any, message: str) -> None:
@@ -349,7 +347,7 @@ def test_state_dict_round_trip_mid_run_resumes_identically(
 def test_load_state_dict_rejects_other_algorithm_and_version() -> None:
     state = Hyperband(27, 3).state_dict()
     with pytest.raises(ValueError, match="state algorithm must be 'asha'"):
-        ASHA(27, 3, 27).load_state_dict(state)
+        ASHA(27, 3, 10).load_state_dict(state)
     with pytest.raises(ValueError, match="state version must be 1, got 99"):
         Hyperband(27, 3).load_state_dict({**state, "version": 99})
 

@@ -105,11 +105,8 @@ def check_algorithm_params(algorithm: str, params: Mapping[str, Any]) -> None:
 
 def _core_error(exc: Exception, params: Mapping[str, Any]) -> Exception:
     """A core constructor's error about one of ``params``, prefixed ``algorithm.params.`` (its
-    messages start with the option's name), or about ``n_trials`` named ``study.trials``, else
-    ``exc`` itself."""
+    messages start with the option's name), else ``exc`` itself."""
     text = str(exc)
-    if text.startswith("n_trials "):
-        return type(exc)(f"study.trials{text[len('n_trials'):]}")
     for key in sorted(params, key=len, reverse=True):
         if text.startswith((f"{key} ", f"{key}=")):
             return type(exc)(f"algorithm.params.{text}")
@@ -155,10 +152,18 @@ def build_scheduler(cfg: StudyConfig, gateway_address: str | None) -> Any:
 
 def check_study(cfg: StudyConfig) -> StudyConfig:
     """Build the scheduler (and searcher) once, so that bad options fail before anything
-    starts; returns ``cfg``, with a Swift ``d`` too large for the study adapted (and said in
-    ``cfg.notes``) when ``[algorithm] params`` does not set it (:func:`swift_d`)."""
+    starts; returns ``cfg``, with a note in ``cfg.notes`` when too few trials for any to reach R,
+    and a Swift ``d`` too large for the study adapted (and said in ``cfg.notes``) when
+    ``[algorithm] params`` does not set it (:func:`swift_d`)."""
     address = "127.0.0.1:1" if cfg.needs_gateway else None
     scheduler = build_scheduler(cfg, gateway_address=address)
+    need = getattr(scheduler.core, "trials_to_reach_max_resource", 1)
+    if n_trials(cfg) < need:
+        cfg = replace(cfg, notes=(*cfg.notes, (
+            f"study.trials = {n_trials(cfg)} is fewer than the {need} that {cfg.algorithm} needs "
+            f"for any trial to reach max_resource = {cfg.max_resource} (each rung promotes its "
+            f"best 1/eta: rungs at {', '.join(map(str, scheduler.core.rungs))} epochs, eta = "
+            f"{cfg.eta}): the study will find no best at R; give at least {need} study.trials")))
     if cfg.uses_predictor:
         d, note = swift_d(cfg, scheduler.core)
         if note is not None:
