@@ -88,9 +88,11 @@ def test_hpo_study_summary_without_a_trial_at_r_says_so(capsys: pytest.CaptureFi
             'best.json says "found": false)\n') in capsys.readouterr().out
 
 
-def test_hpo_study_slow_decision_warning_is_one_line_without_the_wrong_advice() -> None:
+def test_hpo_study_tune_log_lines_that_mislead_a_study_user_are_dropped_or_reworded() -> None:
     """A slow Swift decision (the predictor's fit) made Tune warn four times, advising to report
-    less often; during a study it is one line that says what was slow."""
+    less often; during a study it is one line that says what was slow. Tune's closing list of
+    incomplete trials and its Tuner.restore hint (the study prints its own --resume line) are
+    dropped."""
     import logging
 
     from hpo_node.study.run import _tune_env
@@ -103,11 +105,15 @@ def test_hpo_study_slow_decision_warning_is_one_line_without_the_wrong_advice() 
 
     util = logging.getLogger("ray.tune.utils.util")
     controller = logging.getLogger("ray.tune.execution.tune_controller")
+    tune_log = logging.getLogger("ray.tune.tune")
     keep = Keep()
-    for log in (util, controller):
+    for log in (util, controller, tune_log):
         log.addHandler(keep)
     try:
         with _tune_env():
+            tune_log.error("Trials did not complete: %s", ["train_3f2a_00001"])
+            tune_log.warning("Experiment has been interrupted, but the most recent state was "
+                             "saved.\nResume experiment with: Tuner.restore(path=...)")
             for name in ("scheduler.on_trial_result", "process_trial_result"):
                 util.warning("The `%s` operation took %.3f s, which may be a performance "
                              "bottleneck.", name, 3.722)
@@ -118,7 +124,7 @@ def test_hpo_study_slow_decision_warning_is_one_line_without_the_wrong_advice() 
                          "performance bottleneck.")
         util.warning("The `process_trial_result` operation took 1.000 s, outside a study.")
     finally:
-        for log in (util, controller):
+        for log in (util, controller, tune_log):
             log.removeHandler(keep)
     assert seen == [
         "The `scheduler.on_trial_result` operation took 3.722 s: the study's scheduler deciding "

@@ -291,7 +291,8 @@ class _SigintWatch:
 def _tune_env() -> Iterator[None]:
     """Tune's settings while a study runs (unless the user set them): a failed trial is one line
     (the scheduler's, with the exception and its error file), not Tune's full traceback; no
-    warning that trials which never started have no metrics; a
+    warning that trials which never started have no metrics, no closing list of trials that did
+    not complete nor Tune's restore hint after Ctrl-C; a slow decision is one warning; a
     result without ``study.metric`` is left to the scheduler, whose error names the keys the
     trainable reports (Tune's own check would end the study with a traceback)."""
     values = {"TUNE_PRINT_ALL_TRIAL_ERRORS": "0", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
@@ -304,9 +305,12 @@ def _tune_env() -> Iterator[None]:
     util.addFilter(_slow_decision_warning)
     analysis = logging.getLogger("ray.tune.analysis.experiment_analysis")
     analysis.addFilter(_no_fetch_warning)
+    tune_log = logging.getLogger("ray.tune.tune")
+    tune_log.addFilter(_no_tune_ending)
     try:
         yield
     finally:
+        tune_log.removeFilter(_no_tune_ending)
         controller.removeFilter(_no_contract_traceback)
         controller.removeFilter(_slow_decision_warning)
         util.removeFilter(_slow_decision_warning)
@@ -351,6 +355,14 @@ def _slow_decision_warning(record: logging.LogRecord) -> bool:
                       "(a Swift decision that fits the predictor waits for the fit)")
         record.args = ()
     return True
+
+
+def _no_tune_ending(record: logging.LogRecord) -> bool:
+    """Drop Tune's closing "Trials did not complete: [...]" and, after Ctrl-C, "Resume experiment
+    with: Tuner.restore(...)": the study says how each trial ended (trials.csv, its error lines)
+    and how to resume it (``--resume`` / ``resume=True``)."""
+    text = record.getMessage()
+    return not (text.startswith("Trials did not complete") or "Resume experiment with:" in text)
 
 
 def _no_fetch_warning(record: logging.LogRecord) -> bool:
