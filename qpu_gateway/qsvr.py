@@ -504,7 +504,8 @@ class QSVR(RegressorMixin, BaseEstimator):
         """Predictions of every member in the caller's units, shape (M, rows)."""
         check_is_fitted(self, "dual_coef_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        xs = (X - self.x_min_) / self.x_scale_ * np.sqrt(self.feature_weights_)
+        with np.errstate(over="ignore"):  # a row far outside the box: inf, the kernel's limit
+            xs = (X - self.x_min_) / self.x_scale_ * np.sqrt(self.feature_weights_)
         kx = self.kernel(self.x_train_, xs)
         scaled = self.dual_coef_ @ kx + self.intercept_[:, None]
         return scaled * self.y_scale_ + self.y_offset_

@@ -455,7 +455,9 @@ class GatewayService:
 
         Refuses (before allocating) more than ``max_predict_rows`` rows, or more than
         ``max_predict_cells`` kernel entries (rows x the model's training rows); evaluates the
-        kernel in chunks of ``PREDICT_CHUNK_CELLS`` entries.
+        kernel in chunks of ``PREDICT_CHUNK_CELLS`` entries. Rows far outside the training data
+        get the kernel's limit (:func:`qpu_gateway.qubo.rbf_kernel`); a prediction that is not
+        finite is refused naming the row, never answered.
         """
         _check_model_id(model_id)
         _check_matrix("x", x)
@@ -484,9 +486,16 @@ class GatewayService:
         step = max(1, PREDICT_CHUNK_CELLS // n_train)
         mean = np.empty(x.shape[0])
         std = np.empty(x.shape[0])
-        for start in range(0, x.shape[0], step):
-            mean[start:start + step], std[start:start + step] = model.predict(
-                x[start:start + step], return_std=True
+        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite answer is refused below
+            for start in range(0, x.shape[0], step):
+                mean[start:start + step], std[start:start + step] = model.predict(
+                    x[start:start + step], return_std=True
+                )
+        bad = ~(np.isfinite(mean) & np.isfinite(std))
+        if bad.any():  # never an answer of NaN or inf
+            r = int(np.flatnonzero(bad)[0])
+            raise InvalidArgumentError(
+                "x", f"row {r}: model {model_id!r} version {version}'s prediction overflows float64"
             )
         return mean, std, version
 

@@ -132,6 +132,18 @@ def test_gateway_fit_then_predict_in_caller_units(gateway_address: str) -> None:
         assert client.get_model(info.model_id, version=1).seed == 7
 
 
+def test_gateway_predict_far_outside_the_training_data_is_the_kernels_limit_not_nan(
+    gateway_address: str,
+) -> None:
+    x = np.linspace(0, 1, 10)[:, None]
+    with GatewayClient(gateway_address) as client:
+        info = client.fit(x, np.sin(6 * x[:, 0]), seed=0)
+        far = np.array([[1e308], [-1e308], [1.7976931348623157e308], [1e200]])
+        mean, std = client.predict(info.model_id, far)
+    assert np.isfinite(mean).all() and np.isfinite(std).all()
+    assert np.all(mean == mean[0]) and np.all(std == std[0])  # every row: the far-away limit
+
+
 def test_gateway_unknown_model_is_not_found(gateway_address: str) -> None:
     with GatewayClient(gateway_address) as client:
         x = np.ones((1, 3))

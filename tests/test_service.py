@@ -105,6 +105,20 @@ def test_service_huge_gamma_fits_and_predicts_without_numpy_warnings(
     assert np.isfinite(mean).all()
 
 
+def test_service_predict_refuses_a_prediction_that_overflows_naming_the_row(
+    service: GatewayService,
+) -> None:
+    x, y = _data()
+    rec = service.fit(x, y, model_id="m", params=FAST)
+    stored = service.store.get("m", rec.version)
+    state = {**stored.state, "y_scale": 1e308, "y_offset": 0.0,
+             "intercept": [1e3] * len(stored.state["intercept"])}
+    service.store.put("m", stored.info, state, 0.0)  # a model whose predictions overflow
+    with pytest.raises(InvalidArgumentError, match=r"^x: row 0: .*overflows float64") as err:
+        service.predict("m", x[:2])
+    assert err.value.field == "x"
+
+
 def test_service_version_zero_is_invalid_not_missing(service: GatewayService) -> None:
     x, y = _data()
     rec = service.fit(x, y, params=FAST)
