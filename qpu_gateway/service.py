@@ -41,7 +41,13 @@ from qpu_gateway.errors import (
     ShuttingDownError,
 )
 from qpu_gateway.execution import Attempt, Executor, InlineExecutor, Interrupted
-from qpu_gateway.qsvr import PARAM_NAMES, QSVR, NonFiniteProblemError
+from qpu_gateway.qsvr import (
+    PARAM_NAMES,
+    QSVR,
+    DataRangeError,
+    NonFiniteProblemError,
+    check_data_range,
+)
 from qpu_gateway.store import ModelStore, StoredModel
 
 __all__ = ["FIT_PARAMS", "FitCancelledError", "FitLimits", "GatewayService", "ModelRecord"]
@@ -309,11 +315,10 @@ class GatewayService:
             field = field or ("base" if str(exc).startswith("base and k0") else "")
             raise InvalidArgumentError(f"params.{field}" if field else "params", str(exc)) from exc
         self._check_limits(model, x.shape[0], x.shape[1])
-        for field, values in (("x", x), ("y", y)):
-            with np.errstate(over="ignore", invalid="ignore"):
-                span = np.ptp(values, axis=0)
-            if not np.isfinite(span).all():
-                raise InvalidArgumentError(field, "the range of the values overflows float64 when scaled")
+        try:
+            check_data_range(x, y)
+        except DataRangeError as exc:
+            raise InvalidArgumentError(exc.field, exc.description) from exc
         chain = self._chain_for(backend)
         request_hash = (
             _request_hash(x, y, model_id, params, backend, seed, names) if idempotency_key else ""

@@ -14,7 +14,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from qpu_gateway.backends import BackendRegistry
 from qpu_gateway.ensemble import member_weights
-from qpu_gateway.qsvr import DEFAULT_TOP_K, QSVR, STATE_VERSION, relevance_weights
+from qpu_gateway.qsvr import DEFAULT_TOP_K, QSVR, STATE_VERSION, DataRangeError, relevance_weights
 from qpu_gateway.qubo import build_svr_qubo, rbf_kernel
 
 # Small sampler budgets keep the checks fast: the checks fit on up to a few hundred samples
@@ -427,3 +427,19 @@ def test_qsvr_accepts_a_numpy_generator_as_random_state() -> None:
     a = QSVR(num_reads=20, num_sweeps=10, random_state=np.random.default_rng(1)).fit(x, y)
     b = QSVR(num_reads=20, num_sweeps=10, random_state=np.random.default_rng(1)).fit(x, y)
     np.testing.assert_array_equal(a.dual_coef_, b.dual_coef_)
+
+
+def test_qsvr_fit_refuses_data_float64_cannot_fit_before_sampling() -> None:
+    class Refusing(dimod.Sampler):
+        parameters = property(lambda self: {})
+        properties = property(lambda self: {})
+
+        def sample(self, bqm: dimod.BinaryQuadraticModel, **kwargs: object) -> dimod.SampleSet:
+            raise AssertionError("sampled")
+
+    x = np.linspace(0, 1, 10)[:, None]
+    with pytest.raises(DataRangeError, match=r"^y: the range of the values") as info:
+        QSVR(sampler=Refusing()).fit(x, np.sin(6 * x[:, 0]) * 1e300)
+    assert info.value.field == "y"
+    with pytest.raises(DataRangeError, match=r"^x: the range \(max - min\) of column 1"):
+        QSVR(sampler=Refusing()).fit(np.array([[0.0, -1e308], [1.0, 1e308]]), [0.0, 1.0])

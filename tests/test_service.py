@@ -86,6 +86,30 @@ def test_service_fit_rejects_bad_input_naming_the_field(
     assert service.list()[0] == []
 
 
+class _Recording(InlineExecutor):
+    """The inline executor, recording every attempt it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(BackendRegistry())
+        self.attempts: list[Attempt] = []
+
+    def run(self, attempt: Attempt, stop: Callable[[], bool]) -> dict[str, Any]:
+        self.attempts.append(attempt)
+        return super().run(attempt, stop)
+
+
+def test_service_fit_refuses_y_whose_squares_overflow_before_sampling() -> None:
+    executor = _Recording()
+    service = GatewayService(ModelStore(":memory:"), BackendRegistry(), executor=executor)
+    x = np.linspace(0, 1, 10)[:, None]
+    with pytest.raises(InvalidArgumentError, match=r"^y: the range .* \(1\.97e\+300\) is too large"
+                       ) as info:
+        service.fit(x, np.sin(6 * x[:, 0]) * 1e300, params=FAST)
+    assert info.value.field == "y" and executor.attempts == [] and service.list()[0] == []
+    rec = service.fit(x, np.sin(6 * x[:, 0]) * 1e150, params=FAST)  # squares that fit: stored
+    assert np.isfinite(rec.info["train_r2"]) and executor.attempts
+
+
 def test_service_error_shows_the_start_of_a_huge_bad_value(service: GatewayService) -> None:
     x, y = _data(3, 1)
     with pytest.raises(InvalidArgumentError) as info:
