@@ -164,8 +164,8 @@ def _minmax(a: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.flo
 def _seed_from(random_state: int | np.random.Generator | None) -> int | None:
     """The sampler seed of ``random_state``, in ``[0, 2^31)`` (what dwave-samplers' simulated
     annealing accepts): a Generator draws one; an int in ``[0, 2^64)`` is mapped
-    deterministically (:func:`qpu_gateway.seeds.bounded_seed` of it modulo ``2^32 - 1``: the
-    seeds the gateway's backends have always used)."""
+    deterministically by :func:`qpu_gateway.seeds.bounded_seed` (every seed through
+    ``SeedSequence`` from ``2^31`` up, so no two nearby seeds alias)."""
     if random_state is None:
         return None
     if isinstance(random_state, np.random.Generator):
@@ -173,7 +173,7 @@ def _seed_from(random_state: int | np.random.Generator | None) -> int | None:
     if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
         if not 0 <= random_state < 2**64:
             raise ValueError(f"random_state must be in [0, 2**64), got {random_state}")
-        return bounded_seed(int(random_state) % (2**32 - 1))
+        return bounded_seed(int(random_state))
     raise TypeError(
         f"random_state must be None, an int or a numpy.random.Generator, got {type(random_state)!r}"
     )
