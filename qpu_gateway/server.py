@@ -27,6 +27,7 @@ import functools
 import ipaddress
 import logging
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -315,12 +316,54 @@ class TLSFiles:
     client_ca: str | None = None
 
     def credentials(self) -> grpc.ServerCredentials:
-        client_ca = Path(self.client_ca).read_bytes() if self.client_ca else None
+        """The server credentials; ``ValueError`` naming the setting (``tls_cert``, ``tls_key``,
+        ``tls_client_ca``) when its file cannot be read or is not what it should be: a PEM
+        certificate, an unencrypted PEM private key of that certificate, PEM CA certificates.
+        (gRPC itself would only fail to bind, naming neither.)"""
+        cert = _read_setting("tls_cert", self.cert)
+        key = _read_setting("tls_key", self.key)
+        client_ca = _read_setting("tls_client_ca", self.client_ca) if self.client_ca else None
+        _check_tls(self)
         return grpc.ssl_server_credentials(
-            [(Path(self.key).read_bytes(), Path(self.cert).read_bytes())],
-            root_certificates=client_ca,
-            require_client_auth=client_ca is not None,
+            [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
         )
+
+
+def _read_setting(name: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _check_certificates(name: str, path: str) -> None:
+    """``ValueError`` naming ``name`` unless ``path`` holds PEM certificates."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=path)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ValueError(f"{name}: {path} holds no PEM certificate ({exc})") from None
+
+
+def _check_tls(files: TLSFiles) -> None:
+    """Load the files as OpenSSL does (``ssl``): ``ValueError`` naming the setting at fault."""
+    _check_certificates("tls_cert", files.cert)
+
+    def encrypted() -> bytes:
+        raise ValueError(f"tls_key: {files.key} is encrypted; the gateway needs an unencrypted key")
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+            files.cert, files.key, password=encrypted
+        )
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ValueError(
+                f"tls_key: {files.key} is not the private key of tls_cert {files.cert} "
+                "(the two do not match)"
+            ) from None
+        raise ValueError(f"tls_key: {files.key} holds no PEM private key ({exc})") from None
+    if files.client_ca:
+        _check_certificates("tls_client_ca", files.client_ca)
 
 
 @dataclass(frozen=True)
@@ -461,12 +504,14 @@ async def create_server(
     service: GatewayService, address: str, options: ServerOptions | None = None
 ) -> GatewayServer:
     """Build (not start) the server on ``address`` (port 0 picks a free one); ``OSError`` naming
-    the address when it cannot be bound (e.g. another server listens on it)."""
+    the address when it cannot be bound (e.g. another server listens on it), ``ValueError``
+    naming the TLS setting whose file is unusable (:meth:`TLSFiles.credentials`)."""
     opts = options or ServerOptions()
     if opts.max_message_bytes < 1024:
         raise ValueError(f"max_message_bytes must be >= 1024, got {opts.max_message_bytes}")
     if not opts.store_check_seconds > 0:
         raise ValueError(f"store_check_seconds must be > 0, got {opts.store_check_seconds!r}")
+    credentials = opts.tls.credentials() if opts.tls is not None else None  # before binding
     _check_free(address)
     if opts.tokens is not None and opts.tls is None and not is_loopback(address):
         log.warning(
@@ -504,8 +549,8 @@ async def create_server(
     if opts.metrics is not None:
         opts.metrics.track_store(service.store.count)
     try:
-        if opts.tls is not None:
-            port = server.add_secure_port(address, opts.tls.credentials())
+        if credentials is not None:
+            port = server.add_secure_port(address, credentials)
         else:
             port = server.add_insecure_port(address)
     except RuntimeError:
