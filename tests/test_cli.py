@@ -192,6 +192,27 @@ def _write_csv(path: Path, header: list[str], rows: np.ndarray) -> Path:
     return path
 
 
+@pytest.mark.parametrize(
+    ("flags", "line"),
+    [
+        (["--param", "bogus=1"], "--param bogus=1: unknown QSVR parameter 'bogus' (known: k, "),
+        (["--param", "k=abc"], "--param k=abc: k must be an integer in [0, 2**32), got 'abc'"),
+        (["--param", "k=-3"], "--param k=-3: k must be an integer in [0, 2**32), got '-3'"),
+        (["--param", "gamma=wide"], "--param gamma=wide: gamma must be a number, got 'wide'"),
+        (["--param", "gamma"], "--param expects NAME=VALUE, got 'gamma'"),
+        (["--seed", "-1"], "--seed must be an integer in [0, 2**64), got -1"),
+        (["--seed", str(2**64)], f"--seed must be an integer in [0, 2**64), got {2**64}"),
+    ],
+)
+def test_cli_fit_bad_param_or_seed_is_one_line_naming_the_flag_exit_2(
+    tmp_path: Path, flags: list[str], line: str
+) -> None:
+    data = _write_csv(tmp_path / "t.csv", ["a", "y"], np.array([[0.0, 1.0], [1.0, 2.0]]))
+    out = _run("fit", "--gateway", "127.0.0.1:9", "--data", str(data), "--target", "y", *flags)
+    assert out.returncode == 2 and len(out.stderr.splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("qpu-gateway: " + line), out.stderr
+
+
 def test_cli_fit_and_predict_csv_files(gateway_address: str, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.random((15, 3))
