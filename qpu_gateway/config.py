@@ -18,7 +18,8 @@ Example (``examples/gateway.toml``)::
     breaker_cooldown_seconds = 60.0   # how long an open breaker skips the backend
     max_train_rows = 1000             # per Fit; also max_features, max_predict_rows
     max_predict_cells = 10000000      # Predict rows x the model's training rows
-    max_message_bytes = 16777216      # larger requests: RESOURCE_EXHAUSTED
+    max_message_bytes = 16777216      # larger requests: RESOURCE_EXHAUSTED; a Predict or
+                                      # ListModels reply that would be larger: INVALID_ARGUMENT
     max_concurrent_fits = 2           # Fits admitted at once; more wait within their deadline
     sampling_workers = 2              # sampling processes (default: min(max_concurrent_fits, cores))
     max_queued_fits = 8               # ... up to this many; beyond: RESOURCE_EXHAUSTED

@@ -39,6 +39,7 @@ from typing import TypeVar
 
 import grpc
 import numpy as np
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
@@ -207,11 +208,28 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         fit_queue_wait_seconds: float = 30.0,
         metrics: Metrics | None = None,
         io_threads: int = 4,
+        max_reply_bytes: int | None = None,
     ) -> None:
         self.service = service
         self.pool = _FitPool(max_concurrent_fits, max_queued_fits, fit_queue_wait_seconds)
         self.metrics = metrics
         self.io = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="io")
+        self.max_reply_bytes = max_reply_bytes
+
+    def _check_reply_size(self, reply: Message, field: str, what: str,
+                          advice: Callable[[], str]) -> None:
+        """``InvalidArgumentError`` naming ``field`` when ``reply`` (the reply for ``what``) is
+        larger than this server may send (``max_message_bytes``), with ``advice()``: else gRPC
+        would fail the call after the servicer returned, as RESOURCE_EXHAUSTED, with no status
+        line in the log and counted OK."""
+        size = reply.ByteSize()
+        limit = self.max_reply_bytes
+        if limit is not None and size > limit:
+            raise InvalidArgumentError(
+                field,
+                f"the reply for {what} would take {size} bytes, above this server's "
+                f"max_message_bytes = {limit}; {advice()}",
+            )
 
     async def _io(self, fn: Callable[[], T]) -> T:
         """Run a store read or a Predict off the event loop."""
@@ -264,9 +282,16 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             mean, std, used = await self._io(
                 functools.partial(self.service.predict, request.model_id, x, version)
             )
-            return pb.PredictReply(
+            reply = pb.PredictReply(
                 mean=mean.tolist(), std=std.tolist(), model_id=request.model_id, version=used
             )
+            rows = x.shape[0]
+            self._check_reply_size(  # each row takes the same room: pro rata
+                reply, "x", f"{rows} rows",
+                lambda: f"send at most {rows * self.max_reply_bytes // reply.ByteSize()} rows "
+                        "per Predict",
+            )
+            return reply
 
         return await _guard(context, call)
 
@@ -289,9 +314,16 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                 self.service.list, request.model_id, page_size=request.page_size,
                 page_token=request.page_token,
             ))
-            return pb.ListModelsReply(
+            reply = pb.ListModelsReply(
                 models=[record_to_proto(r) for r in records], next_page_token=token
             )
+            self._check_reply_size(
+                reply, "page_size", f"{len(records)} models",
+                lambda: "ask for a smaller page_size (the first "
+                        f"{_models_that_fit(reply, self.max_reply_bytes or 0)} models of this "
+                        "page would fit)",
+            )
+            return reply
 
         return await _guard(context, call)
 
@@ -304,6 +336,17 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             return pb.DeleteModelReply(model_id=request.model_id, versions_deleted=n)
 
         return await _guard(context, call)
+
+
+def _models_that_fit(reply: pb.ListModelsReply, limit: int) -> int:
+    """How many of ``reply``'s first models fit in a reply of ``limit`` bytes."""
+    used = pb.ListModelsReply(next_page_token=reply.next_page_token).ByteSize()
+    for n, model in enumerate(reply.models):
+        size = model.ByteSize()
+        used += 1 + max(1, (size.bit_length() + 6) // 7) + size  # the field's tag, length, model
+        if used > limit:
+            return n
+    return len(reply.models)
 
 
 @dataclass(frozen=True)
@@ -536,6 +579,7 @@ async def create_server(
         max_queued_fits=opts.max_queued_fits,
         fit_queue_wait_seconds=opts.fit_queue_wait_seconds,
         metrics=opts.metrics,
+        max_reply_bytes=opts.max_message_bytes,
     )
     pb_grpc.add_GatewayServicer_to_server(servicer, server)
     health = health_aio.HealthServicer()
