@@ -486,6 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
     )
     logging.basicConfig(level=getattr(args, "log_level", "INFO"), handlers=[handler])
+    logging.captureWarnings(True)  # Python warnings (numpy's) in the log's format, not raw
     import grpc
 
     try:

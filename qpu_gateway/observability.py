@@ -333,7 +333,7 @@ def json_logging() -> bool:
 
 def worker_logging(level: int, json_lines: bool = False) -> None:
     """Logging of a sampling worker process: the server's level and format (``json_lines``), to
-    stderr (the server's log), every record scrubbed of secrets
+    stderr (the server's log), Python warnings included, every record scrubbed of secrets
     (:func:`qpu_gateway.redact.install_log_redaction`)."""
     from qpu_gateway.redact import install_log_redaction
 
@@ -343,3 +343,4 @@ def worker_logging(level: int, json_lines: bool = False) -> None:
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s [worker %(process)d %(request_id)s]: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.captureWarnings(True)  # Python warnings (numpy's) in the log's format, not raw

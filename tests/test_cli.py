@@ -157,6 +157,37 @@ def test_cli_log_flags_work_before_or_after_the_subcommand() -> None:
     assert bad.returncode == 2 and "invalid choice: 'BOGUS'" in bad.stderr and "Traceback" not in bad.stderr
 
 
+_WARNS_IN_MAIN = """
+import sys, warnings
+import qpu_gateway.cli as cli
+
+def warn(args):
+    warnings.warn("overflow encountered in multiply", RuntimeWarning)
+    return 0
+
+cli._health = warn
+sys.exit(cli.main(["--log-format", "json", "health"]))
+"""
+_WARNS_IN_A_WORKER = """
+import logging, warnings
+from qpu_gateway.observability import worker_logging
+
+worker_logging(logging.INFO, json_lines=True)
+warnings.warn("overflow encountered in multiply", RuntimeWarning)
+"""
+
+
+@pytest.mark.parametrize("code", [_WARNS_IN_MAIN, _WARNS_IN_A_WORKER], ids=["main", "worker"])
+def test_cli_json_log_carries_python_warnings_as_json_objects(code: str) -> None:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    assert all(line.startswith("{") for line in lines), lines
+    records = [json.loads(line) for line in lines]
+    assert [(r["logger"], r["level"]) for r in records] == [("py.warnings", "WARNING")]
+    assert "RuntimeWarning: overflow encountered in multiply" in records[0]["message"]
+
+
 def test_cli_read_commands_fail_fast_and_the_client_names_an_unreachable_gateway() -> None:
     import time
 

@@ -133,15 +133,17 @@ def test_gateway_fit_then_predict_in_caller_units(gateway_address: str) -> None:
 
 
 def test_gateway_predict_far_outside_the_training_data_is_the_kernels_limit_not_nan(
-    gateway_address: str,
+    gateway_process: GatewayProcess,
 ) -> None:
     x = np.linspace(0, 1, 10)[:, None]
-    with GatewayClient(gateway_address) as client:
+    with GatewayClient(gateway_process.address) as client:
         info = client.fit(x, np.sin(6 * x[:, 0]), seed=0)
+        before = len(gateway_process.log())
         far = np.array([[1e308], [-1e308], [1.7976931348623157e308], [1e200]])
         mean, std = client.predict(info.model_id, far)
     assert np.isfinite(mean).all() and np.isfinite(std).all()
     assert np.all(mean == mean[0]) and np.all(std == std[0])  # every row: the far-away limit
+    assert "Warning" not in gateway_process.log()[before:]  # no numpy overflow on the way
 
 
 def test_gateway_unknown_model_is_not_found(gateway_address: str) -> None:
