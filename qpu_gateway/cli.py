@@ -404,7 +404,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--tls-cert", help="PEM certificate: serve TLS")
     s.add_argument("--tls-key", help="PEM private key of --tls-cert")
     s.add_argument("--tls-client-ca", help="PEM CA of client certificates: mutual TLS")
-    s.add_argument("--tokens-file", help="SCOPE:TOKEN per line (chmod 600); or $QPU_GATEWAY_TOKENS")
+    s.add_argument("--tokens-file", help="SCOPE:TOKEN per line (chmod 600); $QPU_GATEWAY_TOKENS adds more")
     s.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     s.add_argument("--metrics-host",
                    help="listen address of /metrics (default 127.0.0.1; unauthenticated HTTP)")

@@ -26,7 +26,7 @@ Example (``examples/gateway.toml``)::
     fit_queue_wait_seconds = 30.0     # ... a Fit without a deadline waits this long (0: refused)
     tls_cert = "server.pem"           # TLS; with tls_client_ca: mutual TLS
     tls_key = "server.key"
-    tokens_file = "tokens.txt"        # SCOPE:TOKEN lines (chmod 600); or QPU_GATEWAY_TOKENS
+    tokens_file = "tokens.txt"        # SCOPE:TOKEN lines (chmod 600); QPU_GATEWAY_TOKENS adds more
     metrics_port = 9464               # Prometheus /metrics (plain HTTP, no authentication)
     metrics_host = "127.0.0.1"        # its listen address; "0.0.0.0" for a scraper in a
                                       # container network (trusted networks only)
