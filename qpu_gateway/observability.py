@@ -5,7 +5,9 @@ Metrics (own ``CollectorRegistry``, served by ``prometheus_client`` on ``--metri
 - ``qpu_gateway_requests_total{method, code}``: finished RPCs by status code;
 - ``qpu_gateway_request_seconds{method}``: latency histogram;
 - ``qpu_gateway_in_flight{method}``: RPCs being served;
-- ``qpu_gateway_fits_total{backend, outcome}``: Fits by the backend that answered and outcome;
+- ``qpu_gateway_fits_total{backend, outcome}``: Fits by the backend that answered and outcome:
+  ``ok``; ``failed`` (refused or ended in error, backend ``none``); ``rejected`` (refused because
+  every Fit slot was busy and the wait queue was full or the wait ran out, backend ``none``);
 - ``qpu_gateway_fallbacks_total{backend}``: Fits answered by a backend other than the first choice;
 - ``qpu_gateway_stored_versions``: model versions in the store.
 

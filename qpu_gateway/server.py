@@ -256,6 +256,10 @@ class GatewayServicer(pb_grpc.GatewayServicer):
 
             try:
                 record = await self.pool.run(context, fit, deadline)
+            except grpc.aio.AbortError:  # the pool's refusal (RESOURCE_EXHAUSTED): no slot
+                if self.metrics is not None:
+                    self.metrics.fits.labels("none", "rejected").inc()
+                raise
             except Exception:
                 if self.metrics is not None:
                     self.metrics.fits.labels("none", "failed").inc()

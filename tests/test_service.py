@@ -515,3 +515,41 @@ def test_grpc_fit_without_deadline_is_refused_at_once_when_fit_queue_wait_second
     assert error is not None and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "no deadline to wait within (fit_queue_wait_seconds = 0)" in error.details()
     assert took < 0.3
+
+
+async def _fits_behind_a_full_queue() -> Metrics:
+    """A Fit holding the only slot (no queue), one refused behind it, one with bad input; the
+    server's metrics."""
+    executor = _Gated()
+    metrics = Metrics()
+    service = GatewayService(ModelStore(":memory:"), BackendRegistry(), executor=executor)
+    gateway = await create_server(service, "127.0.0.1:0", ServerOptions(
+        metrics=metrics, max_concurrent_fits=1, max_queued_fits=0))
+    await gateway.start()
+    x, y = _data(6, 2)
+    request = pb.FitRequest(x=pb.Matrix(rows=6, cols=2, values=x.ravel().tolist()), y=y.tolist(),
+                            params=pb.QSVRParams(**FAST))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            stub = pb_grpc.GatewayStub(channel)
+            first = stub.Fit(request, timeout=60)
+            while not executor.started.is_set():
+                await asyncio.sleep(0.01)
+            with pytest.raises(grpc.aio.AioRpcError) as busy:
+                await stub.Fit(request, timeout=60)
+            assert busy.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            executor.release.set()
+            await first
+            with pytest.raises(grpc.aio.AioRpcError) as bad:
+                await stub.Fit(pb.FitRequest(x=request.x, y=[1.0]), timeout=60)
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        await gateway.stop(0)
+    return metrics
+
+
+def test_grpc_fit_refused_for_a_full_queue_counts_as_rejected_not_failed() -> None:
+    count = asyncio.run(_fits_behind_a_full_queue()).registry.get_sample_value
+    assert count("qpu_gateway_fits_total", {"backend": "none", "outcome": "rejected"}) == 1.0
+    assert count("qpu_gateway_fits_total", {"backend": "none", "outcome": "failed"}) == 1.0
+    assert count("qpu_gateway_fits_total", {"backend": "neal", "outcome": "ok"}) == 1.0
