@@ -513,7 +513,8 @@ class GatewayService:
     def list(
         self, model_id: str = "", *, page_size: int = 0, page_token: str = ""
     ) -> tuple[list[ModelRecord], str]:
-        """A page of the latest version of every model, or of every version of ``model_id``.
+        """A page of the latest version of every model, or of every version of ``model_id``
+        (none for an id without stored versions: an empty page, not ``ModelNotFoundError``).
 
         Returns the records and the token of the next page ("" after the last one). Pages are
         keyset-based, so models added or deleted meanwhile never shift a page.

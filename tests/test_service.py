@@ -143,6 +143,12 @@ def test_service_predict_refuses_a_prediction_that_overflows_naming_the_row(
     assert err.value.field == "x"
 
 
+def test_service_list_of_an_unknown_model_id_is_an_empty_page(service: GatewayService) -> None:
+    assert service.list("never-fitted") == ([], "")
+    with pytest.raises(ModelNotFoundError):
+        service.delete("never-fitted")
+
+
 def test_service_version_zero_is_invalid_not_missing(service: GatewayService) -> None:
     x, y = _data()
     rec = service.fit(x, y, params=FAST)
