@@ -1,8 +1,9 @@
 """Token authentication with scopes, as a ``grpc.aio`` server interceptor.
 
-Tokens come from a file (``tokens_file``) or the ``QPU_GATEWAY_TOKENS`` environment variable, never
-from the command line. One ``SCOPE:TOKEN`` per line (file) or comma-separated (environment);
-``#`` starts a comment. Scopes:
+Tokens come from a file (``tokens_file``) and from the ``QPU_GATEWAY_TOKENS`` environment
+variable, never from the command line; when both are set, the tokens of both are accepted (unset
+the variable to revoke its tokens). One ``SCOPE:TOKEN`` per line (file) or comma-separated
+(environment); ``#`` starts a comment. Scopes:
 
 - ``predict``: Predict, GetModel, ListModels;
 - ``admin``: everything, including Fit and DeleteModel.

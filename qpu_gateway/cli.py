@@ -216,14 +216,40 @@ def _read_csv(path: str, columns: Sequence[str] | None = None) -> tuple[list[str
 
 
 def _parse_param(text: str) -> tuple[str, Any]:
+    """``--param NAME=VALUE`` as (name, value), typed as the wire's ``QSVRParams`` field;
+    ``ValueError`` naming ``--param`` and the rule."""
+    from qpu_gateway.convert import WIRE_PARAMS
+    from qpu_gateway.v1 import gateway_pb2 as pb
+
     key, sep, value = text.partition("=")
     if not sep:
-        raise argparse.ArgumentTypeError(f"--param expects NAME=VALUE, got {text!r}")
-    if key == "ensemble":
+        raise ValueError(f"--param expects NAME=VALUE, got {text!r}")
+    if key not in WIRE_PARAMS:
+        raise ValueError(
+            f"--param {text}: unknown QSVR parameter {key!r} (known: {', '.join(WIRE_PARAMS)})"
+        )
+    field = pb.QSVRParams.DESCRIPTOR.fields_by_name[key]
+    if field.type == field.TYPE_STRING:
         return key, value
-    if key in {"k", "num_reads", "num_sweeps", "top_k"}:
-        return key, int(value)
-    return key, float(value)
+    if field.type == field.TYPE_DOUBLE:
+        try:
+            return key, float(value)
+        except ValueError:
+            raise ValueError(f"--param {text}: {key} must be a number, got {value!r}") from None
+    try:
+        number: int | None = int(value)
+    except ValueError:
+        number = None
+    if number is None or not 0 <= number < 2**32:  # the wire's uint32
+        raise ValueError(f"--param {text}: {key} must be an integer in [0, 2**32), got {value!r}")
+    return key, number
+
+
+def _seed(seed: int | None) -> int | None:
+    """``--seed`` when given: ``ValueError`` naming it unless in the wire's uint64 range."""
+    if seed is not None and not 0 <= seed < 2**64:
+        raise ValueError(f"--seed must be an integer in [0, 2**64), got {seed}")
+    return seed
 
 
 def _token(args: argparse.Namespace) -> str | None:
@@ -258,10 +284,12 @@ def _fit(args: argparse.Namespace) -> int:
     t = header.index(args.target)
     x = np.delete(data, t, axis=1)
     names = [h for i, h in enumerate(header) if i != t]
+    params = dict(_parse_param(text) for text in args.param)
+    seed = _seed(args.seed)
     with _client(args) as client:
         info = client.fit(
-            x, data[:, t], model_id=args.model_id, backend=args.backend, seed=args.seed,
-            feature_names=names, **dict(args.param),
+            x, data[:, t], model_id=args.model_id, backend=args.backend, seed=seed,
+            feature_names=names, **params,
         )
     from google.protobuf.json_format import MessageToDict
 
@@ -376,7 +404,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--tls-cert", help="PEM certificate: serve TLS")
     s.add_argument("--tls-key", help="PEM private key of --tls-cert")
     s.add_argument("--tls-client-ca", help="PEM CA of client certificates: mutual TLS")
-    s.add_argument("--tokens-file", help="SCOPE:TOKEN per line (chmod 600); or $QPU_GATEWAY_TOKENS")
+    s.add_argument("--tokens-file", help="SCOPE:TOKEN per line (chmod 600); $QPU_GATEWAY_TOKENS adds more")
     s.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     s.add_argument("--metrics-host",
                    help="listen address of /metrics (default 127.0.0.1; unauthenticated HTTP)")
@@ -404,7 +432,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--model-id", default="")
     f.add_argument("--backend", default="")
     f.add_argument("--seed", type=int)
-    f.add_argument("--param", type=_parse_param, action="append", default=[],
+    f.add_argument("--param", action="append", default=[],
                    help="QSVR parameter NAME=VALUE (repeatable), e.g. gamma=0.03")
     f.set_defaults(func=_fit)
 
@@ -458,6 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
     )
     logging.basicConfig(level=getattr(args, "log_level", "INFO"), handlers=[handler])
+    logging.captureWarnings(True)  # Python warnings (numpy's) in the log's format, not raw
     import grpc
 
     try:

@@ -18,14 +18,15 @@ Example (``examples/gateway.toml``)::
     breaker_cooldown_seconds = 60.0   # how long an open breaker skips the backend
     max_train_rows = 1000             # per Fit; also max_features, max_predict_rows
     max_predict_cells = 10000000      # Predict rows x the model's training rows
-    max_message_bytes = 16777216      # larger requests: RESOURCE_EXHAUSTED
+    max_message_bytes = 16777216      # larger requests: RESOURCE_EXHAUSTED; a Predict or
+                                      # ListModels reply that would be larger: INVALID_ARGUMENT
     max_concurrent_fits = 2           # Fits admitted at once; more wait within their deadline
     sampling_workers = 2              # sampling processes (default: min(max_concurrent_fits, cores))
     max_queued_fits = 8               # ... up to this many; beyond: RESOURCE_EXHAUSTED
     fit_queue_wait_seconds = 30.0     # ... a Fit without a deadline waits this long (0: refused)
     tls_cert = "server.pem"           # TLS; with tls_client_ca: mutual TLS
     tls_key = "server.key"
-    tokens_file = "tokens.txt"        # SCOPE:TOKEN lines (chmod 600); or QPU_GATEWAY_TOKENS
+    tokens_file = "tokens.txt"        # SCOPE:TOKEN lines (chmod 600); QPU_GATEWAY_TOKENS adds more
     metrics_port = 9464               # Prometheus /metrics (plain HTTP, no authentication)
     metrics_host = "127.0.0.1"        # its listen address; "0.0.0.0" for a scraper in a
                                       # container network (trusted networks only)

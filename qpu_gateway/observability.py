@@ -5,7 +5,9 @@ Metrics (own ``CollectorRegistry``, served by ``prometheus_client`` on ``--metri
 - ``qpu_gateway_requests_total{method, code}``: finished RPCs by status code;
 - ``qpu_gateway_request_seconds{method}``: latency histogram;
 - ``qpu_gateway_in_flight{method}``: RPCs being served;
-- ``qpu_gateway_fits_total{backend, outcome}``: Fits by the backend that answered and outcome;
+- ``qpu_gateway_fits_total{backend, outcome}``: Fits by the backend that answered and outcome:
+  ``ok``; ``failed`` (refused or ended in error, backend ``none``); ``rejected`` (refused because
+  every Fit slot was busy and the wait queue was full or the wait ran out, backend ``none``);
 - ``qpu_gateway_fallbacks_total{backend}``: Fits answered by a backend other than the first choice;
 - ``qpu_gateway_stored_versions``: model versions in the store.
 
@@ -333,7 +335,7 @@ def json_logging() -> bool:
 
 def worker_logging(level: int, json_lines: bool = False) -> None:
     """Logging of a sampling worker process: the server's level and format (``json_lines``), to
-    stderr (the server's log), every record scrubbed of secrets
+    stderr (the server's log), Python warnings included, every record scrubbed of secrets
     (:func:`qpu_gateway.redact.install_log_redaction`)."""
     from qpu_gateway.redact import install_log_redaction
 
@@ -343,3 +345,4 @@ def worker_logging(level: int, json_lines: bool = False) -> None:
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s [worker %(process)d %(request_id)s]: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.captureWarnings(True)  # Python warnings (numpy's) in the log's format, not raw

@@ -42,8 +42,10 @@ __all__ = [
     "STATE_FORMAT",
     "STATE_PARAM_NAMES",
     "STATE_VERSION",
+    "DataRangeError",
     "DualSolver",
     "NonFiniteProblemError",
+    "check_data_range",
     "relevance_weights",
 ]
 
@@ -99,6 +101,42 @@ class NonFiniteProblemError(ValueError):
     """The parameters or data give a QUBO with non-finite entries (overflow)."""
 
 
+class DataRangeError(ValueError):
+    """Training data float64 cannot fit: ``field`` (``x`` or ``y``) names it and
+    ``description`` the rule it broke."""
+
+    def __init__(self, field: str, description: str) -> None:
+        super().__init__(f"{field}: {description}")
+        self.field = field
+        self.description = description
+
+
+def check_data_range(x: NDArray[np.float64], y: NDArray[np.float64]) -> None:
+    """``DataRangeError`` when finite training data x: (N, F), y: (N,) overflow float64 once fitted.
+
+    A column's range (max - min) must be finite, as the min-max scaling divides by it (after that
+    every quantity of x is in the scaled units). y's ``N * range**2`` must be finite too: the
+    members' spread that Predict answers squares deviations in y's units.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        x_span = np.ptp(x, axis=0)
+        y_span = np.float64(np.ptp(y))
+        y_squares = len(y) * y_span**2
+    if not np.isfinite(x_span).all():
+        j = int(np.flatnonzero(~np.isfinite(x_span))[0])
+        raise DataRangeError("x", f"the range (max - min) of column {j} overflows float64")
+    if not np.isfinite(y_span):
+        raise DataRangeError("y", "the range of the values (max - min) overflows float64")
+    if not np.isfinite(y_squares):
+        raise DataRangeError(
+            "y",
+            f"the range of the values ({y_span:.3g}) is too large: rows * range**2 must stay "
+            f"below {np.finfo(np.float64).max:.3g} (the spreads square deviations in y's "
+            f"units), so at most {np.sqrt(np.finfo(np.float64).max / len(y)):.3g} for "
+            f"{len(y)} rows; rescale y",
+        )
+
+
 @runtime_checkable
 class DualSolver(Protocol):
     """A classical solver of the (continuous) SVR dual, usable in place of a sampler."""
@@ -126,8 +164,8 @@ def _minmax(a: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.flo
 def _seed_from(random_state: int | np.random.Generator | None) -> int | None:
     """The sampler seed of ``random_state``, in ``[0, 2^31)`` (what dwave-samplers' simulated
     annealing accepts): a Generator draws one; an int in ``[0, 2^64)`` is mapped
-    deterministically (:func:`qpu_gateway.seeds.bounded_seed` of it modulo ``2^32 - 1``: the
-    seeds the gateway's backends have always used)."""
+    deterministically by :func:`qpu_gateway.seeds.bounded_seed` (every seed through
+    ``SeedSequence`` from ``2^31`` up, so no two nearby seeds alias)."""
     if random_state is None:
         return None
     if isinstance(random_state, np.random.Generator):
@@ -135,7 +173,7 @@ def _seed_from(random_state: int | np.random.Generator | None) -> int | None:
     if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
         if not 0 <= random_state < 2**64:
             raise ValueError(f"random_state must be in [0, 2**64), got {random_state}")
-        return bounded_seed(int(random_state) % (2**32 - 1))
+        return bounded_seed(int(random_state))
     raise TypeError(
         f"random_state must be None, an int or a numpy.random.Generator, got {type(random_state)!r}"
     )
@@ -358,6 +396,7 @@ class QSVR(RegressorMixin, BaseEstimator):
         """
         self._check_params()
         X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
+        check_data_range(X, y)
         x_min, x_scale = _minmax(X)
         y_min, y_scale = _minmax(y[:, None])
         xs = (X - x_min) / x_scale
@@ -439,7 +478,7 @@ class QSVR(RegressorMixin, BaseEstimator):
         self.x_min_, self.x_scale_ = x_min, x_scale
         self.y_min_, self.y_scale_ = float(y_min[0]), float(y_scale[0])
         self.y_offset_ = y_offset
-        self.train_r2_ = _r2(y, self.predict(X))
+        self.train_r2_ = _r2(ys, self.weights_ @ self._scaled_members(xs))
         self.fit_stats_ = {
             "build_seconds": build_seconds,
             "sample_seconds": sample_seconds,
@@ -504,10 +543,14 @@ class QSVR(RegressorMixin, BaseEstimator):
         """Predictions of every member in the caller's units, shape (M, rows)."""
         check_is_fitted(self, "dual_coef_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        xs = (X - self.x_min_) / self.x_scale_ * np.sqrt(self.feature_weights_)
+        with np.errstate(over="ignore"):  # a row far outside the box: inf, the kernel's limit
+            xs = (X - self.x_min_) / self.x_scale_ * np.sqrt(self.feature_weights_)
+        return self._scaled_members(xs) * self.y_scale_ + self.y_offset_
+
+    def _scaled_members(self, xs: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Every member's predictions for scaled, weighted inputs, in the QUBO's target units."""
         kx = self.kernel(self.x_train_, xs)
-        scaled = self.dual_coef_ @ kx + self.intercept_[:, None]
-        return scaled * self.y_scale_ + self.y_offset_
+        return self.dual_coef_ @ kx + self.intercept_[:, None]
 
     def predict(
         self, X: ArrayLike, return_std: bool = False
@@ -597,6 +640,8 @@ class QSVR(RegressorMixin, BaseEstimator):
 
 
 def _r2(y: NDArray[np.float64], pred: NDArray[np.float64]) -> float:
+    """R² of ``pred`` against ``y``; the same in any affine units of both (the fit computes it
+    on the scaled targets, where the squares cannot overflow)."""
     ss_res = float(((y - pred) ** 2).sum())
     ss_tot = float(((y - y.mean()) ** 2).sum())
     return 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)

@@ -56,15 +56,45 @@ def precision_weights(k: int, base: float, k0: float) -> NDArray[np.float64]:
 def rbf_kernel(
     a: NDArray[np.float64], b: NDArray[np.float64], gamma: float
 ) -> NDArray[np.float64]:
-    """RBF kernel ``exp(-gamma * ||a_i - b_j||^2)``; a: (n, d), b: (m, d) -> (n, m)."""
-    sq = (
-        np.einsum("ij,ij->i", a, a)[:, None]
-        + np.einsum("ij,ij->i", b, b)[None, :]
-        - 2.0 * (a @ b.T)
-    )
+    """RBF kernel ``exp(-gamma * ||a_i - b_j||^2)``; a: (n, d), b: (m, d) -> (n, m).
+
+    Rows far outside float64's comfortable range (huge or infinite entries) get the kernel's
+    limit: 0 for every row they are infinitely far from, never NaN.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is handled just below
+        sq = (
+            np.einsum("ij,ij->i", a, a)[:, None]
+            + np.einsum("ij,ij->i", b, b)[None, :]
+            - 2.0 * (a @ b.T)
+        )
+    bad = ~np.isfinite(sq)
+    if bad.any():
+        _direct_sq_distances(a, b, sq, bad)
     np.maximum(sq, 0.0, out=sq)
     with np.errstate(over="ignore"):  # a huge gamma: -inf, whose exp is the exact limit 0
         return np.exp(-gamma * sq)
+
+
+def _direct_sq_distances(
+    a: NDArray[np.float64], b: NDArray[np.float64], sq: NDArray[np.float64], bad: NDArray[np.bool_]
+) -> None:
+    """Recompute the entries ``bad`` of ``sq`` as ``sum((a_i - b_j)**2)``, where the expansion
+    ``|a|^2 + |b|^2 - 2 a.b`` overflowed (``inf - inf``, or an infinite entry): the direct sum
+    overflows only where the distance itself does, to ``inf``. A NaN left (both rows infinite in
+    the same coordinate) is taken as infinitely far. One line at a time, along the axis with
+    fewer bad lines."""
+    rows = np.flatnonzero(bad.any(axis=1))
+    cols = np.flatnonzero(bad.any(axis=0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        if len(rows) <= len(cols):
+            for i in rows:
+                d = a[i] - b[bad[i]]
+                sq[i, bad[i]] = np.einsum("ij,ij->i", d, d)
+        else:
+            for j in cols:
+                d = a[bad[:, j]] - b[j]
+                sq[bad[:, j], j] = np.einsum("ij,ij->i", d, d)
+    sq[np.isnan(sq)] = np.inf
 
 
 def build_svr_qubo(

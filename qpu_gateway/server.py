@@ -27,6 +27,7 @@ import functools
 import ipaddress
 import logging
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -38,6 +39,7 @@ from typing import TypeVar
 
 import grpc
 import numpy as np
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
@@ -206,11 +208,28 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         fit_queue_wait_seconds: float = 30.0,
         metrics: Metrics | None = None,
         io_threads: int = 4,
+        max_reply_bytes: int | None = None,
     ) -> None:
         self.service = service
         self.pool = _FitPool(max_concurrent_fits, max_queued_fits, fit_queue_wait_seconds)
         self.metrics = metrics
         self.io = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="io")
+        self.max_reply_bytes = max_reply_bytes
+
+    def _check_reply_size(self, reply: Message, field: str, what: str,
+                          advice: Callable[[], str]) -> None:
+        """``InvalidArgumentError`` naming ``field`` when ``reply`` (the reply for ``what``) is
+        larger than this server may send (``max_message_bytes``), with ``advice()``: else gRPC
+        would fail the call after the servicer returned, as RESOURCE_EXHAUSTED, with no status
+        line in the log and counted OK."""
+        size = reply.ByteSize()
+        limit = self.max_reply_bytes
+        if limit is not None and size > limit:
+            raise InvalidArgumentError(
+                field,
+                f"the reply for {what} would take {size} bytes, above this server's "
+                f"max_message_bytes = {limit}; {advice()}",
+            )
 
     async def _io(self, fn: Callable[[], T]) -> T:
         """Run a store read or a Predict off the event loop."""
@@ -237,6 +256,10 @@ class GatewayServicer(pb_grpc.GatewayServicer):
 
             try:
                 record = await self.pool.run(context, fit, deadline)
+            except grpc.aio.AbortError:  # the pool's refusal (RESOURCE_EXHAUSTED): no slot
+                if self.metrics is not None:
+                    self.metrics.fits.labels("none", "rejected").inc()
+                raise
             except Exception:
                 if self.metrics is not None:
                     self.metrics.fits.labels("none", "failed").inc()
@@ -263,9 +286,16 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             mean, std, used = await self._io(
                 functools.partial(self.service.predict, request.model_id, x, version)
             )
-            return pb.PredictReply(
+            reply = pb.PredictReply(
                 mean=mean.tolist(), std=std.tolist(), model_id=request.model_id, version=used
             )
+            rows = x.shape[0]
+            self._check_reply_size(  # each row takes the same room: pro rata
+                reply, "x", f"{rows} rows",
+                lambda: f"send at most {rows * self.max_reply_bytes // reply.ByteSize()} rows "
+                        "per Predict",
+            )
+            return reply
 
         return await _guard(context, call)
 
@@ -288,9 +318,16 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                 self.service.list, request.model_id, page_size=request.page_size,
                 page_token=request.page_token,
             ))
-            return pb.ListModelsReply(
+            reply = pb.ListModelsReply(
                 models=[record_to_proto(r) for r in records], next_page_token=token
             )
+            self._check_reply_size(
+                reply, "page_size", f"{len(records)} models",
+                lambda: "ask for a smaller page_size (the first "
+                        f"{_models_that_fit(reply, self.max_reply_bytes or 0)} models of this "
+                        "page would fit)",
+            )
+            return reply
 
         return await _guard(context, call)
 
@@ -305,6 +342,17 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         return await _guard(context, call)
 
 
+def _models_that_fit(reply: pb.ListModelsReply, limit: int) -> int:
+    """How many of ``reply``'s first models fit in a reply of ``limit`` bytes."""
+    used = pb.ListModelsReply(next_page_token=reply.next_page_token).ByteSize()
+    for n, model in enumerate(reply.models):
+        size = model.ByteSize()
+        used += 1 + max(1, (size.bit_length() + 6) // 7) + size  # the field's tag, length, model
+        if used > limit:
+            return n
+    return len(reply.models)
+
+
 @dataclass(frozen=True)
 class TLSFiles:
     """PEM files: the server's certificate and key, and the CA that signs client certificates
@@ -315,12 +363,54 @@ class TLSFiles:
     client_ca: str | None = None
 
     def credentials(self) -> grpc.ServerCredentials:
-        client_ca = Path(self.client_ca).read_bytes() if self.client_ca else None
+        """The server credentials; ``ValueError`` naming the setting (``tls_cert``, ``tls_key``,
+        ``tls_client_ca``) when its file cannot be read or is not what it should be: a PEM
+        certificate, an unencrypted PEM private key of that certificate, PEM CA certificates.
+        (gRPC itself would only fail to bind, naming neither.)"""
+        cert = _read_setting("tls_cert", self.cert)
+        key = _read_setting("tls_key", self.key)
+        client_ca = _read_setting("tls_client_ca", self.client_ca) if self.client_ca else None
+        _check_tls(self)
         return grpc.ssl_server_credentials(
-            [(Path(self.key).read_bytes(), Path(self.cert).read_bytes())],
-            root_certificates=client_ca,
-            require_client_auth=client_ca is not None,
+            [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
         )
+
+
+def _read_setting(name: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _check_certificates(name: str, path: str) -> None:
+    """``ValueError`` naming ``name`` unless ``path`` holds PEM certificates."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=path)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ValueError(f"{name}: {path} holds no PEM certificate ({exc})") from None
+
+
+def _check_tls(files: TLSFiles) -> None:
+    """Load the files as OpenSSL does (``ssl``): ``ValueError`` naming the setting at fault."""
+    _check_certificates("tls_cert", files.cert)
+
+    def encrypted() -> bytes:
+        raise ValueError(f"tls_key: {files.key} is encrypted; the gateway needs an unencrypted key")
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+            files.cert, files.key, password=encrypted
+        )
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ValueError(
+                f"tls_key: {files.key} is not the private key of tls_cert {files.cert} "
+                "(the two do not match)"
+            ) from None
+        raise ValueError(f"tls_key: {files.key} holds no PEM private key ({exc})") from None
+    if files.client_ca:
+        _check_certificates("tls_client_ca", files.client_ca)
 
 
 @dataclass(frozen=True)
@@ -461,12 +551,14 @@ async def create_server(
     service: GatewayService, address: str, options: ServerOptions | None = None
 ) -> GatewayServer:
     """Build (not start) the server on ``address`` (port 0 picks a free one); ``OSError`` naming
-    the address when it cannot be bound (e.g. another server listens on it)."""
+    the address when it cannot be bound (e.g. another server listens on it), ``ValueError``
+    naming the TLS setting whose file is unusable (:meth:`TLSFiles.credentials`)."""
     opts = options or ServerOptions()
     if opts.max_message_bytes < 1024:
         raise ValueError(f"max_message_bytes must be >= 1024, got {opts.max_message_bytes}")
     if not opts.store_check_seconds > 0:
         raise ValueError(f"store_check_seconds must be > 0, got {opts.store_check_seconds!r}")
+    credentials = opts.tls.credentials() if opts.tls is not None else None  # before binding
     _check_free(address)
     if opts.tokens is not None and opts.tls is None and not is_loopback(address):
         log.warning(
@@ -491,6 +583,7 @@ async def create_server(
         max_queued_fits=opts.max_queued_fits,
         fit_queue_wait_seconds=opts.fit_queue_wait_seconds,
         metrics=opts.metrics,
+        max_reply_bytes=opts.max_message_bytes,
     )
     pb_grpc.add_GatewayServicer_to_server(servicer, server)
     health = health_aio.HealthServicer()
@@ -504,8 +597,8 @@ async def create_server(
     if opts.metrics is not None:
         opts.metrics.track_store(service.store.count)
     try:
-        if opts.tls is not None:
-            port = server.add_secure_port(address, opts.tls.credentials())
+        if credentials is not None:
+            port = server.add_secure_port(address, credentials)
         else:
             port = server.add_insecure_port(address)
     except RuntimeError:

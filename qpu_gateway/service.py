@@ -41,7 +41,13 @@ from qpu_gateway.errors import (
     ShuttingDownError,
 )
 from qpu_gateway.execution import Attempt, Executor, InlineExecutor, Interrupted
-from qpu_gateway.qsvr import PARAM_NAMES, QSVR, NonFiniteProblemError
+from qpu_gateway.qsvr import (
+    PARAM_NAMES,
+    QSVR,
+    DataRangeError,
+    NonFiniteProblemError,
+    check_data_range,
+)
 from qpu_gateway.store import ModelStore, StoredModel
 
 __all__ = ["FIT_PARAMS", "FitCancelledError", "FitLimits", "GatewayService", "ModelRecord"]
@@ -309,11 +315,10 @@ class GatewayService:
             field = field or ("base" if str(exc).startswith("base and k0") else "")
             raise InvalidArgumentError(f"params.{field}" if field else "params", str(exc)) from exc
         self._check_limits(model, x.shape[0], x.shape[1])
-        for field, values in (("x", x), ("y", y)):
-            with np.errstate(over="ignore", invalid="ignore"):
-                span = np.ptp(values, axis=0)
-            if not np.isfinite(span).all():
-                raise InvalidArgumentError(field, "the range of the values overflows float64 when scaled")
+        try:
+            check_data_range(x, y)
+        except DataRangeError as exc:
+            raise InvalidArgumentError(exc.field, exc.description) from exc
         chain = self._chain_for(backend)
         request_hash = (
             _request_hash(x, y, model_id, params, backend, seed, names) if idempotency_key else ""
@@ -455,7 +460,9 @@ class GatewayService:
 
         Refuses (before allocating) more than ``max_predict_rows`` rows, or more than
         ``max_predict_cells`` kernel entries (rows x the model's training rows); evaluates the
-        kernel in chunks of ``PREDICT_CHUNK_CELLS`` entries.
+        kernel in chunks of ``PREDICT_CHUNK_CELLS`` entries. Rows far outside the training data
+        get the kernel's limit (:func:`qpu_gateway.qubo.rbf_kernel`); a prediction that is not
+        finite is refused naming the row, never answered.
         """
         _check_model_id(model_id)
         _check_matrix("x", x)
@@ -484,9 +491,16 @@ class GatewayService:
         step = max(1, PREDICT_CHUNK_CELLS // n_train)
         mean = np.empty(x.shape[0])
         std = np.empty(x.shape[0])
-        for start in range(0, x.shape[0], step):
-            mean[start:start + step], std[start:start + step] = model.predict(
-                x[start:start + step], return_std=True
+        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite answer is refused below
+            for start in range(0, x.shape[0], step):
+                mean[start:start + step], std[start:start + step] = model.predict(
+                    x[start:start + step], return_std=True
+                )
+        bad = ~(np.isfinite(mean) & np.isfinite(std))
+        if bad.any():  # never an answer of NaN or inf
+            r = int(np.flatnonzero(bad)[0])
+            raise InvalidArgumentError(
+                "x", f"row {r}: model {model_id!r} version {version}'s prediction overflows float64"
             )
         return mean, std, version
 
@@ -499,7 +513,8 @@ class GatewayService:
     def list(
         self, model_id: str = "", *, page_size: int = 0, page_token: str = ""
     ) -> tuple[list[ModelRecord], str]:
-        """A page of the latest version of every model, or of every version of ``model_id``.
+        """A page of the latest version of every model, or of every version of ``model_id``
+        (none for an id without stored versions: an empty page, not ``ModelNotFoundError``).
 
         Returns the records and the token of the next page ("" after the last one). Pages are
         keyset-based, so models added or deleted meanwhile never shift a page.

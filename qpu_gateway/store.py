@@ -10,7 +10,9 @@ at any moment leaves either the whole new version or none of it.
 - Reads use their own connection per thread (WAL readers never wait for a writer, not even an
   outside process holding the write lock); writes wait at most ``busy_timeout`` seconds.
 - A file store is locked (``fcntl.flock`` on ``<store>.lock``) for the lifetime of the
-  :class:`ModelStore`: a second server on the same file gets :class:`StoreError` at once.
+  :class:`ModelStore`: a second server on the same file gets :class:`StoreError` at once. The
+  lock file is left in place by :meth:`ModelStore.close` (the lock is the ``flock``, released
+  with it; deleting the file could race a server opening it).
 """
 
 from __future__ import annotations

@@ -157,6 +157,37 @@ def test_cli_log_flags_work_before_or_after_the_subcommand() -> None:
     assert bad.returncode == 2 and "invalid choice: 'BOGUS'" in bad.stderr and "Traceback" not in bad.stderr
 
 
+_WARNS_IN_MAIN = """
+import sys, warnings
+import qpu_gateway.cli as cli
+
+def warn(args):
+    warnings.warn("overflow encountered in multiply", RuntimeWarning)
+    return 0
+
+cli._health = warn
+sys.exit(cli.main(["--log-format", "json", "health"]))
+"""
+_WARNS_IN_A_WORKER = """
+import logging, warnings
+from qpu_gateway.observability import worker_logging
+
+worker_logging(logging.INFO, json_lines=True)
+warnings.warn("overflow encountered in multiply", RuntimeWarning)
+"""
+
+
+@pytest.mark.parametrize("code", [_WARNS_IN_MAIN, _WARNS_IN_A_WORKER], ids=["main", "worker"])
+def test_cli_json_log_carries_python_warnings_as_json_objects(code: str) -> None:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    assert all(line.startswith("{") for line in lines), lines
+    records = [json.loads(line) for line in lines]
+    assert [(r["logger"], r["level"]) for r in records] == [("py.warnings", "WARNING")]
+    assert "RuntimeWarning: overflow encountered in multiply" in records[0]["message"]
+
+
 def test_cli_read_commands_fail_fast_and_the_client_names_an_unreachable_gateway() -> None:
     import time
 
@@ -190,6 +221,27 @@ def _write_csv(path: Path, header: list[str], rows: np.ndarray) -> Path:
         w.writerow(header)
         w.writerows(rows.tolist())
     return path
+
+
+@pytest.mark.parametrize(
+    ("flags", "line"),
+    [
+        (["--param", "bogus=1"], "--param bogus=1: unknown QSVR parameter 'bogus' (known: k, "),
+        (["--param", "k=abc"], "--param k=abc: k must be an integer in [0, 2**32), got 'abc'"),
+        (["--param", "k=-3"], "--param k=-3: k must be an integer in [0, 2**32), got '-3'"),
+        (["--param", "gamma=wide"], "--param gamma=wide: gamma must be a number, got 'wide'"),
+        (["--param", "gamma"], "--param expects NAME=VALUE, got 'gamma'"),
+        (["--seed", "-1"], "--seed must be an integer in [0, 2**64), got -1"),
+        (["--seed", str(2**64)], f"--seed must be an integer in [0, 2**64), got {2**64}"),
+    ],
+)
+def test_cli_fit_bad_param_or_seed_is_one_line_naming_the_flag_exit_2(
+    tmp_path: Path, flags: list[str], line: str
+) -> None:
+    data = _write_csv(tmp_path / "t.csv", ["a", "y"], np.array([[0.0, 1.0], [1.0, 2.0]]))
+    out = _run("fit", "--gateway", "127.0.0.1:9", "--data", str(data), "--target", "y", *flags)
+    assert out.returncode == 2 and len(out.stderr.splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("qpu-gateway: " + line), out.stderr
 
 
 def test_cli_fit_and_predict_csv_files(gateway_address: str, tmp_path: Path) -> None:

@@ -132,6 +132,20 @@ def test_gateway_fit_then_predict_in_caller_units(gateway_address: str) -> None:
         assert client.get_model(info.model_id, version=1).seed == 7
 
 
+def test_gateway_predict_far_outside_the_training_data_is_the_kernels_limit_not_nan(
+    gateway_process: GatewayProcess,
+) -> None:
+    x = np.linspace(0, 1, 10)[:, None]
+    with GatewayClient(gateway_process.address) as client:
+        info = client.fit(x, np.sin(6 * x[:, 0]), seed=0)
+        before = len(gateway_process.log())
+        far = np.array([[1e308], [-1e308], [1.7976931348623157e308], [1e200]])
+        mean, std = client.predict(info.model_id, far)
+    assert np.isfinite(mean).all() and np.isfinite(std).all()
+    assert np.all(mean == mean[0]) and np.all(std == std[0])  # every row: the far-away limit
+    assert "Warning" not in gateway_process.log()[before:]  # no numpy overflow on the way
+
+
 def test_gateway_unknown_model_is_not_found(gateway_address: str) -> None:
     with GatewayClient(gateway_address) as client:
         x = np.ones((1, 3))
@@ -163,6 +177,9 @@ def _fit_request(**over) -> pb.FitRequest:
         (_fit_request(x=pb.Matrix(rows=3, cols=2, values=[0.1, math.inf, 0, 0, 0, 0])), "x"),
         (pb.FitRequest(x=pb.Matrix(rows=3, cols=2, values=[0.1] * 6), y=[1.0, 2.0]), "y"),
         (pb.FitRequest(x=pb.Matrix(rows=1, cols=1, values=[0.1]), y=[math.nan]), "y"),
+        (pb.FitRequest(x=pb.Matrix(rows=10, cols=1, values=np.linspace(0, 1, 10).tolist()),
+                       y=(np.sin(6 * np.linspace(0, 1, 10)) * 1e300).tolist()), "y"),
+        (pb.FitRequest(x=pb.Matrix(rows=2, cols=1, values=[-1e308, 1e308]), y=[0.0, 1.0]), "x"),
         (pb.FitRequest(x=pb.Matrix(rows=1, cols=2, values=[0.1, 0.2]), y=[1.0]), "x"),
         (_fit_request(params=pb.QSVRParams(k=0)), "params.k"),
         (_fit_request(params=pb.QSVRParams(base=0.0)), "params.base"),

@@ -30,6 +30,7 @@ from qpu_gateway.observability import Metrics
 from qpu_gateway.server import create_server
 from qpu_gateway.service import GatewayService
 from qpu_gateway.store import ModelStore
+from tests._certs import make_pki
 from tests.conftest import REPO, GatewayProcess
 
 
@@ -158,6 +159,29 @@ def test_serve_on_a_busy_address_exits_with_one_line_naming_it(tmp_path: Path) -
         f"qpu-gateway: cannot listen on 127.0.0.1:{port}: the address is already in use "
         "(another gateway?)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("cert", "key", "start"),
+    [
+        ("junk", "server_key", "tls_cert: {junk} holds no PEM certificate ("),
+        ("server", "junk", "tls_key: {junk} holds no PEM private key ("),
+        ("server", "client_key",
+         "tls_key: {client_key} is not the private key of tls_cert {server} (the two do not match)"),
+    ],
+)
+def test_serve_with_a_bad_tls_certificate_or_key_exits_2_with_one_line_naming_it(
+    tmp_path: Path, cert: str, key: str, start: str
+) -> None:
+    files = make_pki(tmp_path)
+    files["junk"] = str(tmp_path / "junk.pem")
+    Path(files["junk"]).write_text("not PEM\n")
+    done = _serve(tmp_path, "--address", "127.0.0.1:0", "--tls-cert", files[cert],
+                  "--tls-key", files[key])
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("qpu-gateway: " + start.format(**files)), lines
+    assert not (tmp_path / "m.sqlite").exists()
 
 
 def test_serve_with_a_busy_metrics_port_exits_with_one_line_naming_it(tmp_path: Path) -> None:

@@ -14,8 +14,9 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from qpu_gateway.backends import BackendRegistry
 from qpu_gateway.ensemble import member_weights
-from qpu_gateway.qsvr import DEFAULT_TOP_K, QSVR, STATE_VERSION, relevance_weights
+from qpu_gateway.qsvr import DEFAULT_TOP_K, QSVR, STATE_VERSION, DataRangeError, relevance_weights
 from qpu_gateway.qubo import build_svr_qubo, rbf_kernel
+from qpu_gateway.seeds import bounded_seed
 
 # Small sampler budgets keep the checks fast: the checks fit on up to a few hundred samples
 # (2KN = 6N binary variables). We skip no check ourselves; scikit-learn itself skips its array-API
@@ -81,6 +82,27 @@ def test_qsvr_every_documented_random_state_fits_with_the_default_sampler(seed: 
     a = QSVR(num_reads=10, num_sweeps=10, random_state=state()).fit(x, y)
     b = QSVR(num_reads=10, num_sweeps=10, random_state=state()).fit(x, y)
     np.testing.assert_array_equal(a.dual_coef_, b.dual_coef_)
+
+
+def test_qsvr_seeds_past_2_32_do_not_alias_small_seeds_and_small_seeds_map_as_before() -> None:
+    from dwave.samplers import SimulatedAnnealingSampler
+
+    seeds: list[int] = []
+
+    class Recording(SimulatedAnnealingSampler):
+        def sample(self, bqm: dimod.BinaryQuadraticModel, **kwargs: object) -> dimod.SampleSet:
+            seeds.append(int(kwargs["seed"]))
+            return super().sample(bqm, **kwargs)
+
+    x, y = _curves(8, 2)
+    small = [0, 1, 5, 2**31 - 1, 2**31, 2**32 - 2]  # what stored models were fitted with
+    large = [2**32 - 1, 2**32, 2**32 + 4, 2**64 - 1]  # once taken modulo 2^32 - 1: 0, 1, 5, 0
+    models = {s: QSVR(num_reads=10, num_sweeps=10, sampler=Recording(), random_state=s).fit(x, y)
+              for s in small + large}
+    assert seeds[:len(small)] == [bounded_seed(s) for s in small]
+    assert len(set(seeds)) == len(small) + len(large)
+    for big, alias in zip(large, [0, 1, 5, 0], strict=True):
+        assert not np.array_equal(models[big].dual_coef_, models[alias].dual_coef_), big
 
 
 def test_qsvr_sampler_returning_no_sampleset_is_a_type_error() -> None:
@@ -427,3 +449,19 @@ def test_qsvr_accepts_a_numpy_generator_as_random_state() -> None:
     a = QSVR(num_reads=20, num_sweeps=10, random_state=np.random.default_rng(1)).fit(x, y)
     b = QSVR(num_reads=20, num_sweeps=10, random_state=np.random.default_rng(1)).fit(x, y)
     np.testing.assert_array_equal(a.dual_coef_, b.dual_coef_)
+
+
+def test_qsvr_fit_refuses_data_float64_cannot_fit_before_sampling() -> None:
+    class Refusing(dimod.Sampler):
+        parameters = property(lambda self: {})
+        properties = property(lambda self: {})
+
+        def sample(self, bqm: dimod.BinaryQuadraticModel, **kwargs: object) -> dimod.SampleSet:
+            raise AssertionError("sampled")
+
+    x = np.linspace(0, 1, 10)[:, None]
+    with pytest.raises(DataRangeError, match=r"^y: the range of the values") as info:
+        QSVR(sampler=Refusing()).fit(x, np.sin(6 * x[:, 0]) * 1e300)
+    assert info.value.field == "y"
+    with pytest.raises(DataRangeError, match=r"^x: the range \(max - min\) of column 1"):
+        QSVR(sampler=Refusing()).fit(np.array([[0.0, -1e308], [1.0, 1e308]]), [0.0, 1.0])

@@ -105,3 +105,13 @@ def test_build_svr_qubo_rejects_mismatched_shapes() -> None:
         build_svr_qubo(np.ones((2, 3)), np.zeros(2))
     with pytest.raises(ValueError, match=r"y must have shape \(2,\)"):
         build_svr_qubo(np.eye(2), np.zeros(3))
+
+
+def test_rbf_kernel_of_huge_or_infinite_rows_is_its_limit_not_nan() -> None:
+    a = np.array([[1e308], [-1e308], [np.inf], [0.5]])
+    b = np.array([[0.0], [1.0], [1e308]])
+    with np.errstate(all="raise"):
+        k = rbf_kernel(a, b, 0.5)
+    expected = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0],
+                         [np.exp(-0.125), np.exp(-0.125), 0.0]])
+    np.testing.assert_array_equal(k, expected)

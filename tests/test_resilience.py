@@ -357,6 +357,42 @@ def test_oversized_message_is_resource_exhausted(fuzz_server) -> None:
     assert _call(fuzz_server.Predict, big) == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+def test_a_reply_over_max_message_bytes_is_invalid_argument_naming_the_field_and_counted(
+    tmp_path: Path,
+) -> None:
+    cfg = _config(tmp_path / "g.toml", "[server]\nmax_message_bytes = 65536\n")
+    proc = GatewayProcess(tmp_path / "m.sqlite", "--config", cfg, "--metrics-port", "0").start()
+    names = [f"{i:03d}".ljust(128, "n") for i in range(200)]  # about 26 kB of ModelInfo each
+    try:
+        with GatewayClient(proc.address) as client:
+            x, y = _data(2)
+            wide = np.random.default_rng(0).random((2, 200))
+            for _ in range(3):
+                client.fit(wide, y, feature_names=names, num_reads=10, num_sweeps=10)
+            one = client.fit(x[:, :1], y, num_reads=10, num_sweeps=10).model_id
+            assert client.predict(one, np.zeros((4000, 1)))[0].shape == (4000,)  # 64 kB: fits
+            with pytest.raises(grpc.RpcError) as rows:  # an 80 kB request, a 96 kB reply
+                client.predict(one, np.zeros((6000, 1)))
+            with pytest.raises(grpc.RpcError) as page:
+                client.list_models(page_size=4)
+            fit = int(re.search(r"the first (\d) models", page.value.details()).group(1))
+            assert fit in (2, 3)  # 2 wide ones, and the narrow one when it comes within them
+            assert len(client.list_models(page_size=fit)) == 4
+        port = re.search(r"metrics on http://127.0.0.1:(\d+)/metrics", proc.log()).group(1)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    finally:
+        proc.stop()
+    for err, field, advice in ((rows.value, "x", "send at most 4094 rows per Predict"),
+                               (page.value, "page_size", "ask for a smaller page_size")):
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+        assert err.details().startswith(f"{field}: the reply for ") and advice in err.details()
+        assert "max_message_bytes = 65536" in err.details()
+        assert [f for f, _ in GatewayClient.field_violations(err)] == [field]
+    assert 'qpu_gateway_requests_total{code="INVALID_ARGUMENT",method="Predict"} 1.0' in text
+    assert 'qpu_gateway_requests_total{code="INVALID_ARGUMENT",method="ListModels"} 1.0' in text
+    assert "Traceback" not in proc.log() and "Predict INVALID_ARGUMENT: x: the reply" in proc.log()
+
+
 def _restartable(tmp_path: Path) -> tuple[GatewayProcess, GatewayClient, str, np.ndarray, np.ndarray]:
     """A gateway on a fixed address (so that a restart is the same address), a client of it,
     one fitted model's id and its training data."""

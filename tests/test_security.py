@@ -140,6 +140,17 @@ def test_token_table_scopes_and_validation(tmp_path: Path) -> None:
     assert load_tokens(None, env={}) is None
 
 
+def test_load_tokens_accepts_the_tokens_of_the_file_and_of_the_environment_both(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tokens.txt"
+    path.write_text(f"admin:{ADMIN}\n")
+    os.chmod(path, 0o600)
+    table = load_tokens(path, env={"QPU_GATEWAY_TOKENS": f"predict:{PREDICT}"})
+    assert table is not None and len(table) == 2
+    assert (table.scope_of(ADMIN), table.scope_of(PREDICT)) == ("admin", "predict")
+
+
 def test_hpo_gateway_predictor_reaches_a_secured_gateway(tls_server, pki, monkeypatch) -> None:
     from hpo_node.predictors import GatewayPredictor
 

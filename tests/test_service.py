@@ -86,6 +86,30 @@ def test_service_fit_rejects_bad_input_naming_the_field(
     assert service.list()[0] == []
 
 
+class _Recording(InlineExecutor):
+    """The inline executor, recording every attempt it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(BackendRegistry())
+        self.attempts: list[Attempt] = []
+
+    def run(self, attempt: Attempt, stop: Callable[[], bool]) -> dict[str, Any]:
+        self.attempts.append(attempt)
+        return super().run(attempt, stop)
+
+
+def test_service_fit_refuses_y_whose_squares_overflow_before_sampling() -> None:
+    executor = _Recording()
+    service = GatewayService(ModelStore(":memory:"), BackendRegistry(), executor=executor)
+    x = np.linspace(0, 1, 10)[:, None]
+    with pytest.raises(InvalidArgumentError, match=r"^y: the range .* \(1\.97e\+300\) is too large"
+                       ) as info:
+        service.fit(x, np.sin(6 * x[:, 0]) * 1e300, params=FAST)
+    assert info.value.field == "y" and executor.attempts == [] and service.list()[0] == []
+    rec = service.fit(x, np.sin(6 * x[:, 0]) * 1e150, params=FAST)  # squares that fit: stored
+    assert np.isfinite(rec.info["train_r2"]) and executor.attempts
+
+
 def test_service_error_shows_the_start_of_a_huge_bad_value(service: GatewayService) -> None:
     x, y = _data(3, 1)
     with pytest.raises(InvalidArgumentError) as info:
@@ -103,6 +127,26 @@ def test_service_huge_gamma_fits_and_predicts_without_numpy_warnings(
         rec = service.fit(x, y, params={**FAST, "gamma": 1e308})
         mean, _, _ = service.predict(rec.model_id, x + 0.5)
     assert np.isfinite(mean).all()
+
+
+def test_service_predict_refuses_a_prediction_that_overflows_naming_the_row(
+    service: GatewayService,
+) -> None:
+    x, y = _data()
+    rec = service.fit(x, y, model_id="m", params=FAST)
+    stored = service.store.get("m", rec.version)
+    state = {**stored.state, "y_scale": 1e308, "y_offset": 0.0,
+             "intercept": [1e3] * len(stored.state["intercept"])}
+    service.store.put("m", stored.info, state, 0.0)  # a model whose predictions overflow
+    with pytest.raises(InvalidArgumentError, match=r"^x: row 0: .*overflows float64") as err:
+        service.predict("m", x[:2])
+    assert err.value.field == "x"
+
+
+def test_service_list_of_an_unknown_model_id_is_an_empty_page(service: GatewayService) -> None:
+    assert service.list("never-fitted") == ([], "")
+    with pytest.raises(ModelNotFoundError):
+        service.delete("never-fitted")
 
 
 def test_service_version_zero_is_invalid_not_missing(service: GatewayService) -> None:
@@ -477,3 +521,41 @@ def test_grpc_fit_without_deadline_is_refused_at_once_when_fit_queue_wait_second
     assert error is not None and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "no deadline to wait within (fit_queue_wait_seconds = 0)" in error.details()
     assert took < 0.3
+
+
+async def _fits_behind_a_full_queue() -> Metrics:
+    """A Fit holding the only slot (no queue), one refused behind it, one with bad input; the
+    server's metrics."""
+    executor = _Gated()
+    metrics = Metrics()
+    service = GatewayService(ModelStore(":memory:"), BackendRegistry(), executor=executor)
+    gateway = await create_server(service, "127.0.0.1:0", ServerOptions(
+        metrics=metrics, max_concurrent_fits=1, max_queued_fits=0))
+    await gateway.start()
+    x, y = _data(6, 2)
+    request = pb.FitRequest(x=pb.Matrix(rows=6, cols=2, values=x.ravel().tolist()), y=y.tolist(),
+                            params=pb.QSVRParams(**FAST))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            stub = pb_grpc.GatewayStub(channel)
+            first = stub.Fit(request, timeout=60)
+            while not executor.started.is_set():
+                await asyncio.sleep(0.01)
+            with pytest.raises(grpc.aio.AioRpcError) as busy:
+                await stub.Fit(request, timeout=60)
+            assert busy.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            executor.release.set()
+            await first
+            with pytest.raises(grpc.aio.AioRpcError) as bad:
+                await stub.Fit(pb.FitRequest(x=request.x, y=[1.0]), timeout=60)
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        await gateway.stop(0)
+    return metrics
+
+
+def test_grpc_fit_refused_for_a_full_queue_counts_as_rejected_not_failed() -> None:
+    count = asyncio.run(_fits_behind_a_full_queue()).registry.get_sample_value
+    assert count("qpu_gateway_fits_total", {"backend": "none", "outcome": "rejected"}) == 1.0
+    assert count("qpu_gateway_fits_total", {"backend": "none", "outcome": "failed"}) == 1.0
+    assert count("qpu_gateway_fits_total", {"backend": "neal", "outcome": "ok"}) == 1.0

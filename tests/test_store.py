@@ -61,6 +61,14 @@ def test_store_discard_deletes_its_files_and_frees_the_path(tmp_path: Path) -> N
     fresh.close()
 
 
+def test_store_close_leaves_its_lock_file_which_locks_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "m.sqlite"
+    ModelStore(path).close()
+    assert (tmp_path / "m.sqlite.lock").exists()
+    again = ModelStore(path)  # the leftover file does not keep the next server out
+    again.close()
+
+
 def test_store_knows_whether_it_created_its_file(tmp_path: Path) -> None:
     path = tmp_path / "m.sqlite"
     (tmp_path / "m.sqlite.lock").touch()  # a lock file alone (a crashed start) is no store
