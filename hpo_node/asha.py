@@ -83,6 +83,17 @@ class ASHA(Scheduler):
         promoting (each rung promotes its best ``1/eta``), 1 when stopping."""
         return self.eta ** (len(self.rungs) - 1) if self.mode == "promotion" else 1
 
+    def too_few_trials_note(self, n_trials: int, key: str = "n_trials") -> str | None:
+        """What to tell a user whose ``n_trials`` (set as ``key``) is below
+        :attr:`trials_to_reach_max_resource`, or ``None``: no trial could reach R."""
+        need = self.trials_to_reach_max_resource
+        if n_trials >= need:
+            return None
+        return (f"{key} = {n_trials} is fewer than the {need} that {self.name} needs for any "
+                f"trial to reach max_resource = {self.max_resource} (each rung promotes its best "
+                f"1/eta: rungs at {', '.join(map(str, self.rungs))} epochs, eta = {self.eta}): "
+                f"the study will find no best at R; give at least {need}")
+
     def trials_needed(self) -> int | None:
         return self.n_trials
 

@@ -4,6 +4,7 @@ study."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,23 @@ def test_ray_tune_habits_hyperband_with_too_few_samples_is_refused(
         tuner.fit()
     assert scheduler.epochs_used() == 0
 
+
+
+def test_ray_tune_habits_too_few_samples_for_any_trial_to_reach_r_is_warned(
+    tmp_path: Path, ray_local: Any, caplog: Any
+) -> None:
+    """ASHA over 6 samples at R = 9, eta = 3 (rungs 1, 3, 9) promotes 2 to epoch 3 and none to
+    9: the scheduler says so once the searcher has made its trials (as ``hpo-node run`` does
+    before it starts), and the run ends with no best."""
+    scheduler = ASHAScheduler(9, 3)
+    with caplog.at_level(logging.WARNING, logger="hpo_node.integrations.ray_tune"):
+        _tuner(tmp_path, scheduler).fit()  # num_samples=6
+    note = ("TuneConfig(num_samples) = 6 is fewer than the 9 that asha needs for any trial to "
+            "reach max_resource = 9 (each rung promotes its best 1/eta: rungs at 1, 3, 9 epochs, "
+            "eta = 3): the study will find no best at R; give at least 9")
+    assert scheduler.notes == (note,)
+    assert [r.getMessage() for r in caplog.records].count(note) == 1
+    assert scheduler.best() is None and scheduler.epochs_used() == 6 + 2 * 2
 
 
 class _OthersAtTheEnd(Callback):

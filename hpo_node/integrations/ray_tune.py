@@ -668,6 +668,11 @@ class CoreTrialScheduler(TrialScheduler):
         if not callable(finished) or not finished():
             return
         self._supply_checked = True
+        too_few = getattr(self.core, "too_few_trials_note", None)
+        note = None if too_few is None else too_few(len(self.records), "TuneConfig(num_samples)")
+        if note is not None:
+            logger.warning("%s", note)
+            self.notes = (*self.notes, note)
         if self._check_d_at_supply:
             # too late to adapt d (the core's predictors are built): warn
             _, note = swift_d_rule(self.core, len(self.records), True,

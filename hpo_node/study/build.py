@@ -157,13 +157,10 @@ def check_study(cfg: StudyConfig) -> StudyConfig:
     ``[algorithm] params`` does not set it (:func:`swift_d`)."""
     address = "127.0.0.1:1" if cfg.needs_gateway else None
     scheduler = build_scheduler(cfg, gateway_address=address)
-    need = getattr(scheduler.core, "trials_to_reach_max_resource", 1)
-    if n_trials(cfg) < need:
-        cfg = replace(cfg, notes=(*cfg.notes, (
-            f"study.trials = {n_trials(cfg)} is fewer than the {need} that {cfg.algorithm} needs "
-            f"for any trial to reach max_resource = {cfg.max_resource} (each rung promotes its "
-            f"best 1/eta: rungs at {', '.join(map(str, scheduler.core.rungs))} epochs, eta = "
-            f"{cfg.eta}): the study will find no best at R; give at least {need} study.trials")))
+    too_few = getattr(scheduler.core, "too_few_trials_note", None)
+    note = None if too_few is None else too_few(n_trials(cfg), "study.trials")
+    if note is not None:
+        cfg = replace(cfg, notes=(*cfg.notes, note))
     if cfg.uses_predictor:
         d, note = swift_d(cfg, scheduler.core)
         if note is not None:
