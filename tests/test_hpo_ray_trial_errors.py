@@ -241,11 +241,15 @@ def test_ray_trial_errors_an_error_another_trial_had_before_its_first_epoch_is_n
 
 
 def test_ray_trial_errors_nothing_but_nan_is_one_line_and_exit_1(
-    tmp_path: Path, fresh_ray: Any, capsys: Any
+    tmp_path: Path, fresh_ray: Any, capsys: Any, caplog: Any
 ) -> None:
     toml = _toml(tmp_path, "nan", {"0.1": "nan", "0.5": "nan", "0.6": "nan"}, trials=2)
-    assert run_main([str(toml), "--progress-every", "60"]) == 1
-    err = capsys.readouterr().err
+    with caplog.at_level(logging.WARNING):
+        assert run_main([str(toml), "--progress-every", "60"]) == 1
+    out, err = capsys.readouterr()
+    # two trials cannot reach R = 3 with eta = 3: said once, in the study's terms
+    assert out.count("study.trials = 2 is fewer than the 3 that asha needs") == 1
+    assert "TuneConfig(num_samples)" not in out + err + caplog.text
     assert err.splitlines()[-1].startswith(
         "hpo-node run: error: every trial reported a non-finite val_loss (NaN or inf) at every "
         "epoch")

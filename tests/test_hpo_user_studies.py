@@ -17,6 +17,7 @@ import pytest
 
 from hpo_node.study import load_study, optimize
 from hpo_node.trainables import load_trainable
+from qpu_gateway.client import GatewayClient
 from tests.conftest import STUDY_TRAINABLE
 from tests.ray_callbacks import InterruptOnce
 
@@ -115,9 +116,13 @@ def test_hpo_user_study_python_entry_point_with_a_callable(
     out = tmp_path / "out"
     # swift-asha: the published rule, whose per-rung predictors are fitted on the gateway
     rule = {"algorithm.params": {"rule": "paper"}} if algorithm.startswith("swift") else {}
-    res = optimize(train, folder / "study.toml", gateway=gateway_address,
-                   overrides={"algorithm.name": algorithm, "study.trials": 18,
-                              "study.output_dir": str(out), **rule})
+    with GatewayClient(gateway_address) as client:
+        before = {m.model_id for m in client.list_models()}
+        res = optimize(train, folder / "study.toml", gateway=gateway_address,
+                       overrides={"algorithm.name": algorithm, "study.trials": 18,
+                                  "study.output_dir": str(out), **rule})
+        # the study's predictor models are deleted when it ends (they held its curves)
+        assert {m.model_id for m in client.list_models()} == before
     assert res.study_dir == out / load_study(folder / "study.toml").name
     summary = _check_outputs(res.study_dir, space, constants, algorithm, 18)
     assert res.summary == summary

@@ -669,7 +669,10 @@ class CoreTrialScheduler(TrialScheduler):
             return
         self._supply_checked = True
         too_few = getattr(self.core, "too_few_trials_note", None)
-        note = None if too_few is None else too_few(len(self.records), "TuneConfig(num_samples)")
+        # with n_trials given, whoever gave it said so already (hpo-node run: study.trials)
+        told = getattr(self.core, "n_trials", None) is not None
+        note = None if too_few is None or told else too_few(len(self.records),
+                                                            "TuneConfig(num_samples)")
         if note is not None:
             logger.warning("%s", note)
             self.notes = (*self.notes, note)
@@ -897,7 +900,8 @@ class CoreTrialScheduler(TrialScheduler):
 
 
 class SchedulerStateCallback(Callback):
-    """Saves a :class:`CoreTrialScheduler`'s state with each Tune experiment snapshot.
+    """Saves a :class:`CoreTrialScheduler`'s state with each Tune experiment snapshot, and closes
+    its core when the run ends.
 
     Tune calls ``get_state`` when it writes the experiment state and ``set_state`` on
     ``Tuner.restore`` (before the restored trials are re-added), so the restored scheduler resumes
@@ -916,6 +920,11 @@ class SchedulerStateCallback(Callback):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.scheduler.set_state(json.loads(state["scheduler"]))
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        """The run is over (finished or interrupted): the core's predictor models are deleted
+        from the gateway (they are not checkpointed; a restored run refits them)."""
+        self.scheduler.core.close()
 
 
 class ProgressCallback(Callback):

@@ -641,6 +641,7 @@ def run_study(
                             redact_storage(experiment))
         summary["interrupted"] = watch.interrupted
         write_outputs(cfg, scheduler, summary, trace.events)
+        scheduler.core.close()  # the study's predictor models leave the gateway (resume refits)
     finally:
         if started_ray:
             ray.shutdown()
