@@ -182,3 +182,30 @@ def test_hpo_optuna_pruner_reports_every_k_epochs(first_step: int) -> None:
     assert all(len(t.intermediate_values) in (1, 2) for t in pruned)
     assert all(len(t.intermediate_values) == 3 for t in complete)
 
+
+
+def test_hpo_optuna_pruner_predictions_are_in_the_units_of_a_maximized_study() -> None:
+    """In a ``direction="maximize"`` study the pruner works on the negated values; the
+    predictions it reports are the accuracies themselves (they had the sign flipped)."""
+    from hpo_node.synthetic import synthetic_table
+
+    curves = np.asarray(synthetic_table(60, 9, 3).curves)
+    pruner = SwiftPruner(9, 3, lambda: SVRPredictor(), d=3, seed=0)
+
+    def objective(trial: optuna.Trial) -> float:
+        row = curves[trial.suggest_int("row", 0, 59)]
+        for epoch in range(1, 10):
+            trial.report(1.0 - row[epoch - 1], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return 1.0 - row[8]
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", pruner=pruner,
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=40)
+    assert pruner.predictions
+    for key, (_, mean, _) in pruner.predictions.items():
+        last = study.trials[int(key.rsplit(":", 1)[1])].intermediate_values
+        reported = last[max(last)]
+        assert abs(mean - reported) < abs(mean + reported), (key, mean, reported)

@@ -82,6 +82,7 @@ class SwiftPruner(optuna.pruners.BasePruner):
         self._curves: dict[str, list[float]] = {}
         self._offsets: dict[str, int] = {}
         self._pruned: dict[str, str] = {}
+        self._signs: dict[str, float] = {}  # -1.0 for a maximized study's trials
         self._done: set[str] = set()
 
     @classmethod
@@ -119,13 +120,14 @@ class SwiftPruner(optuna.pruners.BasePruner):
     @property
     def predictions(self) -> dict[str, tuple[int, float, float]]:
         """``{trial key: (rung resource, predicted mean, spread)}`` for trials pruned by a
-        prediction: the loss predicted at the rung the trial was heading for."""
+        prediction: the value predicted at the rung the trial was heading for, in the study's
+        units (an accuracy in a maximized study)."""
         out = {}
         for key, reason in self._pruned.items():
             made = self.core.prediction(key)
             if reason == "prediction" and made is not None:
                 r_to = min(r for r in self.core.rungs if r > len(self._curves[key]))
-                out[key] = (r_to, made[0], made[1])
+                out[key] = (r_to, self._signs.get(key, 1.0) * made[0], made[1])
         return out
 
     def predictor_calls(self) -> dict[str, int]:
@@ -136,6 +138,7 @@ class SwiftPruner(optuna.pruners.BasePruner):
         sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
         key = f"{study.study_name}:{trial.number}"
         with self._lock:
+            self._signs[key] = sign
             return self._prune(key, trial, sign)
 
     def _prune(self, key: str, trial: optuna.trial.FrozenTrial, sign: float) -> bool:
