@@ -243,9 +243,10 @@ def _fmt(vals: list[float | None]) -> str:
     return f"{a.mean():.6g} ± {a.std():.3g}"
 
 
-def markdown_table(results: dict[str, list[RunResult]]) -> str:
-    """Mean ± std (population) of each figure per algorithm, as a markdown table."""
-    head = "| algorithm | epochs | best loss | regret | makespan | predictor fits |"
+def markdown_table(results: dict[str, list[RunResult]], metric: str = "loss") -> str:
+    """Mean ± std (population) of each figure per algorithm, as a markdown table; ``metric``
+    names the best value's column (the table's units)."""
+    head = f"| algorithm | epochs | best {metric} | regret | makespan | predictor fits |"
     lines = [head, "|---|---|---|---|---|---|"]
     for name, runs in results.items():
         cells = [_fmt([getattr(r, k) for r in runs]) for k in _FIGURES]
@@ -254,8 +255,10 @@ def markdown_table(results: dict[str, list[RunResult]]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: dict[str, list[RunResult]], path: Path, title: str) -> None:
-    """Best final loss found vs epochs consumed, mean over seeds, one line per algorithm."""
+def plot(results: dict[str, list[RunResult]], path: Path, title: str,
+         metric: str = "loss") -> None:
+    """Best final ``metric`` found vs epochs consumed, mean over seeds, one line per
+    algorithm."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -276,7 +279,7 @@ def plot(results: dict[str, list[RunResult]], path: Path, title: str) -> None:
         if curves:
             ax.plot(grid, np.array(curves).mean(axis=0), label=name)
     ax.set_xlabel("epochs consumed")
-    ax.set_ylabel("best final loss found (mean over seeds)")
+    ax.set_ylabel(f"best final {metric} found (mean over seeds)")
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
@@ -314,8 +317,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         "summaries": {n: summary(n, runs)["summary"] for n, runs in results.items()},
     }
     (args.out / "compare.json").write_text(json.dumps(raw, indent=1))
-    plot(results, args.out / "compare.png", f"{args.data.name}, W={args.workers}, eta={args.eta}")
-    print(markdown_table(results))
+    plot(results, args.out / "compare.png", f"{args.data.name}, W={args.workers}, eta={args.eta}",
+         args.metric)
+    print(markdown_table(results, args.metric))
     print(f"\nwrote {args.out / 'compare.json'} and {args.out / 'compare.png'}")
     return 0
 

@@ -160,6 +160,26 @@ def test_cli_compare_writes_table_png_and_json(
     assert len(raw["results"]["asha"]) == 2
 
 
+def test_cli_compare_names_the_metric_of_a_maximized_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--metric acc --mode max``: the table's best column and the plot's axis say acc, not
+    loss (the values are accuracies)."""
+    from matplotlib.axes import Axes
+
+    labels: list[str] = []
+    set_ylabel = Axes.set_ylabel
+    monkeypatch.setattr(Axes, "set_ylabel",
+                        lambda ax, text, *a, **k: labels.append(text) or set_ylabel(ax, text))
+    path = _write_csv(tmp_path / "t.csv")
+    assert main(["compare", "--data", str(path), "--metric", "acc", "--mode", "max",
+                 "--algorithms", "asha", "--eta", "3", "--seeds", "1",
+                 "--out", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out.startswith(
+        "| algorithm | epochs | best acc | regret | makespan | predictor fits |")
+    assert labels == ["best final acc found (mean over seeds)"]
+
+
 def test_mlpf_table_and_hyperband_3213_on_it() -> None:
     table = CurveTable.from_csv(MLPF_CSV)
     assert table.curves.shape == (296, 100)
