@@ -1,6 +1,6 @@
-"""The main job until the Ray Tune study lands: the gateway serving an HPO node's predictions.
+"""The gateway-only demo: qpu-gateway serving an HPO node's predictions, no Ray, no training.
 
-1. Generates a table of synthetic learning curves (the project ships no data).
+1. Generates a table of synthetic learning curves.
 2. Starts ``qpu-gateway serve`` as a child process (neal backend, SQLite store in the output
    directory) on a free port and waits for its health check.
 3. QSVR as a service: fits the final loss from the first 25% of 20 curves over gRPC, predicts every
@@ -9,7 +9,9 @@
    predicted final losses, and compares epochs consumed and best loss found.
 5. Stops the gateway (SIGTERM: graceful) and writes everything to the output directory.
 
-    bash scripts/run.sh            # = .venv/bin/python examples/gateway_demo.py --out results/demo
+    .venv/bin/python examples/gateway_demo.py --out results/demo
+
+(The main job, ``bash scripts/run.sh``, is a real Ray Tune study: ``hpo-node run``.)
 """
 
 from __future__ import annotations

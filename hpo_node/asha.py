@@ -89,7 +89,7 @@ class ASHA(Scheduler):
         need = self.trials_to_reach_max_resource
         if n_trials >= need:
             return None
-        return (f"{key} = {n_trials} is fewer than the {need} that {self.name} needs for any "
+        return (f"warning: {key} = {n_trials} is fewer than the {need} that {self.name} needs for any "
                 f"trial to reach max_resource = {self.max_resource} (each rung promotes its best "
                 f"1/eta: rungs at {', '.join(map(str, self.rungs))} epochs, eta = {self.eta}): "
                 f"the study will find no best at R; give at least {need}")

@@ -142,7 +142,7 @@ def test_ray_tune_habits_too_few_samples_for_any_trial_to_reach_r_is_warned(
     scheduler = ASHAScheduler(9, 3)
     with caplog.at_level(logging.WARNING, logger="hpo_node.integrations.ray_tune"):
         _tuner(tmp_path, scheduler).fit()  # num_samples=6
-    note = ("TuneConfig(num_samples) = 6 is fewer than the 9 that asha needs for any trial to "
+    note = ("warning: TuneConfig(num_samples) = 6 is fewer than the 9 that asha needs for any trial to "
             "reach max_resource = 9 (each rung promotes its best 1/eta: rungs at 1, 3, 9 epochs, "
             "eta = 3): the study will find no best at R; give at least 9")
     assert scheduler.notes == (note,)

@@ -261,7 +261,7 @@ def test_hpo_study_too_few_trials_for_any_to_reach_r_is_said_before_it_starts(
     toml = _toml(tmp_path)
     over = {"algorithm.name": algorithm, "algorithm.params": {}}
     cfg = load_study(toml, {**over, "study.trials": 8})
-    assert (f"study.trials = 8 is fewer than the 9 that {algorithm} needs for any trial to reach "
+    assert (f"warning: study.trials = 8 is fewer than the 9 that {algorithm} needs for any trial to reach "
             "max_resource = 9 (each rung promotes its best 1/eta: rungs at 1, 3, 9 epochs, eta = "
             "3): the study will find no best at R; give at least 9") in cfg.notes
     assert not load_study(toml, {**over, "study.trials": 9}).notes

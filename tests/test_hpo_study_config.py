@@ -357,7 +357,7 @@ def test_hpo_study_config_swift_d_set_by_the_user_is_kept_with_a_warning() -> No
     tiny = study_from_dict(_swift(study__trials=6, algorithm__params={"rule": "paper"}))
     assert tiny.algorithm_params == {"rule": "paper"} and tiny.notes[-1].endswith(
         "give more study.trials (at least 9 for any prediction)")
-    assert tiny.notes[0].startswith("study.trials = 6 is fewer than the 9 that swift-asha needs")
+    assert tiny.notes[0].startswith("warning: study.trials = 6 is fewer than the 9 that swift-asha needs")
     # d set by the user is kept: the trials for a prediction are those that d needs
     kept = study_from_dict(_swift(study__trials=6, algorithm__params={"rule": "paper", "d": 12}))
     assert kept.notes[-1].endswith("give more study.trials (at least 39 for d = 12)")

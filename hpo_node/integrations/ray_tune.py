@@ -527,9 +527,10 @@ class CoreTrialScheduler(TrialScheduler):
                 raise self._violated(self._restart_message(trial, resource, known, start))
             # A Tuner.restore can hold a result whose checkpoint was not saved yet: the trial
             # resumes from an older checkpoint (or none) and those epochs are trained again.
-            logger.warning("trial %s resumed from an older checkpoint after a restore: %s %d-%d "
-                           "are trained again (counted once)", tid, self.resource_attr, resource,
-                           known)
+            again = (f"{self.resource_attr} {resource} is" if resource == known else
+                     f"{self.resource_attr}s {resource}-{known} are")
+            logger.warning("trial %s resumed from an older checkpoint after a restore: %s "
+                           "trained again (counted once)", tid, again)
         self._starting.pop(tid, None)
         self._restored.discard(tid)
         if resource <= known:

@@ -174,7 +174,7 @@ def print_summary(summary: dict[str, Any], study_dir: Path, out: Any) -> None:
         print(f"predictor: {p['fits_ok']} fits, {p['decisions_with_prediction']} rows predicted, "
               f"{p['decisions_without_prediction']} answered without it (outages "
               f"{p['outages']})", file=out)
-    print(f"wrote {study_dir}/trials.csv, best.json, curves.png, best_vs_epochs.png/.csv, "
-          f"summary.json, scheduler_state.json in {summary['wall_seconds']:.1f} s", file=out,
-          flush=True)
+    print(f"the study took {summary['wall_seconds']:.1f} s; wrote {study_dir}/trials.csv, "
+          "best.json, curves.png, best_vs_epochs.png/.csv, summary.json, scheduler_state.json",
+          file=out, flush=True)
 
