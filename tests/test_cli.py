@@ -84,6 +84,13 @@ def test_serve_config_type_mistake_is_one_line_exit_2(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("m.sqlite*"))
 
 
+def test_serve_address_port_out_of_range_is_one_line_naming_address_exit_2(tmp_path: Path) -> None:
+    out = _run("serve", "--address", "127.0.0.1:99999", "--store", str(tmp_path / "m.sqlite"))
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "qpu-gateway: address: port must be in [0, 65535], got '127.0.0.1:99999'"]
+    assert not list(tmp_path.glob("m.sqlite*"))
+
+
 def test_config_in_code_takes_paths_for_file_settings_only(tmp_path: Path) -> None:
     from qpu_gateway.config import GatewayConfig
 
