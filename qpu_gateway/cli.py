@@ -186,9 +186,10 @@ def _abandon(store: ModelStore) -> None:
 def _read_csv(path: str, columns: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
     """The header and the numeric values of ``columns`` (default: every column), in that order.
 
-    Only the chosen columns must be numbers, so a predict file may carry ids or notes.
+    Only the chosen columns must be numbers, so a predict file may carry ids or notes. A UTF-8
+    byte order mark (Excel's "CSV UTF-8") is skipped.
     """
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         rows = list(csv.reader(fh))
     if len(rows) < 2:
         raise SystemExit(f"{path}: needs a header row and at least one data row")

@@ -345,6 +345,25 @@ def test_cli_predict_matches_csv_columns_by_the_models_feature_names(
     assert "lacking.csv: no column 'b', which the model was fitted with" in missing.stderr
 
 
+def test_cli_fit_and_predict_read_a_csv_with_a_utf8_byte_order_mark(
+    gateway_address: str, tmp_path: Path
+) -> None:
+    x = np.random.default_rng(5).random((8, 2))
+    train = tmp_path / "excel.csv"
+    with open(train, "w", newline="", encoding="utf-8-sig") as fh:  # Excel's "CSV UTF-8"
+        w = csv.writer(fh)
+        w.writerow(["a", "b", "y"])
+        w.writerows(np.column_stack([x, x.sum(axis=1)]).tolist())
+    fit = _run("fit", "--gateway", gateway_address, "--data", str(train), "--target", "y",
+               "--model-id", "cli-bom", "--param", "num_reads=20")
+    assert fit.returncode == 0, fit.stderr
+    assert json.loads(fit.stdout)["feature_names"] == ["a", "b"]
+    pred = _run("predict", "--gateway", gateway_address, "--model-id", "cli-bom",
+                "--data", str(train))
+    assert pred.returncode == 0, pred.stderr
+    assert len(pred.stdout.splitlines()) == 9
+
+
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, dict[str, str]]]:
     """A mutual-TLS gateway with an admin and a predict token."""
