@@ -248,9 +248,9 @@ def _parse_param(text: str) -> tuple[str, Any]:
 
 def _seed(seed: int | None) -> int | None:
     """``--seed`` when given: ``ValueError`` naming it unless in the wire's uint64 range."""
-    if seed is not None and not 0 <= seed < 2**64:
-        raise ValueError(f"--seed must be an integer in [0, 2**64), got {seed}")
-    return seed
+    from qpu_gateway.convert import wire_uint
+
+    return None if seed is None else wire_uint("--seed", seed, 64)
 
 
 def _token(args: argparse.Namespace) -> str | None:
