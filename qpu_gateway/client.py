@@ -220,6 +220,9 @@ class GatewayClient:
     ) -> pb.ModelInfo:
         """Fit a model (or a new version of ``model_id``); x: (N, F), y: (N,). Returns its info.
 
+        A 1-D x is one feature per row, (N,) as (N, 1), so it needs one value per y (unlike
+        ``predict``, where a 1-D x is one row); else ``ValueError`` naming x.
+
         ``feature_names`` (F,) are stored with the model (``ModelInfo.feature_names``). With an
         ``idempotency_key``, resending the same request (e.g. after a lost reply) returns the
         version the first one stored instead of fitting again; Fits are never retried
@@ -227,10 +230,20 @@ class GatewayClient:
         unknown = set(params) - set(WIRE_PARAMS)
         if unknown:
             raise TypeError(f"unknown QSVR parameters {sorted(unknown)}; known: {list(WIRE_PARAMS)}")
+        ys = np.asarray(y, dtype=np.float64).ravel()
+        xs = np.asarray(x, dtype=np.float64)
+        if xs.ndim == 1:
+            if xs.size != ys.size:
+                raise ValueError(
+                    f"x must be (N, F); a 1-D x is one feature per row and needs one value per y "
+                    f"({ys.size}), got {xs.size}: for one row of {xs.size} features use "
+                    "x.reshape(1, -1)"
+                )
+            xs = xs.reshape(-1, 1)
         request = pb.FitRequest(
             model_id=model_id,
-            x=matrix_to_proto(_as_matrix(x)),
-            y=np.asarray(y, dtype=np.float64).ravel().tolist(),
+            x=matrix_to_proto(_as_matrix(xs)),
+            y=ys.tolist(),
             params=_wire_params(params),
             backend=backend,
             feature_names=list(feature_names or []),
