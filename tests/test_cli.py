@@ -364,6 +364,27 @@ def test_cli_fit_and_predict_read_a_csv_with_a_utf8_byte_order_mark(
     assert len(pred.stdout.splitlines()) == 9
 
 
+def test_cli_fit_drop_skips_text_columns_and_a_text_column_suggests_it(
+    gateway_address: str, tmp_path: Path
+) -> None:
+    x = np.random.default_rng(6).random((8, 2))
+    train = tmp_path / "ids.csv"
+    with open(train, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "a", "b", "y"])
+        w.writerows([[f"cfg{i}", a, b, a + b] for i, (a, b) in enumerate(x.tolist())])
+    refused = _run("fit", "--gateway", gateway_address, "--data", str(train), "--target", "y")
+    assert refused.returncode != 0 and refused.stderr.strip().endswith(
+        "row 2, column 'id': 'cfg0' is not a number (not a feature? --drop id)"), refused.stderr
+    fit = _run("fit", "--gateway", gateway_address, "--data", str(train), "--target", "y",
+               "--drop", "id", "--model-id", "cli-drop", "--param", "num_reads=20")
+    assert fit.returncode == 0, fit.stderr
+    assert json.loads(fit.stdout)["feature_names"] == ["a", "b"]
+    typo = _run("fit", "--gateway", gateway_address, "--data", str(train), "--target", "y",
+                "--drop", "ID")
+    assert typo.returncode != 0 and "--drop 'ID': no such column" in typo.stderr
+
+
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, dict[str, str]]]:
     """A mutual-TLS gateway with an admin and a predict token."""
