@@ -2,7 +2,7 @@
 
     qpu-gateway serve [--address HOST:PORT] [--backend NAME] [--store PATH] [--config FILE]
     qpu-gateway fit --gateway HOST:PORT --data train.csv --target final_loss [--model-id ID]
-                    [--backend NAME] [--seed S] [--param gamma=0.03 ...]
+                    [--backend NAME] [--seed S] [--param gamma=0.03 ...] [--drop id,notes]
     qpu-gateway predict --gateway HOST:PORT --model-id ID --data rows.csv [--out preds.csv]
     qpu-gateway models [--model-id ID] | qpu-gateway delete --model-id ID
     qpu-gateway health [--gateway HOST:PORT] [--service NAME] [--wait SECONDS]   # exit 0: SERVING
@@ -183,17 +183,25 @@ def _abandon(store: ModelStore) -> None:
         log.warning("after the failed start: store %s: %s", store.path, exc)
 
 
-def _read_csv(path: str, columns: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
-    """The header and the numeric values of ``columns`` (default: every column), in that order.
+def _read_csv(
+    path: str, columns: Sequence[str] | None = None, drop: Sequence[str] = ()
+) -> tuple[list[str], np.ndarray]:
+    """The names and the numeric values of ``columns`` (default: every column not in ``drop``),
+    in that order.
 
-    Only the chosen columns must be numbers, so a predict file may carry ids or notes.
+    Only the chosen columns must be numbers, so a file may carry ids or notes. A UTF-8 byte order
+    mark (Excel's "CSV UTF-8") is skipped.
     """
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         rows = list(csv.reader(fh))
     if len(rows) < 2:
         raise SystemExit(f"{path}: needs a header row and at least one data row")
     header, body = rows[0], rows[1:]
-    names = list(header if columns is None else columns)
+    unknown = [n for n in drop if n not in header]
+    if unknown:
+        raise SystemExit(f"{path}: --drop {unknown[0]!r}: no such column "
+                         f"(the file's columns: {', '.join(header)})")
+    names = list([h for h in header if h not in drop] if columns is None else columns)
     missing = [n for n in names if n not in header]
     if missing:
         raise SystemExit(
@@ -209,10 +217,16 @@ def _read_csv(path: str, columns: Sequence[str] | None = None) -> tuple[list[str
             try:
                 data[r, c] = float(row[i])
             except ValueError:
+                hint = f" (not a feature? --drop {header[i]})" if columns is None else ""
                 raise SystemExit(
-                    f"{path}, row {r + 2}, column {header[i]!r}: {row[i]!r} is not a number"
+                    f"{path}, row {r + 2}, column {header[i]!r}: {row[i]!r} is not a number{hint}"
                 ) from None
-    return header, data
+    return names, data
+
+
+def _drop(text: str) -> list[str]:
+    """``--drop A,B`` as its column names."""
+    return [name for name in text.split(",") if name]
 
 
 def _parse_param(text: str) -> tuple[str, Any]:
@@ -247,9 +261,9 @@ def _parse_param(text: str) -> tuple[str, Any]:
 
 def _seed(seed: int | None) -> int | None:
     """``--seed`` when given: ``ValueError`` naming it unless in the wire's uint64 range."""
-    if seed is not None and not 0 <= seed < 2**64:
-        raise ValueError(f"--seed must be an integer in [0, 2**64), got {seed}")
-    return seed
+    from qpu_gateway.convert import wire_uint
+
+    return None if seed is None else wire_uint("--seed", seed, 64)
 
 
 def _token(args: argparse.Namespace) -> str | None:
@@ -278,7 +292,10 @@ def _client(args: argparse.Namespace, options: Sequence[tuple[str, Any]] = ()) -
 
 
 def _fit(args: argparse.Namespace) -> int:
-    header, data = _read_csv(args.data)
+    drop = _drop(args.drop)
+    if args.target in drop:
+        raise SystemExit(f"--drop {args.target}: the target column cannot be dropped")
+    header, data = _read_csv(args.data, drop=drop)
     if args.target not in header:
         raise SystemExit(f"{args.data}: no column {args.target!r} (columns: {', '.join(header)})")
     t = header.index(args.target)
@@ -300,10 +317,7 @@ def _fit(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     with _client(args) as client:
         names = list(client.get_model(args.model_id, version=args.version).feature_names)
-        header, data = _read_csv(args.data, names or None)
-        if not names and args.drop:
-            keep = [i for i, h in enumerate(header) if h not in set(args.drop.split(","))]
-            data = data[:, keep]
+        _, data = _read_csv(args.data, names or None, drop=() if names else _drop(args.drop))
         mean, std = client.predict(args.model_id, data, version=args.version)
     out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
     try:
@@ -432,6 +446,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--model-id", default="")
     f.add_argument("--backend", default="")
     f.add_argument("--seed", type=int)
+    f.add_argument("--drop", default="",
+                   help="comma-separated columns that are not features (ids, notes)")
     f.add_argument("--param", action="append", default=[],
                    help="QSVR parameter NAME=VALUE (repeatable), e.g. gamma=0.03")
     f.set_defaults(func=_fit)

@@ -28,7 +28,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from numpy.typing import ArrayLike, NDArray
 
-from qpu_gateway.convert import WIRE_PARAMS, matrix_to_proto
+from qpu_gateway.convert import WIRE_PARAMS, matrix_to_proto, wire_uint
 from qpu_gateway.error_details import field_violations
 from qpu_gateway.v1 import gateway_pb2 as pb
 from qpu_gateway.v1 import gateway_pb2_grpc as pb_grpc
@@ -88,6 +88,23 @@ class UnreachableError(grpc.RpcError):
 
 def _read(path: str | None) -> bytes | None:
     return None if path is None else Path(path).read_bytes()
+
+
+_UINT_BITS: Final = {
+    f.name: 32 if f.type == f.TYPE_UINT32 else 64
+    for f in pb.QSVRParams.DESCRIPTOR.fields
+    if f.type in (f.TYPE_UINT32, f.TYPE_UINT64)
+}
+
+
+def _wire_params(params: dict[str, Any]) -> pb.QSVRParams:
+    """``params`` (None = server default) as ``QSVRParams``; integer fields checked as
+    ``params.NAME`` (:func:`~qpu_gateway.convert.wire_uint`)."""
+    set_ = {k: v for k, v in params.items() if v is not None}
+    for name, bits in _UINT_BITS.items():
+        if name in set_:
+            set_[name] = wire_uint(f"params.{name}", set_[name], bits)
+    return pb.QSVRParams(**set_)
 
 
 def _as_matrix(x: ArrayLike) -> NDArray[np.float64]:
@@ -203,6 +220,9 @@ class GatewayClient:
     ) -> pb.ModelInfo:
         """Fit a model (or a new version of ``model_id``); x: (N, F), y: (N,). Returns its info.
 
+        A 1-D x is one feature per row, (N,) as (N, 1), so it needs one value per y (unlike
+        ``predict``, where a 1-D x is one row); else ``ValueError`` naming x.
+
         ``feature_names`` (F,) are stored with the model (``ModelInfo.feature_names``). With an
         ``idempotency_key``, resending the same request (e.g. after a lost reply) returns the
         version the first one stored instead of fitting again; Fits are never retried
@@ -210,17 +230,27 @@ class GatewayClient:
         unknown = set(params) - set(WIRE_PARAMS)
         if unknown:
             raise TypeError(f"unknown QSVR parameters {sorted(unknown)}; known: {list(WIRE_PARAMS)}")
+        ys = np.asarray(y, dtype=np.float64).ravel()
+        xs = np.asarray(x, dtype=np.float64)
+        if xs.ndim == 1:
+            if xs.size != ys.size:
+                raise ValueError(
+                    f"x must be (N, F); a 1-D x is one feature per row and needs one value per y "
+                    f"({ys.size}), got {xs.size}: for one row of {xs.size} features use "
+                    "x.reshape(1, -1)"
+                )
+            xs = xs.reshape(-1, 1)
         request = pb.FitRequest(
             model_id=model_id,
-            x=matrix_to_proto(_as_matrix(x)),
-            y=np.asarray(y, dtype=np.float64).ravel().tolist(),
-            params=pb.QSVRParams(**{k: v for k, v in params.items() if v is not None}),
+            x=matrix_to_proto(_as_matrix(xs)),
+            y=ys.tolist(),
+            params=_wire_params(params),
             backend=backend,
             feature_names=list(feature_names or []),
             idempotency_key=idempotency_key,
         )
         if seed is not None:
-            request.seed = seed
+            request.seed = wire_uint("seed", seed, 64)
         return self._stub.Fit(request, timeout=timeout or self.timeout, metadata=self._metadata).model
 
     def predict(
@@ -234,7 +264,7 @@ class GatewayClient:
         """Mean and member spread for x: (rows, F) or (F,) -> two (rows,) arrays."""
         request = pb.PredictRequest(model_id=model_id, x=matrix_to_proto(_as_matrix(x)))
         if version is not None:
-            request.version = version
+            request.version = wire_uint("version", version, 32)
         reply = self._idempotent(self._stub.Predict, request, timeout)
         return np.asarray(reply.mean), np.asarray(reply.std)
 
@@ -244,7 +274,7 @@ class GatewayClient:
         """Info of one version (the latest when ``version`` is None)."""
         request = pb.GetModelRequest(model_id=model_id)
         if version is not None:
-            request.version = version
+            request.version = wire_uint("version", version, 32)
         return self._idempotent(self._stub.GetModel, request, timeout)
 
     def list_models(
@@ -256,7 +286,8 @@ class GatewayClient:
         while True:
             reply = self._idempotent(
                 self._stub.ListModels,
-                pb.ListModelsRequest(model_id=model_id, page_size=page_size, page_token=token),
+                pb.ListModelsRequest(model_id=model_id, page_size=wire_uint("page_size", page_size, 32),
+                                     page_token=token),
                 timeout,
             )
             models.extend(reply.models)

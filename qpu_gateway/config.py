@@ -161,6 +161,10 @@ class GatewayConfig:
             raise ValueError(f"metrics_host must be a host name or address, got {self.metrics_host!r}")
         if not self.address or ":" not in self.address:
             raise ValueError(f"address must be HOST:PORT, got {self.address!r}")
+        port = self.address.rpartition(":")[2]
+        if (not self.address.startswith(("unix:", "unix-abstract:")) and port.isdigit()
+                and not 0 <= int(port) < 65536):
+            raise ValueError(f"address: port must be in [0, 65535], got {self.address!r}")
         return self
 
 

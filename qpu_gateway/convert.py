@@ -18,10 +18,23 @@ from qpu_gateway.v1 import gateway_pb2 as pb
 if TYPE_CHECKING:
     from qpu_gateway.service import ModelRecord
 
-__all__ = ["WIRE_PARAMS", "matrix_from_proto", "matrix_to_proto", "params_from_proto", "record_to_proto"]
+__all__ = [
+    "WIRE_PARAMS", "matrix_from_proto", "matrix_to_proto", "params_from_proto", "record_to_proto",
+    "wire_uint",
+]
 
 WIRE_PARAMS = tuple(f.name for f in pb.QSVRParams.DESCRIPTOR.fields)
 _OPTIONAL = tuple(p for p in WIRE_PARAMS if p != "ensemble")
+
+
+def wire_uint(name: str, value: Any, bits: int) -> int:
+    """``value`` as an int for a ``uint{bits}`` wire field; ``TypeError``/``ValueError`` naming
+    ``name`` and the rule (protobuf's own error names neither)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an integer in [0, 2**{bits}), got {value!r}")
+    if not 0 <= value < 2**bits:
+        raise ValueError(f"{name} must be an integer in [0, 2**{bits}), got {value}")
+    return int(value)
 
 
 def matrix_from_proto(field: str, m: pb.Matrix) -> NDArray[np.float64]:

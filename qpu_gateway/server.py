@@ -495,10 +495,12 @@ class GatewayServer:
 
 def _split_address(address: str) -> tuple[str, int] | None:
     """``HOST:PORT`` (``[V6]:PORT`` too) as ``(host, port)``; ``None`` for other gRPC addresses
-    (``unix:PATH``)."""
+    (``unix:PATH``). ``ValueError`` naming ``address`` for a port outside [0, 65535]."""
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or address.startswith(("unix:", "unix-abstract:")):
         return None
+    if not 0 <= int(port) < 65536:
+        raise ValueError(f"address: port must be in [0, 65535], got {address!r}")
     return host.strip("[]"), int(port)
 
 

@@ -84,6 +84,13 @@ def test_serve_config_type_mistake_is_one_line_exit_2(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("m.sqlite*"))
 
 
+def test_serve_address_port_out_of_range_is_one_line_naming_address_exit_2(tmp_path: Path) -> None:
+    out = _run("serve", "--address", "127.0.0.1:99999", "--store", str(tmp_path / "m.sqlite"))
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "qpu-gateway: address: port must be in [0, 65535], got '127.0.0.1:99999'"]
+    assert not list(tmp_path.glob("m.sqlite*"))
+
+
 def test_config_in_code_takes_paths_for_file_settings_only(tmp_path: Path) -> None:
     from qpu_gateway.config import GatewayConfig
 
@@ -336,6 +343,46 @@ def test_cli_predict_matches_csv_columns_by_the_models_feature_names(
                    "--data", str(lacking))
     assert missing.returncode != 0
     assert "lacking.csv: no column 'b', which the model was fitted with" in missing.stderr
+
+
+def test_cli_fit_and_predict_read_a_csv_with_a_utf8_byte_order_mark(
+    gateway_address: str, tmp_path: Path
+) -> None:
+    x = np.random.default_rng(5).random((8, 2))
+    train = tmp_path / "excel.csv"
+    with open(train, "w", newline="", encoding="utf-8-sig") as fh:  # Excel's "CSV UTF-8"
+        w = csv.writer(fh)
+        w.writerow(["a", "b", "y"])
+        w.writerows(np.column_stack([x, x.sum(axis=1)]).tolist())
+    fit = _run("fit", "--gateway", gateway_address, "--data", str(train), "--target", "y",
+               "--model-id", "cli-bom", "--param", "num_reads=20")
+    assert fit.returncode == 0, fit.stderr
+    assert json.loads(fit.stdout)["feature_names"] == ["a", "b"]
+    pred = _run("predict", "--gateway", gateway_address, "--model-id", "cli-bom",
+                "--data", str(train))
+    assert pred.returncode == 0, pred.stderr
+    assert len(pred.stdout.splitlines()) == 9
+
+
+def test_cli_fit_drop_skips_text_columns_and_a_text_column_suggests_it(
+    gateway_address: str, tmp_path: Path
+) -> None:
+    x = np.random.default_rng(6).random((8, 2))
+    train = tmp_path / "ids.csv"
+    with open(train, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "a", "b", "y"])
+        w.writerows([[f"cfg{i}", a, b, a + b] for i, (a, b) in enumerate(x.tolist())])
+    refused = _run("fit", "--gateway", gateway_address, "--data", str(train), "--target", "y")
+    assert refused.returncode != 0 and refused.stderr.strip().endswith(
+        "row 2, column 'id': 'cfg0' is not a number (not a feature? --drop id)"), refused.stderr
+    fit = _run("fit", "--gateway", gateway_address, "--data", str(train), "--target", "y",
+               "--drop", "id", "--model-id", "cli-drop", "--param", "num_reads=20")
+    assert fit.returncode == 0, fit.stderr
+    assert json.loads(fit.stdout)["feature_names"] == ["a", "b"]
+    typo = _run("fit", "--gateway", gateway_address, "--data", str(train), "--target", "y",
+                "--drop", "ID")
+    assert typo.returncode != 0 and "--drop 'ID': no such column" in typo.stderr
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from concurrent import futures
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 
 from qpu_gateway.client import GatewayClient, UnreachableError
@@ -69,3 +70,44 @@ def test_a_slow_gateway_stays_deadline_exceeded(slow_gateway: str) -> None:
         client.list_models()
     assert not isinstance(err.value, UnreachableError)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda gw: gw.fit([[0.0], [1.0]], [0.0, 1.0], seed=-1),
+         "seed must be an integer in [0, 2**64), got -1"),
+        (lambda gw: gw.fit([[0.0], [1.0]], [0.0, 1.0], k=-1),
+         "params.k must be an integer in [0, 2**32), got -1"),
+        (lambda gw: gw.fit([[0.0], [1.0]], [0.0, 1.0], num_reads=2**32),
+         f"params.num_reads must be an integer in [0, 2**32), got {2**32}"),
+        (lambda gw: gw.predict("m", [[0.0]], version=-1),
+         "version must be an integer in [0, 2**32), got -1"),
+        (lambda gw: gw.get_model("m", version=-1),
+         "version must be an integer in [0, 2**32), got -1"),
+        (lambda gw: gw.list_models(page_size=-1),
+         "page_size must be an integer in [0, 2**32), got -1"),
+    ],
+)
+def test_client_out_of_range_integer_names_the_field_and_the_rule(call: Any, message: str) -> None:
+    with GatewayClient("127.0.0.1:9") as gw, pytest.raises(ValueError) as err:
+        call(gw)
+    assert str(err.value) == message
+
+
+def test_client_non_integer_param_is_a_type_error_naming_the_field() -> None:
+    with GatewayClient("127.0.0.1:9") as gw, pytest.raises(TypeError, match=r"^params\.k must be an integer"):
+        gw.fit([[0.0], [1.0]], [0.0, 1.0], k=1.5)
+
+
+def test_client_fit_reads_a_1d_x_as_one_feature_per_row(gateway_address: str) -> None:
+    x = np.linspace(0.0, 1.0, 20)
+    with GatewayClient(gateway_address) as gw:
+        info = gw.fit(x, 2 * x, model_id="client-1d", num_reads=20)
+        mean, _ = gw.predict("client-1d", x[:, None])
+    assert (info.n_train, info.n_features) == (20, 1) and mean.shape == (20,)
+
+
+def test_client_fit_refuses_a_1d_x_with_other_than_one_value_per_y() -> None:
+    with GatewayClient("127.0.0.1:9") as gw, pytest.raises(ValueError, match=r"^x must be \(N, F\)"):
+        gw.fit([0.0, 1.0, 2.0], [0.0, 1.0])
