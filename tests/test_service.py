@@ -469,19 +469,25 @@ class _Gated:
         self.release.set()
 
 
+async def _gated_gateway(options: ServerOptions) -> tuple[Any, _Gated, pb.FitRequest]:
+    """A started server whose Fits wait on a :class:`_Gated` executor, and a small Fit request."""
+    executor = _Gated()
+    service = GatewayService(ModelStore(":memory:"), BackendRegistry(), executor=executor)
+    gateway = await create_server(service, "127.0.0.1:0", options)
+    await gateway.start()
+    x, y = _data(6, 2)
+    request = pb.FitRequest(x=pb.Matrix(rows=6, cols=2, values=x.ravel().tolist()), y=y.tolist(),
+                            params=pb.QSVRParams(**FAST))
+    return gateway, executor, request
+
+
 async def _fit_without_deadline_behind_a_busy_slot(
     queue_wait: float, release_after: float
 ) -> tuple[grpc.aio.AioRpcError | None, float]:
     """One slot held by a Fit until ``release_after`` seconds after a second, deadline-less Fit
     arrives; that Fit's error (None: it succeeded) and its seconds."""
-    executor = _Gated()
-    service = GatewayService(ModelStore(":memory:"), BackendRegistry(), executor=executor)
-    gateway = await create_server(service, "127.0.0.1:0", ServerOptions(
+    gateway, executor, request = await _gated_gateway(ServerOptions(
         max_concurrent_fits=1, max_queued_fits=1, fit_queue_wait_seconds=queue_wait))
-    await gateway.start()
-    x, y = _data(6, 2)
-    request = pb.FitRequest(x=pb.Matrix(rows=6, cols=2, values=x.ravel().tolist()), y=y.tolist(),
-                            params=pb.QSVRParams(**FAST))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
             stub = pb_grpc.GatewayStub(channel)
@@ -526,15 +532,9 @@ def test_grpc_fit_without_deadline_is_refused_at_once_when_fit_queue_wait_second
 async def _fits_behind_a_full_queue() -> Metrics:
     """A Fit holding the only slot (no queue), one refused behind it, one with bad input; the
     server's metrics."""
-    executor = _Gated()
     metrics = Metrics()
-    service = GatewayService(ModelStore(":memory:"), BackendRegistry(), executor=executor)
-    gateway = await create_server(service, "127.0.0.1:0", ServerOptions(
+    gateway, executor, request = await _gated_gateway(ServerOptions(
         metrics=metrics, max_concurrent_fits=1, max_queued_fits=0))
-    await gateway.start()
-    x, y = _data(6, 2)
-    request = pb.FitRequest(x=pb.Matrix(rows=6, cols=2, values=x.ravel().tolist()), y=y.tolist(),
-                            params=pb.QSVRParams(**FAST))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
             stub = pb_grpc.GatewayStub(channel)
